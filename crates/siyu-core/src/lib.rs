@@ -1,0 +1,22 @@
+//! Siyu's domain vocabulary, shared by every other crate. Nothing here does I/O.
+//!
+//! - [`identity`]: the ways a customer is known (user id, WeCom external_userid, phone …).
+//! - [`message`]: Segment-spec tracking messages, parsed and validated.
+//! - [`time`]: UTC instants as epoch milliseconds.
+//! - [`org`]: stores, staff and their roles.
+
+pub mod identity;
+pub mod message;
+pub mod org;
+pub mod phone;
+pub mod time;
+
+pub use identity::{Identity, IdentityKind};
+pub use message::{Message, MessageKind};
+pub use time::Timestamp;
+
+/// Internal dense profile id. Dense so the engine can index profiles in bitmaps.
+pub type ProfileId = i64;
+
+/// Money is integer fen (1/100 yuan) everywhere.
+pub type Fen = i64;

@@ -1,0 +1,200 @@
+//! Identity resolution: find or create the one profile a message is about, merging
+//! profiles the message proves to be the same customer.
+//!
+//! Rules, in order:
+//! 1. Every identity the message names is looked up (`userId`, `anonymousId`,
+//!    `context.externalIds`, the `phone` trait; for `alias`, `previousId` as a user id
+//!    or an anonymous id).
+//! 2. None found: a new profile gets them all.
+//! 3. Found profiles merge into the oldest, which survives; the others' identities,
+//!    events, traits (latest timestamp wins), tags and guides move to it, and the merge
+//!    is recorded. Old identities keep resolving because they now point at the survivor.
+//! 4. A profile has at most one `userId`. An implicit link (a shared device id, say)
+//!    between profiles of two different user ids does not merge them: the message goes
+//!    to its own user's profile and the shared identity stays where it was. An `alias`
+//!    is an explicit statement that two ids are one customer and always merges.
+
+use siyu_core::{Identity, IdentityKind, Message, ProfileId, Timestamp};
+
+use crate::profiles::find_by_identity;
+use crate::sql::Db;
+use crate::{params, StoreError};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    pub profile_id: ProfileId,
+    pub created: bool,
+    /// Profiles merged into `profile_id` by this message.
+    pub merged: Vec<ProfileId>,
+}
+
+pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, StoreError> {
+    let at = msg.received_at;
+    let mut found: Vec<Option<ProfileId>> = Vec::with_capacity(msg.identities.len());
+    let mut profiles: Vec<ProfileId> = Vec::new();
+    for identity in &msg.identities {
+        let p = find_by_identity(db, identity).await?;
+        if let Some(p) = p {
+            if !profiles.contains(&p) {
+                profiles.push(p);
+            }
+        }
+        found.push(p);
+    }
+
+    // alias: previousId names an existing customer by user id or anonymous id.
+    let mut unattached_previous = None;
+    if let Some(prev) = &msg.previous_id {
+        let mut prev_profile = find_by_identity(db, &Identity::user_id(prev)).await?;
+        if prev_profile.is_none() {
+            prev_profile = find_by_identity(db, &Identity::anonymous_id(prev)).await?;
+        }
+        match prev_profile {
+            Some(p) if !profiles.contains(&p) => profiles.push(p),
+            Some(_) => {}
+            None => unattached_previous = Some(Identity::anonymous_id(prev)),
+        }
+    }
+
+    let all_found = found.iter().all(Option::is_some);
+    if profiles.len() == 1 && all_found && unattached_previous.is_none() {
+        // The everyday case: a known customer, nothing new to learn.
+        return Ok(Resolution { profile_id: profiles[0], created: false, merged: Vec::new() });
+    }
+
+    let compatible = if msg.is_alias() { profiles.clone() } else { compatible_profiles(db, msg, &profiles, &found).await? };
+
+    let (survivor, created) = match compatible.iter().min() {
+        Some(&p) => (p, false),
+        None => (create_profile(db, msg.timestamp, at).await?, true),
+    };
+    let mut merged = Vec::new();
+    for &p in &compatible {
+        if p != survivor {
+            let reason = if msg.is_alias() { "alias" } else { "shared identity" };
+            merge(db, survivor, p, Some(&msg.message_id), reason, at).await?;
+            merged.push(p);
+        }
+    }
+    for (identity, f) in msg.identities.iter().zip(&found) {
+        if f.is_none() {
+            attach(db, survivor, identity, at).await?;
+        }
+    }
+    if let Some(prev) = unattached_previous {
+        attach(db, survivor, &prev, at).await?;
+    }
+    Ok(Resolution { profile_id: survivor, created, merged })
+}
+
+/// The found profiles this message may join: those without a user id, or with the
+/// message's own (or, without one, the strongest found profile's).
+async fn compatible_profiles(
+    db: &mut dyn Db,
+    msg: &Message,
+    profiles: &[ProfileId],
+    found: &[Option<ProfileId>],
+) -> Result<Vec<ProfileId>, StoreError> {
+    let user_id_unfound = msg.identities.iter().zip(found).any(|(i, f)| i.kind == IdentityKind::UserId && f.is_none());
+    if profiles.len() == 1 && !user_id_unfound {
+        return Ok(profiles.to_vec());
+    }
+    let mut user_ids = Vec::with_capacity(profiles.len());
+    for &p in profiles {
+        user_ids.push(user_id_of(db, p).await?);
+    }
+    let wanted = msg.user_id.clone().or_else(|| user_ids.iter().flatten().next().cloned());
+    Ok(profiles
+        .iter()
+        .zip(&user_ids)
+        .filter(|(_, uid)| uid.is_none() || *uid == &wanted)
+        .map(|(p, _)| *p)
+        .collect())
+}
+
+async fn user_id_of(db: &mut dyn Db, profile: ProfileId) -> Result<Option<String>, StoreError> {
+    db.query_opt(
+        "SELECT value FROM identities WHERE profile_id = $1 AND kind = 'user_id' LIMIT 1",
+        params![profile],
+    )
+    .await?
+    .map(|r| r.text(0))
+    .transpose()
+}
+
+pub async fn create_profile(db: &mut dyn Db, seen: Timestamp, at: Timestamp) -> Result<ProfileId, StoreError> {
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let row = db
+        .query_one(
+            "INSERT INTO profiles (uuid, created_at, first_seen, last_seen) VALUES ($1, $2, $3, $3) RETURNING id",
+            params![&uuid, at.0, seen.0],
+        )
+        .await?;
+    crate::counters::add(db, crate::counters::PROFILES, 1).await?;
+    row.int(0)
+}
+
+pub async fn attach(db: &mut dyn Db, profile: ProfileId, identity: &Identity, at: Timestamp) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO identities (kind, value, profile_id, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (kind, value) DO NOTHING",
+        params![identity.kind.as_str(), &identity.value, profile, at.0],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Moves everything of `merged` to `survivor` and records the merge.
+pub async fn merge(
+    db: &mut dyn Db,
+    survivor: ProfileId,
+    merged: ProfileId,
+    message_id: Option<&str>,
+    reason: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    db.execute("UPDATE identities SET profile_id = $1 WHERE profile_id = $2", params![survivor, merged]).await?;
+    db.execute("UPDATE events SET profile_id = $1 WHERE profile_id = $2", params![survivor, merged]).await?;
+    db.execute(
+        "INSERT INTO traits (profile_id, key, value, updated_at)
+         SELECT $1, key, value, updated_at FROM traits WHERE profile_id = $2
+         ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+         WHERE excluded.updated_at > traits.updated_at",
+        params![survivor, merged],
+    )
+    .await?;
+    db.execute("DELETE FROM traits WHERE profile_id = $1", params![merged]).await?;
+    db.execute(
+        "INSERT INTO profile_tags (profile_id, tag, source, created_at)
+         SELECT $1, tag, source, created_at FROM profile_tags WHERE profile_id = $2
+         ON CONFLICT (profile_id, tag) DO NOTHING",
+        params![survivor, merged],
+    )
+    .await?;
+    db.execute("DELETE FROM profile_tags WHERE profile_id = $1", params![merged]).await?;
+    db.execute(
+        "INSERT INTO staff_customers (profile_id, staff_userid, status, added_at, removed_at, state)
+         SELECT $1, staff_userid, status, added_at, removed_at, state FROM staff_customers WHERE profile_id = $2
+         ON CONFLICT (profile_id, staff_userid) DO NOTHING",
+        params![survivor, merged],
+    )
+    .await?;
+    db.execute("DELETE FROM staff_customers WHERE profile_id = $1", params![merged]).await?;
+    db.execute(
+        "UPDATE profiles SET
+            first_seen = (SELECT MIN(first_seen) FROM profiles WHERE id IN ($1, $2)),
+            last_seen = (SELECT MAX(last_seen) FROM profiles WHERE id IN ($1, $2))
+          WHERE id = $1",
+        params![survivor, merged],
+    )
+    .await?;
+    db.execute("UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2", params![survivor, merged])
+        .await?;
+    db.execute(
+        "INSERT INTO merges (survivor, merged, message_id, reason, merged_at) VALUES ($1, $2, $3, $4, $5)",
+        params![survivor, merged, message_id, reason, at.0],
+    )
+    .await?;
+    crate::counters::add(db, crate::counters::PROFILES, -1).await?;
+    Ok(())
+}

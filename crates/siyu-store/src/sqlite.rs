@@ -1,0 +1,202 @@
+//! The embedded default: one SQLite file in the data directory, in WAL mode.
+//!
+//! rusqlite is synchronous and fast; its calls run on blocking threads (reads) or on
+//! the ingest writer's own thread. The [`Db`] futures it returns never wait on I/O, so
+//! they complete on first poll.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+
+use crate::sql::{Backend, Db, Param, Row, Value};
+use crate::StoreError;
+
+pub const DB_FILE: &str = "siyu.db";
+
+pub struct SqliteDb {
+    conn: Connection,
+}
+
+impl SqliteDb {
+    pub fn open(path: &Path, role: ConnRole) -> Result<SqliteDb, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        // FULL: the WAL is fsynced at every commit, so an acknowledged event survives
+        // power loss as well as a kill -9. Group commit keeps that to one fsync per group.
+        let cache_kib = match role {
+            ConnRole::Writer => 256 * 1024,
+            ConnRole::Reader => 64 * 1024,
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -{cache_kib};
+             PRAGMA mmap_size = 1073741824;"
+        ))?;
+        if role == ConnRole::Writer {
+            // Checkpoints run on the checkpointer thread, not inside the commit path.
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        }
+        Ok(SqliteDb { conn })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn run(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&numbered(sql))?;
+        bind(&mut stmt, params)?;
+        Ok(stmt.raw_execute()? as u64)
+    }
+
+    fn rows(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&numbered(sql))?;
+        bind(&mut stmt, params)?;
+        let width = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(match row.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Int(v),
+                    ValueRef::Real(v) => Value::Real(v),
+                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Value::Text(String::from_utf8_lossy(b).into_owned()),
+                });
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRole {
+    Writer,
+    Reader,
+}
+
+/// `$1` → `?1`: numbered parameters bind by number in SQLite whatever their order.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Result<(), StoreError> {
+    for (i, p) in params.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, p)?;
+    }
+    Ok(())
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Param::Int(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Integer(v)),
+            Param::Real(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Real(v)),
+            Param::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Param::Int(None) | Param::Real(None) | Param::Text(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
+}
+
+#[async_trait]
+impl Db for SqliteDb {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        self.run(sql, params)
+    }
+
+    async fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        self.rows(sql, params)
+    }
+
+    async fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+}
+
+/// Reader connections, reused. Writes outside ingest (tags, organisation) also borrow
+/// one; SQLite serialises them with the ingest writer through its lock.
+pub struct SqlitePool {
+    path: PathBuf,
+    idle: Mutex<Vec<SqliteDb>>,
+}
+
+const MAX_IDLE: usize = 8;
+
+impl SqlitePool {
+    pub fn new(path: PathBuf) -> Arc<SqlitePool> {
+        Arc::new(SqlitePool { path, idle: Mutex::new(Vec::new()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self) -> Result<SqliteDb, StoreError> {
+        if let Some(db) = self.idle.lock().expect("pool lock").pop() {
+            return Ok(db);
+        }
+        SqliteDb::open(&self.path, ConnRole::Reader)
+    }
+
+    pub fn put(&self, db: SqliteDb) {
+        // A connection left inside a transaction (a panic mid-way) is not reused.
+        if !db.conn.is_autocommit() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(db);
+        }
+    }
+}
+
+/// Copies the WAL back into the database file every second, on its own connection, so
+/// the ingest writer never pays for a checkpoint inside a commit.
+pub fn spawn_checkpointer(path: PathBuf) -> Result<(), StoreError> {
+    let db = SqliteDb::open(&path, ConnRole::Reader)?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if let Err(e) = db.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        })
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn numbers_placeholders_for_sqlite() {
+        assert_eq!(numbered("SELECT $1, $12 WHERE a = $1"), "SELECT ?1, ?12 WHERE a = ?1");
+        assert_eq!(numbered("SELECT '$' || x"), "SELECT '$' || x");
+    }
+}

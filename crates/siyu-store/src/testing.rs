@@ -1,0 +1,95 @@
+//! Stores for tests, on both backends. The PostgreSQL one lives in its own schema of
+//! the `test` database, so tests run in parallel without seeing each other.
+//!
+//! PostgreSQL is found at `SIYU_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). When it cannot be reached, tests skip
+//! their PostgreSQL half locally, and fail under `CI=true`: CI must run them for real.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{Store, StoreConfig};
+
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub struct TestStore {
+    pub store: Store,
+    pub config: StoreConfig,
+    /// Keeps the SQLite data directory alive for the test's duration.
+    pub dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+pub fn test_database_url() -> String {
+    std::env::var("SIYU_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_string())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// A schema name no other test process or test in this process uses.
+pub fn unique_schema() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("siyu_test_{}_{}_{}", std::process::id(), n, nanos)
+}
+
+impl TestStore {
+    pub async fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig::Sqlite { data_dir: dir.path().to_path_buf() };
+        let store = Store::open(&config).await.expect("open SQLite store");
+        TestStore { store, config, dir: Some(dir), schema: None }
+    }
+
+    /// `None` (with a note on stderr) when PostgreSQL is unreachable outside CI.
+    pub async fn postgres() -> Option<TestStore> {
+        let schema = unique_schema();
+        let config = StoreConfig::Postgres { url: test_database_url(), schema: Some(schema.clone()) };
+        match Store::open(&config).await {
+            Ok(store) => Some(TestStore { store, config, dir: None, schema: Some(schema) }),
+            Err(e) if !in_ci() => {
+                eprintln!("skipping the PostgreSQL half of this test: {e} (set CI=true to make this fail)");
+                None
+            }
+            Err(e) => panic!("PostgreSQL is required under CI=true and could not be reached: {e}"),
+        }
+    }
+
+    /// Drops the test's PostgreSQL schema.
+    pub async fn cleanup(self) {
+        if let (Some(schema), Some(pool)) = (&self.schema, self.store.pg_pool()) {
+            let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await;
+        }
+    }
+}
+
+/// Runs a test body against SQLite and PostgreSQL:
+///
+/// ```ignore
+/// both_backends!(stores_a_profile, |store: Store| async move { ... });
+/// ```
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let t = $crate::testing::TestStore::sqlite().await;
+                ($body)(t.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(t) = $crate::testing::TestStore::postgres().await else { return };
+                ($body)(t.store.clone()).await;
+                t.cleanup().await;
+            }
+        }
+    };
+}

@@ -1,0 +1,307 @@
+//! The store suite: every test runs on SQLite and on PostgreSQL.
+
+use serde_json::json;
+use siyu_core::message::{parse_batch, ParseContext};
+use siyu_core::org::{Staff, StaffRole, Store as StoreInfo};
+use siyu_core::{Identity, IdentityKind, Message, Timestamp};
+use siyu_store::ingest::{self, Outcome};
+use siyu_store::profiles::{self, EventCursor};
+use siyu_store::{both_backends, org, Store};
+
+/// Parses a Segment batch the way the HTTP layer does.
+fn messages(batch: serde_json::Value) -> Vec<Message> {
+    let body = serde_json::to_vec(&json!({ "batch": batch })).unwrap();
+    let next = || uuid::Uuid::new_v4().to_string();
+    let cx = ParseContext { received_at: Timestamp::now(), new_message_id: &next };
+    parse_batch(&body, &cx).expect("valid batch").messages
+}
+
+async fn apply(store: &Store, batch: serde_json::Value) -> Vec<Outcome> {
+    let msgs = messages(batch);
+    store
+        .transaction(move |db| {
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for m in &msgs {
+                    out.push(ingest::apply(db, m).await?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+        .unwrap()
+}
+
+async fn lookup(store: &Store, kind: IdentityKind, value: &str) -> Option<i64> {
+    let identity = Identity::new(kind, value, None).unwrap();
+    store.run(move |db| Box::pin(async move { profiles::find_by_identity(db, &identity).await })).await.unwrap()
+}
+
+async fn load(store: &Store, id: i64) -> profiles::ProfileView {
+    store.run(move |db| Box::pin(async move { profiles::load(db, id, 50).await })).await.unwrap().expect("profile")
+}
+
+async fn stats(store: &Store) -> profiles::Stats {
+    store.run(|db| Box::pin(profiles::stats(db))).await.unwrap()
+}
+
+both_backends!(identify_creates_a_profile_findable_by_every_identity, |store: Store| async move {
+    apply(
+        &store,
+        json!([{
+            "type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "m1",
+            "traits": {"name": "王芳", "phone": "138 0013 8000", "city": "Shanghai"},
+            "context": {"externalIds": [
+                {"id": "wmEXT1", "type": "external_userid", "collection": "users", "encoding": "none"},
+                {"id": "oUNION1", "type": "unionid"},
+                {"id": "oOPEN1", "type": "openid", "appId": "wxmini"},
+                {"id": "M0001", "type": "member_no"}
+            ]}
+        }]),
+    )
+    .await;
+    let id = lookup(&store, IdentityKind::UserId, "u1").await.expect("found by user id");
+    for (kind, value) in [
+        (IdentityKind::AnonymousId, "a1"),
+        (IdentityKind::ExternalUserid, "wmEXT1"),
+        (IdentityKind::Unionid, "oUNION1"),
+        (IdentityKind::Openid, "wxmini:oOPEN1"),
+        (IdentityKind::Phone, "+8613800138000"),
+        (IdentityKind::MemberNo, "M0001"),
+    ] {
+        assert_eq!(lookup(&store, kind, value).await, Some(id), "{kind}");
+    }
+    let p = load(&store, id).await;
+    assert_eq!(p.traits["name"], json!("王芳"));
+    assert_eq!(p.traits["phone"], json!("+8613800138000"), "phone stored normalised");
+    assert_eq!(p.identities.len(), 7);
+    assert_eq!(p.recent_events.len(), 1);
+    assert_eq!(stats(&store).await.profiles, 1);
+});
+
+both_backends!(a_repeated_message_id_is_stored_once, |store: Store| async move {
+    let msg = json!({"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "dup-1",
+                     "properties": {"revenue": 3200}});
+    let first = apply(&store, json!([msg.clone()])).await;
+    let again = apply(&store, json!([msg.clone(), msg])).await;
+    assert!(!first[0].is_duplicate());
+    assert!(again.iter().all(Outcome::is_duplicate));
+    let id = lookup(&store, IdentityKind::UserId, "u1").await.unwrap();
+    let events = load(&store, id).await.recent_events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(stats(&store).await.events, 0, "counters are the writer's job; apply alone does not bump them");
+});
+
+both_backends!(latest_trait_wins_even_out_of_order, |store: Store| async move {
+    apply(&store, json!([
+        {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T10:00:00Z", "traits": {"tier": "gold", "city": "Hangzhou"}},
+        {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z", "traits": {"tier": "silver", "language": "Cantonese"}},
+    ]))
+    .await;
+    apply(&store, json!([
+        {"type": "track", "userId": "u1", "event": "Checked In", "timestamp": "2024-04-01T00:00:00Z",
+         "context": {"traits": {"city": "Suzhou"}}},
+    ]))
+    .await;
+    let id = lookup(&store, IdentityKind::UserId, "u1").await.unwrap();
+    let p = load(&store, id).await;
+    assert_eq!(p.traits["tier"], json!("gold"), "the older identify arrived later and must not win");
+    assert_eq!(p.traits["language"], json!("Cantonese"));
+    assert_eq!(p.traits["city"], json!("Hangzhou"));
+    assert_eq!(p.first_seen, Timestamp::parse_iso8601("2024-04-01T00:00:00Z").unwrap());
+    assert_eq!(p.last_seen, Timestamp::parse_iso8601("2024-05-02T10:00:00Z").unwrap());
+});
+
+both_backends!(alias_merges_the_anonymous_profile_into_the_user, |store: Store| async move {
+    apply(&store, json!([
+        {"type": "page", "anonymousId": "anon-9", "name": "Menu", "timestamp": "2024-05-01T08:00:00Z"},
+        {"type": "track", "anonymousId": "anon-9", "event": "Product Viewed", "timestamp": "2024-05-01T08:01:00Z",
+         "context": {"traits": {"favourite": "oat latte"}}},
+        {"type": "identify", "userId": "member-7", "timestamp": "2024-05-01T09:00:00Z", "traits": {"name": "Chen"}},
+    ]))
+    .await;
+    let anon = lookup(&store, IdentityKind::AnonymousId, "anon-9").await.unwrap();
+    let user = lookup(&store, IdentityKind::UserId, "member-7").await.unwrap();
+    assert_ne!(anon, user);
+    assert_eq!(stats_profiles(&store).await, 2);
+
+    let out = apply(&store, json!([{"type": "alias", "previousId": "anon-9", "userId": "member-7"}])).await;
+    let survivor = anon.min(user);
+    let merged = anon.max(user);
+    assert_eq!(out[0].profile_id, Some(survivor));
+    assert_eq!(out[0].merged, vec![merged]);
+    assert_eq!(lookup(&store, IdentityKind::AnonymousId, "anon-9").await, Some(survivor));
+    assert_eq!(lookup(&store, IdentityKind::UserId, "member-7").await, Some(survivor));
+    let p = load(&store, merged).await;
+    assert_eq!(p.id, survivor, "loading the merged id follows to the survivor");
+    assert_eq!(p.merged_from, vec![merged]);
+    assert_eq!(p.recent_events.len(), 4, "events of both profiles plus the alias itself");
+    assert_eq!(p.traits["favourite"], json!("oat latte"));
+    assert_eq!(p.traits["name"], json!("Chen"));
+    assert_eq!(stats_profiles(&store).await, 1);
+});
+
+async fn stats_profiles(store: &Store) -> i64 {
+    stats(store).await.profiles
+}
+
+both_backends!(shared_external_ids_merge_profiles, |store: Store| async move {
+    // The mini program knows the customer by unionid; the WeCom side by external_userid.
+    apply(&store, json!([
+        {"type": "track", "anonymousId": "mp-device-1", "event": "Order Completed",
+         "context": {"externalIds": [{"id": "oUnion42", "type": "unionid"}]}},
+        {"type": "track", "userId": "u42", "event": "Contact Added",
+         "properties": {"staff_userid": "guide-1"},
+         "context": {"externalIds": [{"id": "wmGuest42", "type": "external_userid"}]}},
+    ]))
+    .await;
+    let a = lookup(&store, IdentityKind::Unionid, "oUnion42").await.unwrap();
+    let b = lookup(&store, IdentityKind::UserId, "u42").await.unwrap();
+    assert_ne!(a, b);
+    // A later message names both: they are one customer.
+    let out = apply(&store, json!([
+        {"type": "identify", "userId": "u42",
+         "context": {"externalIds": [{"id": "oUnion42", "type": "unionid"}]}},
+    ]))
+    .await;
+    let survivor = a.min(b);
+    assert_eq!(out[0].profile_id, Some(survivor));
+    for (kind, value) in [
+        (IdentityKind::Unionid, "oUnion42"),
+        (IdentityKind::UserId, "u42"),
+        (IdentityKind::AnonymousId, "mp-device-1"),
+        (IdentityKind::ExternalUserid, "wmGuest42"),
+    ] {
+        assert_eq!(lookup(&store, kind, value).await, Some(survivor), "{kind}");
+    }
+    let p = load(&store, survivor).await;
+    assert_eq!(p.owners.len(), 1, "the guide relationship moved too");
+    assert_eq!(p.recent_events.len(), 3);
+});
+
+both_backends!(a_shared_device_does_not_merge_two_members, |store: Store| async move {
+    apply(&store, json!([{"type": "identify", "userId": "mum", "anonymousId": "family-tablet"}])).await;
+    let out = apply(&store, json!([{"type": "track", "userId": "dad", "anonymousId": "family-tablet", "event": "Order Completed"}])).await;
+    let mum = lookup(&store, IdentityKind::UserId, "mum").await.unwrap();
+    let dad = lookup(&store, IdentityKind::UserId, "dad").await.unwrap();
+    assert_ne!(mum, dad);
+    assert_eq!(out[0].profile_id, Some(dad));
+    assert!(out[0].merged.is_empty());
+    assert_eq!(lookup(&store, IdentityKind::AnonymousId, "family-tablet").await, Some(mum), "the device stays put");
+});
+
+both_backends!(tags_are_added_and_removed, |store: Store| async move {
+    apply(&store, json!([{"type": "identify", "userId": "u1"}])).await;
+    let id = lookup(&store, IdentityKind::UserId, "u1").await.unwrap();
+    let (added, again, removed, gone) = store
+        .transaction(move |db| {
+            Box::pin(async move {
+                let now = Timestamp::now();
+                let added = profiles::add_tag(db, id, "speaks-cantonese", "manual", now).await?;
+                let again = profiles::add_tag(db, id, "speaks-cantonese", "manual", now).await?;
+                profiles::add_tag(db, id, "vip", "manual", now).await?;
+                let removed = profiles::remove_tag(db, id, "vip").await?;
+                let gone = profiles::remove_tag(db, id, "vip").await?;
+                Ok((added, again, removed, gone))
+            })
+        })
+        .await
+        .unwrap();
+    assert!(added && !again && removed && !gone);
+    assert_eq!(load(&store, id).await.tags, vec!["speaks-cantonese".to_string()]);
+});
+
+both_backends!(guides_own_customers_through_contact_events, |store: Store| async move {
+    store
+        .transaction(|db| {
+            Box::pin(async move {
+                let now = Timestamp::now();
+                let s = StoreInfo { id: "SH001".into(), name: "静安寺店".into(), city: "Shanghai".into(), time_zone: "Asia/Shanghai".into() };
+                org::upsert_store(db, &s, now).await?;
+                let g = Staff { userid: "zhangwei".into(), name: "张伟".into(), store_id: Some("SH001".into()), role: StaffRole::Guide, customer_cap: 5000 };
+                org::upsert_staff(db, &g, now).await
+            })
+        })
+        .await
+        .unwrap();
+    apply(&store, json!([
+        {"type": "track", "userId": "c1", "event": "Contact Added", "timestamp": "2024-05-01T00:00:00Z",
+         "properties": {"staff_userid": "zhangwei", "state": "SH001-table-card"}},
+        {"type": "track", "userId": "c2", "event": "Contact Added", "timestamp": "2024-05-01T00:00:00Z",
+         "properties": {"staff_userid": "zhangwei"}},
+        {"type": "track", "userId": "c2", "event": "Contact Deleted", "timestamp": "2024-05-03T00:00:00Z",
+         "properties": {"staff_userid": "zhangwei"}},
+    ]))
+    .await;
+    let c1 = lookup(&store, IdentityKind::UserId, "c1").await.unwrap();
+    let p = load(&store, c1).await;
+    assert_eq!(p.owners[0].staff_userid, "zhangwei");
+    assert_eq!(p.owners[0].store_id.as_deref(), Some("SH001"));
+    assert_eq!(p.owners[0].state.as_deref(), Some("SH001-table-card"));
+    let (active, all, stores, staff) = store
+        .run(|db| {
+            Box::pin(async move {
+                Ok((
+                    org::staff_customers(db, "zhangwei", false, None, 100).await?,
+                    org::staff_customers(db, "zhangwei", true, None, 100).await?,
+                    org::list_stores(db, Some("Shanghai")).await?,
+                    org::list_staff(db, Some("SH001")).await?,
+                ))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(active.iter().map(|c| c.profile_id).collect::<Vec<_>>(), vec![c1]);
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].status, "deleted");
+    assert_eq!((stores.len(), stores[0].staff, stores[0].customers), (1, 1, 1));
+    assert_eq!(staff[0].active_customers, 1);
+});
+
+both_backends!(the_timeline_pages_newest_first, |store: Store| async move {
+    let batch: Vec<_> = (0..25)
+        .map(|i| json!({"type": "track", "userId": "u1", "event": format!("E{i}"),
+                        "timestamp": format!("2024-05-01T00:{i:02}:00Z")}))
+        .collect();
+    apply(&store, json!(batch)).await;
+    let id = lookup(&store, IdentityKind::UserId, "u1").await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .run(move |db| Box::pin(async move { profiles::events_page(db, id, cursor, 10).await }))
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        cursor = Some(EventCursor { ts: last.timestamp.0, id: last.id });
+        seen.extend(page.into_iter().map(|e| e.name.unwrap()));
+    }
+    let expected: Vec<_> = (0..25).rev().map(|i| format!("E{i}")).collect();
+    assert_eq!(seen, expected);
+});
+
+both_backends!(the_writer_commits_concurrent_requests_durably, |store: Store| async move {
+    let writer = ingest::spawn_writer(&store, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for r in 0..40 {
+        let writer = writer.clone();
+        let batch: Vec<_> = (0..25)
+            .map(|i| json!({"type": "track", "userId": format!("u{}", (r * 25 + i) % 300), "event": "Order Completed",
+                            "messageId": format!("w-{r}-{i}")}))
+            .collect();
+        let msgs = messages(json!(batch));
+        tasks.push(tokio::spawn(async move { writer.submit(msgs).await }));
+    }
+    for t in tasks {
+        let outcomes = t.await.unwrap().unwrap();
+        assert_eq!(outcomes.len(), 25);
+    }
+    // A retry of an acknowledged request stores nothing new.
+    let retry = writer.submit(messages(json!([{"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "w-0-1"}]))).await.unwrap();
+    assert!(retry[0].is_duplicate());
+    let s = stats(&store).await;
+    assert_eq!((s.profiles, s.events), (300, 1000));
+});
