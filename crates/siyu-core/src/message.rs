@@ -20,7 +20,8 @@ pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 const MAX_NAME_LEN: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     Identify,
     Track,
@@ -57,7 +58,7 @@ impl MessageKind {
 }
 
 /// One validated message, ready for identity resolution and storage.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub kind: MessageKind,
     pub message_id: String,
@@ -145,7 +146,7 @@ pub struct ParsedRequest {
 pub struct ParseContext<'a> {
     pub received_at: Timestamp,
     /// Assigns a `messageId` to messages that come without one.
-    pub new_message_id: &'a dyn Fn() -> String,
+    pub new_message_id: &'a (dyn Fn() -> String + Sync),
 }
 
 /// The top-level fields Siyu reads; everything else (`integrations`, `channel`, …) is
@@ -274,6 +275,21 @@ pub fn parse_batch(body: &[u8], cx: &ParseContext) -> Result<ParsedRequest, Requ
         return Err(RequestError::Invalid(rejections));
     }
     Ok(ParsedRequest { messages, body_write_key, message_write_keys: keys })
+}
+
+/// Parses one standalone message that names its own `type` (a line of a JSONL import).
+pub fn parse_message(body: &[u8], cx: &ParseContext) -> Result<Message, Rejection> {
+    let reject = |message_id, code, reason| Rejection { index: 0, message_id, code, reason };
+    if body.len() > MAX_MESSAGE_BYTES {
+        let reason = format!("the message is {} bytes; the limit is {MAX_MESSAGE_BYTES} bytes", body.len());
+        return Err(reject(None, "message_too_large", reason));
+    }
+    let raw: &RawValue = serde_json::from_slice(body).map_err(|e| reject(None, "invalid_json", format!("not valid JSON: {e}")))?;
+    let wire = wire_message(raw).map_err(|reason| reject(None, "invalid_message", reason))?;
+    validate(None, &wire, None, cx).map_err(|(code, reason)| {
+        let id = text_field("messageId", wire.message_id).ok().flatten();
+        reject(id, code, reason)
+    })
 }
 
 fn invalid_one(index: usize, message_id: Option<String>, code: &'static str, reason: String) -> RequestError {

@@ -17,8 +17,6 @@ pub struct ProfileRow {
     pub id: ProfileId,
     pub uuid: String,
     pub created_at: i64,
-    pub first_seen: i64,
-    pub last_seen: i64,
 }
 
 pub struct IdentityRow {
@@ -182,8 +180,8 @@ async fn write_rows(db: &mut dyn Db, b: &Batch) -> Result<(), StoreError> {
     db.begin().await?;
     for p in &b.profiles {
         db.execute(
-            "INSERT INTO profiles (id, uuid, created_at, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5)",
-            params![p.id, &p.uuid, p.created_at, p.first_seen, p.last_seen],
+            "INSERT INTO profiles (id, uuid, created_at) VALUES ($1, $2, $3)",
+            params![p.id, &p.uuid, p.created_at],
         )
         .await?;
     }
@@ -250,9 +248,9 @@ async fn copy_batch(store: &Store, b: &Batch) -> Result<(), StoreError> {
     let mut tables: Vec<(&str, String)> = Vec::new();
     let mut buf = String::new();
     for p in &b.profiles {
-        row(&mut buf, &[Cell::Int(p.id), Cell::Text(&p.uuid), Cell::Int(p.created_at), Cell::Int(p.first_seen), Cell::Int(p.last_seen)]);
+        row(&mut buf, &[Cell::Int(p.id), Cell::Text(&p.uuid), Cell::Int(p.created_at)]);
     }
-    tables.push(("profiles (id, uuid, created_at, first_seen, last_seen)", std::mem::take(&mut buf)));
+    tables.push(("profiles (id, uuid, created_at)", std::mem::take(&mut buf)));
     for i in &b.identities {
         row(&mut buf, &[Cell::Text(i.kind), Cell::Text(&i.value), Cell::Int(i.profile_id), Cell::Int(i.created_at)]);
     }

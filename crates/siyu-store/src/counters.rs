@@ -5,6 +5,13 @@ use crate::{params, StoreError};
 
 pub const PROFILES: &str = "profiles";
 pub const EVENTS: &str = "events";
+/// The last ingest-log sequence number applied to the store.
+pub const INGEST_APPLIED_SEQ: &str = "ingest_applied_seq";
+
+pub async fn set(db: &mut dyn Db, name: &str, value: i64) -> Result<(), StoreError> {
+    db.execute("UPDATE counters SET value = $1 WHERE name = $2", params![value, name]).await?;
+    Ok(())
+}
 
 pub async fn add(db: &mut dyn Db, name: &str, delta: i64) -> Result<(), StoreError> {
     if delta != 0 {

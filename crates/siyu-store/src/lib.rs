@@ -97,9 +97,6 @@ impl Store {
             }
         };
         store.run(|db| Box::pin(migrate::migrate(db))).await?;
-        if let Inner::Sqlite { pool } = &*store.inner {
-            sqlite::spawn_checkpointer(pool.path().to_path_buf())?;
-        }
         Ok(store)
     }
 

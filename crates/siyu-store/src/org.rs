@@ -180,3 +180,31 @@ pub async fn link_customer(
 pub fn parse_role(s: &str) -> Result<StaffRole, StoreError> {
     StaffRole::parse(s).ok_or_else(|| StoreError::Invalid(format!("role {s:?} is not guide, store_manager or operator")))
 }
+
+/// Whether a member of staff may see a customer: a guide their own active customers,
+/// a store manager those of any guide in their store, an HQ operator everyone.
+pub async fn can_see_customer(db: &mut dyn Db, userid: &str, profile: ProfileId) -> Result<bool, StoreError> {
+    let Some(staff) = db.query_opt("SELECT role, store_id FROM staff WHERE userid = $1", params![userid]).await? else {
+        return Ok(false);
+    };
+    let row = match parse_role(&staff.text(0)?)? {
+        StaffRole::Operator => return Ok(true),
+        StaffRole::Guide => {
+            db.query_opt(
+                "SELECT 1 FROM staff_customers WHERE profile_id = $1 AND staff_userid = $2 AND status = 'active'",
+                params![profile, userid],
+            )
+            .await?
+        }
+        StaffRole::StoreManager => {
+            let Some(store_id) = staff.opt_text(1)? else { return Ok(false) };
+            db.query_opt(
+                "SELECT 1 FROM staff_customers sc JOIN staff s ON s.userid = sc.staff_userid
+                  WHERE sc.profile_id = $1 AND s.store_id = $2 AND sc.status = 'active' LIMIT 1",
+                params![profile, &store_id],
+            )
+            .await?
+        }
+    };
+    Ok(row.is_some())
+}

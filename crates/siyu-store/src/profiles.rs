@@ -105,9 +105,11 @@ pub async fn find_by_uuid(db: &mut dyn Db, uuid: &str) -> Result<Option<ProfileI
 
 pub async fn load(db: &mut dyn Db, id: ProfileId, recent_events: i64) -> Result<Option<ProfileView>, StoreError> {
     let Some(id) = live_id(db, id).await? else { return Ok(None) };
-    let p = db
-        .query_one("SELECT id, uuid, created_at, first_seen, last_seen FROM profiles WHERE id = $1", params![id])
-        .await?;
+    let p = db.query_one("SELECT id, uuid, created_at FROM profiles WHERE id = $1", params![id]).await?;
+    // First and last seen come from the timeline's index (two index probes) rather than
+    // a column every event would have to rewrite.
+    let created_at = Timestamp(p.int(2)?);
+    let seen = db.query_one("SELECT MIN(ts), MAX(ts) FROM events WHERE profile_id = $1", params![id]).await?;
     let identities = db
         .query("SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY kind, value", params![id])
         .await?
@@ -135,9 +137,9 @@ pub async fn load(db: &mut dyn Db, id: ProfileId, recent_events: i64) -> Result<
     Ok(Some(ProfileView {
         id,
         uuid: p.text(1)?,
-        created_at: Timestamp(p.int(2)?),
-        first_seen: Timestamp(p.int(3)?),
-        last_seen: Timestamp(p.int(4)?),
+        created_at,
+        first_seen: seen.opt_int(0)?.map(Timestamp).unwrap_or(created_at),
+        last_seen: seen.opt_int(1)?.map(Timestamp).unwrap_or(created_at),
         identities,
         traits,
         tags,

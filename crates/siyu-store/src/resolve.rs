@@ -66,7 +66,7 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, Store
 
     let (survivor, created) = match compatible.iter().min() {
         Some(&p) => (p, false),
-        None => (create_profile(db, msg.timestamp, at).await?, true),
+        None => (create_profile(db, at).await?, true),
     };
     let mut merged = Vec::new();
     for &p in &compatible {
@@ -122,12 +122,12 @@ async fn user_id_of(db: &mut dyn Db, profile: ProfileId) -> Result<Option<String
     .transpose()
 }
 
-pub async fn create_profile(db: &mut dyn Db, seen: Timestamp, at: Timestamp) -> Result<ProfileId, StoreError> {
+pub async fn create_profile(db: &mut dyn Db, at: Timestamp) -> Result<ProfileId, StoreError> {
     let uuid = uuid::Uuid::new_v4().to_string();
     let row = db
         .query_one(
-            "INSERT INTO profiles (uuid, created_at, first_seen, last_seen) VALUES ($1, $2, $3, $3) RETURNING id",
-            params![&uuid, at.0, seen.0],
+            "INSERT INTO profiles (uuid, created_at) VALUES ($1, $2) RETURNING id",
+            params![&uuid, at.0],
         )
         .await?;
     crate::counters::add(db, crate::counters::PROFILES, 1).await?;
@@ -180,14 +180,6 @@ pub async fn merge(
     )
     .await?;
     db.execute("DELETE FROM staff_customers WHERE profile_id = $1", params![merged]).await?;
-    db.execute(
-        "UPDATE profiles SET
-            first_seen = (SELECT MIN(first_seen) FROM profiles WHERE id IN ($1, $2)),
-            last_seen = (SELECT MAX(last_seen) FROM profiles WHERE id IN ($1, $2))
-          WHERE id = $1",
-        params![survivor, merged],
-    )
-    .await?;
     db.execute("UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2", params![survivor, merged])
         .await?;
     db.execute(

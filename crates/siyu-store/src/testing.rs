@@ -14,8 +14,8 @@ pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/
 pub struct TestStore {
     pub store: Store,
     pub config: StoreConfig,
-    /// Keeps the SQLite data directory alive for the test's duration.
-    pub dir: Option<tempfile::TempDir>,
+    /// The data directory (the SQLite file, the ingest log), alive for the test.
+    pub dir: tempfile::TempDir,
     schema: Option<String>,
 }
 
@@ -40,7 +40,7 @@ impl TestStore {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = StoreConfig::Sqlite { data_dir: dir.path().to_path_buf() };
         let store = Store::open(&config).await.expect("open SQLite store");
-        TestStore { store, config, dir: Some(dir), schema: None }
+        TestStore { store, config, dir, schema: None }
     }
 
     /// `None` (with a note on stderr) when PostgreSQL is unreachable outside CI.
@@ -48,13 +48,18 @@ impl TestStore {
         let schema = unique_schema();
         let config = StoreConfig::Postgres { url: test_database_url(), schema: Some(schema.clone()) };
         match Store::open(&config).await {
-            Ok(store) => Some(TestStore { store, config, dir: None, schema: Some(schema) }),
+            Ok(store) => Some(TestStore { store, config, dir: tempfile::tempdir().expect("temp dir"), schema: Some(schema) }),
             Err(e) if !in_ci() => {
                 eprintln!("skipping the PostgreSQL half of this test: {e} (set CI=true to make this fail)");
                 None
             }
             Err(e) => panic!("PostgreSQL is required under CI=true and could not be reached: {e}"),
         }
+    }
+
+    /// Where this store's ingest log lives.
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("ingest-log")
     }
 
     /// Drops the test's PostgreSQL schema.
@@ -69,7 +74,7 @@ impl TestStore {
 /// Runs a test body against SQLite and PostgreSQL:
 ///
 /// ```ignore
-/// both_backends!(stores_a_profile, |store: Store| async move { ... });
+/// both_backends!(stores_a_profile, |store: Store, log_dir: PathBuf| async move { ... });
 /// ```
 #[macro_export]
 macro_rules! both_backends {
@@ -81,13 +86,13 @@ macro_rules! both_backends {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 let t = $crate::testing::TestStore::sqlite().await;
-                ($body)(t.store.clone()).await;
+                ($body)(t.store.clone(), t.log_dir()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let Some(t) = $crate::testing::TestStore::postgres().await else { return };
-                ($body)(t.store.clone()).await;
+                ($body)(t.store.clone(), t.log_dir()).await;
                 t.cleanup().await;
             }
         }

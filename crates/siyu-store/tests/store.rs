@@ -45,7 +45,7 @@ async fn stats(store: &Store) -> profiles::Stats {
     store.run(|db| Box::pin(profiles::stats(db))).await.unwrap()
 }
 
-both_backends!(identify_creates_a_profile_findable_by_every_identity, |store: Store| async move {
+both_backends!(identify_creates_a_profile_findable_by_every_identity, |store: Store, _log: std::path::PathBuf| async move {
     apply(
         &store,
         json!([{
@@ -79,7 +79,7 @@ both_backends!(identify_creates_a_profile_findable_by_every_identity, |store: St
     assert_eq!(stats(&store).await.profiles, 1);
 });
 
-both_backends!(a_repeated_message_id_is_stored_once, |store: Store| async move {
+both_backends!(a_repeated_message_id_is_stored_once, |store: Store, _log: std::path::PathBuf| async move {
     let msg = json!({"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "dup-1",
                      "properties": {"revenue": 3200}});
     let first = apply(&store, json!([msg.clone()])).await;
@@ -92,7 +92,7 @@ both_backends!(a_repeated_message_id_is_stored_once, |store: Store| async move {
     assert_eq!(stats(&store).await.events, 0, "counters are the writer's job; apply alone does not bump them");
 });
 
-both_backends!(latest_trait_wins_even_out_of_order, |store: Store| async move {
+both_backends!(latest_trait_wins_even_out_of_order, |store: Store, _log: std::path::PathBuf| async move {
     apply(&store, json!([
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T10:00:00Z", "traits": {"tier": "gold", "city": "Hangzhou"}},
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z", "traits": {"tier": "silver", "language": "Cantonese"}},
@@ -112,7 +112,7 @@ both_backends!(latest_trait_wins_even_out_of_order, |store: Store| async move {
     assert_eq!(p.last_seen, Timestamp::parse_iso8601("2024-05-02T10:00:00Z").unwrap());
 });
 
-both_backends!(alias_merges_the_anonymous_profile_into_the_user, |store: Store| async move {
+both_backends!(alias_merges_the_anonymous_profile_into_the_user, |store: Store, _log: std::path::PathBuf| async move {
     apply(&store, json!([
         {"type": "page", "anonymousId": "anon-9", "name": "Menu", "timestamp": "2024-05-01T08:00:00Z"},
         {"type": "track", "anonymousId": "anon-9", "event": "Product Viewed", "timestamp": "2024-05-01T08:01:00Z",
@@ -145,7 +145,7 @@ async fn stats_profiles(store: &Store) -> i64 {
     stats(store).await.profiles
 }
 
-both_backends!(shared_external_ids_merge_profiles, |store: Store| async move {
+both_backends!(shared_external_ids_merge_profiles, |store: Store, _log: std::path::PathBuf| async move {
     // The mini program knows the customer by unionid; the WeCom side by external_userid.
     apply(&store, json!([
         {"type": "track", "anonymousId": "mp-device-1", "event": "Order Completed",
@@ -179,7 +179,7 @@ both_backends!(shared_external_ids_merge_profiles, |store: Store| async move {
     assert_eq!(p.recent_events.len(), 3);
 });
 
-both_backends!(a_shared_device_does_not_merge_two_members, |store: Store| async move {
+both_backends!(a_shared_device_does_not_merge_two_members, |store: Store, _log: std::path::PathBuf| async move {
     apply(&store, json!([{"type": "identify", "userId": "mum", "anonymousId": "family-tablet"}])).await;
     let out = apply(&store, json!([{"type": "track", "userId": "dad", "anonymousId": "family-tablet", "event": "Order Completed"}])).await;
     let mum = lookup(&store, IdentityKind::UserId, "mum").await.unwrap();
@@ -190,7 +190,7 @@ both_backends!(a_shared_device_does_not_merge_two_members, |store: Store| async 
     assert_eq!(lookup(&store, IdentityKind::AnonymousId, "family-tablet").await, Some(mum), "the device stays put");
 });
 
-both_backends!(tags_are_added_and_removed, |store: Store| async move {
+both_backends!(tags_are_added_and_removed, |store: Store, _log: std::path::PathBuf| async move {
     apply(&store, json!([{"type": "identify", "userId": "u1"}])).await;
     let id = lookup(&store, IdentityKind::UserId, "u1").await.unwrap();
     let (added, again, removed, gone) = store
@@ -211,7 +211,7 @@ both_backends!(tags_are_added_and_removed, |store: Store| async move {
     assert_eq!(load(&store, id).await.tags, vec!["speaks-cantonese".to_string()]);
 });
 
-both_backends!(guides_own_customers_through_contact_events, |store: Store| async move {
+both_backends!(guides_own_customers_through_contact_events, |store: Store, _log: std::path::PathBuf| async move {
     store
         .transaction(|db| {
             Box::pin(async move {
@@ -258,7 +258,7 @@ both_backends!(guides_own_customers_through_contact_events, |store: Store| async
     assert_eq!(staff[0].active_customers, 1);
 });
 
-both_backends!(the_timeline_pages_newest_first, |store: Store| async move {
+both_backends!(the_timeline_pages_newest_first, |store: Store, _log: std::path::PathBuf| async move {
     let batch: Vec<_> = (0..25)
         .map(|i| json!({"type": "track", "userId": "u1", "event": format!("E{i}"),
                         "timestamp": format!("2024-05-01T00:{i:02}:00Z")}))
@@ -283,25 +283,52 @@ both_backends!(the_timeline_pages_newest_first, |store: Store| async move {
     assert_eq!(seen, expected);
 });
 
-both_backends!(the_writer_commits_concurrent_requests_durably, |store: Store| async move {
-    let writer = ingest::spawn_writer(&store, None).await.unwrap();
+both_backends!(the_pipeline_acknowledges_durably_and_applies_everything, |store: Store, log: std::path::PathBuf| async move {
+    let pipeline = ingest::start(&store, &log, vec![]).await.unwrap();
     let mut tasks = Vec::new();
     for r in 0..40 {
-        let writer = writer.clone();
+        let pipeline = pipeline.clone();
         let batch: Vec<_> = (0..25)
             .map(|i| json!({"type": "track", "userId": format!("u{}", (r * 25 + i) % 300), "event": "Order Completed",
                             "messageId": format!("w-{r}-{i}")}))
             .collect();
         let msgs = messages(json!(batch));
-        tasks.push(tokio::spawn(async move { writer.submit(msgs).await }));
+        tasks.push(tokio::spawn(async move { pipeline.submit(msgs).await }));
     }
     for t in tasks {
-        let outcomes = t.await.unwrap().unwrap();
-        assert_eq!(outcomes.len(), 25);
+        t.await.unwrap().unwrap();
     }
-    // A retry of an acknowledged request stores nothing new.
-    let retry = writer.submit(messages(json!([{"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "w-0-1"}]))).await.unwrap();
-    assert!(retry[0].is_duplicate());
+    pipeline.settle().await;
+    // A retry of an acknowledged message stores nothing new.
+    pipeline
+        .submit_and_apply(messages(json!([{"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "w-0-1"}])))
+        .await
+        .unwrap();
     let s = stats(&store).await;
     assert_eq!((s.profiles, s.events), (300, 1000));
+    assert_eq!(pipeline.indexed(), 1001);
+});
+
+both_backends!(unapplied_log_records_are_replayed_at_start, |store: Store, log: std::path::PathBuf| async move {
+    // Records made durable by a process that died before its indexer applied them.
+    let (mut writer, _) = ingest::log::IngestLog::open(&log, 0).unwrap();
+    for m in messages(json!([
+        {"type": "identify", "userId": "late", "messageId": "r-1", "traits": {"tier": "gold"}},
+        {"type": "track", "userId": "late", "event": "Order Completed", "messageId": "r-2"},
+    ])) {
+        writer.append(&m).unwrap();
+    }
+    writer.sync().unwrap();
+    drop(writer);
+    let pipeline = ingest::start(&store, &log, vec![]).await.unwrap();
+    pipeline.wait_indexed(2).await;
+    let id = lookup(&store, IdentityKind::UserId, "late").await.expect("replayed");
+    assert_eq!(load(&store, id).await.recent_events.len(), 2);
+    assert_eq!(stats(&store).await.events, 2);
+    // Starting again replays nothing twice.
+    drop(pipeline);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let again = ingest::start(&store, &log, vec![]).await.unwrap();
+    again.submit_and_apply(messages(json!([{"type": "track", "userId": "late", "event": "Shared", "messageId": "r-3"}]))).await.unwrap();
+    assert_eq!(stats(&store).await.events, 3);
 });

@@ -6,8 +6,6 @@ CREATE TABLE profiles (
     id          INTEGER PRIMARY KEY,
     uuid        TEXT NOT NULL UNIQUE,
     created_at  INTEGER NOT NULL,
-    first_seen  INTEGER NOT NULL,
-    last_seen   INTEGER NOT NULL,
     merged_into INTEGER
 );
 
@@ -102,7 +100,18 @@ CREATE TABLE counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO counters (name, value) VALUES ('profiles', 0), ('events', 0);
+-- ingest_applied_seq: the last ingest-log record applied to this store; it moves in
+-- the same transaction as the data the record produced.
+INSERT INTO counters (name, value) VALUES ('profiles', 0), ('events', 0), ('ingest_applied_seq', 0);
+
+-- Messages the indexer could not apply even on their own (kept, never dropped).
+CREATE TABLE ingest_failures (
+    seq        INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    failed_at  INTEGER NOT NULL
+);
 
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY,

@@ -1,0 +1,410 @@
+//! Durable ingest: sources → ingest log → indexer → store.
+//!
+//! A tracking request is validated by the HTTP layer and handed to the **appender**,
+//! which writes every queued request to the [`log`] and makes them durable with one
+//! fdatasync (group commit), then acknowledges each: a 200 means the messages survive a
+//! `kill -9` or a power cut. The **indexer** applies logged messages to the store in
+//! large transactions, recording the last applied sequence number in the same
+//! transaction; on start, whatever the store has not applied is replayed. So nothing
+//! acknowledged is lost, and nothing is applied twice (and a retried messageId is
+//! stored once: see [`apply`]).
+//!
+//! Large index batches are what make ingest fast: a batch of 20,000 events rewrites
+//! each touched index page once, where per-request commits would rewrite it per event.
+
+pub mod apply;
+pub mod log;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use siyu_core::{Message, Timestamp};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use apply::{apply, set_trait, Outcome};
+use log::{IngestLog, LogReader};
+
+use crate::sql::Db;
+use crate::sqlite::{ConnRole, SqliteDb};
+use crate::{counters, params, Store, StoreError};
+
+/// The most messages one index transaction applies: large enough that each index page
+/// is rewritten once for many events, small enough to keep profiles fresh.
+const MAX_INDEX_BATCH: usize = 50_000;
+/// The most messages one log sync covers.
+const MAX_APPEND_GROUP: usize = 50_000;
+/// Requests waiting for the appender before senders wait.
+const QUEUE_DEPTH: usize = 4_096;
+/// Appended groups held in memory for the indexer. Beyond this the appender drops its
+/// copy and the indexer reads those messages back from the log: acknowledgements never
+/// wait for indexing, and memory stays bounded however far indexing falls behind.
+const INDEX_QUEUE_DEPTH: usize = 16;
+
+/// Everything one index transaction applied, in log order, for whoever keeps derived
+/// state (metrics, the segment engine) up to date.
+pub struct Committed {
+    pub messages: Vec<(Message, Outcome)>,
+    /// The last log sequence number applied.
+    pub last_seq: u64,
+}
+
+pub type CommitObserver = Box<dyn Fn(&Committed) + Send + Sync>;
+
+/// Where a request's messages landed in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Sequence number of the request's last message.
+    pub last_seq: u64,
+}
+
+struct Pending {
+    messages: Vec<Message>,
+    ack: oneshot::Sender<Result<Receipt, StoreError>>,
+}
+
+struct Progress {
+    appended: AtomicU64,
+    indexed: watch::Sender<u64>,
+    /// Set when a log sync failed: the file's state is unknown, so nothing more is
+    /// acknowledged until a restart replays the log.
+    log_failed: AtomicBool,
+}
+
+/// Hands messages to the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct IngestHandle {
+    queue: mpsc::Sender<Pending>,
+    progress: Arc<Progress>,
+}
+
+impl IngestHandle {
+    /// Makes the messages durable in the ingest log; returns once they are.
+    pub async fn submit(&self, messages: Vec<Message>) -> Result<Receipt, StoreError> {
+        if messages.is_empty() {
+            return Ok(Receipt { last_seq: self.appended() });
+        }
+        let (ack, done) = oneshot::channel();
+        self.queue.send(Pending { messages, ack }).await.map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// The last durable sequence number.
+    pub fn appended(&self) -> u64 {
+        self.progress.appended.load(Ordering::Acquire)
+    }
+
+    /// The last sequence number applied to the store.
+    pub fn indexed(&self) -> u64 {
+        *self.progress.indexed.borrow()
+    }
+
+    /// Waits until the store has applied everything up to `seq`.
+    pub async fn wait_indexed(&self, seq: u64) {
+        let mut rx = self.progress.indexed.subscribe();
+        let _ = rx.wait_for(|applied| *applied >= seq).await;
+    }
+
+    /// Waits until everything acknowledged so far is in the store.
+    pub async fn settle(&self) {
+        self.wait_indexed(self.appended()).await
+    }
+
+    /// [`IngestHandle::submit`], then wait until the store has applied the messages.
+    pub async fn submit_and_apply(&self, messages: Vec<Message>) -> Result<Receipt, StoreError> {
+        let receipt = self.submit(messages).await?;
+        self.wait_indexed(receipt.last_seq).await;
+        Ok(receipt)
+    }
+}
+
+/// Opens the log in `log_dir`, replays what the store has not applied, and starts the
+/// appender and the indexer.
+pub async fn start(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>) -> Result<IngestHandle, StoreError> {
+    let applied = store.run(|db| Box::pin(counters::get(db, counters::INGEST_APPLIED_SEQ))).await? as u64;
+    let (log, replay) = IngestLog::open(log_dir, applied)?;
+    if !replay.is_empty() {
+        tracing::info!(messages = replay.len(), from = replay[0].0, "replaying the ingest log into the store");
+    }
+    let appended = log.next_seq() - 1;
+    let (indexed, _) = watch::channel(applied);
+    let progress = Arc::new(Progress { appended: AtomicU64::new(appended), indexed, log_failed: AtomicBool::new(false) });
+
+    let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
+    if !replay.is_empty() {
+        to_indexer.send(replay).await.map_err(|_| StoreError::WriterStopped)?;
+    }
+    let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, reader: None, backend: store.backend() };
+    if let Some(path) = store.sqlite_path() {
+        let mut db = SqliteDb::open(path, ConnRole::Writer)?;
+        crate::sqlite::spawn_checkpointer(path.to_path_buf())?;
+        std::thread::Builder::new()
+            .name("ingest-indexer".into())
+            .spawn(move || futures::executor::block_on(indexer.run(&mut db, index_rx)))
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+    } else if let Some(pool) = store.pg_pool() {
+        let mut db = crate::postgres::PgDb::new(pool.acquire().await?);
+        tokio::spawn(async move { indexer.run(&mut db, index_rx).await });
+    }
+
+    let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+    let p = progress.clone();
+    std::thread::Builder::new()
+        .name("ingest-appender".into())
+        .spawn(move || append_loop(log, rx, to_indexer, p))
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok(IngestHandle { queue, progress })
+}
+
+fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: mpsc::Sender<Vec<(u64, Message)>>, progress: Arc<Progress>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut size = first.messages.len();
+        let mut group = vec![first];
+        while size < MAX_APPEND_GROUP {
+            match rx.try_recv() {
+                Ok(p) => {
+                    size += p.messages.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        if progress.log_failed.load(Ordering::Acquire) {
+            for p in group {
+                let _ = p.ack.send(Err(StoreError::Io("the ingest log failed earlier; restart Siyu".into())));
+            }
+            continue;
+        }
+        match append_group(&mut log, &group) {
+            Ok(receipts) => {
+                // Published before any acknowledgement, so whoever holds an ack can wait on it.
+                if let Some((_, last)) = receipts.last() {
+                    progress.appended.store(last.last_seq, Ordering::Release);
+                }
+                let mut entries = Vec::with_capacity(size);
+                let mut seq = receipts.first().map(|(first, _)| *first).unwrap_or(0);
+                for (pending, (_, receipt)) in group.into_iter().zip(receipts) {
+                    let _ = pending.ack.send(Ok(receipt));
+                    for m in pending.messages {
+                        entries.push((seq, m));
+                        seq += 1;
+                    }
+                }
+                match to_indexer.try_send(entries) {
+                    Ok(()) => {}
+                    // The indexer is behind: it will read these from the log.
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::error!("the indexer stopped; acknowledged messages stay in the ingest log for the next start");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ingest log write failed; refusing further messages until restart");
+                progress.log_failed.store(true, Ordering::Release);
+                for p in group {
+                    let _ = p.ack.send(Err(StoreError::Io(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Appends and syncs a group; per request, (first seq, receipt).
+fn append_group(log: &mut IngestLog, group: &[Pending]) -> Result<Vec<(u64, Receipt)>, StoreError> {
+    let mut receipts = Vec::with_capacity(group.len());
+    for pending in group {
+        let first = log.next_seq();
+        let mut last = first;
+        for m in &pending.messages {
+            last = log.append(m)?;
+        }
+        receipts.push((first, Receipt { last_seq: last }));
+    }
+    log.sync()?;
+    Ok(receipts)
+}
+
+struct Indexer {
+    progress: Arc<Progress>,
+    observers: Vec<CommitObserver>,
+    log_dir: PathBuf,
+    /// The next sequence number to apply.
+    next: u64,
+    /// Reads back messages the in-memory feed dropped.
+    reader: Option<LogReader>,
+    backend: crate::Backend,
+}
+
+impl Indexer {
+    async fn run(mut self, db: &mut dyn Db, mut rx: mpsc::Receiver<Vec<(u64, Message)>>) {
+        loop {
+            let batch = match self.next_batch(&mut rx).await {
+                Some(b) => b,
+                None => return,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let last_seq = batch.last().map(|(s, _)| *s).unwrap_or(0);
+            let outcomes = self.apply_until_done(db, &batch).await;
+            self.next = last_seq + 1;
+            let committed = Committed { messages: batch.into_iter().map(|(_, m)| m).zip(outcomes).collect(), last_seq };
+            self.progress.indexed.send_replace(last_seq);
+            for observe in &self.observers {
+                observe(&committed);
+            }
+            if let Err(e) = log::remove_applied(&self.log_dir, last_seq) {
+                tracing::warn!(error = %e, "could not remove applied ingest-log segments");
+            }
+        }
+    }
+
+    /// The next messages to apply, in log order from `self.next`: from memory when the
+    /// feed kept up, from the log when it did not. `None` once the pipeline is shut down.
+    async fn next_batch(&mut self, rx: &mut mpsc::Receiver<Vec<(u64, Message)>>) -> Option<Vec<(u64, Message)>> {
+        let mut batch = Vec::new();
+        drain(rx, &mut batch);
+        let appended = self.progress.appended.load(Ordering::Acquire);
+        if batch.is_empty() && appended < self.next {
+            batch = rx.recv().await?;
+            drain(rx, &mut batch);
+        }
+        batch.retain(|(seq, _)| *seq >= self.next);
+        // Groups the appender dropped leave holes; what follows a hole is read from the
+        // log on a later pass, in order.
+        if let Some((first, _)) = batch.first() {
+            let first = *first;
+            let contiguous = batch.iter().enumerate().take_while(|(i, (seq, _))| *seq == first + *i as u64).count();
+            batch.truncate(contiguous);
+        }
+        let appended = self.progress.appended.load(Ordering::Acquire);
+        let gap_until = match batch.first() {
+            Some((first, _)) if *first > self.next => Some(first - 1),
+            None if appended >= self.next => Some(appended),
+            _ => None,
+        };
+        let Some(until) = gap_until else { return Some(batch) };
+        let reader = match &mut self.reader {
+            Some(r) if r.next_seq() == self.next => r,
+            _ => self.reader.insert(LogReader::new(&self.log_dir, self.next)),
+        };
+        match reader.read(until, MAX_INDEX_BATCH) {
+            Ok(mut from_log) => {
+                // The in-memory messages follow only if the gap was read in full.
+                if from_log.last().map(|(s, _)| *s) == Some(until) {
+                    from_log.extend(batch);
+                }
+                Some(from_log)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the ingest log failed; retrying");
+                self.reader = None;
+                pause(self.backend, Duration::from_secs(1)).await;
+                Some(Vec::new())
+            }
+        }
+    }
+
+    /// Applies a batch; a store outage is waited out (the messages are safe in the log).
+    async fn apply_until_done(&self, db: &mut dyn Db, batch: &[(u64, Message)]) -> Vec<Outcome> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match apply_batch(db, batch).await {
+                Ok(outcomes) => return outcomes,
+                Err(e) => tracing::warn!(error = %e, messages = batch.len(), "index batch failed; isolating messages"),
+            }
+            match apply_isolated(db, batch).await {
+                Ok(outcomes) => return outcomes,
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?delay, "the store is failing; ingest is paused, acknowledged messages wait in the log");
+                    pause(db.backend(), delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Takes whatever the feed holds, up to a batch.
+fn drain(rx: &mut mpsc::Receiver<Vec<(u64, Message)>>, batch: &mut Vec<(u64, Message)>) {
+    while batch.len() < MAX_INDEX_BATCH {
+        match rx.try_recv() {
+            Ok(more) => batch.extend(more),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Waits without holding up other work: the SQLite indexer has its own thread; the
+/// PostgreSQL one is a task on the runtime.
+async fn pause(backend: crate::Backend, delay: Duration) {
+    match backend {
+        crate::Backend::Sqlite => std::thread::sleep(delay),
+        crate::Backend::Postgres => tokio::time::sleep(delay).await,
+    }
+}
+
+/// One transaction for the whole batch.
+async fn apply_batch(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec<Outcome>, StoreError> {
+    db.begin().await?;
+    let result = async {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut stored = 0;
+        for (_, msg) in batch {
+            let o = apply(db, msg).await?;
+            stored += i64::from(!o.is_duplicate());
+            outcomes.push(o);
+        }
+        counters::add(db, counters::EVENTS, stored).await?;
+        if let Some((last, _)) = batch.last() {
+            counters::set(db, counters::INGEST_APPLIED_SEQ, *last as i64).await?;
+        }
+        Ok(outcomes)
+    }
+    .await;
+    finish(db, result).await
+}
+
+/// One transaction per message; a message that still fails is set aside in
+/// `ingest_failures` with its error, so one bad record cannot stop ingest.
+async fn apply_isolated(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec<Outcome>, StoreError> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (seq, msg) in batch {
+        match apply_batch(db, std::slice::from_ref(&(*seq, msg.clone()))).await {
+            Ok(mut o) => outcomes.push(o.remove(0)),
+            Err(e) => {
+                tracing::error!(seq, message_id = %msg.message_id, error = %e, "message set aside in ingest_failures");
+                let text = serde_json::to_string(msg).unwrap_or_default();
+                db.begin().await?;
+                let result = async {
+                    db.execute(
+                        "INSERT INTO ingest_failures (seq, message_id, error, message, failed_at) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (seq) DO NOTHING",
+                        params![*seq as i64, &msg.message_id, &e.to_string(), &text, Timestamp::now().0],
+                    )
+                    .await?;
+                    counters::set(db, counters::INGEST_APPLIED_SEQ, *seq as i64).await
+                }
+                .await;
+                finish(db, result).await?;
+                outcomes.push(Outcome { profile_id: None, created: false, merged: Vec::new(), failed: true });
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+async fn finish<T>(db: &mut dyn Db, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match result {
+        Ok(v) => {
+            db.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            db.rollback().await.ok();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Starting the server: open the store, settle the write key and the admin token,
+//! start the ingest writer, bind the listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use siyu_store::ingest::{self, CommitObserver, Committed, IngestHandle};
+use siyu_store::{admin, Store, StoreConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::http::auth::ADMIN_ROLE;
+use crate::metrics::Metrics;
+use crate::secrets::random_token;
+
+/// Shared state of a running server.
+pub struct AppState {
+    pub store: Store,
+    pub ingest: IngestHandle,
+    /// The tracking API's write key.
+    pub write_key: String,
+    /// `SIYU_ADMIN_TOKEN`, when set; tokens in the store are checked too.
+    pub admin_token: Option<String>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub type App = Arc<AppState>;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub store: StoreConfig,
+    /// Holds the ingest log (and, on the embedded default, the SQLite file).
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `--write-key` / `SIYU_WRITE_KEY`; otherwise the one kept in the store.
+    pub write_key: Option<String>,
+    /// `SIYU_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: App,
+    /// Set when this start generated the admin token; shown once, never stored in clear.
+    pub generated_admin_token: Option<String>,
+    /// Set when this start generated the write key.
+    pub generated_write_key: bool,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections and waits for in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        let _ = self.server.await;
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn wait_for_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.stop().await;
+    }
+}
+
+const WRITE_KEY_SETTING: &str = "write_key";
+
+pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
+    let store = Store::open(&opts.store).await.context("opening the store")?;
+    let (write_key, generated_write_key) = settle_write_key(&store, opts.write_key).await?;
+    let generated_admin_token = match &opts.admin_token {
+        Some(_) => None,
+        None => ensure_admin_token(&store).await?,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let observers: Vec<CommitObserver> = vec![count_commits(metrics.clone())];
+    let ingest = ingest::start(&store, &opts.data_dir.join("ingest-log"), observers).await.context("starting ingest")?;
+    let state = Arc::new(AppState { store, ingest, write_key, admin_token: opts.admin_token, metrics });
+
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let router = crate::http::router(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, backend = ?state.store.backend(), "serving");
+    Ok(Running { addr, state, generated_admin_token, generated_write_key, shutdown: Some(shutdown), server })
+}
+
+/// Counts what the indexer applied, for `/metrics`.
+fn count_commits(metrics: Arc<Metrics>) -> CommitObserver {
+    Box::new(move |c: &Committed| {
+        for (_, o) in &c.messages {
+            let counter = if o.failed {
+                &metrics.messages_failed
+            } else if o.is_duplicate() {
+                &metrics.messages_duplicate
+            } else {
+                &metrics.messages_stored
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            metrics.profiles_created.fetch_add(u64::from(o.created), Ordering::Relaxed);
+            metrics.profiles_merged.fetch_add(o.merged.len() as u64, Ordering::Relaxed);
+        }
+    })
+}
+
+/// The write key given on the command line wins and is remembered; otherwise the
+/// remembered one; otherwise a new one.
+async fn settle_write_key(store: &Store, given: Option<String>) -> anyhow::Result<(String, bool)> {
+    let stored = store.run(|db| Box::pin(admin::get_setting(db, WRITE_KEY_SETTING))).await?;
+    let (key, generated) = match (given, stored) {
+        (Some(k), _) => (k, false),
+        (None, Some(k)) => (k, false),
+        (None, None) => (random_token("wk_"), true),
+    };
+    let k = key.clone();
+    store.run(move |db| Box::pin(async move { admin::set_setting(db, WRITE_KEY_SETTING, &k).await })).await?;
+    Ok((key, generated))
+}
+
+/// With no admin token configured and none stored, makes one. Only its hash is kept.
+async fn ensure_admin_token(store: &Store) -> anyhow::Result<Option<String>> {
+    let existing = store.run(|db| Box::pin(admin::count_tokens(db, ADMIN_ROLE))).await?;
+    if existing > 0 {
+        return Ok(None);
+    }
+    let token = random_token("siyu_admin_");
+    let t = token.clone();
+    store.run(move |db| Box::pin(async move { admin::add_token(db, &t, ADMIN_ROLE, None, "generated at first start").await })).await?;
+    Ok(Some(token))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,35 @@
+//! `siyu bench …`: the benchmarks the issues ask for. They print figures; they assert
+//! nothing about time (that belongs here, not in tests). Run them on a release build.
+
+pub mod ingest;
+pub mod server;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Drive a server over loopback HTTP with realistic Segment batches; print
+    /// events/s, latency percentiles, bytes on disk per event and peak memory.
+    Ingest(ingest::IngestBench),
+}
+
+pub async fn run(which: BenchCommand) -> anyhow::Result<ExitCode> {
+    match which {
+        BenchCommand::Ingest(args) => ingest::run(args).await,
+    }
+}
+
+/// The p-th percentile of sorted samples.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

@@ -1,0 +1,165 @@
+//! `siyu` subcommands.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use siyu_store::StoreConfig;
+
+use crate::app::{self, ServeOptions};
+
+#[derive(Parser)]
+#[command(name = "siyu", version, about = "Siyu: self-hosted private-domain operations (私域运营).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite store.
+    #[arg(long, env = "SIYU_DATA_DIR", default_value = "siyu-data")]
+    pub data_dir: PathBuf,
+    /// Use PostgreSQL instead: postgres://user@host:5432/db
+    #[arg(long, env = "SIYU_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig::from_args(&self.data_dir, self.database_url.as_deref())
+    }
+
+    pub fn describe(&self) -> String {
+        match self.config() {
+            StoreConfig::Sqlite { data_dir } => format!("SQLite, {}", data_dir.join(siyu_store::sqlite::DB_FILE).display()),
+            StoreConfig::Postgres { .. } => "PostgreSQL".to_string(),
+        }
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "SIYU_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The tracking API's write key (default: the remembered one, or a new one).
+    #[arg(long, env = "SIYU_WRITE_KEY", hide_env_values = true)]
+    pub write_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the tracking API, the admin API and the console.
+    Serve(ServeArgs),
+    /// Create a realistic demo brand (a coffee chain) and serve it.
+    Demo(crate::demo::DemoArgs),
+    /// Import customers, events, stores or staff from CSV or JSON lines.
+    Import(ImportArgs),
+    /// Benchmarks that print the figures the issues ask for.
+    Bench {
+        #[command(subcommand)]
+        which: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// What the file holds.
+    kind: crate::import::ImportKind,
+    /// A .csv file with a header row, or a .jsonl file with one JSON object per line.
+    file: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Import nothing if any row is invalid (default: skip invalid rows and report them).
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Only for `ValueEnum` derive users elsewhere.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIYU_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => crate::demo::run(args).await,
+            Command::Import(args) => import(args).await,
+            Command::Bench { which } => crate::bench::run(which).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `SIYU_ADMIN_TOKEN` is read from the environment only, never from a flag, so it
+/// does not show up in process listings.
+pub fn admin_token_from_env() -> Option<String> {
+    std::env::var("SIYU_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let running = app::start(ServeOptions {
+        store: args.store.config(),
+        data_dir: args.store.data_dir.clone(),
+        listen: args.listen,
+        write_key: args.write_key.clone(),
+        admin_token: admin_token_from_env(),
+    })
+    .await?;
+    print_banner(&running, &args.store.describe(), None);
+    running.wait_for_signal().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a person needs to reach a running Siyu.
+pub fn print_banner(running: &app::Running, store: &str, admin_token: Option<&str>) {
+    let url = format!("http://{}", running.addr);
+    println!("Siyu is serving on {url} ({store})");
+    println!("  tracking API write key: {}", running.state.write_key);
+    match admin_token.or(running.generated_admin_token.as_deref()) {
+        Some(token) => println!("  admin token (shown once; keep it): {token}"),
+        None if running.state.admin_token.is_some() => println!("  admin token: the one in SIYU_ADMIN_TOKEN"),
+        None => println!("  admin token: the one printed at first start (or set SIYU_ADMIN_TOKEN)"),
+    }
+    println!("  API reference: {url}/api/openapi.json   metrics: {url}/metrics");
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let store = siyu_store::Store::open(&args.store.config()).await?;
+    let report = crate::import::run(&store, args.kind, &args.file, crate::import::ImportOptions { strict: args.strict, progress: true }).await?;
+    report.print(&args.file);
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// `path` for messages, relative when possible.
+pub fn shown(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,177 @@
+//! `siyu demo`: a realistic brand in the data directory, then serve it.
+//!
+//! 岚山咖啡 Lanshan Coffee: 12 cities, 300 stores, about 2,000 staff, and (by default)
+//! 100,000 customers with a year of history: WeCom contacts added (and some deleted),
+//! official-account follows, mini-program orders with a skewed frequency (a few daily
+//! super users, many one-timers, some who lapsed), coupon redemptions, shares and
+//! referrals, store-community group joins, activity check-ins. The same `--seed` and
+//! `--anchor-date` give the same brand.
+
+pub mod brand;
+pub mod generate;
+pub mod rng;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use chrono::NaiveDate;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use siyu_core::Timestamp;
+use siyu_store::bulk::BulkLoader;
+use siyu_store::{admin, org, Store};
+
+use crate::app::{self, ServeOptions};
+use crate::cli::{admin_token_from_env, print_banner, ServeArgs};
+use crate::http::auth::ADMIN_ROLE;
+use crate::metrics::peak_rss_bytes;
+use crate::secrets::random_token;
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// How many customers.
+    #[arg(long, default_value_t = 100_000)]
+    pub customers: u64,
+    /// Same seed, same brand.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The last day of the demo year, YYYY-MM-DD (default: today), so relative
+    /// windows such as "ordered in the last 30 days" find customers.
+    #[arg(long)]
+    pub anchor_date: Option<NaiveDate>,
+    /// Generate the brand and exit instead of serving it.
+    #[arg(long)]
+    pub no_serve: bool,
+}
+
+const DEMO_SETTING: &str = "demo";
+
+pub struct Generated {
+    pub customers: u64,
+    pub events: u64,
+    pub seconds: f64,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let config = args.serve.store.config();
+    let store = Store::open(&config).await.context("opening the store")?;
+    let existing = store.run(|db| Box::pin(admin::get_setting(db, DEMO_SETTING))).await?;
+    match existing.as_deref() {
+        Some(s) if s.starts_with("loading") => bail!(
+            "a previous `siyu demo` into this store did not finish; start from an empty store (remove {} or use another --data-dir)",
+            args.serve.store.data_dir.display()
+        ),
+        Some(s) => println!("The demo brand is already here ({s}); serving it."),
+        None => {
+            let g = generate_into(&store, args.customers, args.seed, args.anchor_date, true).await?;
+            println!(
+                "Created {} with {} customers and {} events in {:.1} s (peak memory {} MiB).",
+                brand::BRAND,
+                g.customers,
+                g.events,
+                g.seconds,
+                peak_rss_bytes().unwrap_or(0) / (1024 * 1024)
+            );
+        }
+    }
+    if args.no_serve {
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(store);
+
+    let running = app::start(ServeOptions {
+        store: config,
+        data_dir: args.serve.store.data_dir.clone(),
+        listen: args.serve.listen,
+        write_key: args.serve.write_key.clone(),
+        admin_token: admin_token_from_env(),
+    })
+    .await?;
+    // A demo is for trying things: give this session a token to use right away.
+    let token = match (&running.generated_admin_token, &running.state.admin_token) {
+        (_, Some(_)) => None,
+        (Some(t), None) => Some(t.clone()),
+        (None, None) => {
+            let t = random_token("siyu_admin_");
+            let stored = t.clone();
+            running
+                .state
+                .store
+                .run(move |db| Box::pin(async move { admin::add_token(db, &stored, ADMIN_ROLE, None, "demo session").await }))
+                .await?;
+            Some(t)
+        }
+    };
+    print_banner(&running, &args.serve.store.describe(), token.as_deref());
+    if let Some(t) = &token {
+        println!("\nTry:");
+        println!("  curl -s -H 'Authorization: Bearer {t}' http://{}/api/v1/stats", running.addr);
+        println!("  curl -s -H 'Authorization: Bearer {t}' 'http://{}/api/v1/profiles/lookup?user_id=m00000001'", running.addr);
+        println!("  curl -s -u {}: http://{}/v1/track -d '{{\"userId\":\"m00000001\",\"event\":\"Order Completed\"}}'", running.state.write_key, running.addr);
+    }
+    running.wait_for_signal().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Generates the brand into an empty store (organisation, then customers in batches).
+pub async fn generate_into(store: &Store, customers: u64, seed: u64, anchor: Option<NaiveDate>, progress: bool) -> anyhow::Result<Generated> {
+    let started = Instant::now();
+    let anchor = anchor.unwrap_or_else(|| chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive());
+    let marker = format!("seed {seed}, {customers} customers, year ending {anchor}");
+    let loading = format!("loading: {marker}");
+    store.run(move |db| Box::pin(async move { admin::set_setting(db, DEMO_SETTING, &loading).await })).await?;
+
+    let organisation = brand::organisation(seed);
+    let (stores, staff) = (organisation.stores.clone(), organisation.staff.clone());
+    store
+        .transaction(move |db| {
+            Box::pin(async move {
+                let now = Timestamp::now();
+                for s in &stores {
+                    org::upsert_store(db, s, now).await?;
+                }
+                for s in &staff {
+                    org::upsert_staff(db, s, now).await?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+
+    let bar = if progress { ProgressBar::new(customers) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} generating customers [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    let mut loader = BulkLoader::begin(store).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let generator = generate::Generator::new(seed, anchor, organisation);
+    let producer = std::thread::Builder::new().name("demo-generator".into()).spawn(move || {
+        const BATCH: u64 = 1_000;
+        let mut events = 0u64;
+        let mut start = 0;
+        while start < customers {
+            let end = (start + BATCH).min(customers);
+            let batch = generator.batch(start..end);
+            events += batch.events.len() as u64;
+            if tx.blocking_send((end - start, batch)).is_err() {
+                break;
+            }
+            start = end;
+        }
+        events
+    })?;
+    while let Some((n, batch)) = rx.recv().await {
+        loader.write(batch).await?;
+        bar.inc(n);
+    }
+    let events = producer.join().map_err(|_| anyhow::anyhow!("the generator panicked"))?;
+    loader.finish().await?;
+    bar.finish_and_clear();
+    store.run(move |db| Box::pin(async move { admin::set_setting(db, DEMO_SETTING, &marker).await })).await?;
+    Ok(Generated { customers, events, seconds: started.elapsed().as_secs_f64() })
+}

@@ -1,0 +1,50 @@
+//! The HTTP surface: tracking API (`/v1`), admin API (`/api/v1`, bearer tokens),
+//! OpenAPI at `/api/openapi.json`, Prometheus metrics at `/metrics`, `/healthz`.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod org;
+pub mod tracking;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{middleware, Json, Router};
+use serde_json::json;
+
+use crate::app::App;
+
+pub fn router(app: App) -> Router {
+    let admin_api = admin::routes().merge(org::routes()).route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
+    Router::new()
+        .merge(tracking::routes())
+        .merge(admin_api)
+        .route("/api/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(openapi::document())
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    let stats = app.store.run(|db| Box::pin(siyu_store::profiles::stats(db))).await.ok();
+    let body = app.metrics.render(stats.map(|s| (s.profiles, s.events)), (app.ingest.appended(), app.ingest.indexed()));
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+async fn healthz(State(app): State<App>) -> impl IntoResponse {
+    let ok = app.store.run(|db| Box::pin(async move { db.query_one("SELECT 1", &[]).await })).await.is_ok();
+    let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "status": if ok { "ok" } else { "store unavailable" } })))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("no such endpoint; see /api/openapi.json")
+}

@@ -1,0 +1,37 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::http::{admin, org, tracking};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Siyu", description = "Private-domain operations: tracking API (Segment spec) and admin API."),
+    paths(
+        tracking::identify, tracking::track, tracking::page, tracking::screen, tracking::group, tracking::alias, tracking::batch,
+        admin::lookup, admin::profile, admin::events, admin::add_tag, admin::remove_tag, admin::stats, admin::ingest_status,
+        org::list_stores, org::get_store, org::put_store, org::list_staff, org::get_staff, org::put_staff, org::staff_customers,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "tracking", description = "Segment-spec tracking API; the write key is the HTTP Basic user name."),
+        (name = "profiles", description = "Customer profiles, identities, timelines and tags."),
+        (name = "organisation", description = "Stores, staff and which guide serves which customer."),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme("write_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,227 @@
+//! The Segment-spec tracking API: `POST /v1/identify|track|page|screen|group|alias|batch`.
+//!
+//! The write key is the HTTP Basic user name (empty password), or `writeKey` in the body
+//! or on each message of a batch, as newer Segment and RudderStack SDKs send it. Bodies
+//! may be gzip-compressed. A 200 is sent only after the messages are committed.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, CONTENT_ENCODING};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Serialize;
+use siyu_core::message::{self, MessageKind, ParseContext, ParsedRequest, RequestError, MAX_BATCH_BYTES};
+use siyu_core::Timestamp;
+use utoipa::ToSchema;
+
+use crate::app::App;
+use crate::http::error::{ApiError, ApiResult};
+use crate::secrets::constant_time_eq;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/v1/identify", post(identify))
+        .route("/v1/track", post(track))
+        .route("/v1/page", post(page))
+        .route("/v1/screen", post(screen))
+        .route("/v1/group", post(group))
+        .route("/v1/alias", post(alias))
+        .route("/v1/batch", post(batch))
+        // Segment's older name for the batch endpoint.
+        .route("/v1/import", post(batch))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    /// Always `true`: the messages are durably stored.
+    pub success: bool,
+}
+
+/// A Segment-spec message. Fields beyond these (`integrations`, `channel`, …) are
+/// accepted and ignored.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentMessage {
+    /// In a batch: identify, track, page, screen, group or alias.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Idempotency key; assigned when missing. A repeat is acknowledged and stored once.
+    pub message_id: Option<String>,
+    /// The brand's customer id. This or `anonymousId` is required.
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// track: the event name, e.g. `Order Completed`.
+    pub event: Option<String>,
+    /// page/screen: the page name.
+    pub name: Option<String>,
+    /// alias: the id that becomes `userId`.
+    pub previous_id: Option<String>,
+    /// group: the group id.
+    pub group_id: Option<String>,
+    /// ISO-8601; corrected for client clock skew with `sentAt`.
+    pub timestamp: Option<String>,
+    pub sent_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub traits: Option<serde_json::Value>,
+    /// `context.externalIds` carries WeCom external_userid, unionid, openid (with
+    /// `appId`), phone and member_no identities; `context.traits` sets profile traits.
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<serde_json::Value>,
+    pub write_key: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentBatch {
+    pub batch: Vec<SegmentMessage>,
+    pub sent_at: Option<String>,
+    pub write_key: Option<String>,
+}
+
+macro_rules! single_endpoint {
+    ($fn:ident, $kind:expr, $path:literal, $summary:literal) => {
+        #[utoipa::path(post, path = $path, tag = "tracking", summary = $summary,
+            request_body = SegmentMessage,
+            responses((status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody),
+                      (status = 401, body = crate::http::error::ErrorBody)),
+            security(("write_key" = [])))]
+        pub async fn $fn(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Json<Accepted>> {
+            receive(&app, &headers, body, Some($kind)).await
+        }
+    };
+}
+
+single_endpoint!(identify, MessageKind::Identify, "/v1/identify", "Who the customer is: traits and identities");
+single_endpoint!(track, MessageKind::Track, "/v1/track", "Something the customer did");
+single_endpoint!(page, MessageKind::Page, "/v1/page", "A page view (web, official-account article, H5)");
+single_endpoint!(screen, MessageKind::Screen, "/v1/screen", "A screen view (mini program, app)");
+single_endpoint!(group, MessageKind::Group, "/v1/group", "Associates the customer with a group");
+single_endpoint!(alias, MessageKind::Alias, "/v1/alias", "Declares previousId and userId the same customer");
+
+#[utoipa::path(post, path = "/v1/batch", tag = "tracking", summary = "Many messages at once (at most 500 KB, 32 KB each)",
+    request_body = SegmentBatch,
+    responses((status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody),
+              (status = 401, body = crate::http::error::ErrorBody)),
+    security(("write_key" = [])))]
+pub async fn batch(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Json<Accepted>> {
+    receive(&app, &headers, body, None).await
+}
+
+async fn receive(app: &App, headers: &HeaderMap, body: Body, kind: Option<MessageKind>) -> ApiResult<Json<Accepted>> {
+    let started = Instant::now();
+    let result = accept(app, headers, body, kind).await;
+    let counter = match &result {
+        Ok(()) => &app.metrics.tracking_requests_ok,
+        Err(e) if e.status.is_client_error() => &app.metrics.tracking_requests_rejected,
+        Err(_) => &app.metrics.tracking_requests_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if result.is_ok() {
+        app.metrics.ingest_latency.observe(started.elapsed().as_secs_f64());
+    }
+    result.map(|()| Json(Accepted { success: true }))
+}
+
+async fn accept(app: &App, headers: &HeaderMap, body: Body, kind: Option<MessageKind>) -> ApiResult<()> {
+    let header_key = basic_auth_user(headers)?;
+    if let Some(key) = &header_key {
+        check_key(app, key)?;
+    }
+    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES + 1).await.map_err(|_| {
+        ApiError::bad_request("payload_too_large", format!("the request body is over {MAX_BATCH_BYTES} bytes (or was cut off)"))
+    })?;
+    let body = decode(headers, raw)?;
+    let parsed = parse(&body, kind)?;
+    authorize(app, header_key.is_some(), &parsed)?;
+
+    app.ingest.submit(parsed.messages).await.map_err(|e| {
+        tracing::error!(error = %e, "ingest failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the events could not be stored; retry the request")
+    })?;
+    Ok(())
+}
+
+fn parse(body: &[u8], kind: Option<MessageKind>) -> ApiResult<ParsedRequest> {
+    let new_id = || uuid::Uuid::new_v4().to_string();
+    let cx = ParseContext { received_at: Timestamp::now(), new_message_id: &new_id };
+    match kind {
+        Some(kind) => message::parse_single(kind, body, &cx),
+        None => message::parse_batch(body, &cx),
+    }
+    .map_err(request_error)
+}
+
+/// The write key from `Authorization: Basic base64(key:)`, if the header is there.
+fn basic_auth_user(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(AUTHORIZATION) else { return Ok(None) };
+    let bad = || ApiError::unauthorized("the Authorization header must be `Basic base64(<write key>:)`");
+    let value = value.to_str().map_err(|_| bad())?;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")).ok_or_else(bad)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let user = text.split_once(':').map(|(u, _)| u).unwrap_or(&text);
+    Ok(Some(user.to_string()))
+}
+
+fn check_key(app: &App, key: &str) -> ApiResult<()> {
+    if constant_time_eq(key, &app.write_key) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("the write key is not valid for this Siyu source"))
+    }
+}
+
+/// Every write key the request carries must be right, and there must be at least one:
+/// in the header, in the body, or on every message.
+fn authorize(app: &App, header_checked: bool, parsed: &ParsedRequest) -> ApiResult<()> {
+    if let Some(k) = &parsed.body_write_key {
+        check_key(app, k)?;
+    }
+    for k in parsed.message_write_keys.iter().flatten() {
+        check_key(app, k)?;
+    }
+    let every_message_keyed = parsed.message_write_keys.iter().all(Option::is_some);
+    if header_checked || parsed.body_write_key.is_some() || every_message_keyed {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "no write key: send it as the HTTP Basic user name with an empty password, or as writeKey in the body",
+        ))
+    }
+}
+
+fn decode(headers: &HeaderMap, raw: Bytes) -> ApiResult<Bytes> {
+    let encoding = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(raw),
+        Some("gzip") | Some("x-gzip") => {
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(MAX_BATCH_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::bad_request("invalid_gzip", format!("the gzip body could not be decompressed: {e}")))?;
+            Ok(Bytes::from(out))
+        }
+        Some(other) => Err(ApiError::bad_request(
+            "unsupported_encoding",
+            format!("Content-Encoding {other:?} is not supported; send plain JSON or gzip"),
+        )),
+    }
+}
+
+fn request_error(e: RequestError) -> ApiError {
+    let message = e.to_string();
+    let code = e.code();
+    match e {
+        RequestError::Invalid(rejected) => ApiError { rejected, ..ApiError::bad_request(code, message) },
+        _ => ApiError::bad_request(code, message),
+    }
+}

@@ -1,0 +1,427 @@
+//! `siyu import customers|events|stores|staff FILE`: CSV (with a header row) or JSON
+//! lines. The whole file is one transaction: a fatal error (unreadable file, store
+//! failure, or any invalid row under `--strict`) imports nothing. Otherwise invalid
+//! rows are skipped and reported by line number with the reason.
+//!
+//! Customers and events go through the same identity resolution as the tracking API.
+//! A row without a `messageId` gets one derived from its content, so importing the same
+//! file twice stores nothing twice.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use siyu_core::message::{parse_message, ParseContext, Rejection};
+use siyu_core::org::{Staff, StaffRole, Store as StoreInfo, DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE};
+use siyu_core::{IdentityKind, Timestamp};
+use siyu_store::{counters, ingest, org, profiles, Db, Store, StoreError};
+
+use crate::http::admin::validate_tag;
+use crate::http::org::validate_time_zone;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportKind {
+    /// Profiles: identity columns (user_id, phone, member_no, unionid, external_userid,
+    /// openid + app_id, anonymous_id), `tags` (separated by ; or |), `staff_userid`
+    /// (the guide who added them); every other column becomes a trait.
+    Customers,
+    /// Segment-spec messages (JSONL), or CSV columns type, event, user_id, anonymous_id,
+    /// message_id, timestamp, properties (a JSON object); other columns become properties.
+    Events,
+    /// id, name, city, time_zone.
+    Stores,
+    /// userid, name, store_id, role, customer_cap.
+    Staff,
+}
+
+pub struct ImportOptions {
+    pub strict: bool,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// 1-based line in the file (the header is line 1 of a CSV).
+    pub line: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub rows: usize,
+    pub imported: usize,
+    /// Rows whose messageId had been imported or tracked before.
+    pub duplicates: usize,
+    pub errors: Vec<RowError>,
+}
+
+impl ImportReport {
+    pub fn print(&self, file: &Path) {
+        println!(
+            "{}: {} rows read, {} imported, {} already present, {} rejected",
+            file.display(),
+            self.rows,
+            self.imported,
+            self.duplicates,
+            self.errors.len()
+        );
+        const SHOWN: usize = 50;
+        for e in self.errors.iter().take(SHOWN) {
+            println!("  line {}: {}", e.line, e.reason);
+        }
+        if self.errors.len() > SHOWN {
+            println!("  … and {} more rejected rows", self.errors.len() - SHOWN);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{} invalid rows and --strict was given, so nothing was imported; first: line {}: {}", .0.len(), .0[0].line, .0[0].reason)]
+    Strict(Vec<RowError>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    JsonLines,
+}
+
+fn format_of(path: &Path) -> anyhow::Result<Format> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("csv") => Ok(Format::Csv),
+        Some("jsonl") | Some("ndjson") | Some("json") => Ok(Format::JsonLines),
+        _ => bail!("{}: cannot tell the format; name the file .csv (with a header row) or .jsonl", path.display()),
+    }
+}
+
+pub async fn run(store: &Store, kind: ImportKind, path: &Path, opts: ImportOptions) -> anyhow::Result<ImportReport> {
+    let format = format_of(path)?;
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = if opts.progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("{kind:?}").to_lowercase());
+    let counting = CountingReader { inner: file, bar: bar.clone() };
+    let strict = opts.strict;
+
+    let result = store
+        .transaction(move |db| {
+            Box::pin(async move {
+                let mut report = ImportReport::default();
+                let records = records(format, counting);
+                let now = Timestamp::now();
+                for (line, record) in records {
+                    report.rows += 1;
+                    let outcome = match record {
+                        Ok(rec) => import_row(db, kind, format, rec, now).await?,
+                        Err(reason) => Err(reason),
+                    };
+                    match outcome {
+                        Ok(Applied::Stored) => report.imported += 1,
+                        Ok(Applied::Duplicate) => report.duplicates += 1,
+                        Err(reason) => report.errors.push(RowError { line, reason }),
+                    }
+                }
+                if strict && !report.errors.is_empty() {
+                    return Err(StoreError::Invalid(ImportError::Strict(report.errors).to_string()));
+                }
+                if matches!(kind, ImportKind::Customers | ImportKind::Events) {
+                    counters::add(db, counters::EVENTS, report.imported as i64).await?;
+                }
+                Ok(report)
+            })
+        })
+        .await;
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+type Record = Map<String, Value>;
+
+/// The file's records with their line numbers; unreadable records are row errors.
+fn records<R: Read + Send + 'static>(format: Format, reader: R) -> Box<dyn Iterator<Item = (usize, Result<Record, String>)> + Send> {
+    match format {
+        Format::JsonLines => Box::new(BufReader::new(reader).lines().enumerate().filter_map(|(i, line)| {
+            let line_no = i + 1;
+            match line {
+                Err(e) => Some((line_no, Err(format!("unreadable line: {e}")))),
+                Ok(l) if l.trim().is_empty() => None,
+                Ok(l) => Some((
+                    line_no,
+                    match serde_json::from_str::<Value>(&l) {
+                        Ok(Value::Object(m)) => Ok(m),
+                        Ok(_) => Err("each line must be a JSON object".to_string()),
+                        Err(e) => Err(format!("not valid JSON: {e}")),
+                    },
+                )),
+            }
+        })),
+        Format::Csv => {
+            let mut csv = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::All).from_reader(reader);
+            let headers = match csv.headers() {
+                Ok(h) => h.clone(),
+                Err(e) => return Box::new(std::iter::once((1, Err(format!("unreadable header row: {e}"))))),
+            };
+            Box::new(csv.into_records().map(move |row| {
+                let line = row.as_ref().ok().and_then(|r| r.position()).map(|p| p.line() as usize).unwrap_or(0);
+                match row {
+                    Err(e) => (e.position().map(|p| p.line() as usize).unwrap_or(line), Err(format!("unreadable CSV row: {e}"))),
+                    Ok(r) => {
+                        let mut m = Map::new();
+                        for (h, v) in headers.iter().zip(r.iter()) {
+                            if !v.is_empty() {
+                                m.insert(h.to_string(), Value::String(v.to_string()));
+                            }
+                        }
+                        (line, Ok(m))
+                    }
+                }
+            }))
+        }
+    }
+}
+
+enum Applied {
+    Stored,
+    Duplicate,
+}
+
+/// A row's own problem is `Ok(Err(reason))`; a store failure is `Err` and aborts.
+async fn import_row(db: &mut dyn Db, kind: ImportKind, format: Format, rec: Record, now: Timestamp) -> Result<Result<Applied, String>, StoreError> {
+    match kind {
+        ImportKind::Stores => match store_row(&rec) {
+            Ok(s) => org::upsert_store(db, &s, now).await.map(|_| Ok(Applied::Stored)),
+            Err(e) => Ok(Err(e)),
+        },
+        ImportKind::Staff => match staff_row(&rec) {
+            Ok(s) => {
+                if let Some(store_id) = &s.store_id {
+                    if org::get_store(db, store_id).await?.is_none() {
+                        return Ok(Err(format!("store {store_id:?} does not exist (import stores first)")));
+                    }
+                }
+                org::upsert_staff(db, &s, now).await.map(|_| Ok(Applied::Stored))
+            }
+            Err(e) => Ok(Err(e)),
+        },
+        ImportKind::Customers => customer_row(db, rec, now).await,
+        ImportKind::Events => {
+            let msg = match format {
+                Format::JsonLines => Value::Object(rec),
+                Format::Csv => match csv_event(rec) {
+                    Ok(m) => m,
+                    Err(e) => return Ok(Err(e)),
+                },
+            };
+            apply_message(db, &msg, now).await.map(|r| r.map(|(applied, _)| applied))
+        }
+    }
+}
+
+fn text(rec: &Record, key: &str) -> Option<String> {
+    match rec.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn required(rec: &Record, key: &str) -> Result<String, String> {
+    text(rec, key).ok_or_else(|| format!("missing {key}"))
+}
+
+fn store_row(rec: &Record) -> Result<StoreInfo, String> {
+    let time_zone = text(rec, "time_zone").unwrap_or_else(|| DEFAULT_TIME_ZONE.to_string());
+    validate_time_zone(&time_zone)?;
+    Ok(StoreInfo { id: required(rec, "id")?, name: required(rec, "name")?, city: required(rec, "city")?, time_zone })
+}
+
+fn staff_row(rec: &Record) -> Result<Staff, String> {
+    let role = match text(rec, "role") {
+        None => StaffRole::Guide,
+        Some(r) => StaffRole::parse(&r).ok_or_else(|| format!("role {r:?} is not guide, store_manager or operator"))?,
+    };
+    let customer_cap = match text(rec, "customer_cap") {
+        None => DEFAULT_CUSTOMER_CAP,
+        Some(c) => c.parse::<i64>().ok().filter(|c| (1..=20_000).contains(c)).ok_or_else(|| format!("customer_cap {c:?} is not a number from 1 to 20000"))?,
+    };
+    Ok(Staff { userid: required(rec, "userid")?, name: required(rec, "name")?, store_id: text(rec, "store_id"), role, customer_cap })
+}
+
+/// Identity columns of a customer row, and how each reaches a Segment message.
+const IDENTITY_COLUMNS: [&str; 7] = ["user_id", "anonymous_id", "phone", "member_no", "unionid", "external_userid", "openid"];
+const CUSTOMER_META_COLUMNS: [&str; 5] = ["tags", "staff_userid", "added_at", "app_id", "updated_at"];
+
+async fn customer_row(db: &mut dyn Db, rec: Record, now: Timestamp) -> Result<Result<Applied, String>, StoreError> {
+    let mut tags = Vec::new();
+    if let Some(t) = text(&rec, "tags") {
+        for tag in t.split(['|', ';']).map(str::trim).filter(|t| !t.is_empty()) {
+            if let Err(e) = validate_tag(tag) {
+                return Ok(Err(format!("tag {tag:?}: {}", e.message)));
+            }
+            tags.push(tag.to_string());
+        }
+    }
+    let added_at = match text(&rec, "added_at") {
+        None => now,
+        Some(t) => match Timestamp::parse_iso8601(&t) {
+            Some(ts) => ts,
+            None => return Ok(Err(format!("added_at {t:?} is not an ISO-8601 date"))),
+        },
+    };
+    let staff = text(&rec, "staff_userid");
+    let msg = match customer_message(&rec) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (applied, profile) = match apply_message(db, &msg, now).await? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(profile) = profile else { return Ok(Ok(applied)) };
+    for tag in &tags {
+        profiles::add_tag(db, profile, tag, "import", now).await?;
+    }
+    if let Some(staff) = staff {
+        org::link_customer(db, profile, &staff, added_at, None).await?;
+    }
+    Ok(Ok(applied))
+}
+
+/// A customer row as the identify call that says the same thing.
+fn customer_message(rec: &Record) -> Result<Value, String> {
+    let mut traits = Map::new();
+    for (k, v) in rec {
+        if !IDENTITY_COLUMNS.contains(&k.as_str()) && !CUSTOMER_META_COLUMNS.contains(&k.as_str()) {
+            traits.insert(k.clone(), v.clone());
+        }
+    }
+    let mut external_ids = Vec::new();
+    for kind in [IdentityKind::Phone, IdentityKind::MemberNo, IdentityKind::Unionid, IdentityKind::ExternalUserid, IdentityKind::Openid] {
+        if let Some(id) = text(rec, kind.as_str()) {
+            let mut entry = json!({"id": id, "type": kind.as_str()});
+            if kind == IdentityKind::Openid {
+                entry["appId"] = json!(text(rec, "app_id"));
+            }
+            external_ids.push(entry);
+        }
+    }
+    if let Some(phone) = text(rec, "phone") {
+        traits.insert("phone".into(), Value::String(phone));
+    }
+    let mut msg = json!({
+        "type": "identify",
+        "traits": traits,
+        "context": {"externalIds": external_ids, "source": "import"},
+    });
+    if let Some(u) = text(rec, "user_id") {
+        msg["userId"] = json!(u);
+    }
+    if let Some(a) = text(rec, "anonymous_id") {
+        msg["anonymousId"] = json!(a);
+    }
+    if msg.get("userId").is_none() && msg.get("anonymousId").is_none() {
+        // Customers known only by phone, unionid … still need a Segment id: one derived
+        // from their strongest identity (hashed, so no phone number leaks into it).
+        let Some(first) = external_ids.first() else {
+            return Err("the row has no identity: give user_id, phone, member_no, unionid, external_userid or openid".into());
+        };
+        let seed = format!("{}:{}", first["type"].as_str().unwrap_or(""), first["id"].as_str().unwrap_or(""));
+        msg["anonymousId"] = json!(content_message_id(seed.as_bytes()).replacen("import-", "imported-", 1));
+    }
+    if let Some(t) = text(rec, "updated_at") {
+        msg["timestamp"] = json!(t);
+    }
+    Ok(msg)
+}
+
+/// A CSV event row as a Segment message (JSONL lines are Segment messages already).
+fn csv_event(rec: Record) -> Result<Value, String> {
+    let mut msg = Map::new();
+    let mut properties = Map::new();
+    let mut external_ids = Vec::new();
+    for (k, v) in rec {
+        match k.as_str() {
+            "type" | "event" | "name" | "timestamp" => {
+                msg.insert(k, v);
+            }
+            "user_id" | "userId" => {
+                msg.insert("userId".into(), v);
+            }
+            "anonymous_id" | "anonymousId" => {
+                msg.insert("anonymousId".into(), v);
+            }
+            "message_id" | "messageId" => {
+                msg.insert("messageId".into(), v);
+            }
+            "properties" => {
+                let parsed = match v {
+                    Value::String(s) => serde_json::from_str::<Value>(&s).map_err(|e| format!("properties is not a JSON object: {e}"))?,
+                    other => other,
+                };
+                let Value::Object(map) = parsed else { return Err("properties must be a JSON object".into()) };
+                properties.extend(map);
+            }
+            "phone" | "member_no" | "unionid" | "external_userid" => external_ids.push(json!({"id": v, "type": k})),
+            _ => {
+                properties.insert(k, v);
+            }
+        }
+    }
+    msg.entry("type").or_insert(json!("track"));
+    msg.insert("properties".into(), Value::Object(properties));
+    if !external_ids.is_empty() {
+        msg.insert("context".into(), json!({"externalIds": external_ids}));
+    }
+    Ok(Value::Object(msg))
+}
+
+/// Validates a message like the tracking API does, gives it a content-derived
+/// messageId if it has none, and stores it.
+async fn apply_message(
+    db: &mut dyn Db,
+    msg: &Value,
+    now: Timestamp,
+) -> Result<Result<(Applied, Option<siyu_core::ProfileId>), String>, StoreError> {
+    let body = serde_json::to_vec(msg).expect("JSON");
+    let derived = content_message_id(&body);
+    let id = || derived.clone();
+    let cx = ParseContext { received_at: now, new_message_id: &id };
+    let message = match parse_message(&body, &cx) {
+        Ok(m) => m,
+        Err(Rejection { reason, .. }) => return Ok(Err(reason)),
+    };
+    let outcome = ingest::apply(db, &message).await?;
+    Ok(Ok(match outcome.profile_id {
+        Some(p) => (Applied::Stored, Some(p)),
+        None => (Applied::Duplicate, None),
+    }))
+}
+
+fn content_message_id(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("import-{hex}")
+}

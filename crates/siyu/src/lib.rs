@@ -1,0 +1,12 @@
+//! The `siyu` binary's library: the HTTP server (tracking API, admin API, WeCom
+//! callback), the CLI commands and the benchmarks. Integration tests start the real
+//! server from here on a loopback port.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod http;
+pub mod import;
+pub mod metrics;
+pub mod secrets;

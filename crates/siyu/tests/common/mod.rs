@@ -1,0 +1,127 @@
+//! Integration-test support: the real server on a loopback port, on SQLite or on
+//! PostgreSQL, and a client that speaks to it over HTTP.
+#![allow(dead_code)]
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use siyu::app::{self, Running, ServeOptions};
+use siyu_store::testing::TestStore;
+
+pub const WRITE_KEY: &str = "wk_test_source";
+pub const ADMIN_TOKEN: &str = "siyu_admin_test_token";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub running: Option<Running>,
+    pub store: TestStore,
+}
+
+impl TestApp {
+    pub async fn spawn(store: TestStore) -> TestApp {
+        let running = app::start(ServeOptions {
+            store: store.config.clone(),
+            data_dir: store.dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            write_key: Some(WRITE_KEY.to_string()),
+            admin_token: Some(ADMIN_TOKEN.to_string()),
+        })
+        .await
+        .expect("server starts");
+        let base = format!("http://{}", running.addr);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        TestApp { base, client, running: Some(running), store }
+    }
+
+    pub async fn sqlite() -> TestApp {
+        TestApp::spawn(TestStore::sqlite().await).await
+    }
+
+    pub async fn postgres() -> Option<TestApp> {
+        Some(TestApp::spawn(TestStore::postgres().await?).await)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.store.cleanup().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON to a tracking endpoint with the write key as Basic user name.
+    pub async fn send(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self.client.post(self.url(path)).basic_auth(WRITE_KEY, Some("")).json(body).send().await.unwrap();
+        into_json(resp).await
+    }
+
+    /// Waits until everything acknowledged is applied to profiles.
+    pub async fn settle(&self) {
+        self.running.as_ref().expect("running").state.ingest.settle().await;
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self.client.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        into_json(resp).await
+    }
+
+    pub async fn put(&self, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let mut req = self.client.put(self.url(path)).bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        into_json(req.send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        into_json(self.client.delete(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap()).await
+    }
+
+    /// (profiles, events)
+    pub async fn counts(&self) -> (i64, i64) {
+        self.settle().await;
+        let (status, v) = self.get("/api/v1/stats").await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        (v["profiles"].as_i64().unwrap(), v["events"].as_i64().unwrap())
+    }
+
+    pub async fn lookup(&self, query: &str) -> (StatusCode, Value) {
+        self.settle().await;
+        self.get(&format!("/api/v1/profiles/lookup?{query}")).await
+    }
+}
+
+pub async fn into_json(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// Runs an HTTP test body against the server on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! app_test {
+    ($name:ident, |$app:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $app = $crate::common::TestApp::sqlite().await;
+                $body
+                $app.shutdown().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($app) = $crate::common::TestApp::postgres().await else { return };
+                $body
+                $app.shutdown().await;
+            }
+        }
+    };
+}

@@ -1,0 +1,138 @@
+//! The Segment-spec tracking API over real HTTP, on both backends.
+
+mod common;
+
+use std::io::Write;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use common::WRITE_KEY;
+
+app_test!(every_endpoint_stores_and_resolves, |app| {
+    let calls = [
+        ("/v1/identify", json!({"userId": "u1", "anonymousId": "a1", "traits": {"name": "李娜", "city": "Guangzhou"}})),
+        ("/v1/track", json!({"userId": "u1", "event": "Order Completed", "properties": {"revenue_fen": 2900}})),
+        ("/v1/page", json!({"anonymousId": "a1", "name": "Menu", "properties": {"path": "/menu"}})),
+        ("/v1/screen", json!({"userId": "u1", "name": "Checkout"})),
+        ("/v1/group", json!({"userId": "u1", "groupId": "wrSH001", "traits": {"name": "静安寺店咖啡群"}})),
+        ("/v1/alias", json!({"userId": "u1", "previousId": "device-77"})),
+    ];
+    for (path, body) in &calls {
+        let (status, resp) = app.send(path, body).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {resp}");
+        assert_eq!(resp, json!({"success": true}));
+    }
+    let (status, p) = app.lookup("user_id=u1").await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(p["traits"]["name"], json!("李娜"));
+    assert_eq!(p["recent_events"].as_array().unwrap().len(), 6);
+    let (_, by_anon) = app.lookup("anonymous_id=device-77").await;
+    assert_eq!(by_anon["id"], p["id"], "the alias's previousId resolves to the user");
+    assert_eq!(app.counts().await, (1, 6));
+});
+
+app_test!(batches_take_the_write_key_from_the_body_and_gzip, |app| {
+    // Newer SDKs send writeKey in the body and no Authorization header.
+    let body = json!({"writeKey": WRITE_KEY, "batch": [
+        {"type": "track", "userId": "u2", "event": "Product Viewed", "messageId": "b-1"},
+        {"type": "identify", "userId": "u2", "traits": {"tier": "gold"}, "messageId": "b-2"},
+    ]});
+    let resp = app.client.post(app.url("/v1/batch")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Or on each message.
+    let per_message = json!({"batch": [{"type": "page", "userId": "u2", "writeKey": WRITE_KEY, "messageId": "b-3"}]});
+    let resp = app.client.post(app.url("/v1/batch")).json(&per_message).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Gzip.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(serde_json::to_string(&json!({"batch": [{"type": "track", "userId": "u2", "event": "Shared", "messageId": "b-4"}]})).unwrap().as_bytes()).unwrap();
+    let resp = app
+        .client
+        .post(app.url("/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .header("content-encoding", "gzip")
+        .header("content-type", "application/json")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(app.counts().await, (1, 4));
+});
+
+app_test!(a_message_id_seen_before_is_acknowledged_and_stored_once, |app| {
+    let msg = json!({"userId": "u3", "event": "Order Completed", "messageId": "retry-me"});
+    for _ in 0..3 {
+        let (status, _) = app.send("/v1/track", &msg).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = app.send("/v1/batch", &json!({"batch": [
+        {"type": "track", "userId": "u3", "event": "Order Completed", "messageId": "retry-me"},
+        {"type": "track", "userId": "u3", "event": "Order Completed", "messageId": "retry-me"},
+    ]})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.counts().await, (1, 1));
+});
+
+app_test!(bad_input_gets_a_clear_4xx_and_changes_nothing, |app| {
+    app.send("/v1/identify", &json!({"userId": "existing"})).await;
+    let before = app.counts().await;
+    let big = "x".repeat(33 * 1024);
+    let huge_batch: Vec<Value> = (0..20).map(|i| json!({"type": "track", "userId": "u", "event": "E", "properties": {"p": "y".repeat(30 * 1024)}, "messageId": format!("h{i}")})).collect();
+    let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        ("malformed JSON", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).body("{\"userId\": "), StatusCode::BAD_REQUEST, "invalid_json"),
+        ("missing ids", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"event": "E"})), StatusCode::BAD_REQUEST, "missing_identity"),
+        ("oversize message", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u", "event": "E", "properties": {"p": big}})), StatusCode::BAD_REQUEST, "payload_too_large"),
+        ("oversize batch", app.client.post(app.url("/v1/batch")).basic_auth(WRITE_KEY, Some("")).json(&json!({"batch": huge_batch})), StatusCode::BAD_REQUEST, "payload_too_large"),
+        ("wrong write key", app.client.post(app.url("/v1/track")).basic_auth("not-the-key", Some("")).json(&json!({"userId": "u", "event": "E"})), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("wrong key in body", app.client.post(app.url("/v1/batch")).json(&json!({"writeKey": "nope", "batch": [{"type": "track", "userId": "u", "event": "E"}]})), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("no write key", app.client.post(app.url("/v1/track")).json(&json!({"userId": "u", "event": "E"})), StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("broken gzip", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).header("content-encoding", "gzip").body("not gzip"), StatusCode::BAD_REQUEST, "invalid_gzip"),
+        ("track without event", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u"})), StatusCode::BAD_REQUEST, "missing_event"),
+        ("bad timestamp", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u", "event": "E", "timestamp": "next tuesday"})), StatusCode::BAD_REQUEST, "invalid_field"),
+    ];
+    for (name, req, status, code) in cases {
+        let (got, body) = common::into_json(req.send().await.unwrap()).await;
+        assert_eq!(got, status, "{name}: {body}");
+        assert_eq!(body["error"]["code"], json!(code), "{name}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{name}: a message a person understands");
+    }
+    assert_eq!(app.counts().await, before, "nothing was stored");
+});
+
+app_test!(a_batch_with_bad_messages_names_each_and_stores_none, |app| {
+    let (status, body) = app
+        .send("/v1/batch", &json!({"batch": [
+            {"type": "track", "userId": "u", "event": "Fine", "messageId": "ok-1"},
+            {"type": "track", "event": "No id", "messageId": "bad-1"},
+            {"type": "teleport", "userId": "u", "messageId": "bad-2"},
+            {"type": "track", "userId": "u", "event": "Fine too", "messageId": "ok-2"},
+        ]}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let rejected = body["error"]["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["index"], json!(1));
+    assert_eq!(rejected[0]["messageId"], json!("bad-1"));
+    assert_eq!(rejected[0]["code"], json!("missing_identity"));
+    assert_eq!(rejected[1]["index"], json!(2));
+    assert_eq!(rejected[1]["code"], json!("unsupported_type"));
+    assert_eq!(app.counts().await, (0, 0));
+});
+
+app_test!(identities_from_external_ids_merge_profiles_over_http, |app| {
+    app.send("/v1/track", &json!({"anonymousId": "mp-1", "event": "Product Viewed",
+        "context": {"externalIds": [{"id": "oUNI", "type": "unionid", "collection": "users", "encoding": "none"}]}})).await;
+    app.send("/v1/identify", &json!({"userId": "member-1", "traits": {"phone": "13900001111"}})).await;
+    assert_eq!(app.counts().await.0, 2);
+    app.send("/v1/identify", &json!({"userId": "member-1",
+        "context": {"externalIds": [{"id": "oUNI", "type": "unionid"}, {"id": "wmX", "type": "external_userid"}]}})).await;
+    assert_eq!(app.counts().await.0, 1);
+    let (_, a) = app.lookup("phone=%2B86%20139%200000%201111").await;
+    let (_, b) = app.lookup("anonymous_id=mp-1").await;
+    let (_, c) = app.lookup("external_userid=wmX").await;
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["id"], c["id"]);
+    assert_eq!(a["merged_from"].as_array().unwrap().len(), 1);
+});
