@@ -121,6 +121,8 @@ pub async fn generate_into(store: &Store, customers: u64, seed: u64, anchor: Opt
     let started = Instant::now();
     let anchor = anchor.unwrap_or_else(|| chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive());
     let marker = format!("seed {seed}, {customers} customers, year ending {anchor}");
+    // Refuses a store that already holds customers before writing anything to it.
+    let mut loader = BulkLoader::begin(store).await?;
     let loading = format!("loading: {marker}");
     store.run(move |db| Box::pin(async move { admin::set_setting(db, DEMO_SETTING, &loading).await })).await?;
 
@@ -147,7 +149,6 @@ pub async fn generate_into(store: &Store, customers: u64, seed: u64, anchor: Opt
             .expect("progress template")
             .progress_chars("=> "),
     );
-    let mut loader = BulkLoader::begin(store).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let generator = generate::Generator::new(seed, anchor, organisation);
     let producer = std::thread::Builder::new().name("demo-generator".into()).spawn(move || {

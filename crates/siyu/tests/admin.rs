@@ -1,0 +1,246 @@
+//! The admin API over real HTTP: authentication, lookups, timelines, tags,
+//! organisation, staff scoping, OpenAPI, metrics. Both backends.
+
+mod common;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use siyu_store::admin;
+
+use common::ADMIN_TOKEN;
+
+/// Every admin route, with a method, as a client would call it.
+const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/profiles/lookup?user_id=u1"),
+    ("GET", "/api/v1/profiles/1"),
+    ("GET", "/api/v1/profiles/1/events"),
+    ("PUT", "/api/v1/profiles/1/tags/vip"),
+    ("DELETE", "/api/v1/profiles/1/tags/vip"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/ingest"),
+    ("GET", "/api/v1/stores"),
+    ("GET", "/api/v1/stores/SH001"),
+    ("PUT", "/api/v1/stores/SH001"),
+    ("GET", "/api/v1/staff"),
+    ("GET", "/api/v1/staff/g1"),
+    ("PUT", "/api/v1/staff/g1"),
+    ("GET", "/api/v1/staff/g1/customers"),
+];
+
+app_test!(every_admin_route_needs_a_valid_token, |app| {
+    for (method, path) in ADMIN_ROUTES {
+        for token in [None, Some("wrong-token"), Some("")] {
+            let mut req = app.client.request(method.parse().unwrap(), app.url(path)).json(&json!({}));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let (status, body) = common::into_json(req.send().await.unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}: {body}");
+            assert_eq!(body["error"]["code"], json!("unauthorized"));
+        }
+    }
+    // The OpenAPI document lists them all, and the tracking API.
+    let (status, doc) = common::into_json(app.client.get(app.url("/api/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/v1/track", "/v1/batch", "/api/v1/profiles/lookup", "/api/v1/profiles/{id}/events", "/api/v1/staff/{userid}/customers"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
+});
+
+app_test!(lookup_finds_a_profile_by_any_identity, |app| {
+    app.send("/v1/identify", &json!({"userId": "u1", "anonymousId": "a1", "traits": {"name": "周航", "phone": "+86 137 0000 1234"},
+        "context": {"externalIds": [
+            {"id": "wmZ1", "type": "external_userid"}, {"id": "unZ1", "type": "unionid"},
+            {"id": "opZ1", "type": "openid", "appId": "wxapp"}, {"id": "VIP-9", "type": "member_no"}]}})).await;
+    let (_, p) = app.lookup("user_id=u1").await;
+    for q in ["anonymous_id=a1", "external_userid=wmZ1", "unionid=unZ1", "openid=opZ1&app_id=wxapp", "openid=wxapp:opZ1",
+              "member_no=VIP-9", "phone=13700001234", "phone=%2B8613700001234", "phone=0086-137-0000-1234"] {
+        let (status, found) = app.lookup(q).await;
+        assert_eq!(status, StatusCode::OK, "{q}: {found}");
+        assert_eq!(found["id"], p["id"], "{q}");
+    }
+    let (status, by_uuid) = app.get(&format!("/api/v1/profiles/{}", p["uuid"].as_str().unwrap())).await;
+    assert_eq!((status, &by_uuid["id"]), (StatusCode::OK, &p["id"]));
+    for (q, status, code) in [
+        ("", StatusCode::BAD_REQUEST, "missing_identity"),
+        ("email=a@b.c", StatusCode::BAD_REQUEST, "unknown_identity"),
+        ("user_id=u1&anonymous_id=a1", StatusCode::BAD_REQUEST, "ambiguous_lookup"),
+        ("phone=not-a-phone", StatusCode::BAD_REQUEST, "invalid_identity"),
+        ("openid=opZ1", StatusCode::BAD_REQUEST, "invalid_identity"),
+        ("user_id=nobody", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let (got, body) = app.lookup(q).await;
+        assert_eq!(got, status, "{q}: {body}");
+        assert_eq!(body["error"]["code"], json!(code), "{q}");
+    }
+    let (status, _) = app.get("/api/v1/profiles/999999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+});
+
+app_test!(the_timeline_pages_over_http, |app| {
+    let batch: Vec<Value> = (0..120)
+        .map(|i| json!({"type": "track", "userId": "busy", "event": "Product Viewed", "properties": {"n": i},
+                        "timestamp": format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60)}))
+        .collect();
+    app.send("/v1/batch", &json!({"batch": batch})).await;
+    let (_, p) = app.lookup("user_id=busy").await;
+    let id = p["id"].as_i64().unwrap();
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let path = match &next {
+            None => format!("/api/v1/profiles/{id}/events?limit=50"),
+            Some(c) => format!("/api/v1/profiles/{id}/events?limit=50&before={c}"),
+        };
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for e in page["events"].as_array().unwrap() {
+            seen.push(e["payload"]["n"].as_i64().unwrap());
+        }
+        match page["next"].as_str() {
+            Some(c) => next = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..120).rev().collect::<Vec<_>>());
+    let (status, body) = app.get(&format!("/api/v1/profiles/{id}/events?limit=0")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_limit")));
+    let (status, _) = app.get(&format!("/api/v1/profiles/{id}/events?before=garbage")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+});
+
+app_test!(manual_tags_are_added_and_removed, |app| {
+    app.send("/v1/identify", &json!({"userId": "t1"})).await;
+    let (_, p) = app.lookup("user_id=t1").await;
+    let id = p["id"].as_i64().unwrap();
+    let (status, body) = app.put(&format!("/api/v1/profiles/{id}/tags/%E8%AF%B4%E7%B2%A4%E8%AF%AD"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"profile_id": id, "tag": "说粤语", "changed": true}));
+    let (_, again) = app.put(&format!("/api/v1/profiles/{id}/tags/%E8%AF%B4%E7%B2%A4%E8%AF%AD"), None).await;
+    assert_eq!(again["changed"], json!(false));
+    let (_, p) = app.lookup("user_id=t1").await;
+    assert_eq!(p["tags"], json!(["说粤语"]));
+    let (status, _) = app.delete(&format!("/api/v1/profiles/{id}/tags/%E8%AF%B4%E7%B2%A4%E8%AF%AD")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.delete(&format!("/api/v1/profiles/{id}/tags/%E8%AF%B4%E7%B2%A4%E8%AF%AD")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let long = "x".repeat(65);
+    let (status, body) = app.put(&format!("/api/v1/profiles/{id}/tags/{long}"), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_tag")));
+    let (status, _) = app.put("/api/v1/profiles/424242/tags/vip", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+});
+
+app_test!(stores_staff_and_their_customers, |app| {
+    let (status, s) = app.put("/api/v1/stores/GZ001", Some(&json!({"name": "天河城店", "city": "Guangzhou"}))).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(s["time_zone"], json!("Asia/Shanghai"));
+    let (status, body) = app.put("/api/v1/stores/GZ002", Some(&json!({"name": "x", "city": "Guangzhou", "time_zone": "Mars/Olympus"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_time_zone")));
+    let (status, body) = app.put("/api/v1/staff/g9", Some(&json!({"name": "陈导", "store_id": "NOPE"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, g) = app.put("/api/v1/staff/chen.gz001", Some(&json!({"name": "陈导", "store_id": "GZ001"}))).await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    assert_eq!((g["role"].as_str(), g["customer_cap"].as_i64()), (Some("guide"), Some(5000)));
+    let (status, _) = app.put("/api/v1/staff/x", Some(&json!({"name": "X", "customer_cap": 50000}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    for (user, event) in [("c1", "Contact Added"), ("c2", "Contact Added"), ("c3", "Contact Added"), ("c3", "Contact Deleted")] {
+        app.send("/v1/track", &json!({"userId": user, "event": event, "properties": {"staff_userid": "chen.gz001", "state": "GZ001-table_card"}})).await;
+    }
+    app.settle().await;
+    let (_, page) = app.get("/api/v1/staff/chen.gz001/customers?limit=1").await;
+    assert_eq!(page["customers"].as_array().unwrap().len(), 1);
+    let after = page["next"].as_i64().unwrap();
+    let (_, rest) = app.get(&format!("/api/v1/staff/chen.gz001/customers?after={after}")).await;
+    assert_eq!(rest["customers"].as_array().unwrap().len(), 1);
+    assert!(rest["next"].is_null());
+    let (_, all) = app.get("/api/v1/staff/chen.gz001/customers?include_deleted=true").await;
+    assert_eq!(all["customers"].as_array().unwrap().len(), 3);
+    let (_, stores) = app.get("/api/v1/stores?city=Guangzhou").await;
+    assert_eq!(stores[0]["customers"], json!(2));
+    assert_eq!(stores[0]["staff"], json!(1));
+    let (_, staff) = app.get("/api/v1/staff?store_id=GZ001").await;
+    assert_eq!(staff[0]["active_customers"], json!(2));
+});
+
+app_test!(a_guide_sees_only_their_own_customers, |app| {
+    for (store, guide) in [("SH001", "guide.a"), ("SH002", "guide.b")] {
+        app.put(&format!("/api/v1/stores/{store}"), Some(&json!({"name": store, "city": "Shanghai"}))).await;
+        app.put(&format!("/api/v1/staff/{guide}"), Some(&json!({"name": guide, "store_id": store}))).await;
+    }
+    app.put("/api/v1/staff/manager.a", Some(&json!({"name": "店长", "store_id": "SH001", "role": "store_manager"}))).await;
+    app.send("/v1/track", &json!({"userId": "mine", "event": "Contact Added", "properties": {"staff_userid": "guide.a"}})).await;
+    app.send("/v1/track", &json!({"userId": "theirs", "event": "Contact Added", "properties": {"staff_userid": "guide.b"}})).await;
+    let (_, mine) = app.lookup("user_id=mine").await;
+    let (_, theirs) = app.lookup("user_id=theirs").await;
+    let store = app.store.store.clone();
+    for (token, role, who) in [("tok-guide-a", "guide", "guide.a"), ("tok-manager-a", "store_manager", "manager.a")] {
+        store.run(move |db| Box::pin(async move { admin::add_token(db, token, role, Some(who), "test").await })).await.unwrap();
+    }
+    let as_staff = |token: &'static str, path: String| {
+        let req = app.client.get(app.url(&path)).bearer_auth(token);
+        async move { common::into_json(req.send().await.unwrap()).await }
+    };
+    for token in ["tok-guide-a", "tok-manager-a"] {
+        let (status, p) = as_staff(token, format!("/api/v1/profiles/{}", mine["id"])).await;
+        assert_eq!(status, StatusCode::OK, "{token}: {p}");
+        let (status, _) = as_staff(token, format!("/api/v1/profiles/{}", theirs["id"])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{token} must not see another store's customer");
+        let (status, _) = as_staff(token, format!("/api/v1/profiles/{}/events", theirs["id"])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = as_staff(token, "/api/v1/profiles/lookup?user_id=theirs".into()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = as_staff(token, "/api/v1/stats".into()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = as_staff(token, "/api/v1/staff/guide.b/customers".into()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, _) = as_staff("tok-guide-a", "/api/v1/staff/guide.a/customers".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp = app.client.put(app.url(&format!("/api/v1/profiles/{}/tags/vip", theirs["id"]))).bearer_auth("tok-guide-a").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "and cannot tag them");
+});
+
+app_test!(metrics_and_health, |app| {
+    app.send("/v1/track", &json!({"userId": "m1", "event": "E"})).await;
+    app.send("/v1/track", &json!({"event": "E"})).await;
+    app.settle().await;
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in ["siyu_tracking_requests_total{result=\"ok\"} 1", "siyu_tracking_requests_total{result=\"rejected\"} 1",
+                 "siyu_messages_stored_total 1", "siyu_profiles 1", "siyu_events 1", "siyu_ingest_lag_messages 0"] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    let (status, h) = common::into_json(app.client.get(app.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!((status, h["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (status, body) = common::into_json(app.client.get(app.url("/nope")).send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+});
+
+#[tokio::test]
+async fn an_admin_token_is_generated_once_when_none_is_configured() {
+    let store = siyu_store::testing::TestStore::sqlite().await;
+    let opts = |store: &siyu_store::testing::TestStore| siyu::app::ServeOptions {
+        store: store.config.clone(),
+        data_dir: store.dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        write_key: None,
+        admin_token: None,
+    };
+    let first = siyu::app::start(opts(&store)).await.unwrap();
+    let token = first.generated_admin_token.clone().expect("generated at first start");
+    assert!(first.generated_write_key);
+    let write_key = first.state.write_key.clone();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/api/v1/stats", first.addr);
+    assert_eq!(client.get(&url).bearer_auth(&token).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    first.stop().await;
+    let second = siyu::app::start(opts(&store)).await.unwrap();
+    assert!(second.generated_admin_token.is_none(), "printed once, never again");
+    assert_eq!(second.state.write_key, write_key, "the write key is remembered");
+    let url = format!("http://{}/api/v1/stats", second.addr);
+    assert_eq!(client.get(&url).bearer_auth(&token).send().await.unwrap().status(), StatusCode::OK);
+    second.stop().await;
+}
