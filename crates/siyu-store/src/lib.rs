@@ -164,16 +164,8 @@ impl Store {
         self.run(move |db| {
             Box::pin(async move {
                 db.begin().await?;
-                match work(&mut *db).await {
-                    Ok(v) => {
-                        db.commit().await?;
-                        Ok(v)
-                    }
-                    Err(e) => {
-                        db.rollback().await.ok();
-                        Err(e)
-                    }
-                }
+                let result = work(&mut *db).await;
+                sql::finish(db, result).await
             })
         })
         .await

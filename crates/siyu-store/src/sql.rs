@@ -160,3 +160,17 @@ pub trait Db: Send {
         self.execute_script("ROLLBACK").await
     }
 }
+
+/// Ends the transaction `result` was produced in: commit on success, roll back on error.
+pub async fn finish<T>(db: &mut dyn Db, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match result {
+        Ok(v) => {
+            db.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            db.rollback().await.ok();
+            Err(e)
+        }
+    }
+}

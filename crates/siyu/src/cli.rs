@@ -1,10 +1,10 @@
 //! `siyu` subcommands.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use siyu_store::StoreConfig;
 
 use crate::app::{self, ServeOptions};
@@ -79,13 +79,6 @@ struct ImportArgs {
     strict: bool,
 }
 
-/// Only for `ValueEnum` derive users elsewhere.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
-}
-
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIYU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -157,9 +150,4 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let report = crate::import::run(&store, args.kind, &args.file, crate::import::ImportOptions { strict: args.strict, progress: true }).await?;
     report.print(&args.file);
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
-}
-
-/// `path` for messages, relative when possible.
-pub fn shown(path: &Path) -> String {
-    path.display().to_string()
 }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use apply::{apply, set_trait, Outcome};
 use log::{IngestLog, LogReader};
 
-use crate::sql::Db;
+use crate::sql::{finish, Db};
 use crate::sqlite::{ConnRole, SqliteDb};
 use crate::{counters, params, Store, StoreError};
 
@@ -396,15 +396,3 @@ async fn apply_isolated(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec
     Ok(outcomes)
 }
 
-async fn finish<T>(db: &mut dyn Db, result: Result<T, StoreError>) -> Result<T, StoreError> {
-    match result {
-        Ok(v) => {
-            db.commit().await?;
-            Ok(v)
-        }
-        Err(e) => {
-            db.rollback().await.ok();
-            Err(e)
-        }
-    }
-}
