@@ -9,6 +9,7 @@ pub mod identity;
 pub mod message;
 pub mod org;
 pub mod phone;
+pub mod rule;
 pub mod time;
 
 pub use identity::{Identity, IdentityKind};
