@@ -16,6 +16,7 @@ pub mod org;
 pub mod postgres;
 pub mod profiles;
 pub mod resolve;
+pub mod segments;
 pub mod sql;
 pub mod sqlite;
 pub mod testing;

@@ -13,12 +13,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "customer_graph",
-    sqlite: include_str!("../migrations/sqlite/0001_customer_graph.sql"),
-    postgres: include_str!("../migrations/postgres/0001_customer_graph.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "customer_graph",
+        sqlite: include_str!("../migrations/sqlite/0001_customer_graph.sql"),
+        postgres: include_str!("../migrations/postgres/0001_customer_graph.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "segments",
+        sqlite: include_str!("../migrations/sqlite/0002_segments.sql"),
+        postgres: include_str!("../migrations/postgres/0002_segments.sql"),
+    },
+];
 
 /// Brings the schema up to date; returns the versions it applied.
 pub async fn migrate(db: &mut dyn Db) -> Result<Vec<i64>, StoreError> {

@@ -26,6 +26,8 @@ pub struct Resolution {
     pub created: bool,
     /// Profiles merged into `profile_id` by this message.
     pub merged: Vec<ProfileId>,
+    /// Kinds of identities this message newly gave the profile.
+    pub attached: Vec<IdentityKind>,
 }
 
 pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, StoreError> {
@@ -59,7 +61,7 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, Store
     let all_found = found.iter().all(Option::is_some);
     if profiles.len() == 1 && all_found && unattached_previous.is_none() {
         // The everyday case: a known customer, nothing new to learn.
-        return Ok(Resolution { profile_id: profiles[0], created: false, merged: Vec::new() });
+        return Ok(Resolution { profile_id: profiles[0], created: false, merged: Vec::new(), attached: Vec::new() });
     }
 
     let compatible = if msg.is_alias() { profiles.clone() } else { compatible_profiles(db, msg, &profiles, &found).await? };
@@ -76,15 +78,18 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, Store
             merged.push(p);
         }
     }
+    let mut attached = Vec::new();
     for (identity, f) in msg.identities.iter().zip(&found) {
         if f.is_none() {
             attach(db, survivor, identity, at).await?;
+            attached.push(identity.kind);
         }
     }
     if let Some(prev) = unattached_previous {
         attach(db, survivor, &prev, at).await?;
+        attached.push(prev.kind);
     }
-    Ok(Resolution { profile_id: survivor, created, merged })
+    Ok(Resolution { profile_id: survivor, created, merged, attached })
 }
 
 /// The found profiles this message may join: those without a user id, or with the

@@ -152,6 +152,15 @@ pub trait Db: Send {
         self.execute_script(sql).await
     }
 
+    /// A read-only transaction that sees one consistent snapshot across many queries.
+    async fn begin_snapshot(&mut self) -> Result<(), StoreError> {
+        let sql = match self.backend() {
+            Backend::Sqlite => "BEGIN",
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        };
+        self.execute_script(sql).await
+    }
+
     async fn commit(&mut self) -> Result<(), StoreError> {
         self.execute_script("COMMIT").await
     }

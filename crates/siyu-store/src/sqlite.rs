@@ -91,7 +91,10 @@ pub enum ConnRole {
 
 /// SQLite reads `$1` as a parameter named "$1"; named parameters are numbered in order
 /// of first appearance, so they are bound by name, which holds whatever their order.
-const NAMES: [&str; 16] = ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15", "$16"];
+const NAMES: [&str; 32] = [
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15", "$16", "$17", "$18", "$19",
+    "$20", "$21", "$22", "$23", "$24", "$25", "$26", "$27", "$28", "$29", "$30", "$31", "$32",
+];
 
 fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Result<(), StoreError> {
     if params.len() > NAMES.len() || params.len() != stmt.parameter_count() {

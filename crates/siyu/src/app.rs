@@ -100,7 +100,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
 
 /// Counts what the indexer applied, for `/metrics`.
 fn count_commits(metrics: Arc<Metrics>) -> CommitObserver {
-    Box::new(move |c: &Committed| {
+    Box::new(move |c: &Arc<Committed>| {
         for (_, o) in &c.messages {
             let counter = if o.failed {
                 &metrics.messages_failed

@@ -28,6 +28,7 @@ mod validate;
 mod json;
 mod parse;
 mod print;
+pub mod semantics;
 
 pub use ast::*;
 pub use parse::parse;

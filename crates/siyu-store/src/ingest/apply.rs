@@ -2,7 +2,7 @@
 //! resolution, the event itself, traits (latest timestamp wins), guide relationships.
 
 use serde_json::{Map, Value as Json};
-use siyu_core::{Message, MessageKind, ProfileId, Timestamp};
+use siyu_core::{IdentityKind, Message, MessageKind, ProfileId, Timestamp};
 
 use crate::resolve::{resolve, Resolution};
 use crate::sql::Db;
@@ -16,6 +16,8 @@ pub struct Outcome {
     pub profile_id: Option<ProfileId>,
     pub created: bool,
     pub merged: Vec<ProfileId>,
+    /// Kinds of identities the message newly gave the profile.
+    pub attached: Vec<IdentityKind>,
     /// The store refused it; it is kept in `ingest_failures`.
     pub failed: bool,
 }
@@ -35,9 +37,9 @@ pub async fn apply(db: &mut dyn Db, msg: &Message) -> Result<Outcome, StoreError
         )
         .await?;
     if fresh == 0 {
-        return Ok(Outcome { profile_id: None, created: false, merged: Vec::new(), failed: false });
+        return Ok(Outcome { profile_id: None, created: false, merged: Vec::new(), attached: Vec::new(), failed: false });
     }
-    let Resolution { profile_id, created, merged } = resolve(db, msg).await?;
+    let Resolution { profile_id, created, merged, attached } = resolve(db, msg).await?;
     db.execute(
         "INSERT INTO events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -61,7 +63,7 @@ pub async fn apply(db: &mut dyn Db, msg: &Message) -> Result<Outcome, StoreError
     if msg.kind == MessageKind::Track {
         apply_relationship(db, profile_id, msg).await?;
     }
-    Ok(Outcome { profile_id: Some(profile_id), created, merged, failed: false })
+    Ok(Outcome { profile_id: Some(profile_id), created, merged, attached, failed: false })
 }
 
 /// Sets a trait unless a newer value is already stored: latest timestamp wins, whatever

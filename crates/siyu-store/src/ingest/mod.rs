@@ -50,7 +50,7 @@ pub struct Committed {
     pub last_seq: u64,
 }
 
-pub type CommitObserver = Box<dyn Fn(&Committed) + Send + Sync>;
+pub type CommitObserver = Box<dyn Fn(&Arc<Committed>) + Send + Sync>;
 
 /// Where a request's messages landed in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +250,7 @@ impl Indexer {
             let last_seq = batch.last().map(|(s, _)| *s).unwrap_or(0);
             let outcomes = self.apply_until_done(db, &batch).await;
             self.next = last_seq + 1;
-            let committed = Committed { messages: batch.into_iter().map(|(_, m)| m).zip(outcomes).collect(), last_seq };
+            let committed = Arc::new(Committed { messages: batch.into_iter().map(|(_, m)| m).zip(outcomes).collect(), last_seq });
             self.progress.indexed.send_replace(last_seq);
             for observe in &self.observers {
                 observe(&committed);
@@ -389,7 +389,7 @@ async fn apply_isolated(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec
                 }
                 .await;
                 finish(db, result).await?;
-                outcomes.push(Outcome { profile_id: None, created: false, merged: Vec::new(), failed: true });
+                outcomes.push(Outcome { profile_id: None, created: false, merged: Vec::new(), attached: Vec::new(), failed: true });
             }
         }
     }

@@ -1,0 +1,146 @@
+//! Building an index from rows: a store snapshot at start, or generated data in the
+//! benchmark. Event rows are collected per aggregate and sorted once into the compact
+//! base layout, rather than appended one by one.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use siyu_core::{IdentityKind, Timestamp};
+use siyu_store::bulk::Batch;
+
+use crate::index::{Index, Org, SeriesKey};
+use crate::lifecycle::LifecycleConfig;
+use crate::series::Series;
+use crate::time::secs;
+
+/// Which traits and aggregates to index beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub traits: Vec<String>,
+    pub series: Vec<SeriesKey>,
+}
+
+pub struct IndexBuilder {
+    index: Index,
+    events: HashMap<String, (SeriesKey, Vec<(u32, u32, f64)>)>,
+    by_event: HashMap<String, Vec<String>>,
+    now: Timestamp,
+}
+
+impl IndexBuilder {
+    pub fn new(config: LifecycleConfig, spec: &Spec, now: Timestamp) -> IndexBuilder {
+        let mut index = Index::new(config);
+        for t in &spec.traits {
+            if !index.has_trait(t) {
+                index.install_trait(t, crate::traits::TraitColumn::new());
+            }
+        }
+        let mut keys = index.lifecycle_keys();
+        keys.extend(spec.series.iter().cloned());
+        let mut events = HashMap::new();
+        let mut by_event: HashMap<String, Vec<String>> = HashMap::new();
+        for k in keys {
+            let id = k.id();
+            if !events.contains_key(&id) {
+                by_event.entry(k.event.clone()).or_default().push(id.clone());
+                events.insert(id, (k, Vec::new()));
+            }
+        }
+        IndexBuilder { index, events, by_event, now }
+    }
+
+    /// Event names that have an aggregate; other events need not be read.
+    pub fn event_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_event.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn trait_names(&self) -> Vec<String> {
+        self.index.traits.keys().cloned().collect()
+    }
+
+    pub fn profile(&mut self, p: u32) {
+        self.index.add_profile(p);
+    }
+
+    pub fn identity(&mut self, kind: IdentityKind, p: u32) {
+        self.index.add_identity(kind, p);
+    }
+
+    /// A trait row, its value as JSON text. Traits not indexed are skipped.
+    pub fn trait_text(&mut self, p: u32, key: &str, json: &str, updated: Timestamp) {
+        if self.index.has_trait(key) {
+            let value: Value = serde_json::from_str(json).unwrap_or(Value::String(json.to_string()));
+            self.index.set_trait(p, key, &value, updated);
+        }
+    }
+
+    pub fn tag(&mut self, p: u32, tag: &str) {
+        self.index.set_tag(p, tag, true);
+    }
+
+    /// An active guide relationship.
+    pub fn guide(&mut self, p: u32, guide: &str) {
+        self.index.add_guide(p, guide);
+    }
+
+    pub fn org(&mut self, org: Org) {
+        self.index.set_org(org);
+    }
+
+    /// A tracked event.
+    pub fn event(&mut self, p: u32, name: &str, at: Timestamp, payload: &str) {
+        let Some(ids) = self.by_event.get(name) else { return };
+        let mut parsed: Option<Value> = None;
+        for id in ids {
+            let (key, rows) = self.events.get_mut(id).expect("series");
+            let accepted = if key.filters.is_empty() && key.measure.is_none() {
+                Some(f64::NAN)
+            } else {
+                let payload = parsed.get_or_insert_with(|| serde_json::from_str(payload).unwrap_or(Value::Null));
+                key.accept(payload, self.now)
+            };
+            if let Some(v) = accepted {
+                rows.push((p, secs(at), v));
+            }
+        }
+    }
+
+    /// Rows as the demo generator and bulk loader produce them.
+    pub fn batch(&mut self, b: &Batch) {
+        for p in &b.profiles {
+            self.profile(p.id as u32);
+        }
+        for i in &b.identities {
+            if let Some(kind) = IdentityKind::parse(i.kind) {
+                self.identity(kind, i.profile_id as u32);
+            }
+        }
+        for t in &b.traits {
+            self.trait_text(t.profile_id as u32, t.key, &t.value, Timestamp(t.updated_at));
+        }
+        for t in &b.tags {
+            self.tag(t.profile_id as u32, &t.tag);
+        }
+        for r in b.relationships.iter().filter(|r| r.active) {
+            self.guide(r.profile_id as u32, &r.staff_userid);
+        }
+        for e in b.events.iter().filter(|e| e.kind == "track") {
+            if let Some(name) = e.name {
+                self.event(e.profile_id as u32, name, Timestamp(e.ts), &e.payload);
+            }
+        }
+    }
+
+    pub fn finish(self, applied_seq: u64) -> Index {
+        let mut index = self.index;
+        for (_, (key, rows)) in self.events {
+            let measured = key.measure.is_some();
+            index.add_series(key, Series::from_events(measured, rows));
+        }
+        index.applied_seq = applied_seq;
+        index.refresh_lifecycle(self.now);
+        index
+    }
+}

@@ -1,0 +1,387 @@
+//! Siyu's segment engine: "which customers?" answered in milliseconds over millions of
+//! profiles, and kept live as events arrive.
+//!
+//! - [`index`]: the columnar in-memory index (bitmaps, columns, event series);
+//! - [`eval`]: rules as bitmap operations and column scans;
+//! - [`segments`]: named live segments and their entered/exited changes;
+//! - [`lifecycle`]: stages, RFM and the four highs;
+//! - [`load`] / [`build`]: building the index from a store snapshot or from rows.
+//!
+//! One engine thread applies every change in order (ingest batches, lazy index builds,
+//! tags, segment definitions, the minute tick); readers evaluate under a read lock.
+
+pub mod build;
+pub mod eval;
+pub mod index;
+pub mod lifecycle;
+pub mod load;
+pub mod segments;
+pub mod series;
+pub mod time;
+pub mod traits;
+
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard};
+
+use base64::Engine as _;
+use roaring::RoaringBitmap;
+use siyu_core::rule::Rule;
+use siyu_core::Timestamp;
+use siyu_store::ingest::{CommitObserver, Committed};
+use siyu_store::{segments as stored, Store, StoreError};
+use tokio::sync::oneshot;
+
+pub use build::Spec;
+pub use eval::Missing;
+pub use index::{Index, Lifecycle, MemoryUse};
+pub use lifecycle::LifecycleConfig;
+pub use segments::{MembershipChange, SegmentDef, Segments};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Define(#[from] segments::DefineError),
+    #[error("{0}")]
+    Missing(Missing),
+    #[error("the segment engine has stopped")]
+    Stopped,
+}
+
+/// What the engine holds: the index and the segments over it.
+pub struct State {
+    pub index: Index,
+    pub segments: Segments,
+}
+
+impl State {
+    pub fn cx(&self, now: Timestamp) -> eval::Cx<'_> {
+        eval::Cx { index: &self.index, segments: &self.segments, now }
+    }
+
+    /// The members of a rule, if everything it needs is indexed.
+    pub fn evaluate(&self, rule: &Rule, now: Timestamp) -> Result<RoaringBitmap, Missing> {
+        if let Some(m) = eval::missing(&self.index, &self.segments, rule).into_iter().next() {
+            return Err(m);
+        }
+        Ok(eval::eval_all(&self.cx(now), rule, None))
+    }
+}
+
+/// Where membership changes go (the server turns them into events).
+pub type ChangeSink = Box<dyn Fn(Vec<MembershipChange>) + Send>;
+
+enum Command {
+    Apply(Arc<Committed>),
+    Ensure(Vec<Missing>, oneshot::Sender<Result<(), EngineError>>),
+    Tag(u32, String, bool),
+    Define(SegmentDef, oneshot::Sender<Result<u64, EngineError>>),
+    Remove(String, oneshot::Sender<Result<(), EngineError>>),
+    Tick(Timestamp, oneshot::Sender<()>),
+    Sync(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    state: Arc<RwLock<State>>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Segment definitions with references first, so each can be defined in turn.
+fn in_dependency_order(defs: Vec<SegmentDef>) -> Vec<SegmentDef> {
+    let mut pending = defs;
+    let mut out: Vec<SegmentDef> = Vec::new();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let (ready, rest): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|d| d.rule.segment_refs().iter().all(|r| r == &d.name || out.iter().any(|o| &o.name == r)));
+        out.extend(ready);
+        pending = rest;
+        if pending.len() == before {
+            // Dangling references: define them anyway; the definition will say why not.
+            out.extend(pending);
+            break;
+        }
+    }
+    out
+}
+
+impl Engine {
+    /// Loads the index from the store, restores the segments and reports the changes
+    /// since their last snapshot, then starts the engine thread.
+    pub async fn start(store: Store, config: LifecycleConfig, mut spec: Spec, now: Timestamp, progress: load::Progress, sink: ChangeSink) -> Result<Engine, EngineError> {
+        let saved = store.run(|db| Box::pin(stored::list(db))).await?;
+        let mut defs = Vec::new();
+        for s in saved {
+            match Rule::from_json(&s.rule) {
+                Ok(rule) => {
+                    rule.visit(&mut |r| match r {
+                        Rule::Field(siyu_core::rule::FieldPredicate { field: siyu_core::rule::Field::Trait(t), .. }) => spec.traits.push(t.clone()),
+                        Rule::Aggregate(a) => spec.series.push(eval::series_key(a)),
+                        _ => {}
+                    });
+                    defs.push(SegmentDef { name: s.name, rule });
+                }
+                Err(e) => tracing::error!(segment = %s.name, error = %e, "stored segment rule is invalid; skipped"),
+            }
+        }
+        let index = load::load(&store, config, spec, now, progress).await?;
+        let mut state = State { index, segments: Segments::default() };
+        let mut changes = Vec::new();
+        for def in in_dependency_order(defs) {
+            let name = def.name.clone();
+            if let Err(e) = state.segments.define(&state.index, def, now) {
+                tracing::error!(segment = %name, error = %e, "stored segment cannot be defined");
+                continue;
+            }
+            let n = name.clone();
+            if let Some((_, saved)) = store.run(move |db| Box::pin(async move { stored::snapshot(db, &n).await })).await? {
+                let current = state.segments.get(&name).expect("defined").members.clone();
+                let previous = decode_members(&saved);
+                for p in &current - &previous {
+                    changes.push(MembershipChange { segment: name.clone(), profile: p, entered: true });
+                }
+                for p in (&previous - &current).iter().filter(|p| state.index.alive().contains(*p)) {
+                    changes.push(MembershipChange { segment: name.clone(), profile: p, entered: false });
+                }
+            }
+        }
+        if !changes.is_empty() {
+            tracing::info!(changes = changes.len(), "segment changes while Siyu was down");
+            sink(changes);
+        }
+        let engine = Engine::from_state(state, Some(store), sink);
+        Ok(engine)
+    }
+
+    /// An engine over an index built elsewhere (the benchmark builds one in memory).
+    pub fn from_state(state: State, store: Option<Store>, sink: ChangeSink) -> Engine {
+        let state = Arc::new(RwLock::new(state));
+        let (commands, rx) = mpsc::channel();
+        let worker = Worker { state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), snapshot_version: 0 };
+        std::thread::Builder::new().name("segment-engine".into()).spawn(move || worker.run(rx)).expect("engine thread");
+        Engine { state, commands }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().expect("engine lock")
+    }
+
+    /// Feeds the engine every committed ingest batch.
+    pub fn observer(&self) -> CommitObserver {
+        let tx = self.commands.clone();
+        Box::new(move |c: &Arc<Committed>| {
+            let _ = tx.send(Command::Apply(c.clone()));
+        })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Builds whatever the rule needs that is not indexed yet (a trait or an aggregate
+    /// first used now), then evaluates it.
+    pub async fn evaluate(&self, rule: &Rule, now: Timestamp) -> Result<RoaringBitmap, EngineError> {
+        loop {
+            let missing = {
+                let state = self.read();
+                match state.evaluate(rule, now) {
+                    Ok(members) => return Ok(members),
+                    Err(_) => eval::missing(&state.index, &state.segments, rule),
+                }
+            };
+            if let Some(Missing::Segment(s)) = missing.iter().find(|m| matches!(m, Missing::Segment(_))) {
+                return Err(EngineError::Missing(Missing::Segment(s.clone())));
+            }
+            self.ask(|tx| Command::Ensure(missing, tx)).await??;
+        }
+    }
+
+    pub async fn define(&self, def: SegmentDef) -> Result<u64, EngineError> {
+        // Index what it needs first, so the definition never waits on the store.
+        {
+            let missing = {
+                let state = self.read();
+                eval::missing(&state.index, &state.segments, &def.rule)
+            };
+            let not_segments: Vec<Missing> = missing.into_iter().filter(|m| !matches!(m, Missing::Segment(_))).collect();
+            if !not_segments.is_empty() {
+                self.ask(|tx| Command::Ensure(not_segments, tx)).await??;
+            }
+        }
+        self.ask(|tx| Command::Define(def, tx)).await?
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), EngineError> {
+        self.ask(|tx| Command::Remove(name.to_string(), tx)).await?
+    }
+
+    pub fn set_tag(&self, profile: u32, tag: &str, on: bool) {
+        let _ = self.commands.send(Command::Tag(profile, tag.to_string(), on));
+    }
+
+    /// Time passes: lifecycle, RFM boundaries and clock-dependent segments move.
+    pub async fn tick(&self, now: Timestamp) -> Result<(), EngineError> {
+        self.ask(|tx| Command::Tick(now, tx)).await
+    }
+
+    /// Waits until everything sent to the engine before is applied.
+    pub async fn sync(&self) -> Result<(), EngineError> {
+        self.ask(Command::Sync).await
+    }
+}
+
+pub fn encode_members(members: &RoaringBitmap) -> String {
+    let mut bytes = Vec::with_capacity(members.serialized_size());
+    members.serialize_into(&mut bytes).expect("in-memory write");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn decode_members(text: &str) -> RoaringBitmap {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|b| RoaringBitmap::deserialize_from(&b[..]).ok())
+        .unwrap_or_default()
+}
+
+struct Worker {
+    state: Arc<RwLock<State>>,
+    store: Option<Store>,
+    sink: ChangeSink,
+    runtime: Option<tokio::runtime::Handle>,
+    snapshot_version: i64,
+}
+
+impl Worker {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Apply(c) => self.apply(&c),
+                Command::Ensure(missing, reply) => {
+                    let _ = reply.send(self.ensure(missing));
+                }
+                Command::Tag(p, tag, on) => {
+                    let mut state = self.state.write().expect("engine lock");
+                    state.index.set_tag(p, &tag, on);
+                    let now = Timestamp::now();
+                    let State { index, segments } = &mut *state;
+                    let changes = segments.update_profiles(index, &HashSet::from([p]), now);
+                    drop(state);
+                    self.emit(changes);
+                }
+                Command::Define(def, reply) => {
+                    let mut state = self.state.write().expect("engine lock");
+                    let State { index, segments } = &mut *state;
+                    let result = segments.define(index, def, Timestamp::now()).map(|s| s.members.len()).map_err(EngineError::from);
+                    let _ = reply.send(result);
+                }
+                Command::Remove(name, reply) => {
+                    let mut state = self.state.write().expect("engine lock");
+                    let _ = reply.send(state.segments.remove(&name).map_err(EngineError::from));
+                }
+                Command::Tick(now, reply) => {
+                    self.tick(now);
+                    let _ = reply.send(());
+                }
+                Command::Sync(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> Option<T> {
+        self.runtime.as_ref().map(|rt| rt.block_on(f))
+    }
+
+    fn apply(&mut self, c: &Committed) {
+        let now = Timestamp::now();
+        // Guide relationships follow the store's rules (timestamps, repeats): re-read
+        // them for the profiles whose contact status this batch changed.
+        let contacts = Index::guide_changes(c);
+        let guides = match (&self.store, contacts.is_empty()) {
+            (Some(store), false) => self.block_on(load::guides_of(store, contacts)).and_then(|r| r.ok()),
+            _ => None,
+        };
+        let mut state = self.state.write().expect("engine lock");
+        let mut touched = state.index.apply(c, now);
+        for (p, g) in guides.into_iter().flatten() {
+            state.index.set_guides(p, &g);
+            state.index.recompute_lifecycle(p, now);
+            touched.insert(p);
+        }
+        let State { index, segments } = &mut *state;
+        let changes = segments.update_profiles(index, &touched, now);
+        drop(state);
+        self.emit(changes);
+    }
+
+    fn ensure(&mut self, missing: Vec<Missing>) -> Result<(), EngineError> {
+        let Some(store) = self.store.clone() else {
+            return Err(EngineError::Missing(missing.into_iter().next().expect("something missing")));
+        };
+        for m in missing {
+            match m {
+                Missing::Trait(t) => {
+                    let started = std::time::Instant::now();
+                    let (column, seq) = self.block_on(load::load_trait(&store, &t)).ok_or(EngineError::Stopped)??;
+                    tracing::info!(trait_name = %t, seconds = started.elapsed().as_secs_f64(), "indexed a trait");
+                    self.state.write().expect("engine lock").index.install_trait_at(&t, column, seq);
+                }
+                Missing::Series(key) => {
+                    let started = std::time::Instant::now();
+                    let (series, seq) = self.block_on(load::load_series(&store, key.clone(), Timestamp::now())).ok_or(EngineError::Stopped)??;
+                    tracing::info!(aggregate = %key.id(), seconds = started.elapsed().as_secs_f64(), "indexed an aggregate");
+                    self.state.write().expect("engine lock").index.install_series_at(key, series, seq);
+                }
+                Missing::Segment(s) => return Err(EngineError::Missing(Missing::Segment(s))),
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        let mut state = self.state.write().expect("engine lock");
+        if let Some(store) = &self.store {
+            if let Some(Ok(org)) = self.runtime.as_ref().map(|rt| rt.block_on(load::load_org(store))) {
+                state.index.set_org(org);
+            }
+        }
+        state.index.refresh_lifecycle(now);
+        let State { index, segments } = &mut *state;
+        let changes = segments.refresh_time(index, now);
+        let snapshots: Vec<(String, String)> = segments.names().map(|n| (n.clone(), encode_members(&segments.get(n).expect("named").members))).collect();
+        drop(state);
+        self.emit(changes);
+        self.snapshot_version += 1;
+        if let Some(store) = self.store.clone() {
+            let version = self.snapshot_version;
+            let saved = self.block_on(async move {
+                store
+                    .run(move |db| {
+                        Box::pin(async move {
+                            for (name, members) in &snapshots {
+                                stored::save_snapshot(db, name, version, members, now).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await
+            });
+            if let Some(Err(e)) = saved {
+                tracing::warn!(error = %e, "could not save segment snapshots");
+            }
+        }
+    }
+
+    fn emit(&self, changes: Vec<MembershipChange>) {
+        if !changes.is_empty() {
+            (self.sink)(changes);
+        }
+    }
+}

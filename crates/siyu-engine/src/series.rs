@@ -1,0 +1,300 @@
+//! Event aggregates: for one event (with property filters and an optional measure),
+//! every profile's event times (and measure values) in time order.
+//!
+//! The base is compressed sparse rows built once: `starts[p]..starts[p + 1]` indexes
+//! profile `p`'s slice of `times`/`values`. Events that arrive later go to an
+//! append-only delta with a per-profile index; when the delta grows large it is merged
+//! into a new base. Any window is answered from the times themselves, so "count in the
+//! last 30 days", "between two dates" and "ever" are all exact.
+
+use std::collections::HashMap;
+
+use roaring::RoaringBitmap;
+use siyu_core::rule::AggFn;
+
+/// The value of an aggregate for one profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggValue {
+    Number(f64),
+    /// min/max over no events, first/last of no events.
+    Missing,
+    Time(u32),
+}
+
+#[derive(Debug, Default)]
+pub struct Series {
+    starts: Vec<u32>,
+    times: Vec<u32>,
+    values: Vec<f64>,
+    measured: bool,
+    delta: Vec<(u32, u32, f64)>,
+    delta_index: HashMap<u32, Vec<u32>>,
+    delta_profiles: RoaringBitmap,
+}
+
+/// Merge the delta into the base once it holds this many events (or a fiftieth of
+/// the base, whichever is larger): the merge costs a pass over the series.
+const COMPACT_MIN: usize = 200_000;
+
+impl Series {
+    pub fn new(measured: bool) -> Series {
+        Series { measured, starts: vec![0], ..Default::default() }
+    }
+
+    /// Builds the base from unordered `(profile, time, value)` events.
+    pub fn from_events(measured: bool, mut events: Vec<(u32, u32, f64)>) -> Series {
+        events.sort_unstable_by_key(|(p, t, _)| ((*p as u64) << 32) | *t as u64);
+        let max = events.last().map(|(p, _, _)| *p as usize + 1).unwrap_or(0);
+        let mut starts = vec![0u32; max + 1];
+        for (p, _, _) in &events {
+            starts[*p as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let times = events.iter().map(|(_, t, _)| *t).collect();
+        let values = if measured { events.iter().map(|(_, _, v)| *v).collect() } else { Vec::new() };
+        Series { starts, times, values, measured, ..Default::default() }
+    }
+
+    pub fn measured(&self) -> bool {
+        self.measured
+    }
+
+    pub fn push(&mut self, profile: u32, time: u32, value: f64) {
+        let i = self.delta.len() as u32;
+        self.delta.push((profile, time, value));
+        self.delta_index.entry(profile).or_default().push(i);
+        self.delta_profiles.insert(profile);
+        if self.delta.len() >= COMPACT_MIN.max(self.times.len() / 50) {
+            self.compact();
+        }
+    }
+
+    fn base(&self, p: u32) -> (&[u32], &[f64]) {
+        let p = p as usize;
+        if p + 1 >= self.starts.len() {
+            return (&[], &[]);
+        }
+        let (s, e) = (self.starts[p] as usize, self.starts[p + 1] as usize);
+        let values = if self.measured { &self.values[s..e] } else { &[][..] };
+        (&self.times[s..e], values)
+    }
+
+    /// Every event of a profile, in no particular order.
+    pub fn events_of(&self, p: u32) -> Vec<(u32, f64)> {
+        let (times, values) = self.base(p);
+        let mut out: Vec<(u32, f64)> = times.iter().enumerate().map(|(i, t)| (*t, values.get(i).copied().unwrap_or(f64::NAN))).collect();
+        if let Some(idx) = self.delta_index.get(&p) {
+            out.extend(idx.iter().map(|i| {
+                let (_, t, v) = self.delta[*i as usize];
+                (t, v)
+            }));
+        }
+        out
+    }
+
+    /// Moves a merged profile's events to its survivor.
+    pub fn move_profile(&mut self, from: u32, to: u32) {
+        for (t, v) in self.events_of(from) {
+            self.push(to, t, v);
+        }
+    }
+
+    /// The aggregate of profile `p` over events with times in `[lo, hi]`.
+    pub fn fold(&self, p: u32, lo: u32, hi: u32, func: AggFn) -> AggValue {
+        let (times, values) = self.base(p);
+        let a = times.partition_point(|t| *t < lo);
+        let b = times.partition_point(|t| *t <= hi);
+        let mut acc = Acc::new(func);
+        if a < b {
+            match func {
+                AggFn::Count => acc.count += (b - a) as f64,
+                AggFn::First => acc.first = Some(times[a]),
+                AggFn::Last => acc.last = Some(times[b - 1]),
+                _ => values[a..b].iter().for_each(|v| acc.value(*v)),
+            }
+        }
+        if self.delta_profiles.contains(p) {
+            for i in &self.delta_index[&p] {
+                let (_, t, v) = self.delta[*i as usize];
+                if t >= lo && t <= hi {
+                    acc.event(t, v);
+                }
+            }
+        }
+        acc.finish()
+    }
+
+    /// The aggregate for every profile in `0..=max` that has events, in profile order,
+    /// for profiles in `candidates` when given. Profiles without events are left out:
+    /// their value is [`Series::empty`].
+    pub fn fold_all(&self, lo: u32, hi: u32, func: AggFn, candidates: Option<&RoaringBitmap>, mut each: impl FnMut(u32, AggValue)) {
+        match candidates {
+            Some(c) => {
+                for p in c {
+                    if self.has_events(p) {
+                        each(p, self.fold(p, lo, hi, func));
+                    }
+                }
+            }
+            None => {
+                let n = self.starts.len().saturating_sub(1) as u32;
+                let mut delta = self.delta_profiles.iter().peekable();
+                for p in 0..n {
+                    while delta.peek().is_some_and(|d| *d < p) {
+                        let d = delta.next().expect("peeked");
+                        each(d, self.fold(d, lo, hi, func));
+                    }
+                    if delta.peek() == Some(&p) {
+                        delta.next();
+                        each(p, self.fold(p, lo, hi, func));
+                        continue;
+                    }
+                    let (s, e) = (self.starts[p as usize] as usize, self.starts[p as usize + 1] as usize);
+                    if s == e {
+                        continue;
+                    }
+                    let times = &self.times[s..e];
+                    let value = match func {
+                        // The common case, kept tight: times are sorted.
+                        AggFn::Count => {
+                            if times[times.len() - 1] < lo || times[0] > hi {
+                                AggValue::Number(0.0)
+                            } else {
+                                let a = times.partition_point(|t| *t < lo);
+                                let b = times.partition_point(|t| *t <= hi);
+                                AggValue::Number((b - a) as f64)
+                            }
+                        }
+                        _ => self.fold(p, lo, hi, func),
+                    };
+                    each(p, value);
+                }
+                for d in delta {
+                    each(d, self.fold(d, lo, hi, func));
+                }
+            }
+        }
+    }
+
+    pub fn has_events(&self, p: u32) -> bool {
+        !self.base(p).0.is_empty() || self.delta_profiles.contains(p)
+    }
+
+    /// The value of the aggregate for a profile without events.
+    pub fn empty(func: AggFn) -> AggValue {
+        Acc::new(func).finish()
+    }
+
+    /// Merges the delta into a new base.
+    pub fn compact(&mut self) {
+        if self.delta.is_empty() {
+            return;
+        }
+        let n = (self.starts.len().saturating_sub(1)).max(self.delta_profiles.max().map(|m| m as usize + 1).unwrap_or(0));
+        let mut starts = vec![0u32; n + 1];
+        for p in 0..n {
+            let (times, _) = self.base(p as u32);
+            let extra = self.delta_index.get(&(p as u32)).map(Vec::len).unwrap_or(0);
+            starts[p + 1] = starts[p] + (times.len() + extra) as u32;
+        }
+        let total = starts[n] as usize;
+        let mut times = Vec::with_capacity(total);
+        let mut values = Vec::with_capacity(if self.measured { total } else { 0 });
+        for p in 0..n as u32 {
+            let mut events = self.events_of(p);
+            events.sort_by_key(|(t, _)| *t);
+            for (t, v) in events {
+                times.push(t);
+                if self.measured {
+                    values.push(v);
+                }
+            }
+        }
+        *self = Series { starts, times, values, measured: self.measured, ..Default::default() };
+    }
+
+    pub fn events(&self) -> usize {
+        self.times.len() + self.delta.len()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.starts.capacity() * 4
+            + self.times.capacity() * 4
+            + self.values.capacity() * 8
+            + self.delta.capacity() * 16
+            + self.delta_index.len() * 48
+            + self.delta_profiles.serialized_size()
+    }
+}
+
+struct Acc {
+    func: AggFn,
+    count: f64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    first: Option<u32>,
+    last: Option<u32>,
+}
+
+impl Acc {
+    fn new(func: AggFn) -> Acc {
+        Acc { func, count: 0.0, sum: 0.0, min: None, max: None, first: None, last: None }
+    }
+
+    fn value(&mut self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        self.sum += v;
+        self.min = Some(self.min.map_or(v, |m| m.min(v)));
+        self.max = Some(self.max.map_or(v, |m| m.max(v)));
+    }
+
+    fn event(&mut self, t: u32, v: f64) {
+        self.count += 1.0;
+        self.first = Some(self.first.map_or(t, |f| f.min(t)));
+        self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        self.value(v);
+    }
+
+    fn finish(self) -> AggValue {
+        match self.func {
+            AggFn::Count => AggValue::Number(self.count),
+            AggFn::Sum => AggValue::Number(self.sum),
+            AggFn::Min => self.min.map_or(AggValue::Missing, AggValue::Number),
+            AggFn::Max => self.max.map_or(AggValue::Missing, AggValue::Number),
+            AggFn::First => self.first.map_or(AggValue::Missing, AggValue::Time),
+            AggFn::Last => self.last.map_or(AggValue::Missing, AggValue::Time),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_and_delta_agree_with_a_plain_fold() {
+        let events = vec![(3, 50, 1.0), (1, 10, 2.0), (3, 20, 4.0), (1, 30, f64::NAN), (3, 90, 8.0)];
+        let mut s = Series::from_events(true, events);
+        assert_eq!(s.fold(3, 0, 100, AggFn::Count), AggValue::Number(3.0));
+        assert_eq!(s.fold(3, 21, 90, AggFn::Sum), AggValue::Number(9.0));
+        assert_eq!(s.fold(1, 0, 100, AggFn::Max), AggValue::Number(2.0), "NaN measures are skipped");
+        assert_eq!(s.fold(2, 0, 100, AggFn::Min), AggValue::Missing);
+        s.push(3, 5, 16.0);
+        s.push(7, 40, 1.0);
+        assert_eq!(s.fold(3, 0, 100, AggFn::First), AggValue::Time(5));
+        assert_eq!(s.fold(7, 0, 100, AggFn::Last), AggValue::Time(40));
+        let mut seen = Vec::new();
+        s.fold_all(0, 100, AggFn::Count, None, |p, v| seen.push((p, v)));
+        assert_eq!(seen, vec![(1, AggValue::Number(2.0)), (3, AggValue::Number(4.0)), (7, AggValue::Number(1.0))]);
+        let before: Vec<_> = (0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect();
+        s.compact();
+        assert_eq!((0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect::<Vec<_>>(), before);
+        s.move_profile(7, 1);
+        assert_eq!(s.fold(1, 0, 100, AggFn::Count), AggValue::Number(3.0));
+    }
+}
