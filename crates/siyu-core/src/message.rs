@@ -80,6 +80,10 @@ pub struct Message {
     pub traits: Vec<(String, Value)>,
     /// Identities this message names, strongest first, without duplicates.
     pub identities: Vec<Identity>,
+    /// Set only by Siyu itself (segment and journey events): the profile the message
+    /// is about, by id. Never read from the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_id: Option<crate::ProfileId>,
 }
 
 impl Message {
@@ -425,6 +429,7 @@ fn validate(
         context,
         traits,
         identities,
+        profile_id: None,
     })
 }
 

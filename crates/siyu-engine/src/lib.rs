@@ -21,6 +21,7 @@ pub mod time;
 pub mod traits;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard};
 
 use base64::Engine as _;
@@ -72,13 +73,28 @@ impl State {
 /// Where membership changes go (the server turns them into events).
 pub type ChangeSink = Box<dyn Fn(Vec<MembershipChange>) + Send>;
 
+/// The engine's notion of now: the wall clock, moved forward by an offset that tests
+/// (and a demo's "time travel") can set. Every evaluation and tick reads this one clock.
+#[derive(Clone, Default)]
+pub struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        Timestamp(Timestamp::now().0 + self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
 enum Command {
     Apply(Arc<Committed>),
     Ensure(Vec<Missing>, oneshot::Sender<Result<(), EngineError>>),
     Tag(u32, String, bool),
     Define(SegmentDef, oneshot::Sender<Result<u64, EngineError>>),
     Remove(String, oneshot::Sender<Result<(), EngineError>>),
-    Tick(Timestamp, oneshot::Sender<()>),
+    Tick(oneshot::Sender<()>),
     Sync(oneshot::Sender<()>),
 }
 
@@ -86,6 +102,7 @@ enum Command {
 pub struct Engine {
     state: Arc<RwLock<State>>,
     commands: mpsc::Sender<Command>,
+    clock: Clock,
 }
 
 /// Segment definitions with references first, so each can be defined in turn.
@@ -160,9 +177,25 @@ impl Engine {
     pub fn from_state(state: State, store: Option<Store>, sink: ChangeSink) -> Engine {
         let state = Arc::new(RwLock::new(state));
         let (commands, rx) = mpsc::channel();
-        let worker = Worker { state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), snapshot_version: 0 };
+        let clock = Clock::default();
+        let worker = Worker {
+            state: state.clone(),
+            store,
+            sink,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            snapshot_version: 0,
+            clock: clock.clone(),
+        };
         std::thread::Builder::new().name("segment-engine".into()).spawn(move || worker.run(rx)).expect("engine thread");
-        Engine { state, commands }
+        Engine { state, commands, clock }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -225,8 +258,8 @@ impl Engine {
     }
 
     /// Time passes: lifecycle, RFM boundaries and clock-dependent segments move.
-    pub async fn tick(&self, now: Timestamp) -> Result<(), EngineError> {
-        self.ask(|tx| Command::Tick(now, tx)).await
+    pub async fn tick(&self) -> Result<(), EngineError> {
+        self.ask(Command::Tick).await
     }
 
     /// Waits until everything sent to the engine before is applied.
@@ -255,6 +288,7 @@ struct Worker {
     sink: ChangeSink,
     runtime: Option<tokio::runtime::Handle>,
     snapshot_version: i64,
+    clock: Clock,
 }
 
 impl Worker {
@@ -268,7 +302,7 @@ impl Worker {
                 Command::Tag(p, tag, on) => {
                     let mut state = self.state.write().expect("engine lock");
                     state.index.set_tag(p, &tag, on);
-                    let now = Timestamp::now();
+                    let now = self.clock.now();
                     let State { index, segments } = &mut *state;
                     let changes = segments.update_profiles(index, &HashSet::from([p]), now);
                     drop(state);
@@ -277,15 +311,15 @@ impl Worker {
                 Command::Define(def, reply) => {
                     let mut state = self.state.write().expect("engine lock");
                     let State { index, segments } = &mut *state;
-                    let result = segments.define(index, def, Timestamp::now()).map(|s| s.members.len()).map_err(EngineError::from);
+                    let result = segments.define(index, def, self.clock.now()).map(|s| s.members.len()).map_err(EngineError::from);
                     let _ = reply.send(result);
                 }
                 Command::Remove(name, reply) => {
                     let mut state = self.state.write().expect("engine lock");
                     let _ = reply.send(state.segments.remove(&name).map_err(EngineError::from));
                 }
-                Command::Tick(now, reply) => {
-                    self.tick(now);
+                Command::Tick(reply) => {
+                    self.tick(self.clock.now());
                     let _ = reply.send(());
                 }
                 Command::Sync(reply) => {
@@ -300,7 +334,7 @@ impl Worker {
     }
 
     fn apply(&mut self, c: &Committed) {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         // Guide relationships follow the store's rules (timestamps, repeats): re-read
         // them for the profiles whose contact status this batch changed.
         let contacts = Index::guide_changes(c);
@@ -335,7 +369,7 @@ impl Worker {
                 }
                 Missing::Series(key) => {
                     let started = std::time::Instant::now();
-                    let (series, seq) = self.block_on(load::load_series(&store, key.clone(), Timestamp::now())).ok_or(EngineError::Stopped)??;
+                    let (series, seq) = self.block_on(load::load_series(&store, key.clone(), self.clock.now())).ok_or(EngineError::Stopped)??;
                     tracing::info!(aggregate = %key.id(), seconds = started.elapsed().as_secs_f64(), "indexed an aggregate");
                     self.state.write().expect("engine lock").index.install_series_at(key, series, seq);
                 }

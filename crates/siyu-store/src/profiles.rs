@@ -260,3 +260,59 @@ pub async fn remove_tag(db: &mut dyn Db, id: ProfileId, tag: &str) -> Result<boo
 pub async fn stats(db: &mut dyn Db) -> Result<Stats, StoreError> {
     Ok(Stats { profiles: counters::get(db, counters::PROFILES).await?, events: counters::get(db, counters::EVENTS).await? })
 }
+
+/// A line about a profile, for lists, samples and exports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProfileSummary {
+    pub id: ProfileId,
+    pub uuid: String,
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub city: Option<String>,
+    pub phone: Option<String>,
+}
+
+fn trait_text(row: &Row, i: usize) -> Result<Option<String>, StoreError> {
+    Ok(row.opt_text(i)?.map(|t| match parse_json(&t) {
+        Json::String(s) => s,
+        other => other.to_string(),
+    }))
+}
+
+/// Summaries of the given profiles, in the order given (missing ones left out).
+pub async fn summaries(db: &mut dyn Db, ids: &[ProfileId]) -> Result<Vec<ProfileSummary>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = db
+            .query_opt(
+                "SELECT p.id, p.uuid,
+                        (SELECT value FROM identities WHERE profile_id = p.id AND kind = 'user_id' LIMIT 1),
+                        (SELECT value FROM traits WHERE profile_id = p.id AND key = 'name'),
+                        (SELECT value FROM traits WHERE profile_id = p.id AND key = 'city'),
+                        (SELECT value FROM traits WHERE profile_id = p.id AND key = 'phone')
+                   FROM profiles p WHERE p.id = $1 AND p.merged_into IS NULL",
+                params![*id],
+            )
+            .await?;
+        if let Some(r) = row {
+            out.push(ProfileSummary {
+                id: r.int(0)?,
+                uuid: r.text(1)?,
+                user_id: r.opt_text(2)?,
+                name: trait_text(&r, 3)?,
+                city: trait_text(&r, 4)?,
+                phone: trait_text(&r, 5)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Live profiles in id order, after `after`.
+pub async fn list(db: &mut dyn Db, after: ProfileId, limit: i64) -> Result<Vec<ProfileId>, StoreError> {
+    db.query("SELECT id FROM profiles WHERE merged_into IS NULL AND id > $1 ORDER BY id LIMIT $2", params![after, limit])
+        .await?
+        .iter()
+        .map(|r| r.int(0))
+        .collect()
+}

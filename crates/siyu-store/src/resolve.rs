@@ -32,6 +32,11 @@ pub struct Resolution {
 
 pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, StoreError> {
     let at = msg.received_at;
+    // Siyu's own events name their profile directly (following any merge since).
+    if let Some(p) = msg.profile_id {
+        let live = crate::profiles::live_id(db, p).await?.ok_or_else(|| StoreError::Invalid(format!("profile {p} does not exist")))?;
+        return Ok(Resolution { profile_id: live, created: false, merged: Vec::new(), attached: Vec::new() });
+    }
     let mut found: Vec<Option<ProfileId>> = Vec::with_capacity(msg.identities.len());
     let mut profiles: Vec<ProfileId> = Vec::new();
     for identity in &msg.identities {

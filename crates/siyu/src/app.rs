@@ -7,6 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use siyu_core::message::{Message, MessageKind};
+use siyu_core::Timestamp;
+use siyu_engine::{Clock, Engine, LifecycleConfig, MembershipChange, Spec};
 use siyu_store::ingest::{self, CommitObserver, Committed, IngestHandle};
 use siyu_store::{admin, Store, StoreConfig};
 use tokio::sync::oneshot;
@@ -20,6 +24,8 @@ use crate::secrets::random_token;
 pub struct AppState {
     pub store: Store,
     pub ingest: IngestHandle,
+    /// Live segments over the in-memory index.
+    pub engine: Engine,
     /// The tracking API's write key.
     pub write_key: String,
     /// `SIYU_ADMIN_TOKEN`, when set; tokens in the store are checked too.
@@ -79,9 +85,14 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         None => ensure_admin_token(&store).await?,
     };
     let metrics = Arc::new(Metrics::default());
-    let observers: Vec<CommitObserver> = vec![count_commits(metrics.clone())];
+    // Membership changes become events once ingest is running.
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<MembershipChange>>();
+    let engine = start_engine(&store, changes_tx).await?;
+    let observers: Vec<CommitObserver> = vec![count_commits(metrics.clone()), engine.observer()];
     let ingest = ingest::start(&store, &opts.data_dir.join("ingest-log"), observers).await.context("starting ingest")?;
-    let state = Arc::new(AppState { store, ingest, write_key, admin_token: opts.admin_token, metrics });
+    tokio::spawn(membership_events(changes_rx, ingest.clone(), engine.clock().clone()));
+    tokio::spawn(minute_ticks(engine.clone()));
+    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
@@ -96,6 +107,87 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     });
     tracing::info!(%addr, backend = ?state.store.backend(), "serving");
     Ok(Running { addr, state, generated_admin_token, generated_write_key, shutdown: Some(shutdown), server })
+}
+
+/// Builds the segment engine from the store, with a progress bar and the time it took.
+async fn start_engine(store: &Store, changes: tokio::sync::mpsc::UnboundedSender<Vec<MembershipChange>>) -> anyhow::Result<Engine> {
+    let started = std::time::Instant::now();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} segment engine: indexing {msg}").expect("template"));
+    let b = bar.clone();
+    let progress = Box::new(move |what: &str, n: u64| {
+        if n % 20_000 == 0 {
+            b.set_message(format!("{what} ({n})"));
+            b.tick();
+        }
+    });
+    let sink = Box::new(move |c: Vec<MembershipChange>| {
+        let _ = changes.send(c);
+    });
+    let engine = Engine::start(store.clone(), LifecycleConfig::default(), Spec::default(), Timestamp::now(), progress, sink)
+        .await
+        .context("building the segment engine")?;
+    bar.finish_and_clear();
+    let (profiles, memory, segments) = {
+        let state = engine.read();
+        (state.index.profiles(), state.index.memory(), state.segments.len())
+    };
+    tracing::info!(
+        profiles,
+        segments,
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        index_mib = memory.index_bytes / (1 << 20),
+        events_mib = memory.event_bytes / (1 << 20),
+        "segment engine ready"
+    );
+    Ok(engine)
+}
+
+/// `Segment Entered` / `Segment Exited` events, into the same pipeline as every event,
+/// so they are stored, deduplicated and visible to journeys like any other.
+async fn membership_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<MembershipChange>>, ingest: IngestHandle, clock: Clock) {
+    while let Some(changes) = rx.recv().await {
+        let now = clock.now();
+        let minute = now.0 / 60_000;
+        let messages: Vec<Message> = changes.iter().map(|c| membership_message(c, now, minute)).collect();
+        for chunk in messages.chunks(10_000) {
+            if let Err(e) = ingest.submit(chunk.to_vec()).await {
+                tracing::error!(error = %e, "could not record segment membership events");
+            }
+        }
+    }
+}
+
+pub fn membership_message(c: &MembershipChange, now: Timestamp, minute: i64) -> Message {
+    let (event, dir) = if c.entered { ("Segment Entered", "in") } else { ("Segment Exited", "out") };
+    Message {
+        kind: MessageKind::Track,
+        message_id: format!("segment:{}:{}:{dir}:{minute}", c.segment, c.profile),
+        user_id: None,
+        anonymous_id: None,
+        event: Some(event.to_string()),
+        previous_id: None,
+        group_id: None,
+        timestamp: now,
+        received_at: now,
+        payload: serde_json::json!({ "segment": c.segment }).to_string(),
+        context: Some(r#"{"source":"siyu"}"#.to_string()),
+        traits: Vec::new(),
+        identities: Vec::new(),
+        profile_id: Some(c.profile as i64),
+    }
+}
+
+/// Once a minute: time moves customers between stages and clock-dependent segments.
+async fn minute_ticks(engine: Engine) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if engine.tick().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Counts what the indexer applied, for `/metrics`.

@@ -59,6 +59,8 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Import customers, events, stores or staff from CSV or JSON lines.
     Import(ImportArgs),
+    /// Count the customers a rule selects: siyu segment 'city = "Shanghai" and count(Order Completed, 30d) >= 2'
+    Segment(crate::segment_cli::SegmentArgs),
     /// Benchmarks that print the figures the issues ask for.
     Bench {
         #[command(subcommand)]
@@ -100,6 +102,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Import(args) => import(args).await,
+            Command::Segment(args) => crate::segment_cli::run(args).await,
             Command::Bench { which } => crate::bench::run(which).await,
         }
     });

@@ -10,3 +10,4 @@ pub mod http;
 pub mod import;
 pub mod metrics;
 pub mod secrets;
+pub mod segment_cli;

@@ -7,6 +7,7 @@ use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use siyu_core::{Identity, IdentityKind, ProfileId, Timestamp};
+use siyu_engine::Lifecycle;
 use siyu_store::profiles::{self, EventCursor, EventView, ProfileView, Stats};
 use siyu_store::{org, Db, StoreError};
 use utoipa::{IntoParams, ToSchema};
@@ -56,6 +57,25 @@ async fn visible(db: &mut dyn Db, caller: &Caller, profile: ProfileId) -> Result
     }
 }
 
+/// A profile as the store has it, with what the segment engine knows of it.
+#[derive(Serialize, ToSchema)]
+pub struct ProfileDetail {
+    #[serde(flatten)]
+    pub profile: ProfileView,
+    /// Stage, RFM and four-highs scores.
+    pub lifecycle: Option<Lifecycle>,
+    /// Segments the profile is a member of.
+    pub segments: Vec<String>,
+}
+
+fn detail(app: &App, profile: ProfileView) -> ProfileDetail {
+    let state = app.engine.read();
+    let p = profile.id as u32;
+    let lifecycle = state.index.lifecycle_of(p);
+    let segments = state.segments.names().filter(|n| state.segments.get(n).is_some_and(|s| s.members.contains(p))).cloned().collect();
+    ProfileDetail { profile, lifecycle, segments }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LookupQuery {
@@ -76,13 +96,13 @@ pub struct LookupQuery {
 #[utoipa::path(get, path = "/api/v1/profiles/lookup", tag = "profiles",
     summary = "Find a profile by any one of its identities",
     params(LookupQuery),
-    responses((status = 200, body = ProfileView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = ProfileDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn lookup(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<ProfileView>> {
+) -> ApiResult<Json<ProfileDetail>> {
     let app_id = q.get("app_id").map(String::as_str);
     let mut identities = Vec::new();
     for (key, value) in &q {
@@ -114,7 +134,7 @@ pub async fn lookup(
             })
         })
         .await?;
-    profile.map(Json).ok_or_else(|| ApiError::not_found("no profile has that identity"))
+    profile.map(|p| Json(detail(&app, p))).ok_or_else(|| ApiError::not_found("no profile has that identity"))
 }
 
 const RECENT_EVENTS: i64 = 20;
@@ -122,12 +142,12 @@ const RECENT_EVENTS: i64 = 20;
 #[utoipa::path(get, path = "/api/v1/profiles/{id}", tag = "profiles",
     summary = "A profile by numeric id or UUID (merged ids lead to the survivor)",
     params(("id" = String, Path, description = "Profile id or UUID")),
-    responses((status = 200, body = ProfileView), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = ProfileDetail), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn profile(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<ProfileView>> {
+pub async fn profile(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<ProfileDetail>> {
     let id = resolve_profile(&app, &caller, &id).await?;
     let p = app.store.run(move |db| Box::pin(async move { profiles::load(db, id, RECENT_EVENTS).await })).await?;
-    p.map(Json).ok_or_else(|| ApiError::not_found("no such profile"))
+    p.map(|p| Json(detail(&app, p))).ok_or_else(|| ApiError::not_found("no such profile"))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -207,6 +227,7 @@ pub async fn add_tag(
         .store
         .run(move |db| Box::pin(async move { profiles::add_tag(db, profile_id, &t, "manual", Timestamp::now()).await }))
         .await?;
+    app.engine.set_tag(profile_id as u32, &tag, true);
     Ok(Json(TagChange { profile_id, tag, changed }))
 }
 
@@ -222,6 +243,7 @@ pub async fn remove_tag(
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::remove_tag(db, profile_id, &t).await })).await?;
+    app.engine.set_tag(profile_id as u32, &tag, false);
     if !changed {
         return Err(ApiError::not_found(format!("the profile has no tag {tag:?}")));
     }

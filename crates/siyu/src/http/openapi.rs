@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{admin, org, tracking};
+use crate::http::{admin, org, segments, tracking};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,12 +12,15 @@ use crate::http::{admin, org, tracking};
         tracking::identify, tracking::track, tracking::page, tracking::screen, tracking::group, tracking::alias, tracking::batch,
         admin::lookup, admin::profile, admin::events, admin::add_tag, admin::remove_tag, admin::stats, admin::ingest_status,
         org::list_stores, org::get_store, org::put_store, org::list_staff, org::get_staff, org::put_staff, org::staff_customers,
+        segments::preview, segments::list, segments::create, segments::show, segments::update, segments::remove,
+        segments::members, segments::export, segments::list_profiles,
     ),
     modifiers(&Security),
     tags(
         (name = "tracking", description = "Segment-spec tracking API; the write key is the HTTP Basic user name."),
         (name = "profiles", description = "Customer profiles, identities, timelines and tags."),
         (name = "organisation", description = "Stores, staff and which guide serves which customer."),
+        (name = "segments", description = "Live segments: rules in JSON or text form, counts, members, exports."),
     )
 )]
 pub struct ApiDoc;

@@ -63,6 +63,30 @@ impl TestApp {
         self.running.as_ref().expect("running").state.ingest.settle().await;
     }
 
+    pub fn engine(&self) -> &siyu_engine::Engine {
+        &self.running.as_ref().expect("running").state.engine
+    }
+
+    /// Waits until ingest, the segment engine, and the membership events the engine
+    /// produced have all been applied.
+    pub async fn settle_all(&self) {
+        let ingest = &self.running.as_ref().expect("running").state.ingest;
+        loop {
+            let before = ingest.appended();
+            ingest.settle().await;
+            self.engine().sync().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            if ingest.appended() == before {
+                ingest.settle().await;
+                return;
+            }
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        into_json(self.client.post(self.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap()).await
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let resp = self.client.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
         into_json(resp).await
