@@ -70,7 +70,9 @@ pub struct Message {
     pub previous_id: Option<String>,
     pub group_id: Option<String>,
     /// When it happened, corrected for client clock skew as Segment does.
+    #[serde(with = "crate::time::as_millis")]
     pub timestamp: Timestamp,
+    #[serde(with = "crate::time::as_millis")]
     pub received_at: Timestamp,
     /// Track/page/screen properties, or identify/group traits: the sender's JSON object.
     pub payload: String,

@@ -31,6 +31,20 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// `#[serde(with = "siyu_core::time::as_millis")]`: epoch milliseconds on the way out
+/// (compact and fast, for internal records such as the ingest log), either form in.
+pub mod as_millis {
+    use super::Timestamp;
+
+    pub fn serialize<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(t.0)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+}
+
 impl utoipa::PartialSchema for Timestamp {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};

@@ -5,6 +5,9 @@ use crate::{params, StoreError};
 
 pub const PROFILES: &str = "profiles";
 pub const EVENTS: &str = "events";
+/// Profiles merged into others, ever: lets the indexer's identity cache notice
+/// merges it did not make.
+pub const MERGES: &str = "merges";
 /// The last ingest-log sequence number applied to the store.
 pub const INGEST_APPLIED_SEQ: &str = "ingest_applied_seq";
 
@@ -15,7 +18,11 @@ pub async fn set(db: &mut dyn Db, name: &str, value: i64) -> Result<(), StoreErr
 
 pub async fn add(db: &mut dyn Db, name: &str, delta: i64) -> Result<(), StoreError> {
     if delta != 0 {
-        db.execute("UPDATE counters SET value = value + $1 WHERE name = $2", params![delta, name]).await?;
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES ($2, $1) ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+            params![delta, name],
+        )
+        .await?;
     }
     Ok(())
 }

@@ -26,6 +26,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_segments.sql"),
         postgres: include_str!("../migrations/postgres/0002_segments.sql"),
     },
+    Migration {
+        version: 3,
+        name: "merge_chains",
+        sqlite: include_str!("../migrations/sqlite/0003_merge_chains.sql"),
+        postgres: include_str!("../migrations/postgres/0003_merge_chains.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied.

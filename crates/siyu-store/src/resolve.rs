@@ -14,11 +14,57 @@
 //!    to its own user's profile and the shared identity stays where it was. An `alias`
 //!    is an explicit statement that two ids are one customer and always merges.
 
+use std::collections::HashMap;
+
 use siyu_core::{Identity, IdentityKind, Message, ProfileId, Timestamp};
 
-use crate::profiles::find_by_identity;
 use crate::sql::Db;
-use crate::{params, StoreError};
+use crate::{counters, params, StoreError};
+
+/// Identities the indexer has seen, so a known customer costs no lookup. While Siyu
+/// runs the indexer is the only writer of identities: it updates the cache when it
+/// attaches identities and when it merges profiles. Merges made by anyone else (an
+/// import from the command line) move the store's `merges` counter past what the cache
+/// has seen, and the cache starts afresh.
+#[derive(Debug, Default)]
+pub struct IdentityCache {
+    map: HashMap<Identity, ProfileId>,
+    merges_seen: i64,
+}
+
+/// Identities cached at most; beyond this the cache starts afresh.
+const CACHE_LIMIT: usize = 4_000_000;
+
+impl IdentityCache {
+    /// Before a batch: forget everything if someone else merged profiles.
+    pub async fn check(&mut self, db: &mut dyn Db) -> Result<(), StoreError> {
+        let merges = counters::get(db, counters::MERGES).await?;
+        if merges != self.merges_seen || self.map.len() > CACHE_LIMIT {
+            self.map.clear();
+            self.merges_seen = merges;
+        }
+        Ok(())
+    }
+
+    /// After a failed batch the cache may hold what was rolled back.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.merges_seen = -1;
+    }
+}
+
+async fn lookup(db: &mut dyn Db, cache: &mut Option<&mut IdentityCache>, identity: &Identity) -> Result<Option<ProfileId>, StoreError> {
+    if let Some(c) = cache.as_deref() {
+        if let Some(p) = c.map.get(identity) {
+            return Ok(Some(*p));
+        }
+    }
+    let found = crate::profiles::find_by_identity(db, identity).await?;
+    if let (Some(c), Some(p)) = (cache.as_deref_mut(), found) {
+        c.map.insert(identity.clone(), p);
+    }
+    Ok(found)
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolution {
@@ -30,7 +76,7 @@ pub struct Resolution {
     pub attached: Vec<IdentityKind>,
 }
 
-pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, StoreError> {
+pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut IdentityCache>) -> Result<Resolution, StoreError> {
     let at = msg.received_at;
     // Siyu's own events name their profile directly (following any merge since).
     if let Some(p) = msg.profile_id {
@@ -40,7 +86,7 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, Store
     let mut found: Vec<Option<ProfileId>> = Vec::with_capacity(msg.identities.len());
     let mut profiles: Vec<ProfileId> = Vec::new();
     for identity in &msg.identities {
-        let p = find_by_identity(db, identity).await?;
+        let p = lookup(db, &mut cache, identity).await?;
         if let Some(p) = p {
             if !profiles.contains(&p) {
                 profiles.push(p);
@@ -52,9 +98,9 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, Store
     // alias: previousId names an existing customer by user id or anonymous id.
     let mut unattached_previous = None;
     if let Some(prev) = &msg.previous_id {
-        let mut prev_profile = find_by_identity(db, &Identity::user_id(prev)).await?;
+        let mut prev_profile = lookup(db, &mut cache, &Identity::user_id(prev)).await?;
         if prev_profile.is_none() {
-            prev_profile = find_by_identity(db, &Identity::anonymous_id(prev)).await?;
+            prev_profile = lookup(db, &mut cache, &Identity::anonymous_id(prev)).await?;
         }
         match prev_profile {
             Some(p) if !profiles.contains(&p) => profiles.push(p),
@@ -79,6 +125,16 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, Store
     for &p in &compatible {
         if p != survivor {
             let reason = if msg.is_alias() { "alias" } else { "shared identity" };
+            if let Some(c) = cache.as_deref_mut() {
+                // The merged profile's identities now lead to the survivor.
+                let moved = db.query("SELECT kind, value FROM identities WHERE profile_id = $1", params![p]).await?;
+                for r in moved {
+                    if let Some(kind) = IdentityKind::parse(&r.text(0)?) {
+                        c.map.insert(Identity { kind, value: r.text(1)? }, survivor);
+                    }
+                }
+                c.merges_seen += 1;
+            }
             merge(db, survivor, p, Some(&msg.message_id), reason, at).await?;
             merged.push(p);
         }
@@ -88,11 +144,17 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message) -> Result<Resolution, Store
         if f.is_none() {
             attach(db, survivor, identity, at).await?;
             attached.push(identity.kind);
+            if let Some(c) = cache.as_deref_mut() {
+                c.map.insert(identity.clone(), survivor);
+            }
         }
     }
     if let Some(prev) = unattached_previous {
         attach(db, survivor, &prev, at).await?;
         attached.push(prev.kind);
+        if let Some(c) = cache.as_deref_mut() {
+            c.map.insert(prev, survivor);
+        }
     }
     Ok(Resolution { profile_id: survivor, created, merged, attached })
 }
@@ -198,5 +260,6 @@ pub async fn merge(
     )
     .await?;
     crate::counters::add(db, crate::counters::PROFILES, -1).await?;
+    crate::counters::add(db, crate::counters::MERGES, 1).await?;
     Ok(())
 }

@@ -91,10 +91,7 @@ pub enum ConnRole {
 
 /// SQLite reads `$1` as a parameter named "$1"; named parameters are numbered in order
 /// of first appearance, so they are bound by name, which holds whatever their order.
-const NAMES: [&str; 32] = [
-    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15", "$16", "$17", "$18", "$19",
-    "$20", "$21", "$22", "$23", "$24", "$25", "$26", "$27", "$28", "$29", "$30", "$31", "$32",
-];
+static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| (1..=256).map(|i| format!("${i}")).collect());
 
 fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Result<(), StoreError> {
     if params.len() > NAMES.len() || params.len() != stmt.parameter_count() {
@@ -105,7 +102,7 @@ fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Resul
             stmt.expanded_sql().unwrap_or_default()
         )));
     }
-    for (p, name) in params.iter().zip(NAMES) {
+    for (p, name) in params.iter().zip(NAMES.iter()) {
         let index = stmt
             .parameter_index(name)?
             .ok_or_else(|| StoreError::Decode(format!("parameter {name} is not used by the statement")))?;

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value as Json};
 use siyu_core::{IdentityKind, Message, MessageKind, ProfileId, Timestamp};
 
-use crate::resolve::{resolve, Resolution};
+use crate::resolve::{resolve, IdentityCache, Resolution};
 use crate::sql::Db;
 use crate::{params, StoreError};
 
@@ -30,6 +30,11 @@ impl Outcome {
 
 /// Stores one message in the open transaction.
 pub async fn apply(db: &mut dyn Db, msg: &Message) -> Result<Outcome, StoreError> {
+    apply_cached(db, msg, None).await
+}
+
+/// [`apply`], with the indexer's identity cache.
+pub async fn apply_cached(db: &mut dyn Db, msg: &Message, cache: Option<&mut IdentityCache>) -> Result<Outcome, StoreError> {
     let fresh = db
         .execute(
             "INSERT INTO message_ids (message_id, received_at) VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING",
@@ -39,7 +44,7 @@ pub async fn apply(db: &mut dyn Db, msg: &Message) -> Result<Outcome, StoreError
     if fresh == 0 {
         return Ok(Outcome { profile_id: None, created: false, merged: Vec::new(), attached: Vec::new(), failed: false });
     }
-    let Resolution { profile_id, created, merged, attached } = resolve(db, msg).await?;
+    let Resolution { profile_id, created, merged, attached } = resolve(db, msg, cache).await?;
     db.execute(
         "INSERT INTO events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

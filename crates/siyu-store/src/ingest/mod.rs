@@ -23,7 +23,8 @@ use std::time::Duration;
 use siyu_core::{Message, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use apply::{apply, set_trait, Outcome};
+pub use apply::{apply, apply_cached, set_trait, Outcome};
+use crate::resolve::IdentityCache;
 use log::{IngestLog, LogReader};
 
 use crate::sql::{finish, Db};
@@ -135,7 +136,7 @@ pub async fn start(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>
     if !replay.is_empty() {
         to_indexer.send(replay).await.map_err(|_| StoreError::WriterStopped)?;
     }
-    let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, reader: None, backend: store.backend() };
+    let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, reader: None, backend: store.backend(), identities: IdentityCache::default() };
     if let Some(path) = store.sqlite_path() {
         let mut db = SqliteDb::open(path, ConnRole::Writer)?;
         crate::sqlite::spawn_checkpointer(path.to_path_buf())?;
@@ -235,11 +236,13 @@ struct Indexer {
     /// Reads back messages the in-memory feed dropped.
     reader: Option<LogReader>,
     backend: crate::Backend,
+    identities: IdentityCache,
 }
 
 impl Indexer {
     async fn run(mut self, db: &mut dyn Db, mut rx: mpsc::Receiver<Vec<(u64, Message)>>) {
         loop {
+            let t0 = std::time::Instant::now();
             let batch = match self.next_batch(&mut rx).await {
                 Some(b) => b,
                 None => return,
@@ -247,8 +250,10 @@ impl Indexer {
             if batch.is_empty() {
                 continue;
             }
+            let t1 = std::time::Instant::now();
             let last_seq = batch.last().map(|(s, _)| *s).unwrap_or(0);
             let outcomes = self.apply_until_done(db, &batch).await;
+            tracing::debug!(messages = batch.len(), wait_ms = (t1 - t0).as_millis() as u64, apply_ms = t1.elapsed().as_millis() as u64, "index batch");
             self.next = last_seq + 1;
             let committed = Arc::new(Committed { messages: batch.into_iter().map(|(_, m)| m).zip(outcomes).collect(), last_seq });
             self.progress.indexed.send_replace(last_seq);
@@ -308,12 +313,15 @@ impl Indexer {
     }
 
     /// Applies a batch; a store outage is waited out (the messages are safe in the log).
-    async fn apply_until_done(&self, db: &mut dyn Db, batch: &[(u64, Message)]) -> Vec<Outcome> {
+    async fn apply_until_done(&mut self, db: &mut dyn Db, batch: &[(u64, Message)]) -> Vec<Outcome> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match apply_batch(db, batch).await {
+            match apply_batch(db, batch, Some(&mut self.identities)).await {
                 Ok(outcomes) => return outcomes,
-                Err(e) => tracing::warn!(error = %e, messages = batch.len(), "index batch failed; isolating messages"),
+                Err(e) => {
+                    self.identities.clear();
+                    tracing::warn!(error = %e, messages = batch.len(), "index batch failed; isolating messages");
+                }
             }
             match apply_isolated(db, batch).await {
                 Ok(outcomes) => return outcomes,
@@ -347,13 +355,16 @@ async fn pause(backend: crate::Backend, delay: Duration) {
 }
 
 /// One transaction for the whole batch.
-async fn apply_batch(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec<Outcome>, StoreError> {
+async fn apply_batch(db: &mut dyn Db, batch: &[(u64, Message)], mut cache: Option<&mut IdentityCache>) -> Result<Vec<Outcome>, StoreError> {
     db.begin().await?;
     let result = async {
+        if let Some(c) = cache.as_deref_mut() {
+            c.check(db).await?;
+        }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut stored = 0;
         for (_, msg) in batch {
-            let o = apply(db, msg).await?;
+            let o = apply_cached(db, msg, cache.as_deref_mut()).await?;
             stored += i64::from(!o.is_duplicate());
             outcomes.push(o);
         }
@@ -372,7 +383,7 @@ async fn apply_batch(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec<Ou
 async fn apply_isolated(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec<Outcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(batch.len());
     for (seq, msg) in batch {
-        match apply_batch(db, std::slice::from_ref(&(*seq, msg.clone()))).await {
+        match apply_batch(db, std::slice::from_ref(&(*seq, msg.clone())), None).await {
             Ok(mut o) => outcomes.push(o.remove(0)),
             Err(e) => {
                 tracing::error!(seq, message_id = %msg.message_id, error = %e, "message set aside in ingest_failures");
