@@ -37,6 +37,9 @@ impl IndexBuilder {
         }
         let mut keys = index.lifecycle_keys();
         keys.extend(spec.series.iter().cloned());
+        // A count is answered by a measured series of the same event and filters.
+        let measured: Vec<SeriesKey> = keys.iter().filter(|k| k.measure.is_some()).cloned().collect();
+        keys.retain(|k| k.measure.is_some() || !measured.iter().any(|m| m.event == k.event && m.filters == k.filters));
         let mut events = HashMap::new();
         let mut by_event: HashMap<String, Vec<String>> = HashMap::new();
         for k in keys {

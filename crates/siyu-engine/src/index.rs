@@ -86,6 +86,9 @@ impl SeriesKey {
 pub(crate) struct Keyed {
     pub key: SeriesKey,
     pub series: Series,
+    /// Built after start from a store snapshot at this ingest sequence number: batches
+    /// up to it are already in it (0: built with the index).
+    pub from_seq: u64,
 }
 
 /// Who works where: a guide's store, a store's city.
@@ -103,20 +106,33 @@ pub struct Index {
     pub(crate) tags: HashMap<String, RoaringBitmap>,
     pub(crate) traits: HashMap<String, TraitColumn>,
     pub(crate) guides: HashMap<String, RoaringBitmap>,
+    /// Active WeCom contacts per profile, and the profiles with at least one.
     pub(crate) wecom: Vec<u8>,
+    pub(crate) wecom_set: RoaringBitmap,
     pub(crate) org: Org,
-    pub(crate) series: HashMap<String, Keyed>,
-    by_event: HashMap<String, Vec<String>>,
+    /// Event aggregates, found through `by_event` (an event has only a few).
+    pub(crate) series: Vec<Keyed>,
+    by_event: HashMap<String, Vec<usize>>,
+    /// The series lifecycle reads: orders, clicks, shares, referrals.
+    lifecycle_series: [Option<usize>; 4],
     pub(crate) stage: Vec<u8>,
     pub(crate) rfm: Vec<[u8; 3]>,
-    pub(crate) scores: Vec<[f32; 4]>,
+    /// Four highs in whole percent; [`NO_SCORE`] when there is not enough history.
+    pub(crate) scores: Vec<[u8; 4]>,
+    /// The same three, as a bitmap per value, so conditions on them are unions.
+    pub(crate) stage_sets: Vec<RoaringBitmap>,
+    pub(crate) rfm_sets: [Vec<RoaringBitmap>; 3],
+    pub(crate) score_sets: [Vec<RoaringBitmap>; 4],
     pub(crate) cutoffs: Cutoffs,
     /// The last ingest-log sequence number reflected here.
     pub applied_seq: u64,
-    /// Keys built after start from a store snapshot at this sequence number: batches up
-    /// to it are already in them.
-    from_seq: HashMap<String, u64>,
 }
+
+/// A score not known for lack of history.
+pub const NO_SCORE: u8 = u8::MAX;
+
+/// One profile's lifecycle: stage, RFM (0: none) and scores.
+type LifecycleValues = (u8, [u8; 3], [u8; 4]);
 
 /// Memory the index holds, in bytes, by part.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
@@ -139,22 +155,24 @@ impl Index {
             traits: HashMap::new(),
             guides: HashMap::new(),
             wecom: Vec::new(),
+            wecom_set: RoaringBitmap::new(),
             org: Org::default(),
-            series: HashMap::new(),
+            series: Vec::new(),
             by_event: HashMap::new(),
+            lifecycle_series: [None; 4],
             stage: Vec::new(),
             rfm: Vec::new(),
             scores: Vec::new(),
+            stage_sets: vec![RoaringBitmap::new(); 7],
+            rfm_sets: std::array::from_fn(|_| vec![RoaringBitmap::new(); 6]),
+            score_sets: std::array::from_fn(|_| vec![RoaringBitmap::new(); 101]),
             cutoffs: Cutoffs::default(),
             applied_seq: 0,
-            from_seq: HashMap::new(),
         };
         for t in DEFAULT_TRAITS {
             index.traits.insert(t.to_string(), TraitColumn::new());
         }
-        for key in index.lifecycle_keys() {
-            index.add_series(key, Series::new(false));
-        }
+        // Event series, the lifecycle ones included, come from the builder.
         index
     }
 
@@ -170,20 +188,53 @@ impl Index {
     }
 
     /// Adds an aggregate, or replaces its data if it is already there.
-    pub(crate) fn add_series(&mut self, key: SeriesKey, mut series: Series) {
-        let id = key.id();
+    pub(crate) fn add_series(&mut self, key: SeriesKey, series: Series) {
+        self.add_series_at(key, series, 0);
+    }
+
+    fn add_series_at(&mut self, key: SeriesKey, mut series: Series, from_seq: u64) {
         if series.measured() != key.measure.is_some() {
             series = Series::new(key.measure.is_some());
         }
-        let ids = self.by_event.entry(key.event.clone()).or_default();
-        if !ids.contains(&id) {
-            ids.push(id.clone());
+        match self.exact(&key.event, &key.filters, key.measure.as_deref()) {
+            Some(i) => self.series[i] = Keyed { key, series, from_seq },
+            None => {
+                self.by_event.entry(key.event.clone()).or_default().push(self.series.len());
+                self.series.push(Keyed { key, series, from_seq });
+            }
         }
-        self.series.insert(id, Keyed { key, series });
+        let keys = self.lifecycle_keys();
+        self.lifecycle_series = std::array::from_fn(|k| self.find(&keys[k].event, &keys[k].filters, keys[k].measure.as_deref()));
+    }
+
+    fn exact(&self, event: &str, filters: &[PropertyFilter], measure: Option<&str>) -> Option<usize> {
+        self.by_event.get(event)?.iter().copied().find(|i| {
+            let k = &self.series[*i].key;
+            k.filters == filters && k.measure.as_deref() == measure
+        })
+    }
+
+    /// The series that answers an aggregate. A count (no measure) can read any series
+    /// of the same event and filters: every event is in it, measured or not.
+    pub fn find(&self, event: &str, filters: &[PropertyFilter], measure: Option<&str>) -> Option<usize> {
+        self.exact(event, filters, measure).or_else(|| {
+            if measure.is_some() {
+                return None;
+            }
+            self.by_event.get(event)?.iter().copied().find(|i| self.series[*i].key.filters == filters)
+        })
     }
 
     pub fn has_series(&self, key: &SeriesKey) -> bool {
-        self.series.contains_key(&key.id())
+        self.series_for(key).is_some()
+    }
+
+    pub fn series_for(&self, key: &SeriesKey) -> Option<&Series> {
+        self.find(&key.event, &key.filters, key.measure.as_deref()).map(|i| &self.series[i].series)
+    }
+
+    pub fn series_for_aggregate(&self, a: &siyu_core::rule::AggregatePredicate) -> Option<&Series> {
+        self.find(&a.event, &a.filters, a.measure.as_deref()).map(|i| &self.series[i].series)
     }
 
     pub fn has_trait(&self, name: &str) -> bool {
@@ -201,23 +252,17 @@ impl Index {
     }
 
     /// Installs a trait read from a snapshot at `seq`, while batches keep arriving.
-    pub fn install_trait_at(&mut self, name: &str, column: TraitColumn, seq: u64) {
+    pub fn install_trait_at(&mut self, name: &str, mut column: TraitColumn, seq: u64) {
         if !self.has_trait(name) {
+            column.from_seq = seq;
             self.install_trait(name, column);
-            self.from_seq.insert(format!("trait:{name}"), seq);
         }
     }
 
     pub fn install_series_at(&mut self, key: SeriesKey, series: Series, seq: u64) {
         if !self.has_series(&key) {
-            self.from_seq.insert(format!("series:{}", key.id()), seq);
-            self.add_series(key, series);
+            self.add_series_at(key, series, seq);
         }
-    }
-
-    /// Whether a batch ending at `seq` is already in a key built from a snapshot.
-    fn already_in(&self, key: &str, seq: u64) -> bool {
-        self.from_seq.get(key).is_some_and(|s| seq <= *s)
     }
 
     pub fn len(&self) -> u32 {
@@ -249,14 +294,17 @@ impl Index {
                 self.wecom.resize(cap, 0);
                 self.stage.resize(cap, 0);
                 self.rfm.resize(cap, [0; 3]);
-                self.scores.resize(cap, [f32::NAN; 4]);
+                self.scores.resize(cap, [NO_SCORE; 4]);
             }
         }
     }
 
     pub fn add_profile(&mut self, p: u32) {
         self.grow(p);
-        self.alive.insert(p);
+        if self.alive.insert(p) {
+            // A new profile starts as a prospect with no RFM and no scores.
+            self.stage_sets[self.stage[p as usize] as usize].insert(p);
+        }
     }
 
     pub fn add_identity(&mut self, kind: IdentityKind, p: u32) {
@@ -288,13 +336,22 @@ impl Index {
         for g in active {
             self.guides.entry(g.clone()).or_default().insert(p);
         }
-        self.wecom[p as usize] = active.len().min(255) as u8;
+        self.set_wecom(p, active.len().min(255) as u8);
+    }
+
+    fn set_wecom(&mut self, p: u32, contacts: u8) {
+        self.wecom[p as usize] = contacts;
+        if contacts > 0 {
+            self.wecom_set.insert(p);
+        } else {
+            self.wecom_set.remove(p);
+        }
     }
 
     pub fn add_guide(&mut self, p: u32, guide: &str) {
         self.grow(p);
         if self.guides.entry(guide.to_string()).or_default().insert(p) {
-            self.wecom[p as usize] = self.wecom[p as usize].saturating_add(1);
+            self.set_wecom(p, self.wecom[p as usize].saturating_add(1));
         }
     }
 
@@ -304,12 +361,12 @@ impl Index {
         g
     }
 
-    /// The event series an event goes into, with its measure: `(series id, value)`.
-    fn accepting(&self, event: &str, payload: &str, now: Timestamp) -> Vec<(String, f64)> {
+    /// The event series an event goes into, with its measure: `(series, value)`.
+    fn accepting(&self, event: &str, payload: &str, now: Timestamp) -> Vec<(usize, f64)> {
         let Some(ids) = self.by_event.get(event) else { return Vec::new() };
         let mut parsed: Option<Value> = None;
         let mut out = Vec::new();
-        for id in ids {
+        for &id in ids {
             let key = &self.series[id].key;
             let value = if key.needs_payload() {
                 let payload = parsed.get_or_insert_with(|| serde_json::from_str(payload).unwrap_or(Value::Null));
@@ -318,7 +375,7 @@ impl Index {
                 Some(f64::NAN)
             };
             if let Some(v) = value {
-                out.push((id.clone(), v));
+                out.push((id, v));
             }
         }
         out
@@ -327,10 +384,10 @@ impl Index {
     /// Adds one tracked event from the batch ending at `seq`.
     pub fn add_event(&mut self, p: u32, event: &str, at: Timestamp, payload: &str, now: Timestamp, seq: u64) {
         for (id, v) in self.accepting(event, payload, now) {
-            if self.already_in(&format!("series:{id}"), seq) {
-                continue;
+            let k = &mut self.series[id];
+            if seq > k.from_seq {
+                k.series.push(p, secs(at), v);
             }
-            self.series.get_mut(&id).expect("series").series.push(p, secs(at), v);
         }
     }
 
@@ -367,8 +424,10 @@ impl Index {
                 self.add_identity(*kind, p);
             }
             for (key, value) in &msg.traits {
-                if !self.already_in(&format!("trait:{key}"), c.last_seq) {
-                    self.set_trait(p, key, value, msg.timestamp);
+                if let Some(column) = self.traits.get_mut(key) {
+                    if c.last_seq > column.from_seq {
+                        column.set(p, value, secs(msg.timestamp));
+                    }
                 }
             }
             if msg.kind == MessageKind::Track {
@@ -408,57 +467,125 @@ impl Index {
             self.guides.get_mut(&g).expect("guide").remove(loser);
             self.add_guide(survivor, &g);
         }
-        self.wecom[loser as usize] = 0;
-        for k in self.series.values_mut() {
+        self.set_wecom(loser, 0);
+        for k in self.series.iter_mut() {
             k.series.move_profile(loser, survivor);
         }
+        self.clear_lifecycle(loser);
         self.alive.remove(loser);
     }
 
     fn order_series(&self) -> &Series {
-        &self.series[&self.lifecycle_keys()[0].id()].series
+        &self.series[self.lifecycle_series[0].expect("the order series is always indexed")].series
     }
 
-    fn times(&self, key: &SeriesKey, p: u32) -> Vec<u32> {
-        self.series.get(&key.id()).map(|k| k.series.events_of(p).into_iter().map(|(t, _)| t).collect()).unwrap_or_default()
+    /// Event times of one of the lifecycle series (1: clicks, 2: shares, 3: referrals).
+    fn times(&self, which: usize, p: u32) -> Vec<u32> {
+        self.lifecycle_series[which].map(|i| self.series[i].series.events_of(p).into_iter().map(|(t, _)| t).collect()).unwrap_or_default()
+    }
+
+    /// A profile's lifecycle values with the current quintile boundaries.
+    fn lifecycle_values(&self, p: u32, now_s: u32) -> LifecycleValues {
+        let orders = self.order_series().events_of(p);
+        let (clicks, shares, referrals) = (self.times(1, p), self.times(2, p), self.times(3, p));
+        let wecom = self.wecom.get(p as usize).is_some_and(|w| *w > 0);
+        let inputs = Inputs { orders: &orders, clicks: &clicks, shares: &shares, referrals: &referrals, wecom_contact: wecom };
+        let stage = lifecycle::stage(&self.config, &inputs, now_s) as u8;
+        let rfm = lifecycle::rfm_raw(&self.config, &orders, now_s).map_or([0; 3], |raw| self.cutoffs.score(raw));
+        let scores = lifecycle::scores(&self.config, &inputs, now_s).map(|s| s.unwrap_or(NO_SCORE));
+        (stage, rfm, scores)
+    }
+
+    /// Sets a profile's lifecycle columns and moves it between the value bitmaps.
+    fn set_lifecycle(&mut self, p: u32, (stage, rfm, scores): LifecycleValues) {
+        self.grow(p);
+        let i = p as usize;
+        if self.stage[i] != stage {
+            self.stage_sets[self.stage[i] as usize].remove(p);
+            self.stage_sets[stage as usize].insert(p);
+            self.stage[i] = stage;
+        }
+        // RFM 0 ("did not order in the window") and missing scores have no bitmap.
+        for k in 0..3 {
+            if self.rfm[i][k] != rfm[k] {
+                if self.rfm[i][k] > 0 {
+                    self.rfm_sets[k][self.rfm[i][k] as usize].remove(p);
+                }
+                if rfm[k] > 0 {
+                    self.rfm_sets[k][rfm[k] as usize].insert(p);
+                }
+                self.rfm[i][k] = rfm[k];
+            }
+        }
+        for k in 0..4 {
+            if self.scores[i][k] != scores[k] {
+                if let Some(b) = self.score_sets[k].get_mut(self.scores[i][k] as usize) {
+                    b.remove(p);
+                }
+                if let Some(b) = self.score_sets[k].get_mut(scores[k] as usize) {
+                    b.insert(p);
+                }
+                self.scores[i][k] = scores[k];
+            }
+        }
     }
 
     /// Stage, RFM and scores of one profile with the current quintile boundaries.
     pub fn recompute_lifecycle(&mut self, p: u32, now: Timestamp) {
         self.grow(p);
-        let now_s = secs(now);
-        let keys = self.lifecycle_keys();
-        let orders = self.order_series().events_of(p);
-        let (clicks, shares, referrals) = (self.times(&keys[1], p), self.times(&keys[2], p), self.times(&keys[3], p));
-        let inputs = Inputs { orders: &orders, clicks: &clicks, shares: &shares, referrals: &referrals, wecom_contact: self.wecom[p as usize] > 0 };
+        let values = self.lifecycle_values(p, secs(now));
+        self.set_lifecycle(p, values);
+    }
+
+    /// Takes a profile out of the lifecycle bitmaps (it was merged away).
+    fn clear_lifecycle(&mut self, p: u32) {
         let i = p as usize;
-        self.stage[i] = lifecycle::stage(&self.config, &inputs, now_s) as u8;
-        self.rfm[i] = lifecycle::rfm_raw(&self.config, &orders, now_s).map_or([0; 3], |raw| self.cutoffs.score(raw));
-        self.scores[i] = lifecycle::scores(&self.config, &inputs, now_s).map(|s| s.unwrap_or(f32::NAN));
+        self.stage_sets[self.stage[i] as usize].remove(p);
+        for k in 0..3 {
+            self.rfm_sets[k][self.rfm[i][k] as usize].remove(p);
+            self.rfm[i][k] = 0;
+        }
+        for k in 0..4 {
+            if let Some(b) = self.score_sets[k].get_mut(self.scores[i][k] as usize) {
+                b.remove(p);
+            }
+        }
     }
 
     /// Recomputes the quintile boundaries and every profile's lifecycle: time moves
-    /// customers from one stage to the next without any event.
+    /// customers from one stage to the next without any event. The values are worked
+    /// out on both cores from a read-only view; only changes are written.
     pub fn refresh_lifecycle(&mut self, now: Timestamp) {
         let now_s = secs(now);
+        let alive: Vec<u32> = self.alive.iter().collect();
         let mut raw = Vec::new();
         {
             let orders = self.order_series();
-            for p in &self.alive {
-                if let Some(r) = lifecycle::rfm_raw(&self.config, &orders.events_of(p), now_s) {
+            for p in &alive {
+                if let Some(r) = lifecycle::rfm_raw(&self.config, &orders.events_of(*p), now_s) {
                     raw.push(r);
                 }
             }
         }
         self.cutoffs = Cutoffs::from_raw(&mut raw);
-        let alive: Vec<u32> = self.alive.iter().collect();
-        for p in alive {
-            self.recompute_lifecycle(p, now);
+        let values: Vec<LifecycleValues> = {
+            let this = &*self;
+            let mid = alive.len() / 2;
+            let (left, right) = alive.split_at(mid);
+            std::thread::scope(|s| {
+                let r = s.spawn(|| right.iter().map(|p| this.lifecycle_values(*p, now_s)).collect::<Vec<_>>());
+                let mut l: Vec<LifecycleValues> = left.iter().map(|p| this.lifecycle_values(*p, now_s)).collect();
+                l.extend(r.join().expect("lifecycle thread"));
+                l
+            })
+        };
+        for (p, v) in alive.into_iter().zip(values) {
+            self.set_lifecycle(p, v);
         }
     }
 
     pub fn compact(&mut self) {
-        for k in self.series.values_mut() {
+        for k in self.series.iter_mut() {
             k.series.compact();
         }
     }
@@ -471,11 +598,25 @@ impl Index {
             + bitmaps(&self.guides)
             + self.traits.values().map(TraitColumn::memory_bytes).sum::<usize>()
             + self.wecom.capacity()
+            + self.wecom_set.serialized_size()
             + self.stage.capacity()
             + self.rfm.capacity() * 3
-            + self.scores.capacity() * 16;
-        let events = self.series.values().map(|k| k.series.memory_bytes()).sum::<usize>();
+            + self.scores.capacity() * 4
+            + self.stage_sets.iter().chain(self.rfm_sets.iter().flatten()).chain(self.score_sets.iter().flatten()).map(RoaringBitmap::serialized_size).sum::<usize>();
+        let events = self.series.iter().map(|k| k.series.memory_bytes()).sum::<usize>();
         MemoryUse { profiles: self.alive.len(), index_bytes: index as u64, event_bytes: events as u64 }
+    }
+
+    /// A profile's value of an indexed trait.
+    pub fn trait_value(&self, name: &str, p: u32) -> Option<&Value> {
+        self.traits.get(name)?.get(p).map(|(v, _)| v)
+    }
+
+    /// Raw lifecycle columns: stage, RFM scores (0: none), four highs (NaN: none),
+    /// active WeCom contacts.
+    pub fn lifecycle_columns(&self, p: u32) -> (u8, [u8; 3], [u8; 4], u8) {
+        let i = p as usize;
+        (self.stage[i], self.rfm[i], self.scores[i], self.wecom[i])
     }
 
     /// Lifecycle facts of a profile, for the profile view.
@@ -487,7 +628,7 @@ impl Index {
         let stage = siyu_core::rule::Stage::ALL[self.stage[i] as usize];
         let rfm = self.rfm[i];
         let s = self.scores[i];
-        let score = |x: f32| (!x.is_nan()).then_some(x);
+        let score = |x: u8| (x != NO_SCORE).then(|| x as f32 / 100.0);
         let orders = self.order_series().events_of(p);
         Some(Lifecycle {
             stage: stage.as_str().to_string(),

@@ -16,6 +16,7 @@ pub mod index;
 pub mod lifecycle;
 pub mod load;
 pub mod segments;
+pub mod scan;
 pub mod series;
 pub mod time;
 pub mod traits;

@@ -148,14 +148,18 @@ pub fn stage(cfg: &LifecycleConfig, inputs: &Inputs, now: u32) -> Stage {
     }
 }
 
-/// The four highs, each a rate from 0 to 1 over the last year (`None`: not enough
-/// history to say).
+/// The four highs, each a rate over the last year in whole percent, 0–100 (`None`: not
+/// enough history to say). Rules compare them as rates: `score.share >= 0.5` is 50%.
 /// - conversion: clicks followed by an order within `conversion_days`, per click;
 /// - repurchase: of the 30-day periods since the first order, the share (after the
 ///   first) with an order;
 /// - share: shares in the year, per `shares_for_full_score`, capped at 1;
 /// - referral: referrals in the year, per `referrals_for_full_score`, capped at 1.
-pub fn scores(cfg: &LifecycleConfig, inputs: &Inputs, now: u32) -> [Option<f32>; 4] {
+pub fn scores(cfg: &LifecycleConfig, inputs: &Inputs, now: u32) -> [Option<u8>; 4] {
+    rates(cfg, inputs, now).map(|r| r.map(|x| (x * 100.0).round().clamp(0.0, 100.0) as u8))
+}
+
+fn rates(cfg: &LifecycleConfig, inputs: &Inputs, now: u32) -> [Option<f32>; 4] {
     let from = now.saturating_sub(365 * DAY);
     let in_year = |t: &u32| *t >= from && *t <= now;
     let mut orders: Vec<u32> = inputs.orders.iter().map(|(t, _)| *t).filter(in_year).collect();
@@ -231,10 +235,10 @@ mod tests {
         let clicks = [NOW - 5 * DAY, NOW - 50 * DAY];
         let shares = [NOW - DAY; 6];
         let [conv, rep, share, refer] = scores(&cfg, &Inputs { orders: &o, clicks: &clicks, shares: &shares, referrals: &[], wecom_contact: true }, NOW);
-        assert_eq!(conv, Some(0.5), "one of two clicks led to an order within a week");
-        assert_eq!(rep, Some(1.0), "an order in every 30-day period since the first");
-        assert_eq!(share, Some(0.5));
-        assert_eq!(refer, Some(0.0));
+        assert_eq!(conv, Some(50), "one of two clicks led to an order within a week");
+        assert_eq!(rep, Some(100), "an order in every 30-day period since the first");
+        assert_eq!(share, Some(50));
+        assert_eq!(refer, Some(0));
         let one = orders(&[3]);
         assert_eq!(scores(&cfg, &Inputs { orders: &one, ..Default::default() }, NOW)[1], None, "too new to tell");
     }

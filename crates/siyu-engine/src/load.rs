@@ -183,13 +183,22 @@ async fn read_all(db: &mut dyn Db, config: LifecycleConfig, spec: &Spec, now: Ti
     )
     .await?;
 
-    // Events in storage order; only names that have an aggregate are kept.
+    // Events in storage order, only those with a name that has an aggregate: the
+    // database skips the rest without handing them over.
     let names = b.event_names();
+    let list: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT id, profile_id, name, ts, payload FROM events WHERE kind = 'track' AND name IN ({}) AND id > ${} ORDER BY id LIMIT ${}",
+        list.join(", "),
+        names.len() + 1,
+        names.len() + 2
+    );
+    let fixed: Vec<Param> = names.iter().map(|n| Param::Text(Some(n.as_str()))).collect();
     let mut n = 0u64;
     pages(
         db,
-        "SELECT id, profile_id, name, ts, payload FROM events WHERE kind = 'track' AND id > $1 ORDER BY id LIMIT $2",
-        &[],
+        &sql,
+        &fixed,
         Cursor::Id(0),
         |r| Ok(Cursor::Id(r.int(0)?)),
         |r| {

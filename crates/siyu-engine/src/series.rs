@@ -25,6 +25,9 @@ pub enum AggValue {
 pub struct Series {
     starts: Vec<u32>,
     times: Vec<u32>,
+    /// Each profile's last base event time (0: none): scans reject profiles with
+    /// nothing recent by reading this compact column alone.
+    last: Vec<u32>,
     values: Vec<f64>,
     measured: bool,
     delta: Vec<(u32, u32, f64)>,
@@ -52,9 +55,10 @@ impl Series {
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
-        let times = events.iter().map(|(_, t, _)| *t).collect();
+        let times: Vec<u32> = events.iter().map(|(_, t, _)| *t).collect();
         let values = if measured { events.iter().map(|(_, _, v)| *v).collect() } else { Vec::new() };
-        Series { starts, times, values, measured, ..Default::default() }
+        let last = last_times(&starts, &times);
+        Series { starts, times, values, measured, last, ..Default::default() }
     }
 
     pub fn measured(&self) -> bool {
@@ -101,12 +105,15 @@ impl Series {
         }
     }
 
-    /// The aggregate of profile `p` over events with times in `[lo, hi]`.
-    pub fn fold(&self, p: u32, lo: u32, hi: u32, func: AggFn) -> AggValue {
+    /// The aggregate of profile `p`'s base events (not the delta) in `[lo, hi]`.
+    fn fold_base(&self, p: u32, lo: u32, hi: u32, func: AggFn) -> Acc {
         let (times, values) = self.base(p);
+        let mut acc = Acc::new(func);
+        if times.is_empty() || times[times.len() - 1] < lo || times[0] > hi {
+            return acc;
+        }
         let a = times.partition_point(|t| *t < lo);
         let b = times.partition_point(|t| *t <= hi);
-        let mut acc = Acc::new(func);
         if a < b {
             match func {
                 AggFn::Count => acc.count += (b - a) as f64,
@@ -115,6 +122,62 @@ impl Series {
                 _ => values[a..b].iter().for_each(|v| acc.value(*v)),
             }
         }
+        acc
+    }
+
+    /// Profiles in `0..len` whose aggregate passes `test`; `empty_ok` is whether it
+    /// passes for a profile without events. Dead profiles may be included: intersect
+    /// with the live ones.
+    pub fn scan(&self, len: u32, lo: u32, hi: u32, func: AggFn, test: &crate::eval::AggTest) -> RoaringBitmap {
+        let empty_ok = test.holds(Series::empty(func));
+        // Counts are small: their answers are looked up, not computed.
+        let counts: Vec<bool> = (0..64).map(|c| test.holds(AggValue::Number(c as f64))).collect();
+        let n = self.starts.len().saturating_sub(1);
+        let mut out = crate::scan::dense(len, |p| {
+            let i = p as usize;
+            // Nothing in the window (the common case for recent windows): the aggregate
+            // is the empty one, whatever the function.
+            if i >= n || self.last[i] < lo || self.starts[i] == self.starts[i + 1] {
+                return empty_ok;
+            }
+            let (s, e) = (self.starts[i] as usize, self.starts[i + 1] as usize);
+            if self.times[s] > hi {
+                return empty_ok;
+            }
+            let times = &self.times[s..e];
+            let inside = times[0] >= lo && times[times.len() - 1] <= hi;
+            match func {
+                AggFn::Count => {
+                    let c = if inside { times.len() } else { count_in(times, lo, hi) };
+                    counts.get(c).copied().unwrap_or_else(|| test.holds(AggValue::Number(c as f64)))
+                }
+                AggFn::Sum => {
+                    let values = &self.values[s..e];
+                    let (a, b) = if inside { (0, times.len()) } else { (times.partition_point(|t| *t < lo), times.partition_point(|t| *t <= hi)) };
+                    let sum: f64 = values[a..b].iter().filter(|v| !v.is_nan()).sum();
+                    test.holds(AggValue::Number(sum))
+                }
+                AggFn::First if inside => test.holds(AggValue::Time(times[0])),
+                AggFn::Last if inside => test.holds(AggValue::Time(times[times.len() - 1])),
+                _ => test.holds(self.fold_base(p, lo, hi, func).finish()),
+            }
+        });
+        // Profiles with recent events: their exact value, base and delta together.
+        for p in &self.delta_profiles {
+            if p < len {
+                if test.holds(self.fold(p, lo, hi, func)) {
+                    out.insert(p);
+                } else {
+                    out.remove(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The aggregate of profile `p` over events with times in `[lo, hi]`.
+    pub fn fold(&self, p: u32, lo: u32, hi: u32, func: AggFn) -> AggValue {
+        let mut acc = self.fold_base(p, lo, hi, func);
         if self.delta_profiles.contains(p) {
             for i in &self.delta_index[&p] {
                 let (_, t, v) = self.delta[*i as usize];
@@ -124,58 +187,6 @@ impl Series {
             }
         }
         acc.finish()
-    }
-
-    /// The aggregate for every profile in `0..=max` that has events, in profile order,
-    /// for profiles in `candidates` when given. Profiles without events are left out:
-    /// their value is [`Series::empty`].
-    pub fn fold_all(&self, lo: u32, hi: u32, func: AggFn, candidates: Option<&RoaringBitmap>, mut each: impl FnMut(u32, AggValue)) {
-        match candidates {
-            Some(c) => {
-                for p in c {
-                    if self.has_events(p) {
-                        each(p, self.fold(p, lo, hi, func));
-                    }
-                }
-            }
-            None => {
-                let n = self.starts.len().saturating_sub(1) as u32;
-                let mut delta = self.delta_profiles.iter().peekable();
-                for p in 0..n {
-                    while delta.peek().is_some_and(|d| *d < p) {
-                        let d = delta.next().expect("peeked");
-                        each(d, self.fold(d, lo, hi, func));
-                    }
-                    if delta.peek() == Some(&p) {
-                        delta.next();
-                        each(p, self.fold(p, lo, hi, func));
-                        continue;
-                    }
-                    let (s, e) = (self.starts[p as usize] as usize, self.starts[p as usize + 1] as usize);
-                    if s == e {
-                        continue;
-                    }
-                    let times = &self.times[s..e];
-                    let value = match func {
-                        // The common case, kept tight: times are sorted.
-                        AggFn::Count => {
-                            if times[times.len() - 1] < lo || times[0] > hi {
-                                AggValue::Number(0.0)
-                            } else {
-                                let a = times.partition_point(|t| *t < lo);
-                                let b = times.partition_point(|t| *t <= hi);
-                                AggValue::Number((b - a) as f64)
-                            }
-                        }
-                        _ => self.fold(p, lo, hi, func),
-                    };
-                    each(p, value);
-                }
-                for d in delta {
-                    each(d, self.fold(d, lo, hi, func));
-                }
-            }
-        }
     }
 
     pub fn has_events(&self, p: u32) -> bool {
@@ -212,7 +223,8 @@ impl Series {
                 }
             }
         }
-        *self = Series { starts, times, values, measured: self.measured, ..Default::default() };
+        let last = last_times(&starts, &times);
+        *self = Series { starts, times, values, measured: self.measured, last, ..Default::default() };
     }
 
     pub fn events(&self) -> usize {
@@ -221,11 +233,26 @@ impl Series {
 
     pub fn memory_bytes(&self) -> usize {
         self.starts.capacity() * 4
+            + self.last.capacity() * 4
             + self.times.capacity() * 4
             + self.values.capacity() * 8
             + self.delta.capacity() * 16
             + self.delta_index.len() * 48
             + self.delta_profiles.serialized_size()
+    }
+}
+
+fn last_times(starts: &[u32], times: &[u32]) -> Vec<u32> {
+    (0..starts.len().saturating_sub(1)).map(|p| if starts[p] == starts[p + 1] { 0 } else { times[starts[p + 1] as usize - 1] }).collect()
+}
+
+/// Events of one profile (sorted times) within `[lo, hi]`: recent windows are counted
+/// from the end, long histories by binary search.
+fn count_in(times: &[u32], lo: u32, hi: u32) -> usize {
+    if times.len() <= 16 {
+        times.iter().rev().skip_while(|t| **t > hi).take_while(|t| **t >= lo).count()
+    } else {
+        times.partition_point(|t| *t <= hi) - times.partition_point(|t| *t < lo)
     }
 }
 
@@ -288,9 +315,10 @@ mod tests {
         s.push(7, 40, 1.0);
         assert_eq!(s.fold(3, 0, 100, AggFn::First), AggValue::Time(5));
         assert_eq!(s.fold(7, 0, 100, AggFn::Last), AggValue::Time(40));
-        let mut seen = Vec::new();
-        s.fold_all(0, 100, AggFn::Count, None, |p, v| seen.push((p, v)));
-        assert_eq!(seen, vec![(1, AggValue::Number(2.0)), (3, AggValue::Number(4.0)), (7, AggValue::Number(1.0))]);
+        let two = crate::eval::AggTest::new(AggFn::Count, siyu_core::rule::Op::Ge, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(2.0)), siyu_core::Timestamp(0));
+        assert_eq!(s.scan(10, 0, 100, AggFn::Count, &two).iter().collect::<Vec<_>>(), vec![1, 3]);
+        let none = crate::eval::AggTest::new(AggFn::Count, siyu_core::rule::Op::Eq, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(0.0)), siyu_core::Timestamp(0));
+        assert_eq!(s.scan(10, 0, 100, AggFn::Count, &none).iter().collect::<Vec<_>>(), vec![0, 2, 4, 5, 6, 8, 9]);
         let before: Vec<_> = (0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect();
         s.compact();
         assert_eq!((0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect::<Vec<_>>(), before);

@@ -22,6 +22,9 @@ pub struct TraitColumn {
     /// When each profile's value was set (engine seconds); an older update loses.
     updated: Vec<u32>,
     bitmaps: Option<Vec<RoaringBitmap>>,
+    /// Built after start from a store snapshot at this ingest sequence number: batches
+    /// up to it are already in it (0: built with the index).
+    pub from_seq: u64,
 }
 
 impl TraitColumn {
@@ -118,22 +121,28 @@ impl TraitColumn {
         semantics::value_matches(self.get(p).map(|(v, _)| v), op, operand, now)
     }
 
-    /// Profiles (among `candidates`, when given) whose value satisfies the condition.
+    /// Profiles whose value satisfies the condition: among `candidates` when given,
+    /// though a bitmap answer may include others (callers intersect).
     pub fn matches_all(&self, op: Op, operand: &Operand, now: Timestamp, candidates: Option<&RoaringBitmap>) -> RoaringBitmap {
         let matching = self.matching(op, operand, now);
-        if let (Some(bitmaps), None) = (&self.bitmaps, candidates) {
-            let mut out = RoaringBitmap::new();
-            for (id, ok) in matching.iter().enumerate() {
-                if *ok {
-                    out |= &bitmaps[id];
+        if let Some(bitmaps) = &self.bitmaps {
+            // Merging bitmaps beats looking at candidates one by one unless they are a
+            // small part of what the merge would touch.
+            let union_size: u64 = matching.iter().zip(bitmaps).filter(|(ok, _)| **ok).map(|(_, b)| b.len()).sum();
+            if candidates.is_none_or(|c| c.len() * 16 >= union_size) {
+                let mut out = RoaringBitmap::new();
+                for (id, ok) in matching.iter().enumerate() {
+                    if *ok {
+                        out |= &bitmaps[id];
+                    }
                 }
+                return out;
             }
-            return out;
         }
         let hit = |p: u32| matches!(self.column.get(p as usize), Some(&id) if id != NONE && matching[id as usize]);
         match candidates {
-            Some(c) => c.iter().filter(|p| hit(*p)).collect(),
-            None => RoaringBitmap::from_sorted_iter((0..self.column.len() as u32).filter(|p| hit(*p))).expect("sorted"),
+            Some(c) => RoaringBitmap::from_sorted_iter(c.iter().filter(|p| hit(*p))).expect("sorted"),
+            None => crate::scan::dense(self.column.len() as u32, hit),
         }
     }
 
@@ -166,7 +175,8 @@ mod tests {
         let eq = Operand::One(Scalar::Str("Beijing".into()));
         let all = c.matches_all(Op::Eq, &eq, Timestamp(0), None);
         assert_eq!(all.iter().collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(c.matches_all(Op::Eq, &eq, Timestamp(0), Some(&RoaringBitmap::from_iter([2u32, 3]))).len(), 1);
+        let among = RoaringBitmap::from_iter([2u32, 3]);
+        assert_eq!((c.matches_all(Op::Eq, &eq, Timestamp(0), Some(&among)) & &among).len(), 1);
         c.set(2, &Value::Null, 30);
         assert!(!c.matches_one(2, Op::Exists, &Operand::None, Timestamp(0)));
         c.move_profile(1, 2);

@@ -162,7 +162,7 @@ impl World {
                     }
                     Field::Score(kind) => {
                         let s = self.scores(p)[ScoreKind::ALL.iter().position(|k| k == kind).unwrap()];
-                        semantics::number_matches(s.map(|x| x as f64), f.op, &f.value)
+                        semantics::number_matches(s.map(|pct| pct as f64 / 100.0), f.op, &f.value)
                     }
                 }
             }
@@ -201,7 +201,7 @@ impl World {
         lifecycle::stage(&self.config, &Inputs { orders: &orders, wecom_contact: !p.guides.is_empty(), ..Default::default() }, secs(self.now))
     }
 
-    fn scores(&self, p: &Profile) -> [Option<f32>; 4] {
+    fn scores(&self, p: &Profile) -> [Option<u8>; 4] {
         let orders = self.orders(p);
         let (clicks, shares, referrals) =
             (self.times(p, &self.config.click_event), self.times(p, &self.config.share_event), self.times(p, &self.config.referral_event));
