@@ -167,7 +167,7 @@ async fn stats(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Res
 
 /// Every request body, built before the clock starts so the client's cost is not
 /// charged to the server. Returns (body, messages in it).
-fn build_bodies(args: &IngestBench, requests: u64) -> anyhow::Result<Vec<(bytes::Bytes, u64)>> {
+pub fn build_bodies(args: &IngestBench, requests: u64) -> anyhow::Result<Vec<(bytes::Bytes, u64)>> {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut rng = Rng::new(0x5EED);
     let mut out = Vec::with_capacity(requests as usize);

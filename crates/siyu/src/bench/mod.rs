@@ -1,8 +1,11 @@
 //! `siyu bench …`: the benchmarks the issues ask for. They print figures; they assert
 //! nothing about time (that belongs here, not in tests). Run them on a release build.
 
+pub mod freshness;
 pub mod ingest;
+pub mod segments;
 pub mod server;
+pub mod sql;
 
 use std::process::ExitCode;
 
@@ -13,11 +16,15 @@ pub enum BenchCommand {
     /// Drive a server over loopback HTTP with realistic Segment batches; print
     /// events/s, latency percentiles, bytes on disk per event and peak memory.
     Ingest(ingest::IngestBench),
+    /// Build a synthetic brand in memory and time a published set of segment rules,
+    /// against DuckDB on the same data; memory, updates, freshness.
+    Segments(segments::SegmentsBench),
 }
 
 pub async fn run(which: BenchCommand) -> anyhow::Result<ExitCode> {
     match which {
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Segments(args) => segments::run(args).await,
     }
 }
 

@@ -276,9 +276,11 @@ impl Generator {
         });
         let revenue = subtotal - coupon.as_ref().map(|c| c.1).unwrap_or(0);
         let channel = *rng.weighted(&[("mini_program", 70), ("pos", 20), ("delivery", 10)]);
+        // The order's main category: what the costliest line was.
+        let category = products.iter().max_by_key(|p| p["price_fen"].as_i64().unwrap_or(0)).and_then(|p| p["category"].as_str()).unwrap_or("coffee").to_string();
         let mut payload = json!({
             "order_id": order_id, "revenue_fen": revenue, "currency": "CNY", "store_id": store_id,
-            "channel": channel, "products": products,
+            "channel": channel, "category": category, "products": products,
         });
         if let Some((code, _)) = &coupon {
             payload["coupon_code"] = json!(code);
