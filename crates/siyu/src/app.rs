@@ -87,7 +87,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     // Membership changes become events once ingest is running.
     let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<MembershipChange>>();
-    let engine = start_engine(&store, changes_tx).await?;
+    let engine = start_engine(&store, lifecycle_config(&opts.data_dir)?, changes_tx).await?;
     let observers: Vec<CommitObserver> = vec![count_commits(metrics.clone()), engine.observer()];
     let ingest = ingest::start(&store, &opts.data_dir.join("ingest-log"), observers).await.context("starting ingest")?;
     tokio::spawn(membership_events(changes_rx, ingest.clone(), engine.clock().clone()));
@@ -109,8 +109,19 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     Ok(Running { addr, state, generated_admin_token, generated_write_key, shutdown: Some(shutdown), server })
 }
 
+/// Lifecycle thresholds: `lifecycle.json` in the data directory overrides any of the
+/// defaults (see README); a missing file means the defaults.
+pub fn lifecycle_config(data_dir: &std::path::Path) -> anyhow::Result<LifecycleConfig> {
+    let path = data_dir.join("lifecycle.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading lifecycle thresholds from {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LifecycleConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// Builds the segment engine from the store, with a progress bar and the time it took.
-async fn start_engine(store: &Store, changes: tokio::sync::mpsc::UnboundedSender<Vec<MembershipChange>>) -> anyhow::Result<Engine> {
+async fn start_engine(store: &Store, lifecycle: LifecycleConfig, changes: tokio::sync::mpsc::UnboundedSender<Vec<MembershipChange>>) -> anyhow::Result<Engine> {
     let started = std::time::Instant::now();
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} segment engine: indexing {msg}").expect("template"));
@@ -124,7 +135,7 @@ async fn start_engine(store: &Store, changes: tokio::sync::mpsc::UnboundedSender
     let sink = Box::new(move |c: Vec<MembershipChange>| {
         let _ = changes.send(c);
     });
-    let engine = Engine::start(store.clone(), LifecycleConfig::default(), Spec::default(), Timestamp::now(), progress, sink)
+    let engine = Engine::start(store.clone(), lifecycle, Spec::default(), Timestamp::now(), progress, sink)
         .await
         .context("building the segment engine")?;
     bar.finish_and_clear();

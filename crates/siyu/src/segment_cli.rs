@@ -11,7 +11,7 @@ use serde_json::json;
 use siyu_core::rule::{parse, Rule};
 use siyu_core::Timestamp;
 use siyu_engine::eval::series_key;
-use siyu_engine::{load, LifecycleConfig, SegmentDef, Segments, Spec, State};
+use siyu_engine::{load, SegmentDef, Segments, Spec, State};
 use siyu_store::segments as stored;
 use siyu_store::{profiles, Store};
 
@@ -72,7 +72,7 @@ pub async fn run(args: SegmentArgs) -> anyhow::Result<ExitCode> {
     let b = bar.clone();
     let index = load::load(
         &store,
-        LifecycleConfig::default(),
+        crate::app::lifecycle_config(&args.store.data_dir)?,
         spec,
         now,
         Box::new(move |what, n| {
