@@ -1,0 +1,179 @@
+//! Broadcasts: who (a segment, live or snapshot), what (a template), where (a channel),
+//! when (now, at a time, or recurring), and how carefully (holdout, guardrail).
+
+use serde::{Deserialize, Serialize};
+use siyu_core::rule::Channel;
+use siyu_core::Timestamp;
+use utoipa::ToSchema;
+
+use crate::guardrail::Guardrail;
+use crate::policy::TouchKind;
+use crate::template::Template;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSpec {
+    pub name: String,
+    pub audience: Audience,
+    #[schema(value_type = String, example = "wecom")]
+    pub channel: Channel,
+    #[serde(default)]
+    pub kind: TouchKind,
+    /// The message, with variables such as `{{ traits.first_name }}`, `{{ store.name }}`,
+    /// `{{ owner.name }}`, `{{ coupon.code }}`.
+    pub content: String,
+    /// Coupon to issue with each message (its code is `{{ coupon.code }}`).
+    #[serde(default)]
+    pub coupon: Option<String>,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Percent of the audience kept out to measure lift (0–50).
+    #[serde(default)]
+    pub holdout_percent: f64,
+    #[serde(default)]
+    pub guardrail: Guardrail,
+    /// The event whose rate in sent vs holdout customers is the campaign's lift.
+    #[serde(default = "default_conversion")]
+    pub conversion_event: String,
+    /// WeCom: hours a guide has to complete their task.
+    #[serde(default = "default_deadline")]
+    pub task_deadline_hours: u32,
+}
+
+fn default_conversion() -> String {
+    "Order Completed".into()
+}
+
+fn default_deadline() -> u32 {
+    24
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Audience {
+    /// A saved segment's name.
+    pub segment: String,
+    /// `true`: members are fixed when the campaign is scheduled; `false`: the live
+    /// membership at each run.
+    #[serde(default)]
+    pub snapshot: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// First run; absent means as soon as it is scheduled.
+    #[serde(default)]
+    pub at: Option<Timestamp>,
+    /// Run again every this many days.
+    #[serde(default)]
+    pub every_days: Option<u32>,
+}
+
+impl CampaignSpec {
+    /// Everything a person could get wrong, said plainly.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name: a campaign needs a name".into());
+        }
+        if self.audience.segment.trim().is_empty() {
+            return Err("audience.segment: name the segment to send to".into());
+        }
+        if self.content.trim().is_empty() {
+            return Err("content: the message is empty".into());
+        }
+        Template::parse(&self.content).map_err(|e| format!("content: {e}"))?;
+        if !(0.0..=50.0).contains(&self.holdout_percent) {
+            return Err("holdout_percent: must be between 0 and 50".into());
+        }
+        if self.schedule.every_days == Some(0) {
+            return Err("schedule.every_days: must be at least 1".into());
+        }
+        self.guardrail.validate().map_err(|e| format!("guardrail.{e}"))?;
+        if self.task_deadline_hours == 0 {
+            return Err("task_deadline_hours: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Draft,
+    Scheduled,
+    Running,
+    Paused,
+    Completed,
+}
+
+/// What an operator (or the runner) asks of a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Schedule,
+    Unschedule,
+    Start,
+    Pause,
+    Resume,
+    Complete,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Draft => "draft",
+            Status::Scheduled => "scheduled",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [Status::Draft, Status::Scheduled, Status::Running, Status::Paused, Status::Completed].into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// draft → scheduled → running → paused/completed; a paused campaign resumes or
+    /// completes; a recurring campaign goes from running back to scheduled (Schedule).
+    pub fn apply(self, action: Action) -> Result<Status, String> {
+        use Action::*;
+        use Status::*;
+        match (self, action) {
+            (Draft, Schedule) | (Running, Schedule) => Ok(Scheduled),
+            (Scheduled, Unschedule) => Ok(Draft),
+            (Scheduled, Start) => Ok(Running),
+            (Running, Pause) | (Scheduled, Pause) => Ok(Paused),
+            (Paused, Resume) => Ok(Running),
+            (Running, Complete) | (Paused, Complete) | (Scheduled, Complete) => Ok(Completed),
+            (from, action) => Err(format!("a {} campaign cannot {}", from.as_str(), action_word(action))),
+        }
+    }
+}
+
+fn action_word(a: Action) -> &'static str {
+    match a {
+        Action::Schedule => "be scheduled",
+        Action::Unschedule => "be unscheduled",
+        Action::Start => "start",
+        Action::Pause => "be paused",
+        Action::Resume => "be resumed",
+        Action::Complete => "be completed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_transitions() {
+        assert_eq!(Status::Draft.apply(Action::Schedule), Ok(Status::Scheduled));
+        assert_eq!(Status::Scheduled.apply(Action::Start), Ok(Status::Running));
+        assert_eq!(Status::Running.apply(Action::Pause), Ok(Status::Paused));
+        assert_eq!(Status::Paused.apply(Action::Resume), Ok(Status::Running));
+        assert_eq!(Status::Running.apply(Action::Complete), Ok(Status::Completed));
+        assert_eq!(Status::Completed.apply(Action::Resume), Err("a completed campaign cannot be resumed".into()));
+        assert!(Status::Draft.apply(Action::Pause).is_err());
+    }
+}

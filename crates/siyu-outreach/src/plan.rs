@@ -1,0 +1,120 @@
+//! Planning a broadcast: every member of the audience goes through the contact policy,
+//! giving one outcome per customer and a summary (sends, deferrals, suppressions by
+//! reason, per-guide task sizes). The same function serves the dry run (on a trial of
+//! the ledger, rolled back) and the real run.
+
+use std::collections::BTreeMap;
+
+use chrono_tz::Tz;
+use roaring::RoaringBitmap;
+use serde::Serialize;
+use siyu_core::rule::Channel;
+use siyu_core::Timestamp;
+use utoipa::ToSchema;
+
+use crate::ledger::ContactLedger;
+use crate::policy::{decide, ContactPolicy, Decision, Facts, Reason, Touch, TouchKind};
+
+pub const NO_GUIDE: u32 = u32::MAX;
+
+/// Who owns each customer: the guide who would send a WeCom message, and the zone of
+/// the guide's store (the customer's local time for quiet hours).
+#[derive(Debug, Default, Clone)]
+pub struct Owners {
+    pub guides: Vec<String>,
+    pub zones: Vec<Tz>,
+    /// Per dense profile id: an index into `guides`, or [`NO_GUIDE`].
+    pub owner: Vec<u32>,
+}
+
+impl Owners {
+    pub fn of(&self, p: u32) -> Option<u32> {
+        self.owner.get(p as usize).copied().filter(|&g| g != NO_GUIDE)
+    }
+}
+
+/// The audience and what the policy needs to know about it, as sets.
+pub struct Audience<'a> {
+    pub members: &'a RoaringBitmap,
+    /// Customers who consented to the channel.
+    pub consent: &'a RoaringBitmap,
+    /// Customers inside the block cooldown.
+    pub blocked: &'a RoaringBitmap,
+    pub owners: &'a Owners,
+    pub default_zone: Tz,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub channel: Channel,
+    pub kind: TouchKind,
+    pub now: Timestamp,
+    /// Campaign and run, e.g. `campaign:7:run:1`: holdouts and idempotency keys use it.
+    pub source: String,
+    pub holdout_percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub profile: u32,
+    pub decision: Decision,
+    pub guide: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct PlanSummary {
+    pub audience: u64,
+    /// Touches that go out (now or after quiet hours).
+    pub sends: u64,
+    /// Of the sends, those moved to the end of quiet hours.
+    pub deferred: u64,
+    /// Suppressed touches by reason code.
+    pub suppressed: BTreeMap<String, u64>,
+    /// WeCom: customers per guide.
+    pub per_guide: BTreeMap<String, u64>,
+    /// WeCom: mass-message tasks, after splitting at the per-task limit.
+    pub tasks: u64,
+}
+
+pub fn plan(policy: &ContactPolicy, audience: &Audience, opts: &PlanOptions, ledger: &mut ContactLedger) -> (Vec<Outcome>, PlanSummary) {
+    let mut outcomes = Vec::with_capacity(audience.members.len() as usize);
+    let mut summary = PlanSummary { audience: audience.members.len(), ..PlanSummary::default() };
+    let mut suppressed: BTreeMap<Reason, u64> = BTreeMap::new();
+    let mut per_guide = vec![0u64; audience.owners.guides.len()];
+    for p in audience.members {
+        let guide = audience.owners.of(p);
+        let facts = Facts {
+            consent: audience.consent.contains(p),
+            recently_blocked: audience.blocked.contains(p),
+            zone: guide.map(|g| audience.owners.zones[g as usize]).unwrap_or(audience.default_zone),
+            guide: guide.map(|g| audience.owners.guides[g as usize].as_str()),
+        };
+        let touch = Touch { profile: p, channel: opts.channel, kind: opts.kind, now: opts.now, source: &opts.source, holdout_percent: opts.holdout_percent };
+        let decision = decide(policy, &touch, &facts, ledger);
+        match &decision {
+            Decision::Send { deferred, .. } => {
+                summary.sends += 1;
+                summary.deferred += *deferred as u64;
+                if let (Some(g), Channel::Wecom) = (guide, opts.channel) {
+                    per_guide[g as usize] += 1;
+                }
+            }
+            Decision::Suppress(r) => *suppressed.entry(*r).or_default() += 1,
+        }
+        outcomes.push(Outcome { profile: p, decision, guide });
+    }
+    summary.suppressed = suppressed.into_iter().map(|(r, n)| (r.code().to_string(), n)).collect();
+    for (g, n) in per_guide.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+        summary.tasks += n.div_ceil(policy.wecom_task_limit.max(1) as u64);
+        summary.per_guide.insert(audience.owners.guides[g].clone(), n);
+    }
+    (outcomes, summary)
+}
+
+/// The dry run: the same plan on a trial of the ledger, taken back afterwards.
+pub fn dry_run(policy: &ContactPolicy, audience: &Audience, opts: &PlanOptions, ledger: &mut ContactLedger) -> (Vec<Outcome>, PlanSummary) {
+    ledger.begin_trial();
+    let result = plan(policy, audience, opts, ledger);
+    ledger.rollback();
+    result
+}
