@@ -281,6 +281,16 @@ impl Index {
         self.alive.len()
     }
 
+    /// Each guide with the customers who have them as an active WeCom contact.
+    pub fn guide_sets(&self) -> impl Iterator<Item = (&str, &RoaringBitmap)> {
+        self.guides.iter().map(|(g, b)| (g.as_str(), b))
+    }
+
+    /// The store a member of staff works at.
+    pub fn store_of(&self, guide: &str) -> Option<&str> {
+        self.org.staff_store.get(guide).map(String::as_str)
+    }
+
     pub fn set_org(&mut self, org: Org) {
         self.org = org;
     }

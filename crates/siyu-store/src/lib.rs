@@ -13,6 +13,7 @@ pub mod counters;
 pub mod ingest;
 pub mod migrate;
 pub mod org;
+pub mod outreach;
 pub mod postgres;
 pub mod profiles;
 pub mod resolve;

@@ -32,6 +32,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_merge_chains.sql"),
         postgres: include_str!("../migrations/postgres/0003_merge_chains.sql"),
     },
+    Migration {
+        version: 4,
+        name: "outreach",
+        sqlite: include_str!("../migrations/sqlite/0004_outreach.sql"),
+        postgres: include_str!("../migrations/postgres/0004_outreach.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied.

@@ -208,3 +208,8 @@ pub async fn can_see_customer(db: &mut dyn Db, userid: &str, profile: ProfileId)
     };
     Ok(row.is_some())
 }
+
+/// Every store's time zone: quiet hours and "days" for its customers.
+pub async fn store_zones(db: &mut dyn Db) -> Result<Vec<(String, String)>, StoreError> {
+    db.query("SELECT id, time_zone FROM stores", &[]).await?.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
+}

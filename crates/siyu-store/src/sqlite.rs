@@ -91,7 +91,7 @@ pub enum ConnRole {
 
 /// SQLite reads `$1` as a parameter named "$1"; named parameters are numbered in order
 /// of first appearance, so they are bound by name, which holds whatever their order.
-static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| (1..=256).map(|i| format!("${i}")).collect());
+static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| (1..=4096).map(|i| format!("${i}")).collect());
 
 fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Result<(), StoreError> {
     if params.len() > NAMES.len() || params.len() != stmt.parameter_count() {

@@ -31,6 +31,8 @@ pub struct AppState {
     /// `SIYU_ADMIN_TOKEN`, when set; tokens in the store are checked too.
     pub admin_token: Option<String>,
     pub metrics: Arc<Metrics>,
+    /// Campaigns, journeys, the contact policy, guide tasks.
+    pub outreach: Arc<crate::outreach::Outreach>,
 }
 
 pub type App = Arc<AppState>;
@@ -92,7 +94,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let ingest = ingest::start(&store, &opts.data_dir.join("ingest-log"), observers).await.context("starting ingest")?;
     tokio::spawn(membership_events(changes_rx, ingest.clone(), engine.clock().clone()));
     tokio::spawn(minute_ticks(engine.clone()));
-    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics });
+    let outreach = crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir).await.context("starting outreach")?;
+    tokio::spawn(crate::outreach::run(outreach.clone()));
+    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
@@ -171,9 +175,14 @@ async fn membership_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Memb
 
 pub fn membership_message(c: &MembershipChange, now: Timestamp, minute: i64) -> Message {
     let (event, dir) = if c.entered { ("Segment Entered", "in") } else { ("Segment Exited", "out") };
+    internal_event(c.profile as i64, event, format!("segment:{}:{}:{dir}:{minute}", c.segment, c.profile), serde_json::json!({ "segment": c.segment }), now)
+}
+
+/// An event Siyu itself records about a profile (segment membership, journeys, coupons).
+pub fn internal_event(profile: i64, event: &str, message_id: String, properties: serde_json::Value, now: Timestamp) -> Message {
     Message {
         kind: MessageKind::Track,
-        message_id: format!("segment:{}:{}:{dir}:{minute}", c.segment, c.profile),
+        message_id,
         user_id: None,
         anonymous_id: None,
         event: Some(event.to_string()),
@@ -181,11 +190,11 @@ pub fn membership_message(c: &MembershipChange, now: Timestamp, minute: i64) -> 
         group_id: None,
         timestamp: now,
         received_at: now,
-        payload: serde_json::json!({ "segment": c.segment }).to_string(),
+        payload: properties.to_string(),
         context: Some(r#"{"source":"siyu"}"#.to_string()),
         traits: Vec::new(),
         identities: Vec::new(),
-        profile_id: Some(c.profile as i64),
+        profile_id: Some(profile),
     }
 }
 

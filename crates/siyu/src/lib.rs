@@ -9,5 +9,6 @@ pub mod demo;
 pub mod http;
 pub mod import;
 pub mod metrics;
+pub mod outreach;
 pub mod secrets;
 pub mod segment_cli;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod openapi;
 pub mod org;
+pub mod outreach;
 pub mod segments;
 pub mod tracking;
 
@@ -19,7 +20,7 @@ use serde_json::json;
 use crate::app::App;
 
 pub fn router(app: App) -> Router {
-    let admin_api = admin::routes().merge(org::routes()).merge(segments::routes()).route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
+    let admin_api = admin::routes().merge(org::routes()).merge(segments::routes()).merge(outreach::routes()).route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .merge(tracking::routes())
         .merge(admin_api)

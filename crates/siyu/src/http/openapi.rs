@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{admin, org, segments, tracking};
+use crate::http::{admin, org, outreach, segments, tracking};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,10 @@ use crate::http::{admin, org, segments, tracking};
         org::list_stores, org::get_store, org::put_store, org::list_staff, org::get_staff, org::put_staff, org::staff_customers,
         segments::preview, segments::list, segments::create, segments::show, segments::update, segments::remove,
         segments::members, segments::export, segments::list_profiles,
+        outreach::list_campaigns, outreach::create_campaign, outreach::show_campaign, outreach::update_campaign, outreach::preview_campaign,
+        outreach::campaign_report, outreach::campaign_audit, outreach::campaign_action, outreach::list_journeys, outreach::put_journey,
+        outreach::show_journey, outreach::profile_deliveries, outreach::list_tasks, outreach::show_task, outreach::resolve_item,
+        outreach::completion, outreach::contact_policy,
     ),
     modifiers(&Security),
     tags(
@@ -21,6 +25,8 @@ use crate::http::{admin, org, segments, tracking};
         (name = "profiles", description = "Customer profiles, identities, timelines and tags."),
         (name = "organisation", description = "Stores, staff and which guide serves which customer."),
         (name = "segments", description = "Live segments: rules in JSON or text form, counts, members, exports."),
+        (name = "outreach", description = "Campaigns, journeys, the contact policy and every touch with why it was or was not sent."),
+        (name = "tasks", description = "Staff-mediated sending: each guide's tasks, confirmations, completion rates."),
     )
 )]
 pub struct ApiDoc;

@@ -1,0 +1,357 @@
+//! The journey runner. Each round it reads new events from the store (by id, with a
+//! persisted cursor), takes customers off journeys whose exit event happened and puts
+//! customers on journeys whose trigger happened, then advances every customer whose
+//! wait is over. A customer's position is a row in `journey_states`, written with the
+//! step's effects, so a restart resumes where it was and repeats nothing: every send
+//! has an idempotency key per (journey, entry, step, customer).
+
+use siyu_core::rule::{parse, Channel, Rule};
+use siyu_core::Timestamp;
+use siyu_engine::eval::eval_one;
+use siyu_outreach::journey::{wake_after, JourneySpec, Step};
+use siyu_outreach::policy::{decide, Decision, Facts, Touch};
+use siyu_outreach::quiet::zone;
+use siyu_outreach::template::Template;
+use siyu_store::outreach::{self as stored, JourneyRow, JourneyState, NewDelivery, NewTask};
+use siyu_store::profiles;
+
+use super::{audience, render, Outreach};
+
+const CURSOR: &str = "journeys";
+const EVENTS_PER_ROUND: i64 = 5000;
+const STATES_PER_ROUND: i64 = 1000;
+
+pub fn read_spec(value: &serde_json::Value) -> Result<JourneySpec, String> {
+    let spec: JourneySpec = serde_json::from_value(value.clone()).map_err(|e| format!("journey: {e}"))?;
+    spec.validate()?;
+    for (i, step) in spec.steps.iter().enumerate() {
+        if let Step::Branch { rule, .. } = step {
+            branch_rule(rule).map_err(|e| format!("steps[{i}].branch.rule: {e}"))?;
+        }
+    }
+    Ok(spec)
+}
+
+fn branch_rule(value: &serde_json::Value) -> Result<Rule, String> {
+    match value {
+        serde_json::Value::String(text) => parse(text),
+        other => Rule::from_json(other),
+    }
+    .map_err(|e| e.to_string())
+}
+
+async fn enabled(o: &Outreach) -> anyhow::Result<Vec<(JourneyRow, JourneySpec)>> {
+    let rows = o.store.run(|db| Box::pin(stored::list_journeys(db))).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|j| j.enabled)
+        .filter_map(|j| match read_spec(&j.spec) {
+            Ok(spec) => Some((j, spec)),
+            Err(e) => {
+                tracing::warn!(journey = j.id, error = %e, "journey definition is invalid; skipped");
+                None
+            }
+        })
+        .collect())
+}
+
+pub async fn tick(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
+    let journeys = enabled(o).await?;
+    if journeys.is_empty() {
+        return Ok(());
+    }
+    intake(o, &journeys, now).await?;
+    advance_due(o, &journeys, now).await
+}
+
+/// Entries and exits from new events.
+async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Timestamp) -> anyhow::Result<()> {
+    let mut names: Vec<String> = journeys.iter().flat_map(|(_, s)| std::iter::once(s.trigger.as_event().event).chain(s.exit_on.iter().map(|e| e.event.clone()))).collect();
+    names.sort();
+    names.dedup();
+    let journeys: Vec<(i64, JourneySpec)> = journeys.iter().map(|(j, s)| (j.id, s.clone())).collect();
+    o.store
+        .run(move |db| {
+            Box::pin(async move {
+                db.begin().await?;
+                let work = async {
+                    let mut cursor = stored::cursor(db, CURSOR).await?;
+                    if cursor == 0 {
+                        // Journeys start from now: history does not trigger them.
+                        cursor = stored::max_event_id(db).await?;
+                    }
+                    let events = stored::events_after(db, cursor, &names, EVENTS_PER_ROUND).await?;
+                    for (id, profile, name, ts, payload) in &events {
+                        let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
+                        for (jid, spec) in &journeys {
+                            let state = stored::journey_state(db, *jid, *profile).await?;
+                            let active = state.as_ref().filter(|s| s.status == "active");
+                            if let (Some(exit), Some(s)) = (&spec.exit_on, active) {
+                                if exit.matches(name, &props) && *ts >= s.entered_at {
+                                    stored::save_state(db, &JourneyState { status: "exited".into(), ..s.clone() }, now).await?;
+                                    continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, true).await?;
+                                    continue;
+                                }
+                            }
+                            continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, false).await?;
+                        }
+                        cursor = *id;
+                    }
+                    stored::set_cursor(db, CURSOR, cursor).await
+                };
+                let r = work.await;
+                siyu_store::sql::finish(db, r).await
+            })
+        })
+        .await?;
+    Ok(())
+}
+
+/// Puts the customer on the journey if the event is its trigger and re-entry allows.
+#[allow(clippy::too_many_arguments)]
+async fn continue_entry(
+    db: &mut dyn siyu_store::Db,
+    journey: i64,
+    spec: &JourneySpec,
+    profile: i64,
+    name: &str,
+    props: &serde_json::Value,
+    state: Option<&JourneyState>,
+    now: Timestamp,
+    just_exited: bool,
+) -> Result<(), siyu_store::StoreError> {
+    if !spec.trigger.as_event().matches(name, props) {
+        return Ok(());
+    }
+    if state.is_some_and(|s| s.status == "active" && !just_exited) {
+        return Ok(());
+    }
+    if !spec.reentry.allows(state.map(|s| s.entered_at), now) {
+        return Ok(());
+    }
+    let entry = state.map(|s| s.entry).unwrap_or(0) + 1;
+    let s = JourneyState { journey_id: journey, profile_id: profile, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now };
+    stored::save_state(db, &s, now).await
+}
+
+/// Advances every customer whose wait is over.
+async fn advance_due(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Timestamp) -> anyhow::Result<()> {
+    let due = o.store.run(move |db| Box::pin(stored::due_states(db, now, STATES_PER_ROUND))).await?;
+    for state in due {
+        let Some((_, spec)) = journeys.iter().find(|(j, _)| j.id == state.journey_id) else { continue };
+        if let Err(e) = advance(o, spec, state.clone(), now).await {
+            tracing::warn!(journey = state.journey_id, profile = state.profile_id, error = %e, "journey step failed; retried next round");
+        }
+    }
+    Ok(())
+}
+
+/// Runs steps until the customer waits, exits or finishes. Each step's effect and the
+/// new position are saved together.
+async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now: Timestamp) -> anyhow::Result<()> {
+    let p = state.profile_id;
+    loop {
+        let Some(step) = spec.steps.get(state.step as usize) else {
+            state.status = "completed".into();
+            return save(o, state, now).await;
+        };
+        let key = format!("journey:{}:{}:{}:{}", state.journey_id, state.entry, state.step, p);
+        state.step += 1;
+        match step {
+            Step::Wait { .. } | Step::WaitUntil { .. } => {
+                let guide = owner(o, p).await?;
+                let z = guide.as_ref().map(|(_, z)| *z).unwrap_or_else(|| zone(None));
+                state.wake_at = wake_after(step, now, z).unwrap_or(now);
+                return save(o, state, now).await;
+            }
+            Step::Branch { rule, then, otherwise } => {
+                let rule = branch_rule(rule).map_err(|e| anyhow::anyhow!(e))?;
+                o.engine.evaluate(&rule, now).await?; // indexes what the rule needs
+                let yes = {
+                    let st = o.engine.read();
+                    eval_one(&st.cx(now), &rule, p as u32)
+                };
+                let target = if yes { *then } else { *otherwise };
+                if let Some(t) = target {
+                    state.step = t as i64;
+                }
+            }
+            Step::Send { channel, content, kind } => {
+                send(o, &state, &key, *channel, content, *kind, now).await?;
+            }
+            Step::Tag { add, remove } => {
+                let (a, r) = (add.clone(), remove.clone());
+                o.store
+                    .run(move |db| {
+                        Box::pin(async move {
+                            if let Some(t) = &a {
+                                profiles::add_tag(db, p, t, "journey", now).await?;
+                            }
+                            if let Some(t) = &r {
+                                profiles::remove_tag(db, p, t).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await?;
+                if let Some(t) = add {
+                    o.engine.set_tag(p as u32, t.as_str(), true);
+                }
+                if let Some(t) = remove {
+                    o.engine.set_tag(p as u32, t.as_str(), false);
+                }
+            }
+            Step::Coupon { code } => {
+                // The loyalty work turns this event into a real coupon; the message id
+                // makes it once per step whatever restarts happen.
+                let props = serde_json::json!({ "code": render::coupon_code(code, &key), "journey_id": state.journey_id });
+                o.ingest.submit(vec![crate::app::internal_event(p, "Coupon Issued", key.clone(), props, now)]).await?;
+            }
+            Step::Task { title, content, deadline_hours } => {
+                task(o, &state, &key, title, content, *deadline_hours, now).await?;
+            }
+            Step::Exit => {
+                state.status = "exited".into();
+                return save(o, state, now).await;
+            }
+        }
+        save(o, state.clone(), now).await?;
+    }
+}
+
+async fn save(o: &Outreach, state: JourneyState, now: Timestamp) -> anyhow::Result<()> {
+    o.store.run(move |db| Box::pin(async move { stored::save_state(db, &state, now).await })).await?;
+    Ok(())
+}
+
+/// The customer's guide (first by name) and the zone of the guide's store.
+async fn owner(o: &Outreach, p: i64) -> anyhow::Result<Option<(String, chrono_tz::Tz)>> {
+    let guide = {
+        let st = o.engine.read();
+        let mut guides: Vec<&str> = st.index.guide_sets().filter(|(_, b)| b.contains(p as u32)).map(|(g, _)| g).collect();
+        guides.sort();
+        guides.first().map(|g| g.to_string())
+    };
+    let Some(guide) = guide else { return Ok(None) };
+    let zones = audience::guide_zones(o).await?;
+    let z = zones.get(&guide).copied().unwrap_or_else(|| zone(None));
+    Ok(Some((guide, z)))
+}
+
+async fn recorded(o: &Outreach, key: &str) -> anyhow::Result<bool> {
+    let key = key.to_string();
+    Ok(o.store.run(move |db| Box::pin(async move { Ok(db.query_opt("SELECT 1 FROM deliveries WHERE key = $1", siyu_store::params![&key]).await?.is_some()) })).await?)
+}
+
+/// A journey touch through the same policy and ledger as campaigns.
+async fn send(o: &Outreach, state: &JourneyState, key: &str, channel: Channel, content: &str, kind: siyu_outreach::TouchKind, now: Timestamp) -> anyhow::Result<()> {
+    let p = state.profile_id;
+    if recorded(o, key).await? {
+        return Ok(()); // done before a restart
+    }
+    let single: roaring::RoaringBitmap = std::iter::once(p as u32).collect();
+    let facts = audience::facts(o, &single, channel, now).await?;
+    let gi = facts.owners.of(p as u32);
+    let guide = gi.map(|g| facts.owners.guides[g as usize].clone());
+    let z = gi.map(|g| facts.owners.zones[g as usize]).unwrap_or_else(|| zone(None));
+    let template = Template::parse(content).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = render::render_many(o, &template, None, &[(p, guide.clone(), key.to_string())]).await?.pop().unwrap_or_default();
+    let mut ledger = o.ledger.lock().await;
+    let source = format!("journey:{}", state.journey_id);
+    let touch = Touch { profile: p as u32, channel, kind, now, source: &source, holdout_percent: 0.0 };
+    let f = Facts { consent: facts.consent.contains(p as u32), recently_blocked: facts.blocked.contains(p as u32), zone: z, guide: guide.as_deref() };
+    let decision = decide(o.policy(), &touch, &f, &mut ledger);
+    let (status, reason, due) = match decision {
+        Decision::Send { at, .. } if channel == Channel::Wecom => ("pending_staff", None, at),
+        Decision::Send { at, .. } => ("queued", None, at),
+        Decision::Suppress(r) => ("suppressed", Some(r.code().to_string()), now),
+    };
+    let row = NewDelivery {
+        key: key.to_string(),
+        profile_id: p,
+        campaign_id: None,
+        journey_id: Some(state.journey_id),
+        channel: channel.as_str().into(),
+        kind: serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        status: status.into(),
+        reason,
+        guide: guide.clone(),
+        task_id: None,
+        content: Some(text),
+        created_at: now,
+        due_at: due,
+    };
+    let journey = state.journey_id;
+    let result = o
+        .store
+        .run(move |db| {
+            Box::pin(async move {
+                db.begin().await?;
+                let work = async {
+                    let mut row = row;
+                    if row.status == "pending_staff" {
+                        if let Some(g) = &row.guide {
+                            let deadline = Timestamp(due.0 + 24 * 3_600_000);
+                            let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: g, title: "journey message", deadline }, now).await?;
+                            row.task_id = Some(task);
+                        }
+                    }
+                    stored::insert_deliveries(db, &[row]).await
+                };
+                let r = work.await;
+                siyu_store::sql::finish(db, r).await
+            })
+        })
+        .await;
+    if let Err(e) = result {
+        drop(ledger);
+        o.rebuild_ledger().await?;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// A task for the customer's guide, with the rendered note as its one item.
+async fn task(o: &Outreach, state: &JourneyState, key: &str, title: &str, content: &str, deadline_hours: u32, now: Timestamp) -> anyhow::Result<()> {
+    let p = state.profile_id;
+    if recorded(o, key).await? {
+        return Ok(());
+    }
+    let Some((guide, _)) = owner(o, p).await? else {
+        tracing::info!(profile = p, "journey task skipped: the customer has no guide");
+        return Ok(());
+    };
+    let template = Template::parse(content).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = render::render_many(o, &template, None, &[(p, Some(guide.clone()), key.to_string())]).await?.pop().unwrap_or_default();
+    let (key, title, journey) = (key.to_string(), title.to_string(), state.journey_id);
+    o.store
+        .run(move |db| {
+            Box::pin(async move {
+                db.begin().await?;
+                let work = async {
+                    let deadline = Timestamp(now.0 + deadline_hours as i64 * 3_600_000);
+                    let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: &guide, title: &title, deadline }, now).await?;
+                    let row = NewDelivery {
+                        key,
+                        profile_id: p,
+                        campaign_id: None,
+                        journey_id: Some(journey),
+                        channel: "wecom".into(),
+                        kind: "service".into(),
+                        status: "pending_staff".into(),
+                        reason: None,
+                        guide: Some(guide.clone()),
+                        task_id: Some(task),
+                        content: Some(text),
+                        created_at: now,
+                        due_at: now,
+                    };
+                    stored::insert_deliveries(db, &[row]).await.map(|_| ())
+                };
+                let r = work.await;
+                siyu_store::sql::finish(db, r).await
+            })
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The outreach runner: turns campaigns and journeys into deliveries through the contact
+//! policy, dispatches them, keeps guide tasks moving and watches guardrails.
+//!
+//! Plans go through one [`ContactLedger`] behind one lock, so campaigns and journeys
+//! running at once share every cap. Everything a plan decides is written in one
+//! transaction with an idempotency key per (campaign run or journey step, customer):
+//! after a `kill -9` a run either happened or runs again with the same keys, and the
+//! ledger is rebuilt from the stored deliveries at start.
+
+pub mod audience;
+pub mod campaigns;
+pub mod channels;
+pub mod journeys;
+pub mod render;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Deserialize;
+use siyu_core::rule::Channel;
+use siyu_core::Timestamp;
+use siyu_engine::Engine;
+use siyu_outreach::ledger::HORIZON_MS;
+use siyu_outreach::policy::local_day;
+use siyu_outreach::quiet::zone;
+use siyu_outreach::{ContactLedger, ContactPolicy};
+use siyu_store::ingest::IngestHandle;
+use siyu_store::outreach as stored;
+use siyu_store::{Store, StoreError};
+use tokio::sync::Mutex;
+
+use channels::{Outbox, Sender, Webhook};
+
+/// `DATA_DIR/outreach.json`: the contact policy and where touches go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutreachConfig {
+    pub policy: ContactPolicy,
+    /// Deliveries for SMS, e-mail, official account and webhook channels are POSTed
+    /// here; without it they are appended to `DATA_DIR/outbox.jsonl`.
+    pub webhook_url: Option<String>,
+    /// Remind a guide this many hours before a task's deadline (default 2).
+    pub reminder_hours: Option<u32>,
+}
+
+impl OutreachConfig {
+    pub fn load(data_dir: &Path) -> anyhow::Result<OutreachConfig> {
+        let path = data_dir.join("outreach.json");
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OutreachConfig::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if let Ok(url) = std::env::var("SIYU_WEBHOOK_URL") {
+            config.webhook_url = Some(url);
+        }
+        Ok(config)
+    }
+}
+
+pub struct Outreach {
+    pub store: Store,
+    pub engine: Engine,
+    pub ingest: IngestHandle,
+    pub config: OutreachConfig,
+    /// Every marketing touch planned or made: what caps are checked against.
+    pub ledger: Mutex<ContactLedger>,
+    pub sender: Arc<dyn Sender>,
+    /// One tick at a time (the background loop and tests calling `tick` directly).
+    ticking: Mutex<()>,
+}
+
+/// Deliveries sent per dispatch round.
+const DISPATCH_BATCH: i64 = 2000;
+
+impl Outreach {
+    pub async fn start(store: Store, engine: Engine, ingest: IngestHandle, data_dir: &Path) -> anyhow::Result<Arc<Outreach>> {
+        let config = OutreachConfig::load(data_dir)?;
+        let sender: Arc<dyn Sender> = match &config.webhook_url {
+            Some(url) => Arc::new(Webhook::new(url.clone())),
+            None => Arc::new(Outbox { path: data_dir.join("outbox.jsonl") }),
+        };
+        tracing::info!(channel = %sender.name(), "outreach deliveries go to");
+        let outreach = Arc::new(Outreach { store, engine, ingest, config, ledger: Mutex::new(ContactLedger::new()), sender, ticking: Mutex::new(()) });
+        outreach.rebuild_ledger().await?;
+        Ok(outreach)
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.engine.now()
+    }
+
+    pub fn policy(&self) -> &ContactPolicy {
+        &self.config.policy
+    }
+
+    /// The ledger as the store has it: every counted touch of the last 35 days.
+    pub async fn rebuild_ledger(&self) -> Result<(), StoreError> {
+        let since = Timestamp(self.now().0 - HORIZON_MS);
+        let rows = self.store.run(move |db| Box::pin(async move { stored::ledger_rows(db, since).await })).await?;
+        let zones = audience::guide_zones(self).await?;
+        let mut ledger = ContactLedger::new();
+        for (profile, at, channel, guide) in &rows {
+            if let Some(ch) = Channel::parse(channel) {
+                ledger.record(*profile as u32, *at, ch);
+            }
+            if let Some(g) = guide {
+                ledger.record_guide(g, local_day(*at, zones.get(g).copied().unwrap_or_else(|| zone(None))));
+            }
+        }
+        tracing::info!(touches = rows.len(), "contact ledger rebuilt");
+        *self.ledger.lock().await = ledger;
+        Ok(())
+    }
+
+    /// One round of everything time-driven. Runs every second in the background.
+    pub async fn tick(&self) -> anyhow::Result<()> {
+        let _one = self.ticking.lock().await;
+        let now = self.now();
+        campaigns::run_due(self, now).await?;
+        journeys::tick(self, now).await?;
+        self.dispatch(now).await?;
+        self.tasks(now).await?;
+        campaigns::watch(self, now).await?;
+        Ok(())
+    }
+
+    /// Sends queued deliveries whose time has come; a failed batch is retried next tick.
+    pub async fn dispatch(&self, now: Timestamp) -> anyhow::Result<u64> {
+        let mut sent = 0;
+        loop {
+            let due = self.store.run(move |db| Box::pin(async move { stored::due_deliveries(db, now, DISPATCH_BATCH).await })).await?;
+            if due.is_empty() {
+                return Ok(sent);
+            }
+            let outgoing = render::outgoing(self, &due).await?;
+            let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+            match self.sender.send(&outgoing).await {
+                Ok(()) => {
+                    sent += ids.len() as u64;
+                    self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, "sent", None, now).await })).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, deliveries = ids.len(), "dispatch failed; retrying next round");
+                    return Ok(sent);
+                }
+            }
+            if (due.len() as i64) < DISPATCH_BATCH {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// Reminders before deadlines; late tasks expire.
+    async fn tasks(&self, now: Timestamp) -> anyhow::Result<()> {
+        let before = self.config.reminder_hours.unwrap_or(2) as i64 * 3_600_000;
+        let (reminded, expired) = self
+            .store
+            .run(move |db| Box::pin(async move { Ok((stored::due_reminders(db, now, before).await?, stored::expire_tasks(db, now).await?)) }))
+            .await?;
+        for t in reminded {
+            // The WeCom integration delivers this to the guide's WeCom; here it is logged.
+            tracing::info!(task = t.id, guide = %t.guide, deadline = %t.deadline, "task reminder");
+        }
+        if !expired.is_empty() {
+            tracing::info!(tasks = ?expired, "tasks expired");
+        }
+        Ok(())
+    }
+}
+
+/// The background loop.
+pub async fn run(outreach: Arc<Outreach>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = outreach.tick().await {
+            tracing::warn!(error = %e, "outreach round failed");
+        }
+    }
+}

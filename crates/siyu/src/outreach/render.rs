@@ -1,0 +1,92 @@
+//! Filling templates for real customers: their traits, their guide and store, and a
+//! coupon code derived from the delivery's idempotency key (so a re-render after a
+//! restart gives the same code).
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use siyu_outreach::campaign::CampaignSpec;
+use siyu_outreach::template::Template;
+use siyu_store::outreach::{self as stored, DeliveryRow, Directory};
+
+use super::channels::Outgoing;
+use super::Outreach;
+
+/// The variables of one message.
+pub fn vars(traits: Option<&serde_json::Map<String, Value>>, guide: Option<&str>, dir: &Directory, coupon: Option<String>, profile_id: i64) -> Value {
+    let owner = guide.and_then(|g| dir.staff.get(g).map(|(name, store)| (g, name, store.clone())));
+    let store = owner.as_ref().and_then(|(_, _, s)| s.as_ref()).and_then(|s| dir.stores.get(s).map(|(name, city)| json!({"id": s, "name": name, "city": city})));
+    json!({
+        "traits": traits.cloned().map(Value::Object).unwrap_or_else(|| json!({})),
+        "owner": owner.map(|(g, name, _)| json!({"userid": g, "name": name})).unwrap_or(Value::Null),
+        "store": store.unwrap_or(Value::Null),
+        "coupon": coupon.map(|c| json!({"code": c})).unwrap_or(Value::Null),
+        "profile": {"id": profile_id},
+    })
+}
+
+/// A coupon code for one delivery: the campaign's prefix and a stable suffix.
+pub fn coupon_code(prefix: &str, key: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{prefix}-{:08X}", (h >> 32) as u32 ^ h as u32)
+}
+
+/// Renders a template for several customers at once (one read of their traits).
+pub async fn render_many(o: &Outreach, template: &Template, coupon: Option<&str>, targets: &[(i64, Option<String>, String)]) -> anyhow::Result<Vec<String>> {
+    let ids: Vec<i64> = targets.iter().map(|t| t.0).collect();
+    let (traits, dir) = o.store.run(move |db| Box::pin(async move { Ok((stored::traits_of(db, &ids).await?, stored::directory(db).await?)) })).await?;
+    Ok(targets
+        .iter()
+        .map(|(p, guide, key)| template.render(&vars(traits.get(p), guide.as_deref(), &dir, coupon.map(|c| coupon_code(c, key)), *p)))
+        .collect())
+}
+
+/// Deliveries as they go to a channel, content rendered.
+pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<Outgoing>> {
+    let ids: Vec<i64> = due.iter().map(|d| d.profile_id).collect();
+    let mut campaign_ids: Vec<i64> = due.iter().filter(|d| d.content.is_none()).filter_map(|d| d.campaign_id).collect();
+    campaign_ids.sort_unstable();
+    campaign_ids.dedup();
+    let (traits, dir, identities, specs) = o
+        .store
+        .run(move |db| {
+            Box::pin(async move {
+                let mut specs = HashMap::new();
+                for id in campaign_ids {
+                    if let Some(c) = stored::get_campaign(db, id).await? {
+                        specs.insert(id, c.spec);
+                    }
+                }
+                Ok((stored::traits_of(db, &ids).await?, stored::directory(db).await?, stored::identities_of(db, &ids).await?, specs))
+            })
+        })
+        .await?;
+    let templates: HashMap<i64, (Template, Option<String>)> = specs
+        .into_iter()
+        .filter_map(|(id, v)| serde_json::from_value::<CampaignSpec>(v).ok().and_then(|s| Template::parse(&s.content).ok().map(|t| (id, (t, s.coupon)))))
+        .collect();
+    Ok(due
+        .iter()
+        .map(|d| {
+            let content = match (&d.content, d.campaign_id.and_then(|c| templates.get(&c))) {
+                (Some(c), _) => c.clone(),
+                (None, Some((t, coupon))) => t.render(&vars(traits.get(&d.profile_id), d.guide.as_deref(), &dir, coupon.as_deref().map(|c| coupon_code(c, &d.key)), d.profile_id)),
+                (None, None) => String::new(),
+            };
+            Outgoing {
+                id: d.id,
+                key: d.key.clone(),
+                profile_id: d.profile_id,
+                channel: d.channel.clone(),
+                kind: d.kind.clone(),
+                campaign_id: d.campaign_id,
+                journey_id: d.journey_id,
+                content,
+                to: identities.get(&d.profile_id).cloned().map(Value::Object).unwrap_or_else(|| json!({})),
+            }
+        })
+        .collect())
+}

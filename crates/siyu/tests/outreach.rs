@@ -1,0 +1,451 @@
+//! Outreach end to end on the real server: campaigns through the contact policy, the dry
+//! run, webhook dispatch to a real receiver on loopback, quiet hours across zones, caps
+//! across campaigns, guide tasks and their scoping, guardrail auto-pause, journeys.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::NaiveTime;
+use common::TestApp;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use siyu_core::Timestamp;
+use siyu_outreach::quiet::{next_local_time, zone};
+use siyu_store::admin;
+use siyu_store::testing::TestStore;
+
+/// A webhook receiver: records every delivery it is sent.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let got = self.got.clone();
+        let router = Router::new().route(
+            "/hook",
+            post(move |Json(body): Json<Value>| {
+                let got = got.clone();
+                async move {
+                    got.lock().unwrap().extend(body["deliveries"].as_array().cloned().unwrap_or_default());
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}/hook")
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.got.lock().unwrap().iter().map(|d| d["key"].as_str().unwrap().to_string()).collect()
+    }
+
+    fn for_profile(&self, p: i64) -> Vec<Value> {
+        self.got.lock().unwrap().iter().filter(|d| d["profile_id"] == json!(p)).cloned().collect()
+    }
+}
+
+/// A server whose outreach config is `config` (plus a webhook to `receiver`).
+async fn spawn(store: TestStore, receiver: &Receiver, mut config: Value) -> TestApp {
+    config["webhook_url"] = json!(receiver.start().await);
+    std::fs::write(store.dir.path().join("outreach.json"), config.to_string()).unwrap();
+    TestApp::spawn(store).await
+}
+
+async fn tick(app: &TestApp) {
+    app.settle_all().await;
+    app.running.as_ref().unwrap().state.outreach.tick().await.unwrap();
+}
+
+/// Moves the server's clock to the next 10:00 in Shanghai (02:00 UTC): outside quiet
+/// hours there, inside them in London (02:00 or 03:00 local).
+fn to_shanghai_morning(app: &TestApp) -> Timestamp {
+    let clock = app.engine().clock();
+    let now = clock.now();
+    let target = next_local_time(now, NaiveTime::from_hms_opt(10, 0, 0).unwrap(), zone(Some("Asia/Shanghai")));
+    clock.advance(target.0 - now.0);
+    target
+}
+
+/// Two stores (Shanghai, London), a guide in each, and customers of each guide.
+async fn brand(app: &TestApp, customers: &[(&str, &str, bool)]) {
+    for (store, tz, guide) in [("SH001", "Asia/Shanghai", "g.sh"), ("LDN01", "Europe/London", "g.ldn")] {
+        let (s, v) = app.put(&format!("/api/v1/stores/{store}"), Some(&json!({"name": format!("{store} store"), "city": store, "time_zone": tz}))).await;
+        assert!(s.is_success(), "{v}");
+        app.put(&format!("/api/v1/staff/{guide}"), Some(&json!({"name": format!("Guide {guide}"), "store_id": store}))).await;
+    }
+    for (user, guide, consent) in customers {
+        app.send("/v1/identify", &json!({"userId": user, "traits": {"first_name": user.to_uppercase(), "cohort": "test", "consent.sms": consent}})).await;
+        app.send("/v1/track", &json!({"userId": user, "event": "Contact Added", "properties": {"staff_userid": guide}})).await;
+    }
+    app.settle_all().await;
+    app.engine().tick().await.unwrap(); // picks up the new stores and staff
+    let (s, v) = app.post("/api/v1/segments", &json!({"name": "cohort", "rule": "cohort = \"test\""})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+async fn profile_id(app: &TestApp, user: &str) -> i64 {
+    let (_, p) = app.lookup(&format!("user_id={user}")).await;
+    p["id"].as_i64().unwrap()
+}
+
+async fn deliveries(app: &TestApp, p: i64) -> Vec<Value> {
+    let (s, v) = app.get(&format!("/api/v1/profiles/{p}/deliveries")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["deliveries"].as_array().unwrap().clone()
+}
+
+fn sms_campaign(name: &str) -> Value {
+    json!({"name": name, "audience": {"segment": "cohort"}, "channel": "sms",
+           "content": "{{ traits.first_name | default: \"friend\" }}, {{ store.name }} has new beans ({{ coupon.code }})", "coupon": "BEANS"})
+}
+
+async fn launch(app: &TestApp, spec: &Value) -> i64 {
+    let (s, c) = app.post("/api/v1/campaigns", spec).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let (s, c) = app.post(&format!("/api/v1/campaigns/{id}/actions/schedule"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    id
+}
+
+async fn policy_scenario(store: TestStore) {
+    let receiver = Receiver::default();
+    let app = spawn(store, &receiver, json!({})).await;
+    brand(&app, &[("ann", "g.sh", true), ("bo", "g.sh", false), ("cy", "g.ldn", true), ("di", "g.sh", true)]).await;
+    // Di removed her guide yesterday: a block.
+    app.send("/v1/track", &json!({"userId": "di", "event": "Contact Deleted", "properties": {"staff_userid": "g.sh"}})).await;
+    app.settle_all().await;
+    let morning = to_shanghai_morning(&app);
+    let (ann, bo, cy, di) = (profile_id(&app, "ann").await, profile_id(&app, "bo").await, profile_id(&app, "cy").await, profile_id(&app, "di").await);
+
+    // Bad input first: a clear 400 and nothing created.
+    let (s, e) = app.post("/api/v1/campaigns", &json!({"name": "x", "audience": {"segment": "nope"}, "channel": "sms", "content": "hi"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(e["error"]["message"].as_str().unwrap().contains("no segment named \"nope\""), "{e}");
+    let (s, e) = app.post("/api/v1/campaigns", &json!({"name": "x", "audience": {"segment": "cohort"}, "channel": "sms", "content": "hi {{ name }}"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(e["error"]["message"].as_str().unwrap().contains("unknown variable `name`"), "{e}");
+    let (_, list) = app.get("/api/v1/campaigns").await;
+    assert_eq!(list, json!([]));
+
+    // The dry run explains everyone, and sends nothing.
+    let (s, c) = app.post("/api/v1/campaigns", &sms_campaign("beans")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let first = c["id"].as_i64().unwrap();
+    let (s, preview) = app.post(&format!("/api/v1/campaigns/{first}/preview?sample=10"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{preview}");
+    assert_eq!(preview["audience"], json!(4));
+    assert_eq!(preview["would_send"], json!(2), "{preview}");
+    assert_eq!(preview["deferred_by_quiet_hours"], json!(1), "London is asleep: {preview}");
+    let reasons: Vec<(String, u64)> = preview["suppressed"].as_array().unwrap().iter().map(|s| (s["reason"].as_str().unwrap().to_string(), s["count"].as_u64().unwrap())).collect();
+    assert_eq!(reasons, vec![("no_consent".into(), 1), ("block_cooldown".into(), 1)]);
+    assert!(preview["suppressed"][0]["why"].as_str().unwrap().contains("consent"));
+    let sample = preview["sample"].as_array().unwrap();
+    let ann_msg = sample.iter().find(|m| m["profile_id"] == json!(ann)).expect("ann in the sample");
+    assert!(ann_msg["content"].as_str().unwrap().starts_with("ANN, SH001 store has new beans (BEANS-"), "{ann_msg}");
+    assert!(deliveries(&app, ann).await.is_empty(), "the dry run records nothing");
+
+    // The run: Ann now, Cy at 09:00 London; Bo and Di suppressed with their reason.
+    let (s, _) = app.post(&format!("/api/v1/campaigns/{first}/actions/schedule"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    tick(&app).await;
+    assert_eq!(receiver.for_profile(ann).len(), 1);
+    assert!(receiver.for_profile(ann)[0]["content"].as_str().unwrap().starts_with("ANN, SH001 store"));
+    assert!(receiver.for_profile(cy).is_empty(), "deferred, not sent at night");
+    let bo_d = deliveries(&app, bo).await;
+    assert_eq!((bo_d[0]["status"].as_str(), bo_d[0]["reason"].as_str()), (Some("suppressed"), Some("no_consent")));
+    assert_eq!(deliveries(&app, di).await[0]["reason"], json!("block_cooldown"));
+    let cy_d = deliveries(&app, cy).await;
+    assert_eq!(cy_d[0]["status"], json!("queued"));
+    let due = Timestamp::parse_iso8601(cy_d[0]["due_at"].as_str().unwrap()).unwrap();
+    let london_nine = next_local_time(morning, NaiveTime::from_hms_opt(9, 0, 0).unwrap(), zone(Some("Europe/London")));
+    assert_eq!(due, london_nine);
+
+    // A second campaign the same day: the daily cap holds across campaigns.
+    let second = launch(&app, &sms_campaign("more beans")).await;
+    tick(&app).await;
+    assert_eq!(deliveries(&app, ann).await[0]["reason"], json!("daily_cap"));
+    assert_eq!(receiver.for_profile(ann).len(), 1);
+
+    // London wakes up: Cy's touch goes out once.
+    app.engine().clock().advance(london_nine.0 - app.engine().now().0 + 1000);
+    tick(&app).await;
+    tick(&app).await;
+    assert_eq!(receiver.for_profile(cy).len(), 1);
+    let keys = receiver.keys();
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(keys.len(), unique.len(), "no delivery sent twice");
+
+    // Reports and the audit trail.
+    let (_, report) = app.get(&format!("/api/v1/campaigns/{first}/report")).await;
+    assert_eq!(report["metrics"]["sent"], json!(2), "{report}");
+    assert_eq!(report["suppressed"]["no_consent"], json!(1));
+    let (_, report2) = app.get(&format!("/api/v1/campaigns/{second}/report")).await;
+    // Ann was touched this morning; Cy's deferred touch later today holds her slot too.
+    assert_eq!(report2["suppressed"]["daily_cap"], json!(2), "{report2}");
+    let (_, audit) = app.get(&format!("/api/v1/campaigns/{first}/audit")).await;
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions[..4], ["created", "schedule", "started", "planned"], "{audit}");
+    assert_eq!(audit[0]["actor"], json!("admin"));
+    // A running campaign cannot be edited or scheduled again.
+    let (s, e) = app.put(&format!("/api/v1/campaigns/{first}"), Some(&sms_campaign("edited"))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let (s, _) = app.post(&format!("/api/v1/campaigns/{first}/actions/fly"), &json!({})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contact_policy_end_to_end_sqlite() {
+    policy_scenario(TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contact_policy_end_to_end_postgres() {
+    let Some(store) = TestStore::postgres().await else { return };
+    policy_scenario(store).await;
+}
+
+async fn as_staff(app: &TestApp, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    common::into_json(req.send().await.unwrap()).await
+}
+
+async fn tasks_scenario(store: TestStore) {
+    let receiver = Receiver::default();
+    let app = spawn(store, &receiver, json!({"policy": {"quiet_hours": null, "wecom_monthly_cap": 1}})).await;
+    brand(&app, &[("ann", "g.sh", true), ("bo", "g.sh", true), ("cy", "g.ldn", true), ("ed", "g.ldn", true)]).await;
+    app.put("/api/v1/staff/m.sh", Some(&json!({"name": "Manager", "store_id": "SH001", "role": "store_manager"}))).await;
+    let s = app.store.store.clone();
+    for (token, role, who) in [("tok-sh", "guide", "g.sh"), ("tok-ldn", "guide", "g.ldn"), ("tok-msh", "store_manager", "m.sh")] {
+        s.run(move |db| Box::pin(async move { admin::add_token(db, token, role, Some(who), "test").await })).await.unwrap();
+    }
+    let mut spec = json!({"name": "wecom hello", "audience": {"segment": "cohort"}, "channel": "wecom",
+                          "content": "{{ owner.name }} here: hello {{ traits.first_name }}", "task_deadline_hours": 4});
+    let (_, c) = app.post("/api/v1/campaigns", &spec).await;
+    let id = c["id"].as_i64().unwrap();
+    let (_, preview) = app.post(&format!("/api/v1/campaigns/{id}/preview"), &json!({})).await;
+    assert_eq!(preview["per_guide"], json!({"g.ldn": 2, "g.sh": 2}), "{preview}");
+    assert_eq!(preview["tasks"], json!(2));
+    app.post(&format!("/api/v1/campaigns/{id}/actions/schedule"), &json!({})).await;
+    tick(&app).await;
+
+    // Each guide sees their own task, with their own customers' rendered messages.
+    let (s, mine) = as_staff(&app, "tok-sh", reqwest::Method::GET, "/api/v1/tasks", None).await;
+    assert_eq!(s, StatusCode::OK, "{mine}");
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    let sh_task = mine[0]["id"].as_i64().unwrap();
+    let (_, theirs) = as_staff(&app, "tok-ldn", reqwest::Method::GET, "/api/v1/tasks", None).await;
+    let ldn_task = theirs[0]["id"].as_i64().unwrap();
+    let (s, task) = as_staff(&app, "tok-sh", reqwest::Method::GET, &format!("/api/v1/tasks/{sh_task}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let items = task["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().any(|i| i["content"] == json!("Guide g.sh here: hello ANN")), "{task}");
+    // …and nothing of another guide's.
+    let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::GET, &format!("/api/v1/tasks/{ldn_task}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let cy = profile_id(&app, "cy").await;
+    let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::GET, &format!("/api/v1/profiles/{cy}/deliveries"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let ldn_item = {
+        let (_, t) = app.get(&format!("/api/v1/tasks/{ldn_task}")).await;
+        t["items"][0]["delivery_id"].as_i64().unwrap()
+    };
+    let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::POST, &format!("/api/v1/tasks/{ldn_task}/items/{ldn_item}"), Some(json!({"action": "confirm"}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a guide cannot confirm another guide's task");
+    let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::GET, "/api/v1/campaigns", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // The Shanghai guide confirms one and skips one: the task is done.
+    let (a, b) = (items[0]["delivery_id"].as_i64().unwrap(), items[1]["delivery_id"].as_i64().unwrap());
+    let (s, r) = as_staff(&app, "tok-sh", reqwest::Method::POST, &format!("/api/v1/tasks/{sh_task}/items/{a}"), Some(json!({"action": "confirm"}))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["task"]["status"], json!("open"));
+    let (s, e) = as_staff(&app, "tok-sh", reqwest::Method::POST, &format!("/api/v1/tasks/{sh_task}/items/{b}"), Some(json!({"action": "maybe"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (_, r) = as_staff(&app, "tok-sh", reqwest::Method::POST, &format!("/api/v1/tasks/{sh_task}/items/{b}"), Some(json!({"action": "skip"}))).await;
+    assert_eq!(r["task"]["status"], json!("done"));
+
+    // The London guide does nothing: reminded, then expired at the deadline.
+    app.engine().clock().advance(3 * 3_600_000);
+    tick(&app).await;
+    let (_, t) = app.get(&format!("/api/v1/tasks/{ldn_task}")).await;
+    assert!(t["reminded_at"].is_string(), "{t}");
+    assert_eq!(t["status"], json!("open"));
+    app.engine().clock().advance(2 * 3_600_000);
+    tick(&app).await;
+    let (_, t) = app.get(&format!("/api/v1/tasks/{ldn_task}")).await;
+    assert_eq!(t["status"], json!("expired"));
+    assert!(t["items"].as_array().unwrap().iter().all(|i| i["status"] == json!("expired")));
+
+    // Completion per guide and per store; the manager sees only their store.
+    let (_, by_guide) = app.get("/api/v1/tasks/completion?by=guide").await;
+    let sh = by_guide.as_array().unwrap().iter().find(|c| c["key"] == json!("g.sh")).unwrap();
+    assert_eq!((sh["confirmed"].as_i64(), sh["skipped"].as_i64(), sh["rate"].as_f64()), (Some(1), Some(1), Some(0.5)));
+    let (s, by_store) = as_staff(&app, "tok-msh", reqwest::Method::GET, "/api/v1/tasks/completion?by=store", None).await;
+    assert_eq!(s, StatusCode::OK, "{by_store}");
+    assert_eq!(by_store.as_array().unwrap().len(), 1);
+    assert_eq!(by_store[0]["key"], json!("SH001"));
+    let (_, manager_tasks) = as_staff(&app, "tok-msh", reqwest::Method::GET, "/api/v1/tasks", None).await;
+    assert_eq!(manager_tasks.as_array().unwrap().len(), 1);
+    let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::GET, "/api/v1/tasks/completion", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // WeCom's monthly receive cap (1 here): two days later, a second WeCom campaign
+    // reaches nobody, and says so.
+    spec["name"] = json!("second hello");
+    app.engine().clock().advance(2 * 86_400_000);
+    let second = launch(&app, &spec).await;
+    tick(&app).await;
+    let (_, report) = app.get(&format!("/api/v1/campaigns/{second}/report")).await;
+    assert_eq!(report["suppressed"], json!({"wecom_monthly_cap": 4}), "{report}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_tasks_and_their_scoping_sqlite() {
+    tasks_scenario(TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_tasks_and_their_scoping_postgres() {
+    let Some(store) = TestStore::postgres().await else { return };
+    tasks_scenario(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_pauses_itself_when_customers_block() {
+    let receiver = Receiver::default();
+    let app = spawn(TestStore::sqlite().await, &receiver, json!({"policy": {"quiet_hours": null}})).await;
+    let users: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
+    let customers: Vec<(&str, &str, bool)> = users.iter().map(|u| (u.as_str(), "g.sh", true)).collect();
+    brand(&app, &customers).await;
+    let mut spec = sms_campaign("too much");
+    spec["guardrail"] = json!({"max_block_rate": 0.1, "min_sends": 10, "block_window_days": 3});
+    spec["holdout_percent"] = json!(0);
+    let id = launch(&app, &spec).await;
+    tick(&app).await;
+    let (_, report) = app.get(&format!("/api/v1/campaigns/{id}/report")).await;
+    assert_eq!(receiver.keys().len(), 20, "{report}");
+    let (_, c) = app.get(&format!("/api/v1/campaigns/{id}")).await;
+    assert_eq!(c["status"], json!("running"));
+    // Three of twenty remove their guide right after: 15% > 10%.
+    for u in &users[..3] {
+        app.send("/v1/track", &json!({"userId": u, "event": "Contact Deleted", "properties": {"staff_userid": "g.sh"}})).await;
+    }
+    tick(&app).await;
+    let (_, c) = app.get(&format!("/api/v1/campaigns/{id}")).await;
+    assert_eq!(c["status"], json!("paused"), "{c}");
+    let why = c["status_reason"].as_str().unwrap();
+    assert!(why.contains("3 blocks") && why.contains("15.00%") && why.contains("exceed 10.00%"), "{why}");
+    let (_, audit) = app.get(&format!("/api/v1/campaigns/{id}/audit")).await;
+    assert_eq!(audit.as_array().unwrap().last().unwrap()["actor"], json!("guardrail"));
+    let (_, report) = app.get(&format!("/api/v1/campaigns/{id}/report")).await;
+    assert_eq!(report["metrics"]["blocks"], json!(3));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holdout_groups_measure_lift() {
+    let receiver = Receiver::default();
+    let app = spawn(TestStore::sqlite().await, &receiver, json!({"policy": {"quiet_hours": null}})).await;
+    let users: Vec<String> = (0..200).map(|i| format!("h{i}")).collect();
+    let customers: Vec<(&str, &str, bool)> = users.iter().map(|u| (u.as_str(), "g.sh", true)).collect();
+    brand(&app, &customers).await;
+    let mut spec = sms_campaign("lift");
+    spec["holdout_percent"] = json!(25);
+    let id = launch(&app, &spec).await;
+    tick(&app).await;
+    let (_, report) = app.get(&format!("/api/v1/campaigns/{id}/report")).await;
+    let held = report["suppressed"]["holdout"].as_u64().unwrap();
+    assert!((25..80).contains(&held), "about a quarter held out: {report}");
+    assert_eq!(report["metrics"]["sent"].as_u64().unwrap() + held, 200);
+    // Everyone who got the message orders; nobody held out does.
+    let mut user_of = std::collections::HashMap::new();
+    for u in &users {
+        user_of.insert(profile_id(&app, u).await, u.clone());
+    }
+    for d in receiver.got.lock().unwrap().clone() {
+        let user = &user_of[&d["profile_id"].as_i64().unwrap()];
+        app.send("/v1/track", &json!({"userId": user, "event": "Order Completed", "properties": {"revenue_fen": 1500}})).await;
+    }
+    app.settle_all().await;
+    let (_, report) = app.get(&format!("/api/v1/campaigns/{id}/report")).await;
+    assert_eq!(report["lift"]["sent_converted"], report["lift"]["sent"], "{report}");
+    assert_eq!(report["lift"]["holdout_converted"], json!(0));
+    assert!((report["lift"]["lift_points"].as_f64().unwrap() - 100.0).abs() < 1e-9);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_welcomes_waits_branches_and_exits() {
+    let receiver = Receiver::default();
+    let app = spawn(TestStore::sqlite().await, &receiver, json!({"policy": {"quiet_hours": null, "caps": {"daily": 5, "weekly": 10}}})).await;
+    brand(&app, &[("ann", "g.sh", true)]).await;
+    let journey = json!({"spec": {
+        "name": "welcome",
+        "trigger": {"event": {"event": "Signed Up"}},
+        "exit_on": {"event": "Order Completed"},
+        "reentry": "once",
+        "steps": [
+            {"send": {"channel": "sms", "content": "Welcome {{ traits.first_name }}"}},
+            {"tag": {"add": "welcomed"}},
+            {"wait": {"hours": 24}},
+            {"branch": {"rule": "consent(sms)", "then": 4, "otherwise": 5}},
+            {"send": {"channel": "sms", "content": "Day two, {{ traits.first_name }}"}},
+            {"coupon": {"code": "WELCOME"}},
+            {"wait": {"hours": 24}},
+            {"send": {"channel": "sms", "content": "Day three"}}
+        ]}});
+    let (s, j) = app.post("/api/v1/journeys", &journey).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    let (s, e) = app.post("/api/v1/journeys", &json!({"spec": {"name": "bad", "trigger": {"event": {"event": "X"}}, "steps": [{"branch": {"rule": "city = ", "then": 1}}]}})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let jid = j["id"].as_i64().unwrap();
+    tick(&app).await; // the runner starts reading events from here on
+
+    app.send("/v1/track", &json!({"userId": "ann", "event": "Signed Up"})).await;
+    tick(&app).await;
+    tick(&app).await;
+    let ann = profile_id(&app, "ann").await;
+    assert_eq!(receiver.for_profile(ann).len(), 1);
+    assert_eq!(receiver.for_profile(ann)[0]["content"], json!("Welcome ANN"));
+    let (_, p) = app.get(&format!("/api/v1/profiles/{ann}")).await;
+    assert!(p["tags"].to_string().contains("welcomed"), "{p}");
+    let (_, v) = app.get(&format!("/api/v1/profiles/{ann}/deliveries")).await;
+    assert_eq!(v["journeys"][0]["step"], json!(3), "waiting before step 3: {v}");
+
+    // A second trigger does not re-enter (once), a day later the journey goes on.
+    app.send("/v1/track", &json!({"userId": "ann", "event": "Signed Up"})).await;
+    app.engine().clock().advance(86_400_000 + 1000);
+    tick(&app).await;
+    tick(&app).await;
+    app.settle_all().await;
+    assert_eq!(receiver.for_profile(ann).len(), 2);
+    assert_eq!(receiver.for_profile(ann)[1]["content"], json!("Day two, ANN"));
+    let (_, events) = app.get(&format!("/api/v1/profiles/{ann}/events")).await;
+    assert!(events.to_string().contains("Coupon Issued"), "{events}");
+
+    // She orders: she leaves the journey before day three.
+    app.send("/v1/track", &json!({"userId": "ann", "event": "Order Completed", "properties": {"revenue_fen": 1800}})).await;
+    tick(&app).await;
+    app.engine().clock().advance(86_400_000 + 1000);
+    tick(&app).await;
+    assert_eq!(receiver.for_profile(ann).len(), 2, "no day-three message after ordering");
+    let (_, j) = app.get(&format!("/api/v1/journeys/{jid}")).await;
+    assert_eq!(j["customers"], json!({"exited": 1}), "{j}");
+    app.shutdown().await;
+}
