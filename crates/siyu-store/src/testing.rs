@@ -57,6 +57,15 @@ impl TestStore {
         }
     }
 
+    /// A plain PostgreSQL URL for this store (for the `siyu` binary): the test's schema
+    /// rides in the connection options.
+    pub fn postgres_url(&self) -> Option<String> {
+        let schema = self.schema.as_ref()?;
+        let base = test_database_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+    }
+
     /// Where this store's ingest log lives.
     pub fn log_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("ingest-log")

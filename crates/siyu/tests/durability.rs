@@ -1,12 +1,16 @@
 //! A 200 means durable: `kill -9` the real binary while requests are in flight and the
 //! indexer is behind, restart it, and every acknowledged message is there, once.
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::wait_ready;
 
 use serde_json::{json, Value};
 use siyu_store::{Store, StoreConfig};
@@ -15,31 +19,7 @@ const WRITE_KEY: &str = "wk_durability";
 const ADMIN: &str = "siyu_admin_durability";
 
 fn spawn(data_dir: &Path, port: u16, database_url: Option<&str>) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_siyu"));
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("SIYU_WRITE_KEY", WRITE_KEY)
-        .env("SIYU_ADMIN_TOKEN", ADMIN)
-        .env("SIYU_LOG", "warn")
-        .stdout(Stdio::null());
-    if let Some(url) = database_url {
-        cmd.args(["--database-url", url]);
-    }
-    cmd.spawn().expect("siyu serve starts")
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server at {base} did not start");
+    common::spawn_server(data_dir, port, database_url, WRITE_KEY, ADMIN)
 }
 
 async fn ingest_lag(client: &reqwest::Client, base: &str) -> u64 {
@@ -127,13 +107,6 @@ async fn kill_9_after_acknowledgement_loses_nothing_sqlite() {
 async fn kill_9_after_acknowledgement_loses_nothing_postgres() {
     // The binary takes a plain URL; the test's schema rides in the connection options.
     let Some(t) = siyu_store::testing::TestStore::postgres().await else { return };
-    let schema = match &t.config {
-        StoreConfig::Postgres { schema: Some(s), .. } => s.clone(),
-        _ => unreachable!(),
-    };
-    let base = siyu_store::testing::test_database_url();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    run(Some(url), t.config.clone(), t.dir.path()).await;
+    run(t.postgres_url(), t.config.clone(), t.dir.path()).await;
     t.cleanup().await;
 }

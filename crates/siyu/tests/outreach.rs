@@ -4,52 +4,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::NaiveTime;
-use common::TestApp;
+use common::{Receiver, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use siyu_core::Timestamp;
 use siyu_outreach::quiet::{next_local_time, zone};
 use siyu_store::admin;
 use siyu_store::testing::TestStore;
-
-/// A webhook receiver: records every delivery it is sent.
-#[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Receiver {
-    async fn start(&self) -> String {
-        let got = self.got.clone();
-        let router = Router::new().route(
-            "/hook",
-            post(move |Json(body): Json<Value>| {
-                let got = got.clone();
-                async move {
-                    got.lock().unwrap().extend(body["deliveries"].as_array().cloned().unwrap_or_default());
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        format!("http://{addr}/hook")
-    }
-
-    fn keys(&self) -> Vec<String> {
-        self.got.lock().unwrap().iter().map(|d| d["key"].as_str().unwrap().to_string()).collect()
-    }
-
-    fn for_profile(&self, p: i64) -> Vec<Value> {
-        self.got.lock().unwrap().iter().filter(|d| d["profile_id"] == json!(p)).cloned().collect()
-    }
-}
 
 /// A server whose outreach config is `config` (plus a webhook to `receiver`).
 async fn spawn(store: TestStore, receiver: &Receiver, mut config: Value) -> TestApp {

@@ -149,3 +149,67 @@ macro_rules! app_test {
         }
     };
 }
+
+/// The real `siyu serve` binary as a child process (for `kill -9` tests).
+pub fn spawn_server(data_dir: &std::path::Path, port: u16, database_url: Option<&str>, write_key: &str, admin: &str) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_siyu"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("SIYU_WRITE_KEY", write_key)
+        .env("SIYU_ADMIN_TOKEN", admin)
+        .env("SIYU_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    cmd.spawn().expect("siyu serve starts")
+}
+
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} did not start");
+}
+
+/// A webhook receiver: records every delivery it is sent.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    pub async fn start(&self) -> String {
+        let got = self.got.clone();
+        let router = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let got = got.clone();
+                async move {
+                    got.lock().unwrap().extend(body["deliveries"].as_array().cloned().unwrap_or_default());
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}/hook")
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.got.lock().unwrap().iter().map(|d| d["key"].as_str().unwrap().to_string()).collect()
+    }
+
+    pub fn for_profile(&self, p: i64) -> Vec<Value> {
+        self.got.lock().unwrap().iter().filter(|d| d["profile_id"] == serde_json::json!(p)).cloned().collect()
+    }
+}
+
