@@ -61,6 +61,8 @@ enum Command {
     Import(ImportArgs),
     /// Count the customers a rule selects: siyu segment 'city = "Shanghai" and count(Order Completed, 30d) >= 2'
     Segment(crate::segment_cli::SegmentArgs),
+    /// Campaigns on a running server: siyu campaign preview ID
+    Campaign(crate::campaign_cli::CampaignArgs),
     /// Benchmarks that print the figures the issues ask for.
     Bench {
         #[command(subcommand)]
@@ -103,6 +105,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Import(args) => import(args).await,
             Command::Segment(args) => crate::segment_cli::run(args).await,
+            Command::Campaign(args) => crate::campaign_cli::run(args).await,
             Command::Bench { which } => crate::bench::run(which).await,
         }
     });

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod campaign_cli;
 pub mod cli;
 pub mod demo;
 pub mod http;

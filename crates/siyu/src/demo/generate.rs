@@ -86,6 +86,12 @@ impl Generator {
         if let Some(p) = &phone {
             traits.push(("phone", json!(p)));
         }
+        // Consent, derived from the index so the random stream (and the brand) stays as
+        // it was: 60% of members with a phone opted into SMS; 2% refused WeCom messages.
+        traits.push(("consent.sms", json!(phone.is_some() && index % 10 < 6)));
+        if index % 50 == 7 {
+            traits.push(("consent.wecom", json!(false)));
+        }
 
         let orders = order_count(&mut rng);
         let lapsed = orders >= 2 && rng.chance(0.3);

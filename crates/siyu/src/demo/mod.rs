@@ -9,6 +9,7 @@
 
 pub mod brand;
 pub mod generate;
+pub mod outreach;
 pub mod rng;
 
 use std::process::ExitCode;
@@ -111,6 +112,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  curl -s -H 'Authorization: Bearer {t}' http://{}/api/v1/stats", running.addr);
         println!("  curl -s -H 'Authorization: Bearer {t}' 'http://{}/api/v1/profiles/lookup?user_id=m00000001'", running.addr);
         println!("  curl -s -u {}: http://{}/v1/track -d '{{\"userId\":\"m00000001\",\"event\":\"Order Completed\"}}'", running.state.write_key, running.addr);
+        println!("  curl -s -X POST -H 'Authorization: Bearer {t}' http://{}/api/v1/campaigns/1/preview   # the demo broadcast's dry run", running.addr);
     }
     running.wait_for_signal().await;
     Ok(ExitCode::SUCCESS)
@@ -173,6 +175,7 @@ pub async fn generate_into(store: &Store, customers: u64, seed: u64, anchor: Opt
     let events = producer.join().map_err(|_| anyhow::anyhow!("the generator panicked"))?;
     loader.finish().await?;
     bar.finish_and_clear();
+    outreach::seed(store).await?;
     store.run(move |db| Box::pin(async move { admin::set_setting(db, DEMO_SETTING, &marker).await })).await?;
     Ok(Generated { customers, events, seconds: started.elapsed().as_secs_f64() })
 }
