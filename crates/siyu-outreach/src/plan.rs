@@ -31,6 +31,30 @@ impl Owners {
     pub fn of(&self, p: u32) -> Option<u32> {
         self.owner.get(p as usize).copied().filter(|&g| g != NO_GUIDE)
     }
+
+    /// Owners of `members` from each guide's customers. A customer with several guides
+    /// is served by the first by name, so the choice is stable across runs.
+    pub fn build<'a>(mut guides: Vec<(&'a str, &'a RoaringBitmap)>, zone_of: impl Fn(&str) -> Tz, members: &RoaringBitmap) -> Owners {
+        guides.sort_by_key(|(g, _)| *g);
+        let len = members.max().map(|m| m as usize + 1).unwrap_or(0);
+        let mut owners = Owners { guides: Vec::new(), zones: Vec::new(), owner: vec![NO_GUIDE; len] };
+        for (g, customers) in guides {
+            let mine = customers & members;
+            if mine.is_empty() {
+                continue;
+            }
+            let gi = owners.guides.len() as u32;
+            owners.guides.push(g.to_string());
+            owners.zones.push(zone_of(g));
+            for p in &mine {
+                let slot = &mut owners.owner[p as usize];
+                if *slot == NO_GUIDE {
+                    *slot = gi;
+                }
+            }
+        }
+        owners
+    }
 }
 
 /// The audience and what the policy needs to know about it, as sets.

@@ -3,6 +3,7 @@
 
 pub mod freshness;
 pub mod ingest;
+pub mod outreach;
 pub mod segments;
 pub mod server;
 pub mod sql;
@@ -19,12 +20,16 @@ pub enum BenchCommand {
     /// Build a synthetic brand in memory and time a published set of segment rules,
     /// against DuckDB on the same data; memory, updates, freshness.
     Segments(segments::SegmentsBench),
+    /// Plan a broadcast to a 5M-member segment through the full contact policy, then
+    /// dispatch to a local webhook: plan time, deliveries/s, memory.
+    Outreach(outreach::OutreachBench),
 }
 
 pub async fn run(which: BenchCommand) -> anyhow::Result<ExitCode> {
     match which {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Segments(args) => segments::run(args).await,
+        BenchCommand::Outreach(args) => outreach::run(args).await,
     }
 }
 

@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use roaring::RoaringBitmap;
 use siyu_core::rule::{parse, Channel, Rule};
 use siyu_core::Timestamp;
-use siyu_outreach::plan::{Owners, NO_GUIDE};
+use siyu_outreach::plan::Owners;
 use siyu_outreach::quiet::zone;
 use siyu_store::org;
 
@@ -48,27 +48,7 @@ pub async fn facts(o: &Outreach, members: &RoaringBitmap, channel: Channel, now:
     let zones = guide_zones(o).await?;
     let owners = {
         let state = o.engine.read();
-        let mut guides: Vec<(&str, &RoaringBitmap)> = state.index.guide_sets().collect();
-        // A customer with several guides is served by the first by name: stable across runs.
-        guides.sort_by_key(|(g, _)| *g);
-        let len = members.max().map(|m| m as usize + 1).unwrap_or(0);
-        let mut owners = Owners { guides: Vec::new(), zones: Vec::new(), owner: vec![NO_GUIDE; len] };
-        for (g, customers) in guides {
-            let mine = customers & members;
-            if mine.is_empty() {
-                continue;
-            }
-            let gi = owners.guides.len() as u32;
-            owners.guides.push(g.to_string());
-            owners.zones.push(zones.get(g).copied().unwrap_or_else(|| zone(None)));
-            for p in &mine {
-                let slot = &mut owners.owner[p as usize];
-                if *slot == NO_GUIDE {
-                    *slot = gi;
-                }
-            }
-        }
-        owners
+        Owners::build(state.index.guide_sets().collect(), |g| zones.get(g).copied().unwrap_or_else(|| zone(None)), members)
     };
     Ok(Facts { consent, blocked, owners })
 }
