@@ -88,7 +88,8 @@ fn plan_phase(args: &OutreachBench) -> anyhow::Result<()> {
         }
     }
     let names: Vec<String> = (0..GUIDES).map(|g| format!("guide{g:04}")).collect();
-    let now = Timestamp::now();
+    // 21:30 in Shanghai: quiet hours there (and in Hong Kong), not yet in Urumqi (19:30).
+    let now = siyu_outreach::quiet::next_local_time(Timestamp::now(), chrono::NaiveTime::from_hms_opt(21, 30, 0).expect("time"), zone(Some("Asia/Shanghai")));
     let mut ledger = ContactLedger::new();
     for _ in 0..args.history {
         let p = rng.below(n as u64) as u32;
@@ -105,7 +106,7 @@ fn plan_phase(args: &OutreachBench) -> anyhow::Result<()> {
     let rss_before = rss_mib();
     let t0 = Instant::now();
     let guides: Vec<(&str, &RoaringBitmap)> = names.iter().map(String::as_str).zip(guide_sets.iter()).collect();
-    let owners = Owners::build(guides, |g| zone(Some(ZONES[g.len() % ZONES.len()])), &members);
+    let owners = Owners::build(guides, |g| zone(Some(ZONES[g.bytes().map(usize::from).sum::<usize>() % ZONES.len()])), &members);
     let owners_secs = t0.elapsed().as_secs_f64();
     let audience = Audience { members: &members, consent: &consent, blocked: &blocked, owners: &owners, default_zone: zone(None) };
     let opts = PlanOptions { channel: Channel::Wecom, kind: TouchKind::Marketing, now, source: "campaign:1:run:1".into(), holdout_percent: 10.0 };
