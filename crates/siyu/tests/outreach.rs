@@ -411,3 +411,29 @@ async fn a_journey_welcomes_waits_branches_and_exits() {
     assert_eq!(j["customers"], json!({"exited": 1}), "{j}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_ships_journeys_and_a_broadcast_whose_dry_run_explains_everyone() {
+    let store = TestStore::sqlite().await;
+    siyu::demo::generate_into(&store.store, 6_000, 11, None, false).await.unwrap();
+    let app = TestApp::spawn(store).await;
+    let (_, journeys) = app.get("/api/v1/journeys").await;
+    let names: Vec<&str> = journeys.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["新客欢迎 Welcome", "豆子复购 Bean reminder"]);
+    let (s, p) = app.post("/api/v1/campaigns/1/preview?sample=5", &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let audience = p["audience"].as_u64().unwrap();
+    assert!(audience > 50, "{p}");
+    let suppressed: u64 = p["suppressed"].as_array().unwrap().iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!(p["would_send"].as_u64().unwrap() + suppressed, audience, "everyone is either sent to or explained: {p}");
+    for s in p["suppressed"].as_array().unwrap() {
+        assert!(!s["why"].as_str().unwrap().is_empty(), "{s}");
+    }
+    let per_guide: u64 = p["per_guide"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(per_guide, p["would_send"].as_u64().unwrap());
+    for m in p["sample"].as_array().unwrap() {
+        let text = m["content"].as_str().unwrap();
+        assert!(text.contains("AUTUMN-") && !text.contains("{{"), "{text}");
+    }
+    app.shutdown().await;
+}
