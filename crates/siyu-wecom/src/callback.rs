@@ -1,0 +1,181 @@
+//! Callback XML: the outer envelope (`Encrypt`, …) and the decrypted event, read as flat
+//! `<Name>value</Name>` fields. A document type declaration is refused outright, so no
+//! entity can be defined, let alone expanded (no XXE, no billion laughs).
+
+use std::collections::BTreeMap;
+
+use quick_xml::events::Event as XmlEvent;
+use quick_xml::Reader;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    #[error("the body is not well-formed XML: {0}")]
+    Malformed(String),
+    #[error("XML with a document type declaration is refused")]
+    Doctype,
+    #[error("the XML has no <{0}>")]
+    Missing(&'static str),
+}
+
+/// The leaf elements of a callback document, by name (the first occurrence wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields(pub BTreeMap<String, String>);
+
+impl Fields {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn require(&self, name: &'static str) -> Result<&str, XmlError> {
+        self.get(name).ok_or(XmlError::Missing(name))
+    }
+}
+
+pub fn parse(xml: &str) -> Result<Fields, XmlError> {
+    let mut reader = Reader::from_str(xml);
+    reader.config_mut().trim_text(false);
+    let mut fields = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut text = String::new();
+    loop {
+        match reader.read_event().map_err(|e| XmlError::Malformed(e.to_string()))? {
+            XmlEvent::DocType(_) => return Err(XmlError::Doctype),
+            XmlEvent::Start(e) => {
+                current = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                text.clear();
+            }
+            XmlEvent::Text(t) => {
+                text.push_str(&t.decode().map_err(|e| XmlError::Malformed(e.to_string()))?);
+            }
+            XmlEvent::GeneralRef(r) => {
+                // Character references and the five predefined entities; nothing else
+                // can exist without a DTD.
+                if let Some(ch) = r.resolve_char_ref().map_err(|e| XmlError::Malformed(e.to_string()))? {
+                    text.push(ch);
+                } else {
+                    let name = r.decode().map_err(|e| XmlError::Malformed(e.to_string()))?;
+                    let value = quick_xml::escape::resolve_predefined_entity(&name).ok_or_else(|| XmlError::Malformed(format!("unknown entity &{name};")))?;
+                    text.push_str(value);
+                }
+            }
+            XmlEvent::CData(c) => text.push_str(&String::from_utf8_lossy(&c.into_inner())),
+            XmlEvent::End(e) => {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                if current.as_deref() == Some(name.as_str()) {
+                    fields.entry(name).or_insert_with(|| text.clone());
+                }
+                current = None;
+                text.clear();
+            }
+            XmlEvent::Eof => break,
+            _ => {}
+        }
+    }
+    if fields.is_empty() {
+        return Err(XmlError::Malformed("no elements".into()));
+    }
+    Ok(Fields(fields))
+}
+
+/// What a callback means for Siyu.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackEvent {
+    /// `change_external_contact` / `add_external_contact` (and `add_half_external_contact`).
+    ContactAdded { staff: String, external_userid: String, state: Option<String>, welcome_code: Option<String> },
+    /// `edit_external_contact`: remarks or tags changed by the guide.
+    ContactEdited { staff: String, external_userid: String },
+    /// `del_follow_user`: the customer removed the guide (the block signal).
+    ContactDeletedByCustomer { staff: String, external_userid: String },
+    /// `del_external_contact`: the guide removed the customer.
+    ContactDeletedByStaff { staff: String, external_userid: String },
+    /// `transfer_fail`: a customer transfer to `staff` failed.
+    TransferFailed { staff: String, external_userid: String, reason: Option<String> },
+    /// `change_external_chat`: `create`, `update` (with `member_change` details), `dismiss`.
+    Group { chat_id: String, change: String, update_detail: Option<String>, join_scene: Option<String>, quit_scene: Option<String>, member_change_count: Option<u32> },
+    /// `change_external_tag`: create, update, delete, shuffle.
+    Tag { id: String, tag_type: String, change: String },
+    /// Anything else, kept for the record.
+    Other { msg_type: String, event: Option<String>, change: Option<String> },
+}
+
+impl CallbackEvent {
+    pub fn from_fields(f: &Fields) -> Result<CallbackEvent, XmlError> {
+        let msg_type = f.require("MsgType")?.to_string();
+        let event = f.get("Event").map(str::to_string);
+        let change = f.get("ChangeType").map(str::to_string);
+        let s = |k: &'static str| f.require(k).map(str::to_string);
+        let o = |k: &str| f.get(k).map(str::to_string).filter(|v| !v.is_empty());
+        Ok(match (event.as_deref(), change.as_deref()) {
+            (Some("change_external_contact"), Some("add_external_contact" | "add_half_external_contact")) => {
+                CallbackEvent::ContactAdded { staff: s("UserID")?, external_userid: s("ExternalUserID")?, state: o("State"), welcome_code: o("WelcomeCode") }
+            }
+            (Some("change_external_contact"), Some("edit_external_contact")) => CallbackEvent::ContactEdited { staff: s("UserID")?, external_userid: s("ExternalUserID")? },
+            (Some("change_external_contact"), Some("del_follow_user")) => CallbackEvent::ContactDeletedByCustomer { staff: s("UserID")?, external_userid: s("ExternalUserID")? },
+            (Some("change_external_contact"), Some("del_external_contact")) => CallbackEvent::ContactDeletedByStaff { staff: s("UserID")?, external_userid: s("ExternalUserID")? },
+            (Some("change_external_contact"), Some("transfer_fail")) => {
+                CallbackEvent::TransferFailed { staff: s("UserID")?, external_userid: s("ExternalUserID")?, reason: o("FailReason") }
+            }
+            (Some("change_external_chat"), Some(c)) => CallbackEvent::Group {
+                chat_id: s("ChatId")?,
+                change: c.to_string(),
+                update_detail: o("UpdateDetail"),
+                join_scene: o("JoinScene"),
+                quit_scene: o("QuitScene"),
+                member_change_count: f.get("MemChangeCnt").and_then(|v| v.parse().ok()),
+            },
+            (Some("change_external_tag"), Some(c)) => CallbackEvent::Tag { id: s("Id")?, tag_type: o("TagType").unwrap_or_default(), change: c.to_string() },
+            _ => CallbackEvent::Other { msg_type, event, change },
+        })
+    }
+}
+
+/// WeCom retries a callback up to three times: the same event has the same key.
+/// Messages carry `MsgId`; events are keyed by sender, time and what happened.
+pub fn dedupe_key(f: &Fields) -> String {
+    match f.get("MsgId") {
+        Some(id) => format!("wecom:msg:{id}"),
+        None => format!(
+            "wecom:event:{}:{}:{}:{}:{}:{}",
+            f.get("FromUserName").unwrap_or(""),
+            f.get("CreateTime").unwrap_or(""),
+            f.get("Event").unwrap_or(""),
+            f.get("ChangeType").unwrap_or(""),
+            f.get("ExternalUserID").or(f.get("ChatId")).or(f.get("Id")).unwrap_or(""),
+            f.get("UserID").unwrap_or(""),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_add_contact_event() {
+        let xml = "<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1403610513</CreateTime>\
+            <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]></ChangeType>\
+            <UserID><![CDATA[zhangsan]]></UserID><ExternalUserID><![CDATA[woAJ2GCAAAXtWyujaWJHDDGi0mACHAAA]]></ExternalUserID>\
+            <State><![CDATA[SH001-table_card]]></State><WelcomeCode><![CDATA[WELCOMECODE]]></WelcomeCode></xml>";
+        let f = parse(xml).unwrap();
+        assert_eq!(
+            CallbackEvent::from_fields(&f).unwrap(),
+            CallbackEvent::ContactAdded {
+                staff: "zhangsan".into(),
+                external_userid: "woAJ2GCAAAXtWyujaWJHDDGi0mACHAAA".into(),
+                state: Some("SH001-table_card".into()),
+                welcome_code: Some("WELCOMECODE".into())
+            }
+        );
+        assert_eq!(dedupe_key(&f), "wecom:event:sys:1403610513:change_external_contact:add_external_contact:woAJ2GCAAAXtWyujaWJHDDGi0mACHAAA:zhangsan");
+    }
+
+    #[test]
+    fn refuses_doctypes_and_garbage() {
+        let xxe = r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Content>&e;</Content></xml>"#;
+        assert_eq!(parse(xxe), Err(XmlError::Doctype));
+        assert!(parse("not xml at all").is_err());
+        assert!(parse("<xml><a>1</b></xml>").is_err());
+        assert_eq!(parse("<xml><a>&lt;ok&gt; &#20320;</a></xml>").unwrap().get("a"), Some("<ok> 你"));
+        assert!(parse("<xml><a>&custom;</a></xml>").is_err());
+    }
+}
