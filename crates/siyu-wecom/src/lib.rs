@@ -8,3 +8,4 @@
 pub mod callback;
 pub mod client;
 pub mod crypto;
+pub mod events;

@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Campaigns, journeys, the contact policy, guide tasks.
     pub outreach: Arc<crate::outreach::Outreach>,
+    /// WeCom callbacks, when configured.
+    pub wecom: Option<Arc<crate::wecom::WecomCallbacks>>,
 }
 
 pub type App = Arc<AppState>;
@@ -96,7 +98,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     tokio::spawn(minute_ticks(engine.clone()));
     let outreach = crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir).await.context("starting outreach")?;
     tokio::spawn(crate::outreach::run(outreach.clone()));
-    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach });
+    let wecom = crate::wecom::WecomCallbacks::load(&opts.data_dir)?.map(Arc::new);
+    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;

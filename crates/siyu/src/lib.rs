@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod outreach;
 pub mod secrets;
 pub mod segment_cli;
+pub mod wecom;

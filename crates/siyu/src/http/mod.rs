@@ -9,6 +9,7 @@ pub mod org;
 pub mod outreach;
 pub mod segments;
 pub mod tracking;
+pub mod wecom;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -23,6 +24,7 @@ pub fn router(app: App) -> Router {
     let admin_api = admin::routes().merge(org::routes()).merge(segments::routes()).merge(outreach::routes()).route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .merge(tracking::routes())
+        .merge(wecom::routes())
         .merge(admin_api)
         .route("/api/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))

@@ -1,0 +1,162 @@
+//! WeCom callbacks against the real server: URL verification, an encrypted
+//! `add_external_contact` becoming a profile with its guide, store and channel, retries
+//! stored once, the customer removing the guide becoming the block the contact policy
+//! uses, and every kind of bad request refused with nothing recorded.
+
+mod common;
+
+use common::TestApp;
+use reqwest::StatusCode;
+use serde_json::json;
+use siyu_core::Timestamp;
+use siyu_store::testing::TestStore;
+use siyu_wecom::crypto::MsgCrypt;
+
+const CORP: &str = "ww1436e0e65a779aee";
+const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
+const KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+
+async fn spawn(store: TestStore) -> TestApp {
+    let config = json!({"corp_id": CORP, "token": TOKEN, "encoding_aes_key": KEY});
+    std::fs::write(store.dir.path().join("wecom.json"), config.to_string()).unwrap();
+    TestApp::spawn(store).await
+}
+
+fn now_secs() -> String {
+    (Timestamp::now().0 / 1000).to_string()
+}
+
+fn event_xml(change: &str, staff: &str, external: &str, extra: &str, created: i64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{created}</CreateTime>\
+         <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[{change}]]></ChangeType>\
+         <UserID><![CDATA[{staff}]]></UserID><ExternalUserID><![CDATA[{external}]]></ExternalUserID>{extra}</xml>"
+    )
+}
+
+/// POSTs an event sealed by `crypt`; returns the status and body.
+async fn post_event(app: &TestApp, crypt: &MsgCrypt, xml: &str, nonce: &str) -> (StatusCode, String) {
+    let ts = now_secs();
+    let envelope = crypt.seal(xml, &ts, nonce);
+    let f = siyu_wecom::callback::parse(&envelope).unwrap();
+    let sig = f.get("MsgSignature").unwrap().to_string();
+    let url = app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}"));
+    let r = app.client.post(url).body(envelope).send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+async fn callbacks(store: TestStore) {
+    let app = spawn(store).await;
+    let crypt = MsgCrypt::new(TOKEN, KEY, CORP).unwrap();
+    app.put("/api/v1/stores/SH001", Some(&json!({"name": "静安店", "city": "Shanghai"}))).await;
+    app.put("/api/v1/staff/li.sh0052", Some(&json!({"name": "李晨", "store_id": "SH001"}))).await;
+
+    // URL verification: the decrypted echostr comes back.
+    let (ts, nonce) = (now_secs(), "verify1");
+    let echostr = crypt.encrypt("1288432023552776189");
+    let sig = crypt.sign(&ts, nonce, &echostr);
+    let url = app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}&echostr={}", urlencode(&echostr)));
+    let r = app.client.get(url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "1288432023552776189");
+
+    // A customer adds the guide through the store's table-card QR code.
+    let created = Timestamp::now().0 / 1000;
+    let add = event_xml("add_external_contact", "li.sh0052", "wmCustomer001", "<State><![CDATA[SH001-table_card]]></State><WelcomeCode><![CDATA[WC1]]></WelcomeCode>", created);
+    assert_eq!(post_event(&app, &crypt, &add, "n1").await, (StatusCode::OK, "success".to_string()));
+    // WeCom retries (new nonce, same event): stored once.
+    assert_eq!(post_event(&app, &crypt, &add, "n2").await.0, StatusCode::OK);
+    app.settle_all().await;
+    let (s, p) = app.lookup("external_userid=wmCustomer001").await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let id = p["id"].as_i64().unwrap();
+    let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
+    let added: Vec<_> = events["events"].as_array().unwrap().iter().filter(|e| e["name"] == json!("Contact Added")).collect();
+    assert_eq!(added.len(), 1, "{events}");
+    assert_eq!(added[0]["payload"]["state"], json!("SH001-table_card"));
+    assert_eq!(added[0]["payload"]["store_id"], json!("SH001"));
+    assert_eq!(added[0]["payload"]["channel"], json!("table_card"));
+    let (_, mine) = app.get("/api/v1/staff/li.sh0052/customers").await;
+    assert_eq!(mine["customers"].as_array().unwrap().len(), 1, "{mine}");
+
+    // Bad requests: 4xx and nothing recorded.
+    let (_, before) = app.get("/api/v1/stats").await;
+    let other_corp = MsgCrypt::new(TOKEN, KEY, "ww_not_this_corp").unwrap();
+    let bad = event_xml("add_external_contact", "li.sh0052", "wmIntruder", "", created);
+    assert_eq!(post_event(&app, &other_corp, &bad, "n3").await.0, StatusCode::FORBIDDEN, "wrong corp id");
+    let forged = MsgCrypt::new("another-token", KEY, CORP).unwrap();
+    assert_eq!(post_event(&app, &forged, &bad, "n4").await.0, StatusCode::FORBIDDEN, "bad signature");
+    // A replay of a request already accepted (same timestamp and nonce).
+    let ts = now_secs();
+    let envelope = crypt.seal(&bad, &ts, "n5");
+    let sig = siyu_wecom::callback::parse(&envelope).unwrap().get("MsgSignature").unwrap().to_string();
+    let url = app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce=n5"));
+    assert_eq!(app.client.post(&url).body(envelope.clone()).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.client.post(&url).body(envelope).send().await.unwrap().status(), StatusCode::FORBIDDEN, "replayed nonce");
+    app.settle_all().await;
+    let (_, after_replay) = app.get("/api/v1/stats").await;
+    let events_after_first = after_replay["events"].as_i64().unwrap();
+    // Stale timestamp.
+    let old = (Timestamp::now().0 / 1000 - 3600).to_string();
+    let envelope = crypt.seal(&bad, &old, "n6");
+    let sig = siyu_wecom::callback::parse(&envelope).unwrap().get("MsgSignature").unwrap().to_string();
+    let r = app.client.post(app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={old}&nonce=n6"))).body(envelope).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "stale");
+    // Garbage, XXE, and a signed but undecryptable body.
+    for body in ["garbage", "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><xml><Encrypt>&e;</Encrypt></xml>"] {
+        let r = app.client.post(app.url(&format!("/wecom/callback?msg_signature=00&timestamp={}&nonce=g", now_secs()))).body(body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let ts = now_secs();
+    let junk = "bm90IGEgcmVhbCBtZXNzYWdlIGF0IGFsbCEhISEhIQ==";
+    let sig = crypt.sign(&ts, "n7", junk);
+    let r = app.client.post(app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce=n7"))).body(format!("<xml><Encrypt><![CDATA[{junk}]]></Encrypt></xml>")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "undecryptable");
+    let r = app.client.post(app.url("/wecom/callback")).body("<xml/>").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no signature");
+    app.settle_all().await;
+    let (_, after) = app.get("/api/v1/stats").await;
+    assert_eq!(after["events"].as_i64().unwrap(), events_after_first, "nothing recorded by bad requests");
+    assert_eq!(after["profiles"].as_i64().unwrap() - before["profiles"].as_i64().unwrap(), 1, "only the one valid (replayed) request made a profile");
+
+    // The customer removes the guide: `Contact Deleted`, the relationship ends, and the
+    // contact policy holds them in the block cooldown.
+    let del = event_xml("del_follow_user", "li.sh0052", "wmCustomer001", "", created + 5);
+    assert_eq!(post_event(&app, &crypt, &del, "n8").await.0, StatusCode::OK);
+    app.settle_all().await;
+    let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
+    let deleted = events["events"].as_array().unwrap().iter().find(|e| e["name"] == json!("Contact Deleted")).expect("Contact Deleted");
+    assert_eq!(deleted["payload"]["initiator"], json!("customer"));
+    let (_, mine) = app.get("/api/v1/staff/li.sh0052/customers").await;
+    assert_eq!(mine["customers"].as_array().unwrap().len(), 1, "only the customer of the accepted replay test is left: {mine}");
+    let (s, v) = app.post("/api/v1/segments", &json!({"name": "wecom_customers", "rule": "has(external_userid)"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, c) = app.post("/api/v1/campaigns", &json!({"name": "sms", "audience": {"segment": "wecom_customers"}, "channel": "sms", "content": "hi"})).await;
+    app.send("/v1/identify", &json!({"anonymousId": "a1", "context": {"externalIds": [{"id": "wmCustomer001", "type": "external_userid", "collection": "users", "encoding": "none"}]}, "traits": {"consent.sms": true}})).await;
+    app.settle_all().await;
+    let (_, preview) = app.post(&format!("/api/v1/campaigns/{}/preview", c["id"]), &json!({})).await;
+    // Our customer consented but is in the cooldown; the other (no consent) is not sent either.
+    assert_eq!(preview["would_send"], json!(0), "{preview}");
+    assert_eq!(preview["suppressed"][1], json!({"reason": "block_cooldown", "count": 1, "why": "the customer removed their guide or complained recently"}), "{preview}");
+    app.shutdown().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_callbacks_sqlite() {
+    callbacks(TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_callbacks_postgres() {
+    let Some(store) = TestStore::postgres().await else { return };
+    callbacks(store).await;
+}
