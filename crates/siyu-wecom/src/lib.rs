@@ -9,3 +9,4 @@ pub mod callback;
 pub mod client;
 pub mod crypto;
 pub mod events;
+pub mod sim;

@@ -1,0 +1,527 @@
+//! A WeCom simulator: the server API endpoints Siyu uses, with WeCom's JSON shapes,
+//! error codes and limits, over a small in-memory corp; it can also play the customer
+//! (scan a contact way, remove a guide) and send the encrypted callbacks WeCom would.
+//!
+//! Fidelity notes: token lifetime, the 10,000-recipient limit of `add_msg_template`, a
+//! customer's monthly receive limit (the days of the month by default), the 20-second,
+//! once-only welcome code (41051 on a second use), at most 2 transfers of a customer in
+//! 90 days, 10,000 calls a minute per API. Error numbers follow WeCom's global error
+//! code list where it names the case (40001, 40013, 40014, 42001, 45009, 41051, 84061);
+//! cases it does not name use 40058 ("invalid parameter") with a message that says why.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::crypto::MsgCrypt;
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub corp_id: String,
+    pub secret: String,
+    pub token_ttl: Duration,
+    /// Mass messages a customer may receive per month (0: the days of the month).
+    pub receive_limit_per_month: u32,
+    /// Where to send callbacks, and how to seal them.
+    pub callback_url: Option<String>,
+    pub callback_token: String,
+    pub encoding_aes_key: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Follow {
+    userid: String,
+    state: Option<String>,
+    createtime: i64,
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Customer {
+    name: String,
+    follows: Vec<Follow>,
+    /// When mass messages reached them (seconds).
+    received: Vec<i64>,
+    transfers: Vec<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct MassMessage {
+    sender: String,
+    text: String,
+    created: i64,
+    /// external_userid → status (1 sent, 2 not a friend, 3 over the receive limit).
+    results: Vec<(String, u32)>,
+}
+
+#[derive(Default)]
+struct Corp {
+    staff: Vec<String>,
+    customers: BTreeMap<String, Customer>,
+    tokens: HashMap<String, Instant>,
+    token_requests: u64,
+    tag_groups: Vec<(String, String, Vec<(String, String)>)>,
+    contact_ways: BTreeMap<String, (Vec<String>, Option<String>)>,
+    welcome_codes: HashMap<String, (Instant, bool, String, String)>,
+    welcomes_sent: Vec<(String, String, String)>,
+    mass: BTreeMap<String, MassMessage>,
+    groups: BTreeMap<String, (String, String, Vec<String>)>,
+    calls: HashMap<String, (Instant, u32)>,
+    /// Answer -1 (system busy) to this many calls: tests retries.
+    busy: u32,
+    next_id: u64,
+}
+
+pub struct Simulator {
+    config: SimConfig,
+    corp: Mutex<Corp>,
+    http: reqwest::Client,
+}
+
+type Sim = Arc<Simulator>;
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn err(code: i64, msg: &str) -> Json<Value> {
+    Json(json!({"errcode": code, "errmsg": msg}))
+}
+
+fn ok(mut v: Value) -> Json<Value> {
+    v["errcode"] = json!(0);
+    v["errmsg"] = json!("ok");
+    Json(v)
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Arc<Simulator> {
+        Arc::new(Simulator { config, corp: Mutex::new(Corp::default()), http: reqwest::Client::builder().no_proxy().build().expect("http") })
+    }
+
+    /// Adds staff with the customer-contact feature.
+    pub fn add_staff(&self, userids: &[&str]) {
+        let mut c = self.corp.lock().expect("corp");
+        for u in userids {
+            if !c.staff.iter().any(|s| s == u) {
+                c.staff.push(u.to_string());
+            }
+        }
+    }
+
+    /// Makes the next `n` API calls answer "system busy".
+    pub fn set_busy(&self, n: u32) {
+        self.corp.lock().expect("corp").busy = n;
+    }
+
+    /// Expires every token (the next call gets 42001).
+    pub fn expire_tokens(&self) {
+        let mut c = self.corp.lock().expect("corp");
+        for until in c.tokens.values_mut() {
+            *until = Instant::now() - Duration::from_secs(1);
+        }
+    }
+
+    pub fn token_requests(&self) -> u64 {
+        self.corp.lock().expect("corp").token_requests
+    }
+
+    pub fn welcomes_sent(&self) -> Vec<(String, String, String)> {
+        self.corp.lock().expect("corp").welcomes_sent.clone()
+    }
+
+    /// (msgid, sender, recipients, text) of every mass message.
+    pub fn mass_messages(&self) -> Vec<(String, String, Vec<String>, String)> {
+        let c = self.corp.lock().expect("corp");
+        c.mass.iter().map(|(id, m)| (id.clone(), m.sender.clone(), m.results.iter().map(|(e, _)| e.clone()).collect(), m.text.clone())).collect()
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/cgi-bin/gettoken", get(gettoken))
+            .route("/cgi-bin/externalcontact/{*api}", get(api_get).post(api_post))
+            .route("/sim/scan", post(sim_scan))
+            .route("/sim/remove_guide", post(sim_remove_guide))
+            .with_state(self.clone())
+    }
+
+    fn next_id(c: &mut Corp, prefix: &str) -> String {
+        c.next_id += 1;
+        format!("{prefix}{:08}", c.next_id)
+    }
+
+    /// Checks the token, the busy switch and the per-API rate: an error answer, or None.
+    fn admit(&self, c: &mut Corp, token: Option<&str>, api: &str) -> Option<Json<Value>> {
+        if c.busy > 0 {
+            c.busy -= 1;
+            return Some(err(-1, "system busy"));
+        }
+        match token.and_then(|t| c.tokens.get(t)) {
+            None => return Some(err(40014, "invalid access_token")),
+            Some(until) if Instant::now() >= *until => return Some(err(42001, "access_token expired")),
+            _ => {}
+        }
+        let e = c.calls.entry(api.to_string()).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= Duration::from_secs(60) {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        if e.1 > 10_000 {
+            return Some(err(45009, "api freq out of limit"));
+        }
+        None
+    }
+
+    /// Sends a sealed callback to the configured Siyu server.
+    async fn callback(&self, xml: String) -> Result<(), String> {
+        let Some(url) = &self.config.callback_url else { return Ok(()) };
+        let crypt = MsgCrypt::new(&self.config.callback_token, &self.config.encoding_aes_key, &self.config.corp_id).map_err(|e| e.to_string())?;
+        let ts = now_secs().to_string();
+        let nonce = format!("{}", rand::random::<u32>());
+        let envelope = crypt.seal(&xml, &ts, &nonce);
+        let f = crate::callback::parse(&envelope).map_err(|e| e.to_string())?;
+        let sig = f.get("MsgSignature").unwrap_or_default().to_string();
+        let resp = self.http.post(url).query(&[("msg_signature", sig.as_str()), ("timestamp", ts.as_str()), ("nonce", nonce.as_str())]).body(envelope).send().await.map_err(|e| e.to_string())?;
+        if resp.status().is_success() { Ok(()) } else { Err(format!("callback answered {}", resp.status())) }
+    }
+
+    fn event_xml(&self, change: &str, userid: &str, external: &str, extra: &str) -> String {
+        format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[{change}]]></ChangeType><UserID><![CDATA[{userid}]]></UserID><ExternalUserID><![CDATA[{external}]]></ExternalUserID>{extra}</xml>",
+            self.config.corp_id,
+            now_secs()
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    corpid: Option<String>,
+    corpsecret: Option<String>,
+}
+
+async fn gettoken(State(sim): State<Sim>, Query(q): Query<TokenQuery>) -> Json<Value> {
+    if q.corpid.as_deref() != Some(sim.config.corp_id.as_str()) {
+        return err(40013, "invalid corpid");
+    }
+    if q.corpsecret.as_deref() != Some(sim.config.secret.as_str()) {
+        return err(40001, "invalid credential, access_token is invalid or not latest");
+    }
+    let mut c = sim.corp.lock().expect("corp");
+    c.token_requests += 1;
+    let token = Simulator::next_id(&mut c, "simtoken");
+    c.tokens.insert(token.clone(), Instant::now() + sim.config.token_ttl);
+    ok(json!({"access_token": token, "expires_in": sim.config.token_ttl.as_secs()}))
+}
+
+#[derive(Deserialize)]
+struct Q {
+    access_token: Option<String>,
+    userid: Option<String>,
+    external_userid: Option<String>,
+    jobid: Option<String>,
+}
+
+async fn api_get(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Query<Q>) -> Json<Value> {
+    let mut c = sim.corp.lock().expect("corp");
+    if let Some(e) = sim.admit(&mut c, q.access_token.as_deref(), &api) {
+        return e;
+    }
+    match api.as_str() {
+        "get_follow_user_list" => ok(json!({"follow_user": c.staff})),
+        "list" => {
+            let Some(u) = q.userid.as_deref() else { return err(40058, "userid is required") };
+            if !c.staff.iter().any(|s| s == u) {
+                return err(84061, "not external contact");
+            }
+            let list: Vec<&String> = c.customers.iter().filter(|(_, cu)| cu.follows.iter().any(|f| f.userid == u)).map(|(e, _)| e).collect();
+            ok(json!({"external_userid": list}))
+        }
+        "get" => {
+            let Some(e) = q.external_userid.as_deref() else { return err(40058, "external_userid is required") };
+            match c.customers.get(e) {
+                Some(cu) => ok(contact_json(e, cu)),
+                None => err(84061, "not external contact"),
+            }
+        }
+        "get_moment_task_result" => ok(json!({"status": 3, "type": "add_moment_task", "result": {"jobid": q.jobid, "moment_id": "moment1"}})),
+        _ => err(40058, &format!("unsupported GET {api} in the simulator")),
+    }
+}
+
+fn contact_json(external: &str, cu: &Customer) -> Value {
+    let follows: Vec<Value> = cu
+        .follows
+        .iter()
+        .map(|f| json!({"userid": f.userid, "createtime": f.createtime, "state": f.state, "tags": f.tags.iter().map(|t| json!({"tag_id": t, "type": 1})).collect::<Vec<_>>()}))
+        .collect();
+    json!({"external_contact": {"external_userid": external, "name": cu.name, "type": 1}, "follow_user": follows})
+}
+
+async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Query<Q>, Json(body): Json<Value>) -> Json<Value> {
+    let mut c = sim.corp.lock().expect("corp");
+    if let Some(e) = sim.admit(&mut c, q.access_token.as_deref(), &api) {
+        return e;
+    }
+    let s = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    let list = |k: &str| body[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>();
+    match api.as_str() {
+        "batch/get_by_user" => {
+            let users = list("userid_list");
+            let all: Vec<Value> = c
+                .customers
+                .iter()
+                .flat_map(|(e, cu)| cu.follows.iter().filter(|f| users.contains(&f.userid)).map(move |f| (e, cu, f)))
+                .map(|(e, cu, f)| json!({"external_contact": {"external_userid": e, "name": cu.name, "type": 1}, "follow_info": {"userid": f.userid, "createtime": f.createtime, "state": f.state}}))
+                .collect();
+            let start: usize = s("cursor").parse().unwrap_or(0);
+            let limit = body["limit"].as_u64().unwrap_or(50).clamp(1, 100) as usize;
+            let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+            let next = if start + limit < all.len() { (start + limit).to_string() } else { String::new() };
+            ok(json!({"external_contact_list": page, "next_cursor": next}))
+        }
+        "get_corp_tag_list" => {
+            let groups: Vec<Value> = c
+                .tag_groups
+                .iter()
+                .map(|(id, name, tags)| json!({"group_id": id, "group_name": name, "tag": tags.iter().map(|(i, n)| json!({"id": i, "name": n})).collect::<Vec<_>>()}))
+                .collect();
+            ok(json!({"tag_group": groups}))
+        }
+        "add_corp_tag" => {
+            let group_id = Simulator::next_id(&mut c, "et_group");
+            let names: Vec<String> = body["tag"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
+            let tags: Vec<(String, String)> = names.into_iter().map(|n| (Simulator::next_id(&mut c, "et_tag"), n)).collect();
+            let out = json!({"tag_group": {"group_id": group_id, "group_name": s("group_name"), "tag": tags.iter().map(|(i, n)| json!({"id": i, "name": n})).collect::<Vec<_>>()}});
+            let group_name = s("group_name");
+            c.tag_groups.push((group_id, group_name, tags));
+            ok(out)
+        }
+        "edit_corp_tag" => {
+            let (id, name) = (s("id"), s("name"));
+            for (_, _, tags) in c.tag_groups.iter_mut() {
+                for t in tags.iter_mut().filter(|t| t.0 == id) {
+                    t.1 = name.clone();
+                }
+            }
+            ok(json!({}))
+        }
+        "del_corp_tag" => {
+            let ids = list("tag_id");
+            for (_, _, tags) in c.tag_groups.iter_mut() {
+                tags.retain(|t| !ids.contains(&t.0));
+            }
+            ok(json!({}))
+        }
+        "mark_tag" => {
+            let (u, e) = (s("userid"), s("external_userid"));
+            let (add, remove) = (list("add_tag"), list("remove_tag"));
+            match c.customers.get_mut(&e).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == u)) {
+                Some(f) => {
+                    f.tags.retain(|t| !remove.contains(t));
+                    f.tags.extend(add.into_iter().filter(|t| !f.tags.contains(t)).collect::<Vec<_>>());
+                    ok(json!({}))
+                }
+                None => err(84061, "not external contact"),
+            }
+        }
+        "add_contact_way" => {
+            let users = list("user");
+            if users.is_empty() || users.iter().any(|u| !c.staff.contains(u)) {
+                return err(40058, "user must name staff with the customer-contact feature");
+            }
+            let id = Simulator::next_id(&mut c, "cw");
+            let state = body["state"].as_str().map(str::to_string);
+            c.contact_ways.insert(id.clone(), (users, state));
+            ok(json!({"config_id": id, "qr_code": format!("https://wework.qpic.cn/sim/{id}")}))
+        }
+        "get_contact_way" => match c.contact_ways.get(&s("config_id")) {
+            Some((users, state)) => ok(json!({"contact_way": {"config_id": s("config_id"), "type": 1, "scene": 2, "user": users, "state": state}})),
+            None => err(40058, "no such config_id"),
+        },
+        "update_contact_way" => {
+            let id = s("config_id");
+            let (users, state) = (list("user"), body["state"].as_str().map(str::to_string));
+            match c.contact_ways.get_mut(&id) {
+                Some(way) => {
+                    if !users.is_empty() {
+                        way.0 = users;
+                    }
+                    if state.is_some() {
+                        way.1 = state;
+                    }
+                    ok(json!({}))
+                }
+                None => err(40058, "no such config_id"),
+            }
+        }
+        "del_contact_way" => match c.contact_ways.remove(&s("config_id")) {
+            Some(_) => ok(json!({})),
+            None => err(40058, "no such config_id"),
+        },
+        "send_welcome_msg" => {
+            let code = s("welcome_code");
+            match c.welcome_codes.get_mut(&code) {
+                None => err(40058, "invalid welcome_code"),
+                Some((_, true, _, _)) => err(41051, "welcome code has been used"),
+                Some((at, _, _, _)) if at.elapsed() > Duration::from_secs(20) => err(40058, "welcome code expired: send it within 20 seconds of the add event"),
+                Some(entry) => {
+                    entry.1 = true;
+                    let (u, e) = (entry.2.clone(), entry.3.clone());
+                    c.welcomes_sent.push((u, e, body["text"]["content"].as_str().unwrap_or_default().to_string()));
+                    ok(json!({}))
+                }
+            }
+        }
+        "add_msg_template" => {
+            let sender = s("sender");
+            let to = list("external_userid");
+            if to.len() > 10_000 {
+                return err(40058, "external_userid exceeds 10000");
+            }
+            if !c.staff.contains(&sender) {
+                return err(40058, "sender is not staff with the customer-contact feature");
+            }
+            let now = now_secs();
+            let limit = match sim.config.receive_limit_per_month {
+                0 => 31,
+                n => n,
+            } as usize;
+            let mut results = Vec::new();
+            let mut fail = Vec::new();
+            for e in to {
+                let status = match c.customers.get_mut(&e) {
+                    Some(cu) if cu.follows.iter().any(|f| f.userid == sender) => {
+                        cu.received.retain(|t| now - t < 30 * 86_400);
+                        if cu.received.len() >= limit {
+                            3
+                        } else {
+                            cu.received.push(now);
+                            1
+                        }
+                    }
+                    _ => {
+                        fail.push(e.clone());
+                        2
+                    }
+                };
+                results.push((e, status));
+            }
+            let id = Simulator::next_id(&mut c, "msg");
+            c.mass.insert(id.clone(), MassMessage { sender, text: body["text"]["content"].as_str().unwrap_or_default().to_string(), created: now, results });
+            ok(json!({"msgid": id, "fail_list": fail}))
+        }
+        "get_groupmsg_list_v2" => {
+            let list: Vec<Value> = c.mass.iter().map(|(id, m)| json!({"msgid": id, "creator": m.sender, "create_type": 0, "create_time": m.created, "text": {"content": m.text}})).collect();
+            ok(json!({"group_msg_list": list, "next_cursor": ""}))
+        }
+        "get_groupmsg_task" => match c.mass.get(&s("msgid")) {
+            Some(m) => ok(json!({"task_list": [{"userid": m.sender, "status": 2, "send_time": m.created}], "next_cursor": ""})),
+            None => err(40058, "no such msgid"),
+        },
+        "get_groupmsg_send_result" => match c.mass.get(&s("msgid")) {
+            Some(m) if m.sender == s("userid") => {
+                let list: Vec<Value> = m.results.iter().map(|(e, st)| json!({"external_userid": e, "userid": m.sender, "status": st, "send_time": m.created})).collect();
+                ok(json!({"send_list": list, "next_cursor": ""}))
+            }
+            Some(_) => ok(json!({"send_list": [], "next_cursor": ""})),
+            None => err(40058, "no such msgid"),
+        },
+        "groupchat/list" => {
+            let list: Vec<Value> = c.groups.keys().map(|id| json!({"chat_id": id, "status": 0})).collect();
+            ok(json!({"group_chat_list": list, "next_cursor": ""}))
+        }
+        "groupchat/get" => match c.groups.get(&s("chat_id")) {
+            Some((name, owner, members)) => ok(json!({"group_chat": {"chat_id": s("chat_id"), "name": name, "owner": owner,
+                "member_list": members.iter().map(|m| json!({"userid": m, "type": 2})).collect::<Vec<_>>()}})),
+            None => err(40058, "no such chat_id"),
+        },
+        "add_moment_task" => ok(json!({"jobid": Simulator::next_id(&mut c, "job")})),
+        "transfer_customer" | "resigned/transfer_customer" => {
+            let (from, to) = (s("handover_userid"), s("takeover_userid"));
+            let now = now_secs();
+            let mut customers = Vec::new();
+            for e in list("external_userid") {
+                let errcode = match c.customers.get_mut(&e) {
+                    Some(cu) => {
+                        cu.transfers.retain(|t| now - t < 90 * 86_400);
+                        if cu.transfers.len() >= 2 {
+                            40058
+                        } else if let Some(f) = cu.follows.iter_mut().find(|f| f.userid == from) {
+                            cu.transfers.push(now);
+                            f.userid = to.clone();
+                            0
+                        } else {
+                            84061
+                        }
+                    }
+                    None => 84061,
+                };
+                customers.push(json!({"external_userid": e, "errcode": errcode}));
+            }
+            ok(json!({"customer": customers}))
+        }
+        "transfer_result" => ok(json!({"customer": [], "next_cursor": ""})),
+        _ => err(40058, &format!("unsupported POST {api} in the simulator")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Scan {
+    config_id: String,
+    external_userid: String,
+    name: String,
+}
+
+/// A customer scans a contact way: they become the guide's contact, and WeCom calls back.
+async fn sim_scan(State(sim): State<Sim>, Json(scan): Json<Scan>) -> Json<Value> {
+    let (xml, code) = {
+        let mut c = sim.corp.lock().expect("corp");
+        let Some((users, state)) = c.contact_ways.get(&scan.config_id).cloned() else { return err(40058, "no such config_id") };
+        let userid = users[0].clone();
+        let code = Simulator::next_id(&mut c, "welcome");
+        c.welcome_codes.insert(code.clone(), (Instant::now(), false, userid.clone(), scan.external_userid.clone()));
+        let customer = c.customers.entry(scan.external_userid.clone()).or_default();
+        customer.name = scan.name.clone();
+        customer.follows.retain(|f| f.userid != userid);
+        customer.follows.push(Follow { userid: userid.clone(), state: state.clone(), createtime: now_secs(), tags: Vec::new() });
+        let extra = format!("<State><![CDATA[{}]]></State><WelcomeCode><![CDATA[{code}]]></WelcomeCode>", state.unwrap_or_default());
+        (sim.event_xml("add_external_contact", &userid, &scan.external_userid, &extra), code)
+    };
+    match sim.callback(xml).await {
+        Ok(()) => ok(json!({"welcome_code": code})),
+        Err(e) => err(-1, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Remove {
+    userid: String,
+    external_userid: String,
+}
+
+/// A customer removes their guide (`del_follow_user`).
+async fn sim_remove_guide(State(sim): State<Sim>, Json(r): Json<Remove>) -> Json<Value> {
+    let xml = {
+        let mut c = sim.corp.lock().expect("corp");
+        if let Some(cu) = c.customers.get_mut(&r.external_userid) {
+            cu.follows.retain(|f| f.userid != r.userid);
+        }
+        sim.event_xml("del_follow_user", &r.userid, &r.external_userid, "")
+    };
+    match sim.callback(xml).await {
+        Ok(()) => ok(json!({})),
+        Err(e) => err(-1, &e),
+    }
+}
+
+/// Serves the simulator on `listener` until the task is dropped.
+pub async fn serve(sim: Arc<Simulator>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, sim.router()).await
+}

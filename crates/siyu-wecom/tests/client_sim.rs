@@ -1,0 +1,105 @@
+//! The client against the simulator over real HTTP: one shared token, refresh on expiry,
+//! retries on "system busy", typed errors, cursor paging, WeCom's limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use siyu_wecom::client::{Client, WecomError};
+use siyu_wecom::sim::{SimConfig, Simulator};
+
+async fn start() -> (Arc<Simulator>, String) {
+    let sim = Simulator::new(SimConfig {
+        corp_id: "wwsim".into(),
+        secret: "sim-secret".into(),
+        token_ttl: Duration::from_secs(7200),
+        receive_limit_per_month: 0,
+        callback_url: None,
+        callback_token: "t".into(),
+        encoding_aes_key: "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt".into(),
+    });
+    sim.add_staff(&["li.sh0052", "wang.sh0001"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(siyu_wecom::sim::serve(sim.clone(), listener));
+    (sim, base)
+}
+
+async fn scan(base: &str, config_id: &str, external: &str) {
+    let v: serde_json::Value = reqwest::Client::new().post(format!("{base}/sim/scan")).json(&json!({"config_id": config_id, "external_userid": external, "name": external})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["errcode"], json!(0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_shared_refreshed_once_and_retries() {
+    let (sim, base) = start().await;
+    let client = Arc::new(Client::new(&base, "wwsim", "sim-secret"));
+    let calls: Vec<_> = (0..20).map(|_| { let c = client.clone(); tokio::spawn(async move { c.get_follow_user_list().await }) }).collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), vec!["li.sh0052".to_string(), "wang.sh0001".to_string()]);
+    }
+    assert_eq!(sim.token_requests(), 1, "twenty concurrent calls, one token");
+
+    sim.expire_tokens();
+    assert!(client.get_follow_user_list().await.is_ok());
+    assert_eq!(sim.token_requests(), 2, "an expired token is refreshed once");
+
+    sim.set_busy(2);
+    assert!(client.get_follow_user_list().await.is_ok(), "system busy is retried");
+    sim.set_busy(10);
+    assert_eq!(client.get_follow_user_list().await.unwrap_err().code(), Some(-1), "…up to a limit, then a typed error");
+    sim.set_busy(0);
+
+    let e = client.list_external_contacts("nobody").await.unwrap_err();
+    assert_eq!(e, WecomError::Api { errcode: 84061, errmsg: "not external contact".into() });
+    let bad = Client::new(&base, "wwsim", "wrong-secret");
+    assert_eq!(bad.get_follow_user_list().await.unwrap_err().code(), Some(40001));
+    assert!(!format!("{client:?}").contains("sim-secret"), "the secret is not printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
+    let (sim, base) = start().await;
+    let client = Client::new(&base, "wwsim", "sim-secret");
+    let (config_id, qr) = client.add_contact_way(&["li.sh0052"], "SH001-poster", "poster").await.unwrap();
+    assert!(qr.contains(&config_id));
+    assert_eq!(client.get_contact_way(&config_id).await.unwrap()["contact_way"]["state"], json!("SH001-poster"));
+    for i in 0..120 {
+        scan(&base, &config_id, &format!("wm{i:04}")).await;
+    }
+    let all = client.batch_get_by_user(&["li.sh0052".to_string()], 50).await.unwrap();
+    assert_eq!(all.len(), 120, "three pages followed");
+    assert_eq!(client.list_external_contacts("li.sh0052").await.unwrap().len(), 120);
+    assert_eq!(client.get_external_contact("wm0007").await.unwrap()["follow_user"][0]["state"], json!("SH001-poster"));
+
+    let group = client.add_corp_tag("口味", &["燕麦奶", "美式"]).await.unwrap();
+    let tag = group["tag_group"]["tag"][0]["id"].as_str().unwrap().to_string();
+    client.mark_tag("li.sh0052", "wm0001", &[tag.clone()], &[]).await.unwrap();
+    assert_eq!(client.get_external_contact("wm0001").await.unwrap()["follow_user"][0]["tags"][0]["tag_id"], json!(tag));
+    client.edit_corp_tag(&tag, "燕麦").await.unwrap();
+    assert_eq!(client.get_corp_tag_list(&[]).await.unwrap()["tag_group"][0]["tag"][0]["name"], json!("燕麦"));
+
+    // A welcome code works once.
+    let code: serde_json::Value = reqwest::Client::new().post(format!("{base}/sim/scan")).json(&json!({"config_id": config_id, "external_userid": "wmNew", "name": "new"})).send().await.unwrap().json().await.unwrap();
+    let code = code["welcome_code"].as_str().unwrap();
+    client.send_welcome_msg(code, "欢迎").await.unwrap();
+    assert_eq!(client.send_welcome_msg(code, "欢迎").await.unwrap_err().code(), Some(41051));
+
+    // Mass messages: per-recipient results; more than 10,000 recipients is refused.
+    let to: Vec<String> = vec!["wm0001".into(), "wm0002".into(), "stranger".into()];
+    let (msgid, fail) = client.add_msg_template("li.sh0052", &to, "秋季新豆").await.unwrap();
+    assert_eq!(fail, vec!["stranger".to_string()]);
+    let results = client.get_groupmsg_send_result(&msgid, "li.sh0052").await.unwrap();
+    let status: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(status, vec![1, 1, 2]);
+    let too_many: Vec<String> = (0..10_001).map(|i| format!("x{i}")).collect();
+    assert_eq!(client.add_msg_template("li.sh0052", &too_many, "x").await.unwrap_err().code(), Some(40058));
+    assert!(sim.mass_messages().len() == 1);
+
+    // Transfers: at most twice in 90 days.
+    let one = vec!["wm0003".to_string()];
+    for (from, to, code) in [("li.sh0052", "wang.sh0001", 0), ("wang.sh0001", "li.sh0052", 0), ("li.sh0052", "wang.sh0001", 40058)] {
+        let r = client.transfer_customer(from, to, &one).await.unwrap();
+        assert_eq!(r["customer"][0]["errcode"], json!(code));
+    }
+}
