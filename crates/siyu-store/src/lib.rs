@@ -21,6 +21,7 @@ pub mod segments;
 pub mod sql;
 pub mod sqlite;
 pub mod testing;
+pub mod wecom;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

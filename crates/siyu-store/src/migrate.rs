@@ -38,6 +38,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_outreach.sql"),
         postgres: include_str!("../migrations/postgres/0004_outreach.sql"),
     },
+    Migration {
+        version: 5,
+        name: "wecom",
+        sqlite: include_str!("../migrations/sqlite/0005_wecom.sql"),
+        postgres: include_str!("../migrations/postgres/0005_wecom.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied.

@@ -182,9 +182,9 @@ pub struct DeliveryRow {
     pub sent_at: Option<Timestamp>,
 }
 
-const DELIVERY_COLUMNS: &str = "id, key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at";
+pub const DELIVERY_COLUMNS: &str = "id, key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at";
 
-fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
+pub fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
     Ok(DeliveryRow {
         id: r.int(0)?,
         key: r.text(1)?,

@@ -96,9 +96,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let ingest = ingest::start(&store, &opts.data_dir.join("ingest-log"), observers).await.context("starting ingest")?;
     tokio::spawn(membership_events(changes_rx, ingest.clone(), engine.clock().clone()));
     tokio::spawn(minute_ticks(engine.clone()));
-    let outreach = crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir).await.context("starting outreach")?;
-    tokio::spawn(crate::outreach::run(outreach.clone()));
     let wecom = crate::wecom::WecomCallbacks::load(&opts.data_dir)?.map(Arc::new);
+    let wecom_client = wecom.as_ref().and_then(|w| w.client.clone());
+    let outreach = crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir, wecom_client).await.context("starting outreach")?;
+    tokio::spawn(crate::outreach::run(outreach.clone()));
     let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;

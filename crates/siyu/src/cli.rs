@@ -63,6 +63,8 @@ enum Command {
     Segment(crate::segment_cli::SegmentArgs),
     /// Campaigns on a running server: siyu campaign preview ID
     Campaign(crate::campaign_cli::CampaignArgs),
+    /// A WeCom simulator (the API endpoints Siyu uses, and customer callbacks).
+    WecomSim(crate::wecom_sim_cli::WecomSimArgs),
     /// Benchmarks that print the figures the issues ask for.
     Bench {
         #[command(subcommand)]
@@ -106,6 +108,7 @@ pub fn main() -> ExitCode {
             Command::Import(args) => import(args).await,
             Command::Segment(args) => crate::segment_cli::run(args).await,
             Command::Campaign(args) => crate::campaign_cli::run(args).await,
+            Command::WecomSim(args) => crate::wecom_sim_cli::run(args).await,
             Command::Bench { which } => crate::bench::run(which).await,
         }
     });

@@ -14,3 +14,4 @@ pub mod outreach;
 pub mod secrets;
 pub mod segment_cli;
 pub mod wecom;
+pub mod wecom_sim_cli;

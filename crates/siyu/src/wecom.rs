@@ -1,8 +1,11 @@
-//! WeCom in the server: the callback configuration and the guard against replays.
+//! WeCom in the server: the callback configuration, the guard against replays, and the
+//! API client.
 //!
-//! Configured by `DATA_DIR/wecom.json` (`{"corp_id", "token", "encoding_aes_key"}`) or
-//! the environment (`SIYU_WECOM_CORP_ID`, `SIYU_WECOM_TOKEN`, `SIYU_WECOM_AES_KEY`); the
-//! environment wins. Without a configuration `/wecom/callback` answers 404.
+//! Configured by `DATA_DIR/wecom.json` (`{"corp_id", "token", "encoding_aes_key",
+//! "secret", "api_base"}`) or the environment (`SIYU_WECOM_CORP_ID`, `SIYU_WECOM_TOKEN`,
+//! `SIYU_WECOM_AES_KEY`, `SIYU_WECOM_SECRET`, `SIYU_WECOM_API_BASE`); the environment
+//! wins. Without token and key `/wecom/callback` answers 404; without the secret Siyu
+//! makes no WeCom API calls (no welcome messages, contact ways or mass messages).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,10 +24,14 @@ struct WecomFile {
     corp_id: Option<String>,
     token: Option<String>,
     encoding_aes_key: Option<String>,
+    secret: Option<String>,
+    api_base: Option<String>,
 }
 
 pub struct WecomCallbacks {
     pub crypt: MsgCrypt,
+    /// The API client, when the customer-contact secret is configured.
+    pub client: Option<std::sync::Arc<siyu_wecom::client::Client>>,
     /// nonce → when it was seen (seconds), for replay detection.
     seen: Mutex<HashMap<String, i64>>,
 }
@@ -41,11 +48,14 @@ impl WecomCallbacks {
         let corp = env("SIYU_WECOM_CORP_ID").or(file.corp_id);
         let token = env("SIYU_WECOM_TOKEN").or(file.token);
         let key = env("SIYU_WECOM_AES_KEY").or(file.encoding_aes_key);
+        let secret = env("SIYU_WECOM_SECRET").or(file.secret);
+        let base = env("SIYU_WECOM_API_BASE").or(file.api_base).unwrap_or_else(|| siyu_wecom::client::DEFAULT_BASE.to_string());
         match (corp, token, key) {
             (Some(corp), Some(token), Some(key)) => {
                 let crypt = MsgCrypt::new(&token, &key, &corp).context("the WeCom EncodingAESKey")?;
-                tracing::info!(corp_id = %corp, "WeCom callbacks enabled at /wecom/callback");
-                Ok(Some(WecomCallbacks { crypt, seen: Mutex::new(HashMap::new()) }))
+                let client = secret.map(|s| std::sync::Arc::new(siyu_wecom::client::Client::new(&base, &corp, &s)));
+                tracing::info!(corp_id = %corp, api = client.is_some(), "WeCom callbacks enabled at /wecom/callback");
+                Ok(Some(WecomCallbacks { crypt, client, seen: Mutex::new(HashMap::new()) }))
             }
             (None, None, None) => Ok(None),
             _ => anyhow::bail!("WeCom callbacks need all three of corp_id, token and encoding_aes_key"),
@@ -68,4 +78,68 @@ impl WecomCallbacks {
         }
         Ok(())
     }
+}
+
+/// After a customer added a guide: the contact way's tags, and its welcome message
+/// through `send_welcome_msg` (WeCom accepts the welcome code once, within 20 seconds).
+/// Runs once the add is applied, so the profile exists.
+pub async fn after_contact_added(app: crate::app::App, seq: u64, staff: String, external: String, state: Option<String>, welcome_code: Option<String>) {
+    if let Err(e) = welcome(&app, seq, &staff, &external, state, welcome_code).await {
+        tracing::warn!(error = %e, "welcoming a new WeCom contact failed");
+    }
+}
+
+async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, state: Option<String>, welcome_code: Option<String>) -> anyhow::Result<()> {
+    use siyu_core::identity::{Identity, IdentityKind};
+    use siyu_store::{outreach as stored, profiles, wecom as wstore};
+
+    let Some(state) = state else { return Ok(()) };
+    app.ingest.wait_indexed(seq).await;
+    let identity = Identity::new(IdentityKind::ExternalUserid, external, None)?;
+    let s = state.clone();
+    let (profile, way) = app
+        .store
+        .run(move |db| Box::pin(async move { Ok((profiles::find_by_identity(db, &identity).await?, wstore::contact_way_by_state(db, &s).await?)) }))
+        .await?;
+    let (Some(profile), Some(way)) = (profile, way) else { return Ok(()) };
+    let now = siyu_core::Timestamp::now();
+    let tags = way.tags.clone();
+    app.store
+        .run(move |db| {
+            Box::pin(async move {
+                for t in &tags {
+                    profiles::add_tag(db, profile, t, "contact_way", now).await?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    for t in &way.tags {
+        app.engine.set_tag(profile as u32, t, true);
+    }
+    let (Some(template), Some(code), Some(client)) = (way.welcome, welcome_code, app.wecom.as_ref().and_then(|w| w.client.clone())) else { return Ok(()) };
+    let template = siyu_outreach::template::Template::parse(&template).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = format!("welcome:{state}:{external}:{code}");
+    let text = crate::outreach::render::render_many(&app.outreach, &template, None, &[(profile, Some(staff.to_string()), key.clone())]).await?.pop().unwrap_or_default();
+    let (status, reason) = match client.send_welcome_msg(&code, &text).await {
+        Ok(_) => ("sent", None),
+        Err(e) => ("failed", Some(format!("wecom_{}", e.code().unwrap_or(0)))),
+    };
+    let row = stored::NewDelivery {
+        key,
+        profile_id: profile,
+        campaign_id: None,
+        journey_id: None,
+        channel: "wecom".into(),
+        kind: "service".into(),
+        status: status.into(),
+        reason,
+        guide: Some(staff.to_string()),
+        task_id: None,
+        content: Some(text),
+        created_at: now,
+        due_at: now,
+    };
+    app.store.run(move |db| Box::pin(async move { stored::insert_deliveries(db, &[row]).await })).await?;
+    Ok(())
 }

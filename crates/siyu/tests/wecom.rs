@@ -160,3 +160,106 @@ async fn wecom_callbacks_postgres() {
     let Some(store) = TestStore::postgres().await else { return };
     callbacks(store).await;
 }
+
+/// The whole loop with the simulator playing WeCom: a store's QR code, a customer adding
+/// the guide, the callback, the tag and the welcome message, a broadcast becoming the
+/// guide's task, the confirmed task becoming a mass message with its results, and the
+/// customer leaving.
+async fn with_simulator(store: TestStore) {
+    use siyu_wecom::sim::{SimConfig, Simulator};
+    // The simulator needs Siyu's address for callbacks, and Siyu the simulator's: bind both first.
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_base = format!("http://{}", sim_listener.local_addr().unwrap());
+    let config = json!({"corp_id": CORP, "token": TOKEN, "encoding_aes_key": KEY, "secret": "sim-secret", "api_base": sim_base});
+    std::fs::write(store.dir.path().join("wecom.json"), config.to_string()).unwrap();
+    std::fs::write(store.dir.path().join("outreach.json"), json!({"policy": {"quiet_hours": null}}).to_string()).unwrap();
+    let app = TestApp::spawn(store).await;
+    let sim = Simulator::new(SimConfig {
+        corp_id: CORP.into(),
+        secret: "sim-secret".into(),
+        token_ttl: std::time::Duration::from_secs(7200),
+        receive_limit_per_month: 0,
+        callback_url: Some(app.url("/wecom/callback")),
+        callback_token: TOKEN.into(),
+        encoding_aes_key: KEY.into(),
+    });
+    sim.add_staff(&["li.sh0052"]);
+    tokio::spawn(siyu_wecom::sim::serve(sim.clone(), sim_listener));
+    app.put("/api/v1/stores/SH001", Some(&json!({"name": "静安店", "city": "Shanghai"}))).await;
+    app.put("/api/v1/staff/li.sh0052", Some(&json!({"name": "李晨", "store_id": "SH001"}))).await;
+
+    // HQ creates the store's table-card QR code for the guide.
+    let (s, way) = app.post("/api/v1/wecom/contact-ways", &json!({"guide": "li.sh0052", "channel": "table_card", "tags": ["门店桌卡"],
+        "welcome": "{{ owner.name }}：欢迎来{{ store.name }}！"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{way}");
+    assert_eq!(way["state"], json!("SH001-table_card"));
+    let (s, _) = app.post("/api/v1/wecom/contact-ways", &json!({"guide": "li.sh0052", "channel": "table_card"})).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    // A customer scans it.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r: serde_json::Value = http.post(format!("{sim_base}/sim/scan")).json(&json!({"config_id": way["config_id"], "external_userid": "wmTea01", "name": "周思远"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["errcode"], json!(0), "{r}");
+    let mut welcomed = false;
+    for _ in 0..100 {
+        if !sim.welcomes_sent().is_empty() {
+            welcomed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(welcomed, "the welcome message went through send_welcome_msg");
+    assert_eq!(sim.welcomes_sent()[0], ("li.sh0052".into(), "wmTea01".into(), "李晨：欢迎来静安店！".into()));
+    app.settle_all().await;
+    let (_, p) = app.lookup("external_userid=wmTea01").await;
+    let id = p["id"].as_i64().unwrap();
+    assert!(p["tags"].to_string().contains("门店桌卡"), "{p}");
+    let (_, ways) = app.get("/api/v1/wecom/contact-ways").await;
+    assert_eq!((ways[0]["adds"].as_i64(), ways[0]["deletions"].as_i64()), (Some(1), Some(0)));
+
+    // A WeCom broadcast becomes the guide's task; the guide confirms; Siyu sends the
+    // mass message through WeCom and records the result.
+    app.engine().tick().await.unwrap();
+    app.post("/api/v1/segments", &json!({"name": "table_card", "rule": "tag = \"门店桌卡\""})).await;
+    let (_, c) = app.post("/api/v1/campaigns", &json!({"name": "新豆", "audience": {"segment": "table_card"}, "channel": "wecom", "content": "秋季新豆到店"})).await;
+    let cid = c["id"].as_i64().unwrap();
+    app.post(&format!("/api/v1/campaigns/{cid}/actions/schedule"), &json!({})).await;
+    let outreach = app.running.as_ref().unwrap().state.outreach.clone();
+    outreach.tick().await.unwrap();
+    let (_, tasks) = app.get("/api/v1/tasks?guide=li.sh0052").await;
+    let task = tasks[0]["id"].as_i64().unwrap();
+    let (_, t) = app.get(&format!("/api/v1/tasks/{task}")).await;
+    let item = t["items"][0]["delivery_id"].as_i64().unwrap();
+    let (s, _) = app.post(&format!("/api/v1/tasks/{task}/items/{item}"), &json!({"action": "confirm"})).await;
+    assert_eq!(s, StatusCode::OK);
+    outreach.tick().await.unwrap(); // add_msg_template, then its results
+    let mass = sim.mass_messages();
+    assert_eq!(mass.len(), 1);
+    assert_eq!((mass[0].1.as_str(), mass[0].2.clone(), mass[0].3.as_str()), ("li.sh0052", vec!["wmTea01".to_string()], "秋季新豆到店"));
+    let (_, d) = app.get(&format!("/api/v1/profiles/{id}/deliveries")).await;
+    let touch = d["deliveries"].as_array().unwrap().iter().find(|x| x["campaign_id"] == json!(cid)).unwrap().clone();
+    assert_eq!(touch["status"], json!("sent"), "{d}");
+    let welcome = d["deliveries"].as_array().unwrap().iter().find(|x| x["kind"] == json!("service")).unwrap().clone();
+    assert_eq!(welcome["status"], json!("sent"));
+
+    // The customer removes the guide.
+    let r: serde_json::Value = http.post(format!("{sim_base}/sim/remove_guide")).json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["errcode"], json!(0), "{r}");
+    app.settle_all().await;
+    let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
+    assert!(events["events"].as_array().unwrap().iter().any(|e| e["name"] == json!("Contact Deleted")));
+    let (_, ways) = app.get("/api/v1/wecom/contact-ways").await;
+    assert_eq!(ways[0]["deletions"], json!(1));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_end_to_end_with_the_simulator_sqlite() {
+    with_simulator(TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_end_to_end_with_the_simulator_postgres() {
+    let Some(store) = TestStore::postgres().await else { return };
+    with_simulator(store).await;
+}

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{admin, org, outreach, segments, tracking};
+use crate::http::{admin, org, outreach, segments, tracking, wecom};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,7 +17,7 @@ use crate::http::{admin, org, outreach, segments, tracking};
         outreach::list_campaigns, outreach::create_campaign, outreach::show_campaign, outreach::update_campaign, outreach::preview_campaign,
         outreach::campaign_report, outreach::campaign_audit, outreach::campaign_action, outreach::list_journeys, outreach::put_journey,
         outreach::show_journey, outreach::profile_deliveries, outreach::list_tasks, outreach::show_task, outreach::resolve_item,
-        outreach::completion, outreach::contact_policy,
+        outreach::completion, outreach::contact_policy, wecom::create_contact_way, wecom::list_contact_ways,
     ),
     modifiers(&Security),
     tags(
@@ -26,6 +26,7 @@ use crate::http::{admin, org, outreach, segments, tracking};
         (name = "organisation", description = "Stores, staff and which guide serves which customer."),
         (name = "segments", description = "Live segments: rules in JSON or text form, counts, members, exports."),
         (name = "outreach", description = "Campaigns, journeys, the contact policy and every touch with why it was or was not sent."),
+        (name = "wecom", description = "WeCom: live QR codes (contact ways). Callbacks arrive at /wecom/callback."),
         (name = "tasks", description = "Staff-mediated sending: each guide's tasks, confirmations, completion rates."),
     )
 )]

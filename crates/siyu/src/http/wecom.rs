@@ -100,11 +100,107 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
     };
     tracing::debug!(?event, "WeCom callback");
     if let Some(m) = events::to_message(&fields, &event, Timestamp::now()) {
-        if let Err(e) = app.ingest.submit(vec![m]).await {
-            // Not acknowledged: WeCom retries.
-            tracing::error!(error = %e, "could not record a WeCom callback");
-            return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        let receipt = match app.ingest.submit(vec![m]).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not acknowledged: WeCom retries.
+                tracing::error!(error = %e, "could not record a WeCom callback");
+                return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+            }
+        };
+        // Tags and the welcome message happen after the answer: WeCom wants it fast.
+        if let CallbackEvent::ContactAdded { staff, external_userid, state, welcome_code } = event {
+            tokio::spawn(crate::wecom::after_contact_added(app.clone(), receipt.last_seq, staff, external_userid, state, welcome_code));
         }
     }
     "success".into_response()
+}
+
+// ---------- live QR codes (contact ways), admin API ----------
+
+use axum::routing::post;
+use axum::{Extension, Json};
+use serde::Serialize;
+use siyu_store::wecom::{self as wstore, ContactWay};
+use utoipa::ToSchema;
+
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+
+pub fn admin_routes() -> Router<App> {
+    Router::new().route("/api/v1/wecom/contact-ways", post(create_contact_way).get(list_contact_ways))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ContactWayInput {
+    /// The guide whose QR code it is.
+    pub guide: String,
+    /// poster, table_card, parcel_insert, official_account …
+    pub channel: String,
+    /// Defaults to the guide's store.
+    pub store_id: Option<String>,
+    /// Tags for customers who add through it.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Welcome message template (`{{ traits.name }}`, `{{ owner.name }}`, `{{ store.name }}`).
+    pub welcome: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ContactWayView {
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub way: ContactWay,
+    /// Customers who added through it, and how many later removed the guide.
+    pub adds: i64,
+    pub deletions: i64,
+}
+
+#[utoipa::path(post, path = "/api/v1/wecom/contact-ways", tag = "wecom", summary = "Create a live QR code (contact way) for a guide and channel",
+    request_body = ContactWayInput, responses((status = 201, body = ContactWay), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_contact_way(State(app): State<App>, Extension(caller): Extension<Caller>, Json(input): Json<ContactWayInput>) -> ApiResult<(StatusCode, Json<ContactWay>)> {
+    caller.require_admin()?;
+    let client = app.wecom.as_ref().and_then(|w| w.client.clone()).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id, secret, token and key first (see README)"))?;
+    if input.channel.is_empty() || input.channel.contains('-') || !input.channel.is_ascii() {
+        return Err(ApiError::bad_request("invalid_channel", "channel: ASCII without '-', e.g. table_card"));
+    }
+    if let Some(w) = &input.welcome {
+        siyu_outreach::template::Template::parse(w).map_err(|e| ApiError::bad_request("invalid_welcome", e.to_string()))?;
+    }
+    let g = input.guide.clone();
+    let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &g).await })).await?.ok_or_else(|| ApiError::bad_request("unknown_guide", format!("no staff {:?}", input.guide)))?;
+    let store = input.store_id.clone().or(staff.store_id).ok_or_else(|| ApiError::bad_request("missing_store", "the guide has no store; give store_id"))?;
+    // WeCom allows 30 characters of state; Siyu's is `STORE-channel`.
+    let state = format!("{store}-{}", input.channel);
+    if state.len() > 30 {
+        return Err(ApiError::bad_request("state_too_long", format!("{state:?} is longer than WeCom's 30 characters")));
+    }
+    let s = state.clone();
+    if app.store.run(move |db| Box::pin(async move { wstore::contact_way_by_state(db, &s).await })).await?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "contact_way_exists", format!("store {store} already has a {} QR code", input.channel)));
+    }
+    let (config_id, qr_code) = client
+        .add_contact_way(&[input.guide.as_str()], &state, &input.channel)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "wecom_error", e.to_string()))?;
+    let way = ContactWay { config_id, state, store_id: Some(store), guide: input.guide, channel: input.channel, tags: input.tags, welcome: input.welcome, qr_code, created_at: Timestamp::now() };
+    let w = way.clone();
+    app.store.run(move |db| Box::pin(async move { wstore::add_contact_way(db, &w).await })).await?;
+    Ok((StatusCode::CREATED, Json(way)))
+}
+
+#[utoipa::path(get, path = "/api/v1/wecom/contact-ways", tag = "wecom", summary = "Live QR codes with adds and later deletions per channel",
+    responses((status = 200, body = [ContactWayView])), security(("bearer" = [])))]
+pub async fn list_contact_ways(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<ContactWayView>>> {
+    caller.require_admin()?;
+    let (ways, counts) = app.store.run(|db| Box::pin(async move { Ok((wstore::contact_ways(db).await?, wstore::contact_way_counts(db).await?)) })).await?;
+    Ok(Json(
+        ways.into_iter()
+            .map(|way| {
+                let (adds, deletions) = counts.iter().find(|(s, _, _)| *s == way.state).map(|(_, a, d)| (*a, *d)).unwrap_or((0, 0));
+                ContactWayView { way, adds, deletions }
+            })
+            .collect(),
+    ))
 }

@@ -12,6 +12,7 @@ pub mod campaigns;
 pub mod channels;
 pub mod journeys;
 pub mod render;
+pub mod wecom_channel;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct Outreach {
     /// Every marketing touch planned or made: what caps are checked against.
     pub ledger: Mutex<ContactLedger>,
     pub sender: Arc<dyn Sender>,
+    /// WeCom's API: confirmed guide tasks become mass messages through it.
+    pub wecom: Option<Arc<siyu_wecom::client::Client>>,
     /// One tick at a time (the background loop and tests calling `tick` directly).
     ticking: Mutex<()>,
 }
@@ -75,14 +78,14 @@ pub struct Outreach {
 const DISPATCH_BATCH: i64 = 2000;
 
 impl Outreach {
-    pub async fn start(store: Store, engine: Engine, ingest: IngestHandle, data_dir: &Path) -> anyhow::Result<Arc<Outreach>> {
+    pub async fn start(store: Store, engine: Engine, ingest: IngestHandle, data_dir: &Path, wecom: Option<Arc<siyu_wecom::client::Client>>) -> anyhow::Result<Arc<Outreach>> {
         let config = OutreachConfig::load(data_dir)?;
         let sender: Arc<dyn Sender> = match &config.webhook_url {
             Some(url) => Arc::new(Webhook::new(url.clone())),
             None => Arc::new(Outbox { path: data_dir.join("outbox.jsonl") }),
         };
         tracing::info!(channel = %sender.name(), "outreach deliveries go to");
-        let outreach = Arc::new(Outreach { store, engine, ingest, config, ledger: Mutex::new(ContactLedger::new()), sender, ticking: Mutex::new(()) });
+        let outreach = Arc::new(Outreach { store, engine, ingest, config, ledger: Mutex::new(ContactLedger::new()), sender, wecom, ticking: Mutex::new(()) });
         outreach.rebuild_ledger().await?;
         Ok(outreach)
     }
@@ -122,6 +125,10 @@ impl Outreach {
         journeys::tick(self, now).await?;
         self.dispatch(now).await?;
         self.tasks(now).await?;
+        if let Some(client) = &self.wecom {
+            wecom_channel::push(self, client, now).await?;
+            wecom_channel::collect(self, client, now).await?;
+        }
         campaigns::watch(self, now).await?;
         Ok(())
     }

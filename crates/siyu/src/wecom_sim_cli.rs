@@ -1,0 +1,54 @@
+//! `siyu wecom-sim`: the WeCom simulator as a process, for the demo and for trying a
+//! WeCom setup without a corp.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use siyu_wecom::sim::{SimConfig, Simulator};
+
+#[derive(Args, Debug)]
+pub struct WecomSimArgs {
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, default_value = "wwsimulatedcorp")]
+    pub corp_id: String,
+    /// The customer-contact secret clients must present to /cgi-bin/gettoken.
+    #[arg(long, env = "SIYU_WECOM_SECRET", default_value = "sim-secret")]
+    pub secret: String,
+    /// Siyu's callback URL, e.g. http://127.0.0.1:8080/wecom/callback
+    #[arg(long)]
+    pub callback_url: Option<String>,
+    #[arg(long, env = "SIYU_WECOM_TOKEN", default_value = "simcallbacktoken")]
+    pub token: String,
+    #[arg(long, env = "SIYU_WECOM_AES_KEY", default_value = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt")]
+    pub aes_key: String,
+    /// Staff with the customer-contact feature, comma-separated.
+    #[arg(long, default_value = "")]
+    pub staff: String,
+    /// Mass messages a customer may receive per month (0: the days of the month).
+    #[arg(long, default_value_t = 0)]
+    pub receive_limit: u32,
+}
+
+pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
+    let sim = Simulator::new(SimConfig {
+        corp_id: args.corp_id.clone(),
+        secret: args.secret,
+        token_ttl: Duration::from_secs(7200),
+        receive_limit_per_month: args.receive_limit,
+        callback_url: args.callback_url.clone(),
+        callback_token: args.token,
+        encoding_aes_key: args.aes_key,
+    });
+    let staff: Vec<&str> = args.staff.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    sim.add_staff(&staff);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!("WeCom simulator for corp {} on http://{}", args.corp_id, listener.local_addr()?);
+    println!("  point Siyu at it with SIYU_WECOM_API_BASE=http://{}", listener.local_addr()?);
+    if let Some(url) = &args.callback_url {
+        println!("  callbacks go to {url}; play a customer with POST /sim/scan {{\"config_id\",\"external_userid\",\"name\"}}");
+    }
+    siyu_wecom::sim::serve(sim, listener).await?;
+    Ok(ExitCode::SUCCESS)
+}
