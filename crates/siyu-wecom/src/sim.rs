@@ -6,7 +6,7 @@
 //! customer's monthly receive limit (the days of the month by default), the 20-second,
 //! once-only welcome code (41051 on a second use), at most 2 transfers of a customer in
 //! 90 days, 10,000 calls a minute per API. Error numbers follow WeCom's global error
-//! code list where it names the case (40001, 40013, 40014, 42001, 45009, 41051, 84061);
+//! code list where it names the case (40001, 40013, 40014, 42001, 45009, 47001, 41051, 84061);
 //! cases it does not name use 40058 ("invalid parameter") with a message that says why.
 
 use std::collections::{BTreeMap, HashMap};
@@ -264,7 +264,12 @@ fn contact_json(external: &str, cu: &Customer) -> Value {
     json!({"external_contact": {"external_userid": external, "name": cu.name, "type": 1}, "follow_user": follows})
 }
 
-async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Query<Q>, Json(body): Json<Value>) -> Json<Value> {
+/// WeCom reads the body as JSON whatever its content type (wechatpy sends none).
+async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Query<Q>, raw: axum::body::Bytes) -> Json<Value> {
+    let body: Value = match serde_json::from_slice(&raw) {
+        Ok(v) => v,
+        Err(_) => return err(47001, "data format error"),
+    };
     let mut c = sim.corp.lock().expect("corp");
     if let Some(e) = sim.admit(&mut c, q.access_token.as_deref(), &api) {
         return e;
