@@ -115,6 +115,12 @@ impl Simulator {
         }
     }
 
+    /// A customer group with external members (at most 500 members, as in WeCom).
+    pub fn add_group(&self, chat_id: &str, name: &str, owner: &str, external_members: &[&str]) {
+        let members: Vec<String> = external_members.iter().take(500).map(|m| m.to_string()).collect();
+        self.corp.lock().expect("corp").groups.insert(chat_id.to_string(), (name.to_string(), owner.to_string(), members));
+    }
+
     /// Makes the next `n` API calls answer "system busy".
     pub fn set_busy(&self, n: u32) {
         self.corp.lock().expect("corp").busy = n;
@@ -444,7 +450,7 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
         }
         "groupchat/get" => match c.groups.get(&s("chat_id")) {
             Some((name, owner, members)) => ok(json!({"group_chat": {"chat_id": s("chat_id"), "name": name, "owner": owner,
-                "member_list": members.iter().map(|m| json!({"userid": m, "type": 2})).collect::<Vec<_>>()}})),
+                "member_list": members.iter().map(|m| json!({"userid": m, "type": 2, "join_time": now_secs(), "join_scene": 3})).collect::<Vec<_>>()}})),
             None => err(40058, "no such chat_id"),
         },
         "add_moment_task" => ok(json!({"jobid": Simulator::next_id(&mut c, "job")})),

@@ -15,3 +15,4 @@ pub mod secrets;
 pub mod segment_cli;
 pub mod wecom;
 pub mod wecom_sim_cli;
+pub mod wecom_sync;

@@ -32,6 +32,8 @@ pub struct WecomCallbacks {
     pub crypt: MsgCrypt,
     /// The API client, when the customer-contact secret is configured.
     pub client: Option<std::sync::Arc<siyu_wecom::client::Client>>,
+    /// The full sync's progress.
+    pub sync: crate::wecom_sync::SyncState,
     /// nonce → when it was seen (seconds), for replay detection.
     seen: Mutex<HashMap<String, i64>>,
 }
@@ -55,7 +57,7 @@ impl WecomCallbacks {
                 let crypt = MsgCrypt::new(&token, &key, &corp).context("the WeCom EncodingAESKey")?;
                 let client = secret.map(|s| std::sync::Arc::new(siyu_wecom::client::Client::new(&base, &corp, &s)));
                 tracing::info!(corp_id = %corp, api = client.is_some(), "WeCom callbacks enabled at /wecom/callback");
-                Ok(Some(WecomCallbacks { crypt, client, seen: Mutex::new(HashMap::new()) }))
+                Ok(Some(WecomCallbacks { crypt, client, sync: Default::default(), seen: Mutex::new(HashMap::new()) }))
             }
             (None, None, None) => Ok(None),
             _ => anyhow::bail!("WeCom callbacks need all three of corp_id, token and encoding_aes_key"),

@@ -263,3 +263,59 @@ async fn wecom_end_to_end_with_the_simulator_postgres() {
     let Some(store) = TestStore::postgres().await else { return };
     with_simulator(store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_brings_in_contacts_and_groups_once() {
+    use siyu_wecom::sim::{SimConfig, Simulator};
+    let sim = Simulator::new(SimConfig {
+        corp_id: CORP.into(),
+        secret: "sim-secret".into(),
+        token_ttl: std::time::Duration::from_secs(7200),
+        receive_limit_per_month: 0,
+        callback_url: None,
+        callback_token: TOKEN.into(),
+        encoding_aes_key: KEY.into(),
+    });
+    sim.add_staff(&["g1", "g2"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(siyu_wecom::sim::serve(sim.clone(), listener));
+    let client = siyu_wecom::client::Client::new(&sim_base, CORP, "sim-secret");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (guide, n) in [("g1", 150), ("g2", 30)] {
+        let (config_id, _) = client.add_contact_way(&[guide], &format!("S1-{guide}"), "x").await.unwrap();
+        for i in 0..n {
+            http.post(format!("{sim_base}/sim/scan")).json(&json!({"config_id": config_id, "external_userid": format!("wm{guide}{i:03}"), "name": format!("客{i}")})).send().await.unwrap();
+        }
+    }
+    sim.add_group("wrGroup1", "静安店福利群", "g1", &["wmg1000", "wmg1001"]);
+
+    let store = TestStore::sqlite().await;
+    let config = json!({"corp_id": CORP, "token": TOKEN, "encoding_aes_key": KEY, "secret": "sim-secret", "api_base": sim_base});
+    std::fs::write(store.dir.path().join("wecom.json"), config.to_string()).unwrap();
+    let app = TestApp::spawn(store).await;
+    for round in 0..2 {
+        let (s, v) = app.post("/api/v1/wecom/sync", &json!({})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let mut state = String::new();
+        for _ in 0..200 {
+            let (_, p) = app.get("/api/v1/wecom/sync").await;
+            state = p["state"].as_str().unwrap().to_string();
+            if state != "running" {
+                assert_eq!((p["guides_total"].as_u64(), p["contacts"].as_u64(), p["group_members"].as_u64()), (Some(2), Some(180), Some(2)), "round {round}: {p}");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(state, "done");
+        app.settle_all().await;
+        let (profiles, events) = app.counts().await;
+        assert_eq!((profiles, events), (180, 182), "round {round}: a repeated sync stores nothing twice");
+    }
+    let (_, g1) = app.get("/api/v1/staff/g1/customers?limit=500").await;
+    assert_eq!(g1["customers"].as_array().unwrap().len(), 150);
+    let (_, p) = app.lookup("external_userid=wmg1000").await;
+    assert_eq!(p["traits"]["name"], json!("客0"), "{p}");
+    assert!(p.to_string().contains("Group Joined"), "{p}");
+    app.shutdown().await;
+}

@@ -128,7 +128,9 @@ use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn admin_routes() -> Router<App> {
-    Router::new().route("/api/v1/wecom/contact-ways", post(create_contact_way).get(list_contact_ways))
+    Router::new()
+        .route("/api/v1/wecom/contact-ways", post(create_contact_way).get(list_contact_ways))
+        .route("/api/v1/wecom/sync", post(start_sync).get(sync_progress))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -203,4 +205,26 @@ pub async fn list_contact_ways(State(app): State<App>, Extension(caller): Extens
             })
             .collect(),
     ))
+}
+
+#[utoipa::path(post, path = "/api/v1/wecom/sync", tag = "wecom", summary = "Start (or resume) the full sync from WeCom",
+    responses((status = 202, body = crate::wecom_sync::SyncProgress), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn start_sync(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<(StatusCode, Json<crate::wecom_sync::SyncProgress>)> {
+    caller.require_admin()?;
+    let Some(wecom) = app.wecom.as_ref().filter(|w| w.client.is_some()) else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id and secret first (see README)"));
+    };
+    if !wecom.sync.begin() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "sync_running", "a sync is already running"));
+    }
+    tokio::spawn(crate::wecom_sync::run(app.clone()));
+    Ok((StatusCode::ACCEPTED, Json(wecom.sync.progress())))
+}
+
+#[utoipa::path(get, path = "/api/v1/wecom/sync", tag = "wecom", summary = "Progress of the WeCom sync",
+    responses((status = 200, body = crate::wecom_sync::SyncProgress)), security(("bearer" = [])))]
+pub async fn sync_progress(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<crate::wecom_sync::SyncProgress>> {
+    caller.require_admin()?;
+    let wecom = app.wecom.as_ref().ok_or_else(|| ApiError::not_found("WeCom is not configured on this server"))?;
+    Ok(Json(wecom.sync.progress()))
 }
