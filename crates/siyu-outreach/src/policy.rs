@@ -44,7 +44,9 @@ pub struct ContactPolicy {
     pub channel_caps: BTreeMap<String, Caps>,
     /// After a customer removed their guide or complained, no marketing for this long.
     pub block_cooldown_days: u32,
-    /// WeCom: how many enterprise mass messages a customer receives per month.
+    /// WeCom: how many mass messages a customer may receive in any 30 days. WeCom's
+    /// default is as many as the month has days; corps can choose stricter settings
+    /// (7 a week, 1 a day): set this to match the corp.
     pub wecom_monthly_cap: u32,
     /// WeCom: customers per mass-message task (`add_msg_template` takes at most 10,000).
     pub wecom_task_limit: usize,
@@ -71,7 +73,7 @@ impl Default for ContactPolicy {
             caps: Caps { daily: 1, weekly: 3 },
             channel_caps: BTreeMap::new(),
             block_cooldown_days: 30,
-            wecom_monthly_cap: 4,
+            wecom_monthly_cap: 30,
             wecom_task_limit: 10_000,
             quiet_hours: Some(QuietHours::default()),
             guide_daily_capacity: 200,
