@@ -41,6 +41,40 @@ pub enum Trigger {
     Event(EventMatch),
     /// Entering a saved segment (its `Segment Entered` event).
     SegmentEntered(String),
+    /// A date in a trait: birthdays (`yearly`), child-age milestones (`offset_days`
+    /// after the child's birth date). Checked once a day.
+    Date(DateTrigger),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DateTrigger {
+    /// A trait holding an ISO date (`YYYY-MM-DD`), e.g. `birthday`, `child_birth_date`.
+    #[serde(rename = "trait")]
+    pub trait_name: String,
+    /// Enter this many days after the date (negative: before).
+    #[serde(default)]
+    pub offset_days: i32,
+    /// Every year on the anniversary (birthdays), instead of once.
+    #[serde(default)]
+    pub yearly: bool,
+}
+
+impl DateTrigger {
+    /// Whether a trait value makes the customer enter on `today`.
+    pub fn matches(&self, value: &str, today: chrono::NaiveDate) -> bool {
+        let Some(date) = value.get(..10).and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) else { return false };
+        let target = today - chrono::Duration::days(self.offset_days as i64);
+        if self.yearly {
+            use chrono::Datelike;
+            // 29 February celebrates on 28 February in other years.
+            let (m, d) = (date.month(), date.day());
+            let leap_day_elsewhere = m == 2 && d == 29 && chrono::NaiveDate::from_ymd_opt(target.year(), 2, 29).is_none();
+            (target.month(), target.day()) == (m, d) || (leap_day_elsewhere && (target.month(), target.day()) == (2, 28))
+        } else {
+            date == target
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -60,11 +94,13 @@ impl EventMatch {
 }
 
 impl Trigger {
-    /// The trigger as an event match (segment entry is the `Segment Entered` event).
-    pub fn as_event(&self) -> EventMatch {
+    /// The trigger as an event match (segment entry is the `Segment Entered` event);
+    /// date triggers have none.
+    pub fn as_event(&self) -> Option<EventMatch> {
         match self {
-            Trigger::Event(m) => m.clone(),
-            Trigger::SegmentEntered(s) => EventMatch { event: "Segment Entered".into(), properties: BTreeMap::from([("segment".to_string(), Value::String(s.clone()))]) },
+            Trigger::Event(m) => Some(m.clone()),
+            Trigger::SegmentEntered(s) => Some(EventMatch { event: "Segment Entered".into(), properties: BTreeMap::from([("segment".to_string(), Value::String(s.clone()))]) }),
+            Trigger::Date(_) => None,
         }
     }
 }
@@ -192,10 +228,27 @@ mod tests {
         }))
         .unwrap();
         spec.validate().unwrap();
-        assert!(spec.trigger.as_event().matches("Order Completed", &json!({"category": "beans"})));
-        assert!(!spec.trigger.as_event().matches("Order Completed", &json!({"category": "milk"})));
+        assert!(spec.trigger.as_event().unwrap().matches("Order Completed", &json!({"category": "beans"})));
+        assert!(!spec.trigger.as_event().unwrap().matches("Order Completed", &json!({"category": "milk"})));
         assert!(Reentry::AfterDays(7).allows(Some(Timestamp(0)), Timestamp(7 * 86_400_000)));
         assert!(!Reentry::Once.allows(Some(Timestamp(0)), Timestamp(i64::MAX)));
+    }
+
+    #[test]
+    fn birthdays_and_child_age_milestones() {
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let birthday = DateTrigger { trait_name: "birthday".into(), offset_days: 0, yearly: true };
+        assert!(birthday.matches("1990-11-25", day("2026-11-25")));
+        assert!(!birthday.matches("1990-11-24", day("2026-11-25")));
+        assert!(birthday.matches("2000-02-29", day("2027-02-28")), "leap-day birthdays are kept in other years");
+        assert!(!birthday.matches("not a date", day("2026-11-25")));
+        // Six months old: 180 days after the birth date, once.
+        let six_months = DateTrigger { trait_name: "child_birth_date".into(), offset_days: 180, yearly: false };
+        assert!(six_months.matches("2026-05-29", day("2026-11-25")));
+        assert!(!six_months.matches("2025-05-29", day("2026-11-25")));
+        // A week before the birthday.
+        let before = DateTrigger { trait_name: "birthday".into(), offset_days: -7, yearly: true };
+        assert!(before.matches("1990-12-02", day("2026-11-25")));
     }
 
     #[test]

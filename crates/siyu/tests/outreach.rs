@@ -437,3 +437,61 @@ async fn the_demo_ships_journeys_and_a_broadcast_whose_dry_run_explains_everyone
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn date_segment_and_recurring_triggers() {
+    let receiver = Receiver::default();
+    let app = spawn(TestStore::sqlite().await, &receiver, json!({"policy": {"quiet_hours": null, "caps": {"daily": 10, "weekly": 20}}})).await;
+    brand(&app, &[("bea", "g.sh", true), ("cal", "g.sh", true)]).await;
+    let today = app.engine().now().to_datetime().with_timezone(&zone(None)).date_naive();
+    let birthday = format!("1990-{}", today.format("%m-%d"));
+    app.send("/v1/identify", &json!({"userId": "bea", "traits": {"birthday": birthday}})).await;
+    app.send("/v1/identify", &json!({"userId": "cal", "traits": {"birthday": "1990-01-01", "child_birth_date": (today - chrono::Duration::days(180)).to_string()}})).await;
+    app.settle_all().await;
+    let journeys = [
+        json!({"spec": {"name": "birthday", "trigger": {"date": {"trait": "birthday", "yearly": true}}, "reentry": {"after_days": 300},
+            "steps": [{"send": {"channel": "sms", "content": "生日快乐 {{ traits.first_name }}"}}]}}),
+        json!({"spec": {"name": "six months", "trigger": {"date": {"trait": "child_birth_date", "offset_days": 180}},
+            "steps": [{"send": {"channel": "sms", "content": "宝宝半岁啦"}}]}}),
+        json!({"spec": {"name": "vip welcome", "trigger": {"segment_entered": "vip"},
+            "steps": [{"send": {"channel": "sms", "content": "欢迎成为会员"}}]}}),
+    ];
+    for j in &journeys {
+        let (s, v) = app.post("/api/v1/journeys", j).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    app.post("/api/v1/segments", &json!({"name": "vip", "rule": "tag = \"vip\""})).await;
+    tick(&app).await;
+    tick(&app).await;
+    let (bea, cal) = (profile_id(&app, "bea").await, profile_id(&app, "cal").await);
+    let texts = |p: i64| receiver.for_profile(p).iter().map(|d| d["content"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(texts(bea), ["生日快乐 BEA"]);
+    assert_eq!(texts(cal), ["宝宝半岁啦"]);
+    // Later the same day: nobody enters twice.
+    tick(&app).await;
+    assert_eq!(receiver.keys().len(), 2);
+
+    // Entering a segment triggers its journey (through the `Segment Entered` event).
+    app.put(&format!("/api/v1/profiles/{cal}/tags/vip"), None).await;
+    app.settle_all().await;
+    app.engine().tick().await.unwrap();
+    app.settle_all().await;
+    tick(&app).await;
+    tick(&app).await;
+    assert_eq!(texts(cal), ["宝宝半岁啦", "欢迎成为会员"]);
+
+    // A campaign every 7 days runs again a week later, with new idempotency keys.
+    let mut spec = sms_campaign("weekly");
+    spec["schedule"] = json!({"every_days": 7});
+    let id = launch(&app, &spec).await;
+    tick(&app).await;
+    let (_, c) = app.get(&format!("/api/v1/campaigns/{id}")).await;
+    assert_eq!((c["status"].as_str(), c["runs"].as_i64()), (Some("scheduled"), Some(1)), "{c}");
+    app.engine().clock().advance(7 * 86_400_000 + 1000);
+    tick(&app).await;
+    let (_, c) = app.get(&format!("/api/v1/campaigns/{id}")).await;
+    assert_eq!(c["runs"], json!(2));
+    let weekly: Vec<String> = receiver.keys().into_iter().filter(|k| k.starts_with(&format!("campaign:{id}:"))).collect();
+    assert_eq!(weekly.len(), 4, "two customers, two runs: {weekly:?}");
+    app.shutdown().await;
+}

@@ -61,12 +61,13 @@ pub async fn tick(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
         return Ok(());
     }
     intake(o, &journeys, now).await?;
+    date_entries(o, &journeys, now).await?;
     advance_due(o, &journeys, now).await
 }
 
 /// Entries and exits from new events.
 async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Timestamp) -> anyhow::Result<()> {
-    let mut names: Vec<String> = journeys.iter().flat_map(|(_, s)| std::iter::once(s.trigger.as_event().event).chain(s.exit_on.iter().map(|e| e.event.clone()))).collect();
+    let mut names: Vec<String> = journeys.iter().flat_map(|(_, s)| s.trigger.as_event().map(|e| e.event).into_iter().chain(s.exit_on.iter().map(|e| e.event.clone()))).collect();
     names.sort();
     names.dedup();
     let journeys: Vec<(i64, JourneySpec)> = journeys.iter().map(|(j, s)| (j.id, s.clone())).collect();
@@ -120,7 +121,7 @@ async fn continue_entry(
     now: Timestamp,
     just_exited: bool,
 ) -> Result<(), siyu_store::StoreError> {
-    if !spec.trigger.as_event().matches(name, props) {
+    if !spec.trigger.as_event().is_some_and(|t| t.matches(name, props)) {
         return Ok(());
     }
     if state.is_some_and(|s| s.status == "active" && !just_exited) {
@@ -132,6 +133,50 @@ async fn continue_entry(
     let entry = state.map(|s| s.entry).unwrap_or(0) + 1;
     let s = JourneyState { journey_id: journey, profile_id: profile, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now };
     stored::save_state(db, &s, now).await
+}
+
+/// Date triggers: once per day (in the brand's zone, Asia/Shanghai), customers whose
+/// trait date matches today enter.
+async fn date_entries(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Timestamp) -> anyhow::Result<()> {
+    use chrono::Datelike;
+    let today = now.to_datetime().with_timezone(&zone(None)).date_naive();
+    let day_number = today.num_days_from_ce() as i64;
+    for (j, spec) in journeys {
+        let siyu_outreach::journey::Trigger::Date(trigger) = &spec.trigger else { continue };
+        let cursor = format!("journey:{}:day", j.id);
+        let c = cursor.clone();
+        if o.store.run(move |db| Box::pin(async move { stored::cursor(db, &c).await })).await? >= day_number {
+            continue;
+        }
+        let rule = parse(&format!("{} exists", trigger.trait_name)).map_err(|e| anyhow::anyhow!("date trigger trait: {e}"))?;
+        let having = o.engine.evaluate(&rule, now).await?;
+        let entering: Vec<i64> = {
+            let st = o.engine.read();
+            having.iter().filter(|&p| st.index.trait_value(&trigger.trait_name, p).and_then(|v| v.as_str()).is_some_and(|v| trigger.matches(v, today))).map(i64::from).collect()
+        };
+        let (jid, spec) = (j.id, spec.clone());
+        o.store
+            .run(move |db| {
+                Box::pin(async move {
+                    db.begin().await?;
+                    let work = async {
+                        for p in entering {
+                            let state = stored::journey_state(db, jid, p).await?;
+                            if state.as_ref().is_some_and(|s| s.status == "active") || !spec.reentry.allows(state.as_ref().map(|s| s.entered_at), now) {
+                                continue;
+                            }
+                            let entry = state.map(|s| s.entry).unwrap_or(0) + 1;
+                            stored::save_state(db, &JourneyState { journey_id: jid, profile_id: p, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now }, now).await?;
+                        }
+                        stored::set_cursor(db, &cursor, day_number).await
+                    };
+                    let r = work.await;
+                    siyu_store::sql::finish(db, r).await
+                })
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Advances every customer whose wait is over.
