@@ -278,6 +278,11 @@ impl Client {
         Ok((msgid, strings(&v["fail_list"])))
     }
 
+    /// Reminds the guide to send a mass message (WeCom: at most 3 times in 24 hours).
+    pub async fn remind_groupmsg_send(&self, msgid: &str) -> Result<Value, WecomError> {
+        self.post("/cgi-bin/externalcontact/remind_groupmsg_send", json!({"msgid": msgid})).await
+    }
+
     pub async fn get_groupmsg_list_v2(&self, start_time: i64, end_time: i64, cursor: &str) -> Result<Value, WecomError> {
         self.post("/cgi-bin/externalcontact/get_groupmsg_list_v2", json!({"chat_type": "single", "start_time": start_time, "end_time": end_time, "cursor": cursor, "limit": 100})).await
     }

@@ -3,7 +3,8 @@
 //! (scan a contact way, remove a guide) and send the encrypted callbacks WeCom would.
 //!
 //! Fidelity notes: token lifetime, the 10,000-recipient limit of `add_msg_template`, a
-//! customer's monthly receive limit (the days of the month by default), the 20-second,
+//! customer's monthly receive limit (the days of the month by default), 3 reminders per
+//! mass message a day, a guide's customer limit (5,000 by default), the 20-second,
 //! once-only welcome code (41051 on a second use), at most 2 transfers of a customer in
 //! 90 days, 10,000 calls a minute per API. Error numbers follow WeCom's global error
 //! code list where it names the case (40001, 40013, 40014, 42001, 45009, 47001, 41051, 84061);
@@ -28,6 +29,8 @@ pub struct SimConfig {
     pub token_ttl: Duration,
     /// Mass messages a customer may receive per month (0: the days of the month).
     pub receive_limit_per_month: u32,
+    /// Customers a member of staff may hold (WeCom: 5,000 by default, up to 20,000).
+    pub customers_per_staff: usize,
     /// Where to send callbacks, and how to seal them.
     pub callback_url: Option<String>,
     pub callback_token: String,
@@ -53,6 +56,8 @@ struct Customer {
 
 #[derive(Debug, Clone)]
 struct MassMessage {
+    /// When `remind_groupmsg_send` was called (at most 3 in any 24 hours).
+    reminders: Vec<i64>,
     sender: String,
     text: String,
     created: i64,
@@ -425,8 +430,23 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
                 results.push((e, status));
             }
             let id = Simulator::next_id(&mut c, "msg");
-            c.mass.insert(id.clone(), MassMessage { sender, text: body["text"]["content"].as_str().unwrap_or_default().to_string(), created: now, results });
+            c.mass.insert(id.clone(), MassMessage { reminders: Vec::new(), sender, text: body["text"]["content"].as_str().unwrap_or_default().to_string(), created: now, results });
             ok(json!({"msgid": id, "fail_list": fail}))
+        }
+        "remind_groupmsg_send" => {
+            let now = now_secs();
+            match c.mass.get_mut(&s("msgid")) {
+                Some(m) => {
+                    m.reminders.retain(|t| now - t < 86_400);
+                    if m.reminders.len() >= 3 {
+                        err(40058, "a mass message can be reminded at most 3 times in 24 hours")
+                    } else {
+                        m.reminders.push(now);
+                        ok(json!({}))
+                    }
+                }
+                None => err(40058, "no such msgid"),
+            }
         }
         "get_groupmsg_list_v2" => {
             let list: Vec<Value> = c.mass.iter().map(|(id, m)| json!({"msgid": id, "creator": m.sender, "create_type": 0, "create_time": m.created, "text": {"content": m.text}})).collect();
@@ -496,6 +516,10 @@ async fn sim_scan(State(sim): State<Sim>, Json(scan): Json<Scan>) -> Json<Value>
         let mut c = sim.corp.lock().expect("corp");
         let Some((users, state)) = c.contact_ways.get(&scan.config_id).cloned() else { return err(40058, "no such config_id") };
         let userid = users[0].clone();
+        let held = c.customers.values().filter(|cu| cu.follows.iter().any(|f| f.userid == userid)).count();
+        if held >= sim.config.customers_per_staff.max(1) {
+            return err(40058, "the member of staff has reached their customer limit");
+        }
         let code = Simulator::next_id(&mut c, "welcome");
         c.welcome_codes.insert(code.clone(), (Instant::now(), false, userid.clone(), scan.external_userid.clone()));
         let customer = c.customers.entry(scan.external_userid.clone()).or_default();

@@ -14,6 +14,7 @@ async fn start() -> (Arc<Simulator>, String) {
         secret: "sim-secret".into(),
         token_ttl: Duration::from_secs(7200),
         receive_limit_per_month: 0,
+        customers_per_staff: 5_000,
         callback_url: None,
         callback_token: "t".into(),
         encoding_aes_key: "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt".into(),
@@ -95,6 +96,10 @@ async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
     let too_many: Vec<String> = (0..10_001).map(|i| format!("x{i}")).collect();
     assert_eq!(client.add_msg_template("li.sh0052", &too_many, "x").await.unwrap_err().code(), Some(40058));
     assert!(sim.mass_messages().len() == 1);
+    for _ in 0..3 {
+        client.remind_groupmsg_send(&msgid).await.unwrap();
+    }
+    assert_eq!(client.remind_groupmsg_send(&msgid).await.unwrap_err().code(), Some(40058), "three reminders a day");
 
     // Transfers: at most twice in 90 days.
     let one = vec!["wm0003".to_string()];

@@ -29,6 +29,7 @@ async fn wechatpy_drives_the_simulator() {
         secret: "sim-secret".into(),
         token_ttl: Duration::from_secs(7200),
         receive_limit_per_month: 0,
+        customers_per_staff: 5_000,
         callback_url: None,
         callback_token: "t".into(),
         encoding_aes_key: "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt".into(),

@@ -37,6 +37,7 @@ pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
         secret: args.secret,
         token_ttl: Duration::from_secs(7200),
         receive_limit_per_month: args.receive_limit,
+        customers_per_staff: 5_000,
         callback_url: args.callback_url.clone(),
         callback_token: args.token,
         encoding_aes_key: args.aes_key,
