@@ -16,7 +16,7 @@ pub mod apply;
 pub mod log;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +38,15 @@ const MAX_INDEX_BATCH: usize = 50_000;
 const MAX_APPEND_GROUP: usize = 50_000;
 /// Requests waiting for the appender before senders wait.
 const QUEUE_DEPTH: usize = 4_096;
-/// Appended groups held in memory for the indexer. Beyond this the appender drops its
+/// Messages handed to the indexer in memory, at most. Past this the appender drops its
 /// copy and the indexer reads those messages back from the log: acknowledgements never
 /// wait for indexing, and memory stays bounded however far indexing falls behind.
-const INDEX_QUEUE_DEPTH: usize = 16;
+/// Counted in messages, not groups: under load groups are small and frequent, and a
+/// feed of a few groups would push the indexer to re-read (and re-parse) the log just
+/// when it has least time for it.
+const MAX_FEED_MESSAGES: usize = 200_000;
+/// Groups in the feed; the message count above is the real bound.
+const INDEX_QUEUE_DEPTH: usize = 65_536;
 
 /// Everything one index transaction applied, in log order, for whoever keeps derived
 /// state (metrics, the segment engine) up to date.
@@ -71,6 +76,8 @@ struct Progress {
     /// Set when a log sync failed: the file's state is unknown, so nothing more is
     /// acknowledged until a restart replays the log.
     log_failed: AtomicBool,
+    /// Messages in the in-memory feed to the indexer.
+    in_feed: AtomicUsize,
 }
 
 /// Hands messages to the pipeline. Cheap to clone.
@@ -130,7 +137,7 @@ pub async fn start(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>
     }
     let appended = log.next_seq() - 1;
     let (indexed, _) = watch::channel(applied);
-    let progress = Arc::new(Progress { appended: AtomicU64::new(appended), indexed, log_failed: AtomicBool::new(false) });
+    let progress = Arc::new(Progress { appended: AtomicU64::new(appended), indexed, log_failed: AtomicBool::new(false), in_feed: AtomicUsize::new(replay.len()) });
 
     let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
     if !replay.is_empty() {
@@ -192,10 +199,17 @@ fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: 
                         seq += 1;
                     }
                 }
+                let n = entries.len();
+                if progress.in_feed.load(Ordering::Acquire) + n > MAX_FEED_MESSAGES {
+                    continue; // the indexer is far behind: it reads these from the log
+                }
+                progress.in_feed.fetch_add(n, Ordering::AcqRel);
                 match to_indexer.try_send(entries) {
                     Ok(()) => {}
                     // The indexer is behind: it will read these from the log.
-                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        progress.in_feed.fetch_sub(n, Ordering::AcqRel);
+                    }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         tracing::error!("the indexer stopped; acknowledged messages stay in the ingest log for the next start");
                     }
@@ -276,6 +290,7 @@ impl Indexer {
             batch = rx.recv().await?;
             drain(rx, &mut batch);
         }
+        self.progress.in_feed.fetch_sub(batch.len(), Ordering::AcqRel);
         batch.retain(|(seq, _)| *seq >= self.next);
         // Groups the appender dropped leave holes; what follows a hole is read from the
         // log on a later pass, in order.
