@@ -159,6 +159,7 @@ impl Simulator {
             .route("/cgi-bin/externalcontact/{*api}", get(api_get).post(api_post))
             .route("/sim/scan", post(sim_scan))
             .route("/sim/remove_guide", post(sim_remove_guide))
+            .route("/sim/guide_tag", post(sim_guide_tag))
             .with_state(self.clone())
     }
 
@@ -559,4 +560,39 @@ async fn sim_remove_guide(State(sim): State<Sim>, Json(r): Json<Remove>) -> Json
 /// Serves the simulator on `listener` until the task is dropped.
 pub async fn serve(sim: Arc<Simulator>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(listener, sim.router()).await
+}
+
+#[derive(Deserialize)]
+struct GuideTag {
+    userid: String,
+    external_userid: String,
+    tag_name: String,
+    #[serde(default = "yes")]
+    on: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A guide tags (or untags) a customer in the WeCom app: `edit_external_contact`.
+async fn sim_guide_tag(State(sim): State<Sim>, Json(t): Json<GuideTag>) -> Json<Value> {
+    let xml = {
+        let mut c = sim.corp.lock().expect("corp");
+        let Some(id) = c.tag_groups.iter().flat_map(|(_, _, tags)| tags.iter()).find(|(_, n)| *n == t.tag_name).map(|(i, _)| i.clone()) else {
+            return err(40058, "no such corp tag");
+        };
+        let Some(f) = c.customers.get_mut(&t.external_userid).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == t.userid)) else {
+            return err(84061, "not external contact");
+        };
+        f.tags.retain(|x| *x != id);
+        if t.on {
+            f.tags.push(id);
+        }
+        sim.event_xml("edit_external_contact", &t.userid, &t.external_userid, "")
+    };
+    match sim.callback(xml).await {
+        Ok(()) => ok(json!({})),
+        Err(e) => err(-1, &e),
+    }
 }

@@ -16,3 +16,4 @@ pub mod segment_cli;
 pub mod wecom;
 pub mod wecom_sim_cli;
 pub mod wecom_sync;
+pub mod wecom_tags;

@@ -228,6 +228,7 @@ async fn with_simulator(store: TestStore) {
     let outreach = app.running.as_ref().unwrap().state.outreach.clone();
     outreach.tick().await.unwrap();
     let (_, tasks) = app.get("/api/v1/tasks?guide=li.sh0052").await;
+    let _ = &tasks;
     let task = tasks[0]["id"].as_i64().unwrap();
     let (_, t) = app.get(&format!("/api/v1/tasks/{task}")).await;
     let item = t["items"][0]["delivery_id"].as_i64().unwrap();
@@ -242,6 +243,40 @@ async fn with_simulator(store: TestStore) {
     assert_eq!(touch["status"], json!("sent"), "{d}");
     let welcome = d["deliveries"].as_array().unwrap().iter().find(|x| x["kind"] == json!("service")).unwrap().clone();
     assert_eq!(welcome["status"], json!("sent"));
+
+    // Tags marked "sync" are mirrored: Siyu → WeCom corp tags (group "Siyu")…
+    let (s, v) = app.put("/api/v1/wecom/synced-tags/VIP", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.put("/api/v1/wecom/synced-tags/燕麦奶", None).await;
+    app.put(&format!("/api/v1/profiles/{id}/tags/VIP"), None).await;
+    let client = siyu_wecom::client::Client::new(&sim_base, CORP, "sim-secret");
+    let mut mirrored = false;
+    for _ in 0..100 {
+        let tags = client.get_corp_tag_list(&[]).await.unwrap();
+        let vip = tags["tag_group"].as_array().unwrap().iter().filter(|g| g["group_name"] == json!("Siyu")).flat_map(|g| g["tag"].as_array().unwrap().clone()).find(|t| t["name"] == json!("VIP"));
+        let contact = client.get_external_contact("wmTea01").await.unwrap();
+        if let Some(vip) = vip {
+            if contact["follow_user"][0]["tags"].as_array().unwrap().iter().any(|t| t["tag_id"] == vip["id"]) {
+                mirrored = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(mirrored, "the guide's contact carries the VIP corp tag");
+    // …and WeCom → Siyu when a guide tags the customer in WeCom.
+    let r: serde_json::Value = http.post(format!("{sim_base}/sim/guide_tag")).json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01", "tag_name": "燕麦奶"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["errcode"], json!(0), "{r}");
+    let mut pulled = false;
+    for _ in 0..100 {
+        let (_, p) = app.get(&format!("/api/v1/profiles/{id}")).await;
+        if p["tags"].to_string().contains("燕麦奶") {
+            pulled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(pulled, "a tag set by the guide in WeCom reaches Siyu");
 
     // The customer removes the guide.
     let r: serde_json::Value = http.post(format!("{sim_base}/sim/remove_guide")).json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();

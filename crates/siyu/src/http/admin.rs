@@ -228,6 +228,7 @@ pub async fn add_tag(
         .run(move |db| Box::pin(async move { profiles::add_tag(db, profile_id, &t, "manual", Timestamp::now()).await }))
         .await?;
     app.engine.set_tag(profile_id as u32, &tag, true);
+    tokio::spawn(crate::wecom_tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), true));
     Ok(Json(TagChange { profile_id, tag, changed }))
 }
 
@@ -244,6 +245,9 @@ pub async fn remove_tag(
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::remove_tag(db, profile_id, &t).await })).await?;
     app.engine.set_tag(profile_id as u32, &tag, false);
+    if changed {
+        tokio::spawn(crate::wecom_tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), false));
+    }
     if !changed {
         return Err(ApiError::not_found(format!("the profile has no tag {tag:?}")));
     }

@@ -55,9 +55,6 @@ fn actor(caller: &Caller) -> String {
     }
 }
 
-fn internal(e: anyhow::Error) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-}
 
 // ---------- campaigns ----------
 
@@ -166,7 +163,7 @@ pub async fn put_journey(State(app): State<App>, Extension(caller): Extension<Ca
     caller.require_admin()?;
     let spec = journeys::read_spec(&input.spec).map_err(|m| ApiError::bad_request("invalid_journey", m))?;
     let now = app.outreach.now();
-    let value = serde_json::to_value(&spec).map_err(|e| internal(e.into()))?;
+    let value = serde_json::to_value(&spec).map_err(ApiError::internal)?;
     let id = app.store.run(move |db| Box::pin(async move { stored::put_journey(db, &spec.name, &value, input.enabled, now).await })).await?;
     journey_view(&app, id).await.map(Json)
 }
@@ -287,7 +284,7 @@ async fn visible_task(app: &App, caller: &Caller, id: i64) -> ApiResult<TaskRow>
 pub async fn show_task(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<Json<TaskView>> {
     let task = visible_task(&app, &caller, id).await?;
     let rows = app.store.run(move |db| Box::pin(stored::deliveries_of_task(db, id))).await?;
-    let outgoing = render::outgoing(&app.outreach, &rows).await.map_err(internal)?;
+    let outgoing = render::outgoing(&app.outreach, &rows).await.map_err(ApiError::internal)?;
     let items = rows
         .iter()
         .zip(outgoing)

@@ -109,8 +109,14 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
             }
         };
         // Tags and the welcome message happen after the answer: WeCom wants it fast.
-        if let CallbackEvent::ContactAdded { staff, external_userid, state, welcome_code } = event {
-            tokio::spawn(crate::wecom::after_contact_added(app.clone(), receipt.last_seq, staff, external_userid, state, welcome_code));
+        match event {
+            CallbackEvent::ContactAdded { staff, external_userid, state, welcome_code } => {
+                tokio::spawn(crate::wecom::after_contact_added(app.clone(), receipt.last_seq, staff, external_userid, state, welcome_code));
+            }
+            CallbackEvent::ContactEdited { external_userid, .. } => {
+                tokio::spawn(crate::wecom_tags::pull(app.clone(), receipt.last_seq, external_userid));
+            }
+            _ => {}
         }
     }
     "success".into_response()
@@ -131,6 +137,8 @@ pub fn admin_routes() -> Router<App> {
     Router::new()
         .route("/api/v1/wecom/contact-ways", post(create_contact_way).get(list_contact_ways))
         .route("/api/v1/wecom/sync", post(start_sync).get(sync_progress))
+        .route("/api/v1/wecom/synced-tags", get(list_synced_tags))
+        .route("/api/v1/wecom/synced-tags/{tag}", axum::routing::put(sync_tag).delete(unsync_tag))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -228,3 +236,26 @@ pub async fn sync_progress(State(app): State<App>, Extension(caller): Extension<
     let wecom = app.wecom.as_ref().ok_or_else(|| ApiError::not_found("WeCom is not configured on this server"))?;
     Ok(Json(wecom.sync.progress()))
 }
+
+#[utoipa::path(get, path = "/api/v1/wecom/synced-tags", tag = "wecom", summary = "Tags mirrored between Siyu and WeCom corp tags",
+    responses((status = 200, body = [String])), security(("bearer" = [])))]
+pub async fn list_synced_tags(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<String>>> {
+    caller.require_admin()?;
+    Ok(Json(crate::wecom_tags::synced(&app.store).await.map_err(ApiError::internal)?.into_iter().collect()))
+}
+
+#[utoipa::path(put, path = "/api/v1/wecom/synced-tags/{tag}", tag = "wecom", summary = "Mirror a tag to WeCom (group \"Siyu\") and back",
+    params(("tag" = String, Path)), responses((status = 200, body = [String])), security(("bearer" = [])))]
+pub async fn sync_tag(State(app): State<App>, Extension(caller): Extension<Caller>, axum::extract::Path(tag): axum::extract::Path<String>) -> ApiResult<Json<Vec<String>>> {
+    caller.require_admin()?;
+    crate::http::admin::validate_tag(&tag)?;
+    Ok(Json(crate::wecom_tags::set_synced(&app, &tag, true).await.map_err(ApiError::internal)?.into_iter().collect()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/wecom/synced-tags/{tag}", tag = "wecom", summary = "Stop mirroring a tag",
+    params(("tag" = String, Path)), responses((status = 200, body = [String])), security(("bearer" = [])))]
+pub async fn unsync_tag(State(app): State<App>, Extension(caller): Extension<Caller>, axum::extract::Path(tag): axum::extract::Path<String>) -> ApiResult<Json<Vec<String>>> {
+    caller.require_admin()?;
+    Ok(Json(crate::wecom_tags::set_synced(&app, &tag, false).await.map_err(ApiError::internal)?.into_iter().collect()))
+}
+

@@ -239,11 +239,9 @@ async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now:
                         })
                     })
                     .await?;
-                if let Some(t) = add {
-                    o.engine.set_tag(p as u32, t.as_str(), true);
-                }
-                if let Some(t) = remove {
-                    o.engine.set_tag(p as u32, t.as_str(), false);
+                for (tag, on) in add.iter().map(|t| (t, true)).chain(remove.iter().map(|t| (t, false))) {
+                    o.engine.set_tag(p as u32, tag, on);
+                    tokio::spawn(crate::wecom_tags::push(o.store.clone(), o.wecom.clone(), p, tag.clone(), on));
                 }
             }
             Step::Coupon { code } => {

@@ -1,0 +1,133 @@
+//! Tag mirroring between Siyu and WeCom for the tags an operator marks "sync".
+//!
+//! - Siyu → WeCom: adding or removing a synced tag on a profile marks or unmarks the
+//!   corp tag of the same name (group "Siyu", created on first use) for every guide the
+//!   customer has, with `mark_tag`.
+//! - WeCom → Siyu: when a guide edits a customer (`edit_external_contact` callback),
+//!   Siyu reads the contact's tags with `externalcontact/get`, and a synced tag any guide
+//!   has set is added in Siyu, one no guide has any more is removed.
+
+use std::collections::{BTreeSet, HashMap};
+
+use siyu_core::identity::{Identity, IdentityKind};
+use siyu_core::{ProfileId, Timestamp};
+use siyu_store::{admin, outreach as stored, profiles};
+use siyu_wecom::client::Client;
+
+use siyu_store::Store;
+
+use crate::app::App;
+
+const SETTING: &str = "wecom_synced_tags";
+/// The corp tag group Siyu keeps its synced tags in.
+pub const GROUP: &str = "Siyu";
+
+pub async fn synced(store: &Store) -> anyhow::Result<BTreeSet<String>> {
+    let text = store.run(|db| Box::pin(admin::get_setting(db, SETTING))).await?;
+    Ok(text.map(|t| serde_json::from_str(&t).unwrap_or_default()).unwrap_or_default())
+}
+
+/// Marks a tag synced (creating its corp tag, so guides can use it in WeCom) or not.
+pub async fn set_synced(app: &App, tag: &str, on: bool) -> anyhow::Result<BTreeSet<String>> {
+    let mut tags = synced(&app.store).await?;
+    if on {
+        if let Some(client) = app.wecom.as_ref().and_then(|w| w.client.as_ref()) {
+            corp_tags(client, &[tag.to_string()]).await?;
+        }
+        tags.insert(tag.to_string());
+    } else {
+        tags.remove(tag);
+    }
+    let text = serde_json::to_string(&tags)?;
+    app.store.run(move |db| Box::pin(async move { admin::set_setting(db, SETTING, &text).await })).await?;
+    Ok(tags)
+}
+
+/// Corp tag ids of Siyu's group by name, creating the ones `wanted` that do not exist.
+async fn corp_tags(client: &Client, wanted: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    let list = client.get_corp_tag_list(&[]).await?;
+    let mut ids = HashMap::new();
+    for group in list["tag_group"].as_array().into_iter().flatten().filter(|g| g["group_name"] == GROUP) {
+        for t in group["tag"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(id)) = (t["name"].as_str(), t["id"].as_str()) {
+                ids.insert(name.to_string(), id.to_string());
+            }
+        }
+    }
+    let missing: Vec<&str> = wanted.iter().filter(|w| !ids.contains_key(*w)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        let created = client.add_corp_tag(GROUP, &missing).await?;
+        for t in created["tag_group"]["tag"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(id)) = (t["name"].as_str(), t["id"].as_str()) {
+                ids.insert(name.to_string(), id.to_string());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Siyu → WeCom for one profile and tag (does nothing for tags not synced, or without
+/// a WeCom client).
+pub async fn push(store: Store, client: Option<std::sync::Arc<Client>>, profile: ProfileId, tag: String, on: bool) {
+    let Some(client) = client else { return };
+    if let Err(e) = try_push(&store, &client, profile, &tag, on).await {
+        tracing::warn!(error = %e, profile, tag = %tag, "mirroring a tag to WeCom failed");
+    }
+}
+
+async fn try_push(store: &Store, client: &Client, profile: ProfileId, tag: &str, on: bool) -> anyhow::Result<()> {
+    if !synced(store).await?.contains(tag) {
+        return Ok(());
+    }
+    let (identities, owners) = store
+        .run(move |db| Box::pin(async move { Ok((stored::identities_of(db, &[profile]).await?, profiles::owners(db, profile).await?)) }))
+        .await?;
+    let Some(external) = identities.get(&profile).and_then(|m| m.get("external_userid")).and_then(|v| v.as_str()).map(str::to_string) else { return Ok(()) };
+    let ids = corp_tags(client, &[tag.to_string()]).await?;
+    let id = ids.get(tag).cloned().ok_or_else(|| anyhow::anyhow!("corp tag {tag:?} could not be created"))?;
+    for o in owners.iter().filter(|o| o.status == "active") {
+        let (add, remove) = if on { (vec![id.clone()], vec![]) } else { (vec![], vec![id.clone()]) };
+        client.mark_tag(&o.staff_userid, &external, &add, &remove).await?;
+    }
+    Ok(())
+}
+
+/// WeCom → Siyu after a guide edited a customer.
+pub async fn pull(app: App, seq: u64, external: String) {
+    if let Err(e) = try_pull(&app, seq, &external).await {
+        tracing::warn!(error = %e, "reading a WeCom contact's tags failed");
+    }
+}
+
+async fn try_pull(app: &App, seq: u64, external: &str) -> anyhow::Result<()> {
+    let Some(client) = app.wecom.as_ref().and_then(|w| w.client.clone()) else { return Ok(()) };
+    let synced: Vec<String> = synced(&app.store).await?.into_iter().collect();
+    if synced.is_empty() {
+        return Ok(());
+    }
+    app.ingest.wait_indexed(seq).await;
+    let contact = client.get_external_contact(external).await?;
+    let by_id: HashMap<String, String> = corp_tags(&client, &synced).await?.into_iter().map(|(name, id)| (id, name)).collect();
+    let present: BTreeSet<String> = contact["follow_user"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["tags"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["tag_id"].as_str().and_then(|id| by_id.get(id)).cloned())
+        .collect();
+    let identity = Identity::new(IdentityKind::ExternalUserid, external, None)?;
+    let Some(profile) = app.store.run(move |db| Box::pin(async move { profiles::find_by_identity(db, &identity).await })).await? else { return Ok(()) };
+    let now = Timestamp::now();
+    for tag in &synced {
+        let on = present.contains(tag);
+        let t = tag.clone();
+        let changed = app
+            .store
+            .run(move |db| Box::pin(async move { if on { profiles::add_tag(db, profile, &t, "wecom", now).await } else { profiles::remove_tag(db, profile, &t).await } }))
+            .await?;
+        if changed {
+            app.engine.set_tag(profile as u32, tag, on);
+        }
+    }
+    Ok(())
+}
