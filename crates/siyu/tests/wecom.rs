@@ -191,7 +191,7 @@ async fn with_simulator(store: TestStore) {
 
     // HQ creates the store's table-card QR code for the guide.
     let (s, way) = app.post("/api/v1/wecom/contact-ways", &json!({"guide": "li.sh0052", "channel": "table_card", "tags": ["门店桌卡"],
-        "welcome": "{{ owner.name }}：欢迎来{{ store.name }}！"})).await;
+        "welcome": "{{ traits.name }}，{{ owner.name }}：欢迎来{{ store.name }}！"})).await;
     assert_eq!(s, StatusCode::CREATED, "{way}");
     assert_eq!(way["state"], json!("SH001-table_card"));
     let (s, _) = app.post("/api/v1/wecom/contact-ways", &json!({"guide": "li.sh0052", "channel": "table_card"})).await;
@@ -210,7 +210,7 @@ async fn with_simulator(store: TestStore) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(welcomed, "the welcome message went through send_welcome_msg");
-    assert_eq!(sim.welcomes_sent()[0], ("li.sh0052".into(), "wmTea01".into(), "李晨：欢迎来静安店！".into()));
+    assert_eq!(sim.welcomes_sent()[0], ("li.sh0052".into(), "wmTea01".into(), "周思远，李晨：欢迎来静安店！".into()));
     app.settle_all().await;
     let (_, p) = app.lookup("external_userid=wmTea01").await;
     let id = p["id"].as_i64().unwrap();

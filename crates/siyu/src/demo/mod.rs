@@ -10,6 +10,7 @@
 pub mod brand;
 pub mod generate;
 pub mod outreach;
+pub mod wecom;
 pub mod rng;
 
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ pub struct DemoArgs {
     /// Generate the brand and exit instead of serving it.
     #[arg(long)]
     pub no_serve: bool,
+    /// Run a simulated WeCom corp beside the demo and connect Siyu to it.
+    #[arg(long)]
+    pub wecom_sim: bool,
 }
 
 const DEMO_SETTING: &str = "demo";
@@ -81,6 +85,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if args.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
+    let sim = if args.wecom_sim { Some(wecom::start(&store, &args.serve.store.data_dir, args.serve.listen).await?) } else { None };
     drop(store);
 
     let running = app::start(ServeOptions {
@@ -113,6 +118,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  curl -s -H 'Authorization: Bearer {t}' 'http://{}/api/v1/profiles/lookup?user_id=m00000001'", running.addr);
         println!("  curl -s -u {}: http://{}/v1/track -d '{{\"userId\":\"m00000001\",\"event\":\"Order Completed\"}}'", running.state.write_key, running.addr);
         println!("  curl -s -X POST -H 'Authorization: Bearer {t}' http://{}/api/v1/campaigns/1/preview   # the demo broadcast's dry run", running.addr);
+    }
+    if let Some((base, _)) = &sim {
+        println!("\nWeCom simulator on {base} (Siyu is connected to it). Create a QR code and play a customer:");
+        println!("  curl -s -X POST -H 'Authorization: Bearer TOKEN' -H 'content-type: application/json' http://{}/api/v1/wecom/contact-ways -d '{{\"guide\":\"GUIDE\",\"channel\":\"table_card\",\"welcome\":\"欢迎！\"}}'", running.addr);
+        println!("  curl -s -X POST -H 'content-type: application/json' {base}/sim/scan -d '{{\"config_id\":\"CONFIG_ID\",\"external_userid\":\"wmDemo1\",\"name\":\"小林\"}}'");
     }
     running.wait_for_signal().await;
     Ok(ExitCode::SUCCESS)
