@@ -228,7 +228,6 @@ async fn with_simulator(store: TestStore) {
     let outreach = app.running.as_ref().unwrap().state.outreach.clone();
     outreach.tick().await.unwrap();
     let (_, tasks) = app.get("/api/v1/tasks?guide=li.sh0052").await;
-    let _ = &tasks;
     let task = tasks[0]["id"].as_i64().unwrap();
     let (_, t) = app.get(&format!("/api/v1/tasks/{task}")).await;
     let item = t["items"][0]["delivery_id"].as_i64().unwrap();
