@@ -16,6 +16,7 @@ use siyu_store::testing::TestStore;
 /// A server whose outreach config is `config` (plus a webhook to `receiver`).
 async fn spawn(store: TestStore, receiver: &Receiver, mut config: Value) -> TestApp {
     config["webhook_url"] = json!(receiver.start().await);
+    config["guardrail_check_secs"] = json!(0); // every tick, so tests see pauses at once
     std::fs::write(store.dir.path().join("outreach.json"), config.to_string()).unwrap();
     TestApp::spawn(store).await
 }

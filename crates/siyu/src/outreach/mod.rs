@@ -43,6 +43,9 @@ pub struct OutreachConfig {
     pub webhook_url: Option<String>,
     /// Remind a guide this many hours before a task's deadline (default 2).
     pub reminder_hours: Option<u32>,
+    /// Seconds between guardrail checks of running campaigns (default 15): each check
+    /// counts a campaign's blocks and responses in the store.
+    pub guardrail_check_secs: Option<u64>,
 }
 
 impl OutreachConfig {
@@ -72,6 +75,8 @@ pub struct Outreach {
     pub wecom: Option<Arc<siyu_wecom::client::Client>>,
     /// One tick at a time (the background loop and tests calling `tick` directly).
     ticking: Mutex<()>,
+    /// When running campaigns were last checked against their guardrails.
+    last_watch: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Deliveries sent per dispatch round.
@@ -85,7 +90,7 @@ impl Outreach {
             None => Arc::new(Outbox { path: data_dir.join("outbox.jsonl") }),
         };
         tracing::info!(channel = %sender.name(), "outreach deliveries go to");
-        let outreach = Arc::new(Outreach { store, engine, ingest, config, ledger: Mutex::new(ContactLedger::new()), sender, wecom, ticking: Mutex::new(()) });
+        let outreach = Arc::new(Outreach { store, engine, ingest, config, ledger: Mutex::new(ContactLedger::new()), sender, wecom, ticking: Mutex::new(()), last_watch: std::sync::Mutex::new(None) });
         outreach.rebuild_ledger().await?;
         Ok(outreach)
     }
@@ -129,8 +134,20 @@ impl Outreach {
             wecom_channel::push(self, client, now).await?;
             wecom_channel::collect(self, client, now).await?;
         }
-        campaigns::watch(self, now).await?;
+        if self.watch_due() {
+            campaigns::watch(self, now).await?;
+        }
         Ok(())
+    }
+
+    fn watch_due(&self) -> bool {
+        let every = std::time::Duration::from_secs(self.config.guardrail_check_secs.unwrap_or(15));
+        let mut last = self.last_watch.lock().expect("watch lock");
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
     }
 
     /// Sends queued deliveries whose time has come; a failed batch is retried next tick.
