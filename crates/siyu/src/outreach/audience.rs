@@ -52,3 +52,37 @@ pub async fn facts(o: &Outreach, members: &RoaringBitmap, channel: Channel, now:
     };
     Ok(Facts { consent, blocked, owners })
 }
+
+/// The same facts for one customer (a journey's send), without scanning everyone:
+/// (consent, inside the cooldown, guide, zone).
+pub async fn facts_of(o: &Outreach, p: u32, channel: Channel, now: Timestamp) -> anyhow::Result<(bool, bool, Option<String>, Tz)> {
+    let consent = Rule::Consent(channel);
+    let cooldown = rule(&o.policy().cooldown_rule())?;
+    for r in [&consent, &cooldown] {
+        let needs_index = {
+            let st = o.engine.read();
+            !siyu_engine::eval::missing(&st.index, &st.segments, r).is_empty()
+        };
+        if needs_index {
+            o.engine.evaluate(r, now).await?; // builds what the rule needs, once
+        }
+    }
+    let (consented, blocked) = {
+        let st = o.engine.read();
+        let cx = st.cx(now);
+        (siyu_engine::eval::eval_one(&cx, &consent, p), siyu_engine::eval::eval_one(&cx, &cooldown, p))
+    };
+    let (guide, zone) = match guide_of(o, p).await? {
+        Some((g, z)) => (Some(g), z),
+        None => (None, zone(None)),
+    };
+    Ok((consented, blocked, guide, zone))
+}
+
+/// A customer's guide (the first by name, as for broadcasts) and the zone of their store.
+pub async fn guide_of(o: &Outreach, p: u32) -> anyhow::Result<Option<(String, Tz)>> {
+    let guide = o.engine.read().index.guide_sets().filter(|(_, b)| b.contains(p)).map(|(g, _)| g).min().map(str::to_string);
+    let Some(guide) = guide else { return Ok(None) };
+    let z = guide_zones(o).await?.get(&guide).copied().unwrap_or_else(|| zone(None));
+    Ok(Some((guide, z)))
+}

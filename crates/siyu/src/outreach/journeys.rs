@@ -204,7 +204,7 @@ async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now:
         state.step += 1;
         match step {
             Step::Wait { .. } | Step::WaitUntil { .. } => {
-                let guide = owner(o, p).await?;
+                let guide = audience::guide_of(o, p as u32).await?;
                 let z = guide.as_ref().map(|(_, z)| *z).unwrap_or_else(|| zone(None));
                 state.wake_at = wake_after(step, now, z).unwrap_or(now);
                 return save(o, state, now).await;
@@ -267,20 +267,6 @@ async fn save(o: &Outreach, state: JourneyState, now: Timestamp) -> anyhow::Resu
     Ok(())
 }
 
-/// The customer's guide (first by name) and the zone of the guide's store.
-async fn owner(o: &Outreach, p: i64) -> anyhow::Result<Option<(String, chrono_tz::Tz)>> {
-    let guide = {
-        let st = o.engine.read();
-        let mut guides: Vec<&str> = st.index.guide_sets().filter(|(_, b)| b.contains(p as u32)).map(|(g, _)| g).collect();
-        guides.sort();
-        guides.first().map(|g| g.to_string())
-    };
-    let Some(guide) = guide else { return Ok(None) };
-    let zones = audience::guide_zones(o).await?;
-    let z = zones.get(&guide).copied().unwrap_or_else(|| zone(None));
-    Ok(Some((guide, z)))
-}
-
 async fn recorded(o: &Outreach, key: &str) -> anyhow::Result<bool> {
     let key = key.to_string();
     Ok(o.store.run(move |db| Box::pin(async move { Ok(db.query_opt("SELECT 1 FROM deliveries WHERE key = $1", siyu_store::params![&key]).await?.is_some()) })).await?)
@@ -292,17 +278,13 @@ async fn send(o: &Outreach, state: &JourneyState, key: &str, channel: Channel, c
     if recorded(o, key).await? {
         return Ok(()); // done before a restart
     }
-    let single: roaring::RoaringBitmap = std::iter::once(p as u32).collect();
-    let facts = audience::facts(o, &single, channel, now).await?;
-    let gi = facts.owners.of(p as u32);
-    let guide = gi.map(|g| facts.owners.guides[g as usize].clone());
-    let z = gi.map(|g| facts.owners.zones[g as usize]).unwrap_or_else(|| zone(None));
+    let (consent, recently_blocked, guide, z) = audience::facts_of(o, p as u32, channel, now).await?;
     let template = Template::parse(content).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = render::render_many(o, &template, None, &[(p, guide.clone(), key.to_string())]).await?.pop().unwrap_or_default();
     let mut ledger = o.ledger.lock().await;
     let source = format!("journey:{}", state.journey_id);
     let touch = Touch { profile: p as u32, channel, kind, now, source: &source, holdout_percent: 0.0 };
-    let f = Facts { consent: facts.consent.contains(p as u32), recently_blocked: facts.blocked.contains(p as u32), zone: z, guide: guide.as_deref() };
+    let f = Facts { consent, recently_blocked, zone: z, guide: guide.as_deref() };
     let decision = decide(o.policy(), &touch, &f, &mut ledger);
     let (status, reason, due) = match decision {
         Decision::Send { at, .. } if channel == Channel::Wecom => ("pending_staff", None, at),
@@ -360,7 +342,7 @@ async fn task(o: &Outreach, state: &JourneyState, key: &str, title: &str, conten
     if recorded(o, key).await? {
         return Ok(());
     }
-    let Some((guide, _)) = owner(o, p).await? else {
+    let Some((guide, _)) = audience::guide_of(o, p as u32).await? else {
         tracing::info!(profile = p, "journey task skipped: the customer has no guide");
         return Ok(());
     };
