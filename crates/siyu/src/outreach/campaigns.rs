@@ -250,37 +250,27 @@ pub async fn run_one(o: &Outreach, c: CampaignRow, now: Timestamp) -> anyhow::Re
     let detail = format!("run {}: {} sends ({} deferred by quiet hours), {} suppressed", c.runs + 1, summary.sends, summary.deferred, summary.audience - summary.sends);
     let result = o
         .store
-        .run(move |db| {
+        .transaction(move |db| {
             Box::pin(async move {
-                db.begin().await?;
-                let work = async {
-                    let mut rows = rows;
-                    for (guide, indexes) in &groups {
-                        let task = stored::create_task(db, NewTask { campaign_id: Some(id), journey_id: None, guide, title: &name, deadline }, now).await?;
-                        for &i in indexes {
-                            rows[i].task_id = Some(task);
-                        }
+                let mut rows = rows;
+                for (guide, indexes) in &groups {
+                    let task = stored::create_task(db, NewTask { campaign_id: Some(id), journey_id: None, guide, title: &name, deadline }, now).await?;
+                    for &i in indexes {
+                        rows[i].task_id = Some(task);
                     }
-                    stored::insert_deliveries(db, &rows).await?;
-                    stored::count_run(db, id).await?;
-                    let change = match recurring {
-                        Some(next) => StatusChange { status: Status::Scheduled.as_str(), reason: None, next_run_at: Some(next), actor: "siyu", action: "ran" },
-                        None => StatusChange { status: Status::Running.as_str(), reason: None, next_run_at: None, actor: "siyu", action: "started" },
-                    };
-                    stored::set_status(db, id, change, now).await?;
-                    stored::audit(db, id, "siyu", "planned", &detail, now).await
+                }
+                stored::insert_deliveries(db, &rows).await?;
+                stored::count_run(db, id).await?;
+                let change = match recurring {
+                    Some(next) => StatusChange { status: Status::Scheduled.as_str(), reason: None, next_run_at: Some(next), actor: "siyu", action: "ran" },
+                    None => StatusChange { status: Status::Running.as_str(), reason: None, next_run_at: None, actor: "siyu", action: "started" },
                 };
-                let r = work.await;
-                siyu_store::sql::finish(db, r).await
+                stored::set_status(db, id, change, now).await?;
+                stored::audit(db, id, "siyu", "planned", &detail, now).await
             })
         })
         .await;
-    if let Err(e) = result {
-        // The plan's touches are in the ledger but not in the store: start again from the store.
-        drop(ledger);
-        o.rebuild_ledger().await?;
-        return Err(e.into());
-    }
+    o.keep_ledger_true(ledger, result).await?;
     tracing::info!(campaign = c.id, sends = summary.sends, deferred = summary.deferred, suppressed = ?summary.suppressed, "campaign planned");
     Ok(summary)
 }

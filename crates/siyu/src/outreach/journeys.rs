@@ -72,36 +72,31 @@ async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Times
     names.dedup();
     let journeys: Vec<(i64, JourneySpec)> = journeys.iter().map(|(j, s)| (j.id, s.clone())).collect();
     o.store
-        .run(move |db| {
+        .transaction(move |db| {
             Box::pin(async move {
-                db.begin().await?;
-                let work = async {
-                    let mut cursor = stored::cursor(db, CURSOR).await?;
-                    if cursor == 0 {
-                        // Journeys start from now: history does not trigger them.
-                        cursor = stored::max_event_id(db).await?;
-                    }
-                    let events = stored::events_after(db, cursor, &names, EVENTS_PER_ROUND).await?;
-                    for (id, profile, name, ts, payload) in &events {
-                        let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
-                        for (jid, spec) in &journeys {
-                            let state = stored::journey_state(db, *jid, *profile).await?;
-                            let active = state.as_ref().filter(|s| s.status == "active");
-                            if let (Some(exit), Some(s)) = (&spec.exit_on, active) {
-                                if exit.matches(name, &props) && *ts >= s.entered_at {
-                                    stored::save_state(db, &JourneyState { status: "exited".into(), ..s.clone() }, now).await?;
-                                    continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, true).await?;
-                                    continue;
-                                }
+                let mut cursor = stored::cursor(db, CURSOR).await?;
+                if cursor == 0 {
+                    // Journeys start from now: history does not trigger them.
+                    cursor = stored::max_event_id(db).await?;
+                }
+                let events = stored::events_after(db, cursor, &names, EVENTS_PER_ROUND).await?;
+                for (id, profile, name, ts, payload) in &events {
+                    let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
+                    for (jid, spec) in &journeys {
+                        let state = stored::journey_state(db, *jid, *profile).await?;
+                        let active = state.as_ref().filter(|s| s.status == "active");
+                        if let (Some(exit), Some(s)) = (&spec.exit_on, active) {
+                            if exit.matches(name, &props) && *ts >= s.entered_at {
+                                stored::save_state(db, &JourneyState { status: "exited".into(), ..s.clone() }, now).await?;
+                                continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, true).await?;
+                                continue;
                             }
-                            continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, false).await?;
                         }
-                        cursor = *id;
+                        continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, false).await?;
                     }
-                    stored::set_cursor(db, CURSOR, cursor).await
-                };
-                let r = work.await;
-                siyu_store::sql::finish(db, r).await
+                    cursor = *id;
+                }
+                stored::set_cursor(db, CURSOR, cursor).await
             })
         })
         .await?;
@@ -156,22 +151,17 @@ async fn date_entries(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now:
         };
         let (jid, spec) = (j.id, spec.clone());
         o.store
-            .run(move |db| {
+            .transaction(move |db| {
                 Box::pin(async move {
-                    db.begin().await?;
-                    let work = async {
-                        for p in entering {
-                            let state = stored::journey_state(db, jid, p).await?;
-                            if state.as_ref().is_some_and(|s| s.status == "active") || !spec.reentry.allows(state.as_ref().map(|s| s.entered_at), now) {
-                                continue;
-                            }
-                            let entry = state.map(|s| s.entry).unwrap_or(0) + 1;
-                            stored::save_state(db, &JourneyState { journey_id: jid, profile_id: p, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now }, now).await?;
+                    for p in entering {
+                        let state = stored::journey_state(db, jid, p).await?;
+                        if state.as_ref().is_some_and(|s| s.status == "active") || !spec.reentry.allows(state.as_ref().map(|s| s.entered_at), now) {
+                            continue;
                         }
-                        stored::set_cursor(db, &cursor, day_number).await
-                    };
-                    let r = work.await;
-                    siyu_store::sql::finish(db, r).await
+                        let entry = state.map(|s| s.entry).unwrap_or(0) + 1;
+                        stored::save_state(db, &JourneyState { journey_id: jid, profile_id: p, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now }, now).await?;
+                    }
+                    stored::set_cursor(db, &cursor, day_number).await
                 })
             })
             .await?;
@@ -309,30 +299,21 @@ async fn send(o: &Outreach, state: &JourneyState, key: &str, channel: Channel, c
     let journey = state.journey_id;
     let result = o
         .store
-        .run(move |db| {
+        .transaction(move |db| {
             Box::pin(async move {
-                db.begin().await?;
-                let work = async {
-                    let mut row = row;
-                    if row.status == "pending_staff" {
-                        if let Some(g) = &row.guide {
-                            let deadline = Timestamp(due.0 + 24 * 3_600_000);
-                            let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: g, title: "journey message", deadline }, now).await?;
-                            row.task_id = Some(task);
-                        }
+                let mut row = row;
+                if row.status == "pending_staff" {
+                    if let Some(g) = &row.guide {
+                        let deadline = Timestamp(due.0 + 24 * 3_600_000);
+                        let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: g, title: "journey message", deadline }, now).await?;
+                        row.task_id = Some(task);
                     }
-                    stored::insert_deliveries(db, &[row]).await
-                };
-                let r = work.await;
-                siyu_store::sql::finish(db, r).await
+                }
+                stored::insert_deliveries(db, &[row]).await
             })
         })
         .await;
-    if let Err(e) = result {
-        drop(ledger);
-        o.rebuild_ledger().await?;
-        return Err(e.into());
-    }
+    o.keep_ledger_true(ledger, result).await?;
     Ok(())
 }
 
@@ -350,31 +331,26 @@ async fn task(o: &Outreach, state: &JourneyState, key: &str, title: &str, conten
     let text = render::render_many(o, &template, None, &[(p, Some(guide.clone()), key.to_string())]).await?.pop().unwrap_or_default();
     let (key, title, journey) = (key.to_string(), title.to_string(), state.journey_id);
     o.store
-        .run(move |db| {
+        .transaction(move |db| {
             Box::pin(async move {
-                db.begin().await?;
-                let work = async {
-                    let deadline = Timestamp(now.0 + deadline_hours as i64 * 3_600_000);
-                    let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: &guide, title: &title, deadline }, now).await?;
-                    let row = NewDelivery {
-                        key,
-                        profile_id: p,
-                        campaign_id: None,
-                        journey_id: Some(journey),
-                        channel: "wecom".into(),
-                        kind: "service".into(),
-                        status: "pending_staff".into(),
-                        reason: None,
-                        guide: Some(guide.clone()),
-                        task_id: Some(task),
-                        content: Some(text),
-                        created_at: now,
-                        due_at: now,
-                    };
-                    stored::insert_deliveries(db, &[row]).await.map(|_| ())
+                let deadline = Timestamp(now.0 + deadline_hours as i64 * 3_600_000);
+                let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: &guide, title: &title, deadline }, now).await?;
+                let row = NewDelivery {
+                    key,
+                    profile_id: p,
+                    campaign_id: None,
+                    journey_id: Some(journey),
+                    channel: "wecom".into(),
+                    kind: "service".into(),
+                    status: "pending_staff".into(),
+                    reason: None,
+                    guide: Some(guide.clone()),
+                    task_id: Some(task),
+                    content: Some(text),
+                    created_at: now,
+                    due_at: now,
                 };
-                let r = work.await;
-                siyu_store::sql::finish(db, r).await
+                stored::insert_deliveries(db, &[row]).await.map(|_| ())
             })
         })
         .await?;

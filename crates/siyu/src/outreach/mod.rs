@@ -122,6 +122,19 @@ impl Outreach {
         Ok(())
     }
 
+    /// Keeps the ledger true to the store after recording a plan: the plan's touches are
+    /// already in the ledger, so if recording failed it is rebuilt from the store.
+    pub async fn keep_ledger_true<T>(&self, ledger: tokio::sync::MutexGuard<'_, ContactLedger>, recorded: Result<T, StoreError>) -> anyhow::Result<T> {
+        match recorded {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                drop(ledger);
+                self.rebuild_ledger().await?;
+                Err(e.into())
+            }
+        }
+    }
+
     /// One round of everything time-driven. Runs every second in the background.
     pub async fn tick(&self) -> anyhow::Result<()> {
         let _one = self.ticking.lock().await;
