@@ -5,7 +5,7 @@ use serde::Serialize;
 use siyu_core::Timestamp;
 use utoipa::ToSchema;
 
-use crate::sql::{Db, Param, Row};
+use crate::sql::{int_list, text_list, Db, Param, Row};
 use crate::{params, StoreError};
 
 // ---------- campaigns ----------
@@ -273,8 +273,7 @@ pub async fn due_deliveries(db: &mut dyn Db, now: Timestamp, limit: i64) -> Resu
 
 pub async fn mark_deliveries(db: &mut dyn Db, ids: &[i64], status: &str, reason: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
-        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-        let sql = format!("UPDATE deliveries SET status = $1, reason = COALESCE($2, reason), sent_at = $3 WHERE id IN ({})", list.join(","));
+        let sql = format!("UPDATE deliveries SET status = $1, reason = COALESCE($2, reason), sent_at = $3 WHERE id IN ({})", int_list(chunk));
         db.execute(&sql, params![status, reason, at.0]).await?;
     }
     Ok(())
@@ -304,7 +303,6 @@ pub async fn campaign_counts(db: &mut dyn Db, campaign: i64) -> Result<Vec<(Stri
 
 /// Events of `names` carrying `properties.campaign_id = campaign`, counted by name.
 pub async fn campaign_responses(db: &mut dyn Db, campaign: i64, names: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
-    let list: Vec<String> = names.iter().map(|n| format!("'{}'", n.replace('\'', "''"))).collect();
     let key = format!("%\"campaign_id\":{campaign}%");
     let key_text = format!("%\"campaign_id\":\"{campaign}\"%");
     let sql = format!(
@@ -312,7 +310,7 @@ pub async fn campaign_responses(db: &mut dyn Db, campaign: i64, names: &[&str]) 
          WHERE e.name IN ({}) AND (e.payload LIKE $1 OR e.payload LIKE $2)
            AND e.profile_id IN (SELECT profile_id FROM deliveries WHERE campaign_id = $3)
          GROUP BY e.name",
-        list.join(",")
+        text_list(names)
     );
     db.query(&sql, params![&key, &key_text, campaign]).await?.iter().map(|r| Ok((r.text(0)?, r.int(1)?))).collect()
 }
@@ -635,8 +633,7 @@ pub async fn events_after(db: &mut dyn Db, after_id: i64, names: &[String], limi
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let list: Vec<String> = names.iter().map(|n| format!("'{}'", n.replace('\'', "''"))).collect();
-    let sql = format!("SELECT id, profile_id, name, ts, payload FROM events WHERE id > $1 AND name IN ({}) ORDER BY id LIMIT $2", list.join(","));
+    let sql = format!("SELECT id, profile_id, name, ts, payload FROM events WHERE id > $1 AND name IN ({}) ORDER BY id LIMIT $2", text_list(names));
     db.query(&sql, params![after_id, limit]).await?.iter().map(|r| Ok((r.int(0)?, r.int(1)?, r.text(2)?, Timestamp(r.int(3)?), r.text(4)?))).collect()
 }
 
@@ -646,18 +643,24 @@ pub async fn max_event_id(db: &mut dyn Db) -> Result<i64, StoreError> {
 
 // ---------- what templates read ----------
 
-/// Traits of several profiles, for rendering messages.
-pub async fn traits_of(db: &mut dyn Db, ids: &[i64]) -> Result<std::collections::HashMap<i64, serde_json::Map<String, serde_json::Value>>, StoreError> {
-    let mut out: std::collections::HashMap<i64, serde_json::Map<String, serde_json::Value>> = std::collections::HashMap::new();
+/// Key → value per profile, several profiles at a time.
+pub type ByProfile = std::collections::HashMap<i64, serde_json::Map<String, serde_json::Value>>;
+
+/// Runs `select` (profile id, key, value; `{ids}` where the id list goes) over `ids` in
+/// chunks and gathers the rows per profile.
+async fn by_profile(db: &mut dyn Db, select: &str, ids: &[i64], value: fn(String) -> serde_json::Value) -> Result<ByProfile, StoreError> {
+    let mut out = ByProfile::new();
     for chunk in ids.chunks(500) {
-        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-        let sql = format!("SELECT profile_id, key, value FROM traits WHERE profile_id IN ({})", list.join(","));
-        for r in db.query(&sql, &[]).await? {
-            let value = serde_json::from_str(&r.text(2)?).unwrap_or(serde_json::Value::Null);
-            out.entry(r.int(0)?).or_default().insert(r.text(1)?, value);
+        for r in db.query(&select.replace("{ids}", &int_list(chunk)), &[]).await? {
+            out.entry(r.int(0)?).or_default().insert(r.text(1)?, value(r.text(2)?));
         }
     }
     Ok(out)
+}
+
+/// Traits of several profiles, for rendering messages.
+pub async fn traits_of(db: &mut dyn Db, ids: &[i64]) -> Result<ByProfile, StoreError> {
+    by_profile(db, "SELECT profile_id, key, value FROM traits WHERE profile_id IN ({ids})", ids, |v| serde_json::from_str(&v).unwrap_or(serde_json::Value::Null)).await
 }
 
 /// Staff names and stores, and store names: `{{ owner.name }}`, `{{ store.name }}`.
@@ -679,14 +682,6 @@ pub async fn directory(db: &mut dyn Db) -> Result<Directory, StoreError> {
 }
 
 /// Identities of several profiles (what a gateway addresses a message to).
-pub async fn identities_of(db: &mut dyn Db, ids: &[i64]) -> Result<std::collections::HashMap<i64, serde_json::Map<String, serde_json::Value>>, StoreError> {
-    let mut out: std::collections::HashMap<i64, serde_json::Map<String, serde_json::Value>> = std::collections::HashMap::new();
-    for chunk in ids.chunks(500) {
-        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-        let sql = format!("SELECT profile_id, kind, value FROM identities WHERE profile_id IN ({}) AND kind <> 'anonymous_id'", list.join(","));
-        for r in db.query(&sql, &[]).await? {
-            out.entry(r.int(0)?).or_default().insert(r.text(1)?, serde_json::Value::String(r.text(2)?));
-        }
-    }
-    Ok(out)
+pub async fn identities_of(db: &mut dyn Db, ids: &[i64]) -> Result<ByProfile, StoreError> {
+    by_profile(db, "SELECT profile_id, kind, value FROM identities WHERE profile_id IN ({ids}) AND kind <> 'anonymous_id'", ids, serde_json::Value::String).await
 }

@@ -59,6 +59,17 @@ macro_rules! params {
     ($($p:expr),* $(,)?) => { &[$($crate::sql::Param::from($p)),*][..] };
 }
 
+/// `1,2,3` for an `IN (…)` list. Integers are safe to inline, and long lists would run
+/// past the backends' parameter limits.
+pub fn int_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `'a','b'` for an `IN (…)` list of names, quotes doubled.
+pub fn text_list<S: AsRef<str>>(items: &[S]) -> String {
+    items.iter().map(|n| format!("'{}'", n.as_ref().replace('\'', "''"))).collect::<Vec<_>>().join(",")
+}
+
 /// A value read back from a row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

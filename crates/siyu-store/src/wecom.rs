@@ -5,7 +5,7 @@ use siyu_core::Timestamp;
 use utoipa::ToSchema;
 
 use crate::outreach::DeliveryRow;
-use crate::sql::{Db, Row};
+use crate::sql::{int_list, Db, Row};
 use crate::{params, StoreError};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -87,8 +87,7 @@ pub async fn confirmed_unsent(db: &mut dyn Db, limit: i64) -> Result<Vec<Deliver
 /// Records the mass message (msgid) that carries these deliveries.
 pub async fn set_external_ref(db: &mut dyn Db, ids: &[i64], msgid: &str) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
-        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-        db.execute(&format!("UPDATE deliveries SET external_ref = $1 WHERE id IN ({})", list.join(",")), params![msgid]).await?;
+        db.execute(&format!("UPDATE deliveries SET external_ref = $1 WHERE id IN ({})", int_list(chunk)), params![msgid]).await?;
     }
     Ok(())
 }
