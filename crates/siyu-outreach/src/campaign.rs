@@ -151,6 +151,20 @@ impl Status {
     }
 }
 
+impl Action {
+    /// As written in the audit trail (and the API path).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Schedule => "schedule",
+            Action::Unschedule => "unschedule",
+            Action::Start => "start",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Complete => "complete",
+        }
+    }
+}
+
 fn action_word(a: Action) -> &'static str {
     match a {
         Action::Schedule => "be scheduled",
@@ -175,5 +189,16 @@ mod tests {
         assert_eq!(Status::Running.apply(Action::Complete), Ok(Status::Completed));
         assert_eq!(Status::Completed.apply(Action::Resume), Err("a completed campaign cannot be resumed".into()));
         assert!(Status::Draft.apply(Action::Pause).is_err());
+    }
+
+    #[test]
+    fn stored_names_are_the_wire_names() {
+        use crate::policy::TouchKind;
+        for a in [Action::Schedule, Action::Unschedule, Action::Start, Action::Pause, Action::Resume, Action::Complete] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for k in [TouchKind::Marketing, TouchKind::Service] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
     }
 }

@@ -26,6 +26,16 @@ pub enum TouchKind {
     Service,
 }
 
+impl TouchKind {
+    /// As stored on a delivery.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TouchKind::Marketing => "marketing",
+            TouchKind::Service => "service",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Caps {
     /// At most this many touches in any 24 hours.

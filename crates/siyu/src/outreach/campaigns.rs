@@ -102,11 +102,10 @@ pub async fn act(o: &Outreach, id: i64, action: Action, actor: String) -> Result
             o.store.run(move |db| Box::pin(async move { stored::save_snapshot(db, id, &text).await })).await?;
         }
     }
-    let word = serde_json::to_value(action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     o.store
         .run(move |db| {
             Box::pin(async move {
-                let change = StatusChange { status: next.as_str(), reason: None, next_run_at, actor: &actor, action: &word };
+                let change = StatusChange { status: next.as_str(), reason: None, next_run_at, actor: &actor, action: action.as_str() };
                 stored::set_status(db, id, change, now).await
             })
         })
@@ -300,7 +299,7 @@ pub fn deliveries(c: &CampaignRow, spec: &CampaignSpec, opts: &PlanOptions, outc
                 campaign_id: Some(c.id),
                 journey_id: None,
                 channel: spec.channel.as_str().to_string(),
-                kind: serde_json::to_value(spec.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                kind: spec.kind.as_str().into(),
                 status: status.to_string(),
                 reason,
                 guide: x.guide.map(|g| guides[g as usize].clone()),

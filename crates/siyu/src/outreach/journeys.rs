@@ -287,7 +287,7 @@ async fn send(o: &Outreach, state: &JourneyState, key: &str, channel: Channel, c
         campaign_id: None,
         journey_id: Some(state.journey_id),
         channel: channel.as_str().into(),
-        kind: serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        kind: kind.as_str().into(),
         status: status.into(),
         reason,
         guide: guide.clone(),
