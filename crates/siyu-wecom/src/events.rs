@@ -17,25 +17,32 @@ pub fn attribution(state: &str) -> (Option<&str>, Option<&str>) {
     }
 }
 
-fn track(fields: &Fields, external_userid: &str, event: &str, properties: Value, received_at: Timestamp) -> Option<Message> {
+/// An empty track message about the customer with this `external_userid` (callers set
+/// the event, properties or traits); `None` if the id is not a valid identity.
+pub fn about_contact(external_userid: &str, message_id: String, at: Timestamp, received_at: Timestamp, source: &str) -> Option<Message> {
     let identity = Identity::new(IdentityKind::ExternalUserid, external_userid, None).ok()?;
-    let at = fields.get("CreateTime").and_then(|t| t.parse::<i64>().ok()).map(|s| Timestamp(s * 1000)).unwrap_or(received_at);
     Some(Message {
         kind: MessageKind::Track,
-        message_id: dedupe_key(fields),
+        message_id,
         user_id: None,
         anonymous_id: None,
-        event: Some(event.to_string()),
+        event: None,
         previous_id: None,
         group_id: None,
         timestamp: at,
         received_at,
-        payload: properties.to_string(),
-        context: Some(r#"{"source":"wecom"}"#.to_string()),
+        payload: "{}".to_string(),
+        context: Some(json!({"source": source}).to_string()),
         traits: Vec::new(),
         identities: vec![identity],
         profile_id: None,
     })
+}
+
+fn track(fields: &Fields, external_userid: &str, event: &str, properties: Value, received_at: Timestamp) -> Option<Message> {
+    let at = fields.get("CreateTime").and_then(|t| t.parse::<i64>().ok()).map(|s| Timestamp(s * 1000)).unwrap_or(received_at);
+    let base = about_contact(external_userid, dedupe_key(fields), at, received_at, "wecom")?;
+    Some(Message { event: Some(event.to_string()), payload: properties.to_string(), ..base })
 }
 
 /// The Siyu event a callback becomes, if it is about one customer.

@@ -100,23 +100,13 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
     if let Some(client) = app.wecom.as_ref().and_then(|w| w.client.clone()) {
         if let Ok(contact) = client.get_external_contact(external).await {
             if let Some(name) = contact["external_contact"]["name"].as_str().filter(|n| !n.is_empty()) {
-                let identity = Identity::new(IdentityKind::ExternalUserid, external, None)?;
                 let now = siyu_core::Timestamp::now();
+                let base = siyu_wecom::events::about_contact(external, format!("wecom:contact:{external}:{seq}"), now, now, "wecom").ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
                 let message = siyu_core::message::Message {
                     kind: siyu_core::message::MessageKind::Identify,
-                    message_id: format!("wecom:contact:{external}:{}", seq),
-                    user_id: None,
-                    anonymous_id: None,
-                    event: None,
-                    previous_id: None,
-                    group_id: None,
-                    timestamp: now,
-                    received_at: now,
                     payload: serde_json::json!({"name": name}).to_string(),
-                    context: Some(r#"{"source":"wecom"}"#.to_string()),
                     traits: vec![("name".to_string(), serde_json::json!(name))],
-                    identities: vec![identity],
-                    profile_id: None,
+                    ..base
                 };
                 let receipt = app.ingest.submit(vec![message]).await?;
                 app.ingest.wait_indexed(receipt.last_seq).await;

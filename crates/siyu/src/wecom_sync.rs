@@ -11,8 +11,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::json;
-use siyu_core::identity::{Identity, IdentityKind};
-use siyu_core::message::{Message, MessageKind};
+use siyu_core::message::Message;
 use siyu_core::Timestamp;
 use siyu_store::admin;
 use utoipa::ToSchema;
@@ -58,23 +57,8 @@ impl SyncState {
 }
 
 fn event(external: &str, name: &str, message_id: String, at: Timestamp, props: serde_json::Value, traits: Vec<(String, serde_json::Value)>) -> Option<Message> {
-    let identity = Identity::new(IdentityKind::ExternalUserid, external, None).ok()?;
-    Some(Message {
-        kind: MessageKind::Track,
-        message_id,
-        user_id: None,
-        anonymous_id: None,
-        event: Some(name.to_string()),
-        previous_id: None,
-        group_id: None,
-        timestamp: at,
-        received_at: Timestamp::now(),
-        payload: props.to_string(),
-        context: Some(r#"{"source":"wecom_sync"}"#.to_string()),
-        traits,
-        identities: vec![identity],
-        profile_id: None,
-    })
+    let base = siyu_wecom::events::about_contact(external, message_id, at, Timestamp::now(), "wecom_sync")?;
+    Some(Message { event: Some(name.to_string()), payload: props.to_string(), traits, ..base })
 }
 
 /// Runs a sync begun with [`SyncState::begin`].
