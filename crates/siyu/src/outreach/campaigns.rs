@@ -327,9 +327,11 @@ pub struct Report {
     pub suppressed: BTreeMap<String, i64>,
 }
 
-pub async fn metrics(o: &Outreach, c: &CampaignRow, spec: &CampaignSpec) -> anyhow::Result<(Metrics, Lift, BTreeMap<String, i64>, BTreeMap<String, i64>)> {
-    let (id, window, event) = (c.id, spec.guardrail.block_window_days as i64, spec.conversion_event.clone());
-    let (counts, responses, blocks, conv) = o
+/// What a campaign's touches did, with its deliveries by status and suppressions by
+/// reason. (Lift, which reads every touched customer's events, is for the report only.)
+pub async fn metrics(o: &Outreach, c: &CampaignRow, spec: &CampaignSpec) -> anyhow::Result<(Metrics, BTreeMap<String, i64>, BTreeMap<String, i64>)> {
+    let (id, window) = (c.id, spec.guardrail.block_window_days as i64);
+    let (counts, responses, blocks) = o
         .store
         .run(move |db| {
             Box::pin(async move {
@@ -337,7 +339,6 @@ pub async fn metrics(o: &Outreach, c: &CampaignRow, spec: &CampaignSpec) -> anyh
                     stored::campaign_counts(db, id).await?,
                     stored::campaign_responses(db, id, &["Message Clicked", "Message Replied", "Unsubscribed", "Message Complained"]).await?,
                     stored::campaign_blocks(db, id, window).await?,
-                    stored::campaign_conversions(db, id, &event).await?,
                 ))
             })
         })
@@ -362,14 +363,16 @@ pub async fn metrics(o: &Outreach, c: &CampaignRow, spec: &CampaignSpec) -> anyh
         blocks: blocks as u64,
         holdout: suppressed.get("holdout").copied().unwrap_or(0) as u64,
     };
-    let lift = Lift::compute(&spec.conversion_event, conv.0 as u64, conv.1 as u64, conv.2 as u64, conv.3 as u64);
-    Ok((m, lift, by_status, suppressed))
+    Ok((m, by_status, suppressed))
 }
 
 pub async fn report(o: &Outreach, id: i64) -> Result<Report, CampaignError> {
     let campaign = get(o, id).await?;
     let spec = read_spec(&campaign.spec)?;
-    let (metrics, lift, deliveries, suppressed) = metrics(o, &campaign, &spec).await?;
+    let (metrics, deliveries, suppressed) = metrics(o, &campaign, &spec).await?;
+    let event = spec.conversion_event.clone();
+    let (sent, sent_converted, holdout, holdout_converted) = o.store.run(move |db| Box::pin(async move { stored::campaign_conversions(db, id, &event).await })).await?;
+    let lift = Lift::compute(&spec.conversion_event, sent as u64, sent_converted as u64, holdout as u64, holdout_converted as u64);
     Ok(Report { campaign, metrics, lift, deliveries, suppressed })
 }
 
@@ -378,7 +381,7 @@ pub async fn watch(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
     let running = o.store.run(|db| Box::pin(stored::campaigns_with_status(db, "running"))).await?;
     for c in running {
         let Ok(spec) = read_spec(&c.spec) else { continue };
-        let (m, _, by_status, _) = metrics(o, &c, &spec).await?;
+        let (m, by_status, _) = metrics(o, &c, &spec).await?;
         let id = c.id;
         if let Some(why) = spec.guardrail.check(&m) {
             tracing::warn!(campaign = id, %why, "guardrail crossed: pausing");
