@@ -27,6 +27,22 @@ fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
+/// A Python that can import `module` — `SIYU_TEST_PYTHON` (the virtualenv `scripts/test`
+/// installs the independent clients into), else `python3` — or `None` (the test skips)
+/// outside CI. Under CI=true a missing client fails the test.
+pub fn python_with(module: &str) -> Option<String> {
+    let python = std::env::var("SIYU_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let ok = std::process::Command::new(&python).args(["-c", &format!("import {module}")]).output().map(|o| o.status.success()).unwrap_or(false);
+    if ok {
+        return Some(python);
+    }
+    if in_ci() {
+        panic!("{python} cannot import {module}; scripts/test installs it (CI must run this test)");
+    }
+    eprintln!("skipping: {python} cannot import {module} (run scripts/test to install it)");
+    None
+}
+
 /// A schema name no other test process or test in this process uses.
 pub fn unique_schema() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

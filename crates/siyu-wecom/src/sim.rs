@@ -65,6 +65,23 @@ struct MassMessage {
     results: Vec<(String, u32)>,
 }
 
+impl SimConfig {
+    /// A corp with WeCom's defaults: two-hour tokens, a receive limit of the month's
+    /// days, 5,000 customers per member of staff, and no callbacks until `callback_url`.
+    pub fn new(corp_id: &str, secret: &str, callback_token: &str, encoding_aes_key: &str) -> SimConfig {
+        SimConfig {
+            corp_id: corp_id.into(),
+            secret: secret.into(),
+            token_ttl: Duration::from_secs(7200),
+            receive_limit_per_month: 0,
+            customers_per_staff: 5_000,
+            callback_url: None,
+            callback_token: callback_token.into(),
+            encoding_aes_key: encoding_aes_key.into(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Corp {
     staff: Vec<String>,
@@ -555,6 +572,14 @@ async fn sim_remove_guide(State(sim): State<Sim>, Json(r): Json<Remove>) -> Json
         Ok(()) => ok(json!({})),
         Err(e) => err(-1, &e),
     }
+}
+
+/// Serves the simulator on a free loopback port in the background; returns its base URL.
+pub async fn spawn_local(sim: Arc<Simulator>) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(serve(sim, listener));
+    Ok(base)
 }
 
 /// Serves the simulator on `listener` until the task is dropped.

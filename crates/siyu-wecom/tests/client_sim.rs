@@ -2,27 +2,15 @@
 //! retries on "system busy", typed errors, cursor paging, WeCom's limits.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use siyu_wecom::client::{Client, WecomError};
 use siyu_wecom::sim::{SimConfig, Simulator};
 
 async fn start() -> (Arc<Simulator>, String) {
-    let sim = Simulator::new(SimConfig {
-        corp_id: "wwsim".into(),
-        secret: "sim-secret".into(),
-        token_ttl: Duration::from_secs(7200),
-        receive_limit_per_month: 0,
-        customers_per_staff: 5_000,
-        callback_url: None,
-        callback_token: "t".into(),
-        encoding_aes_key: "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt".into(),
-    });
+    let sim = Simulator::new(SimConfig::new("wwsim", "sim-secret", "t", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"));
     sim.add_staff(&["li.sh0052", "wang.sh0001"]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(siyu_wecom::sim::serve(sim.clone(), listener));
+    let base = siyu_wecom::sim::spawn_local(sim.clone()).await.unwrap();
     (sim, base)
 }
 

@@ -5,25 +5,13 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use siyu_store::testing::python_with;
 use siyu_wecom::callback;
 use siyu_wecom::crypto::MsgCrypt;
 
 const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
 const KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
 const CORP: &str = "ww1436e0e65a779aee";
-
-fn python() -> Option<String> {
-    let python = std::env::var("SIYU_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&python).args(["-c", "import wechatpy.enterprise.crypto"]).output().map(|o| o.status.success()).unwrap_or(false);
-    if ok {
-        return Some(python);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{python} cannot import wechatpy; scripts/test installs it (CI must run this test)");
-    }
-    eprintln!("skipping: {python} cannot import wechatpy (run scripts/test to install it)");
-    None
-}
 
 fn wechatpy(python: &str, args: &[&str], stdin: &str) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/wecom_crypto.py");
@@ -38,7 +26,7 @@ const EVENT: &str = "<xml><ToUserName><![CDATA[ww1436e0e65a779aee]]></ToUserName
 
 #[test]
 fn wechatpy_encrypts_and_siyu_decrypts() {
-    let Some(py) = python() else { return };
+    let Some(py) = python_with("wechatpy.enterprise.crypto") else { return };
     let siyu = MsgCrypt::new(TOKEN, KEY, CORP).unwrap();
     for message in [EVENT, "你好，岚山咖啡", "x"] {
         let envelope = wechatpy(&py, &["encrypt", TOKEN, KEY, CORP, "nonce42", "1700000000"], message);
@@ -50,7 +38,7 @@ fn wechatpy_encrypts_and_siyu_decrypts() {
 
 #[test]
 fn siyu_encrypts_and_wechatpy_decrypts() {
-    let Some(py) = python() else { return };
+    let Some(py) = python_with("wechatpy.enterprise.crypto") else { return };
     let siyu = MsgCrypt::new(TOKEN, KEY, CORP).unwrap();
     for message in [EVENT, "你好，岚山咖啡", "x"] {
         let envelope = siyu.seal(message, "1700000001", "nonce43");

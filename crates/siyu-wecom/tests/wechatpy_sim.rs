@@ -3,41 +3,17 @@
 //! external-contact endpoints, and gets WeCom's shapes and error codes back.
 
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{json, Value};
+use siyu_store::testing::python_with;
 use siyu_wecom::sim::{SimConfig, Simulator};
-
-fn python() -> Option<String> {
-    let python = std::env::var("SIYU_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&python).args(["-c", "import wechatpy.enterprise"]).output().map(|o| o.status.success()).unwrap_or(false);
-    if ok {
-        return Some(python);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{python} cannot import wechatpy; scripts/test installs it (CI must run this test)");
-    }
-    eprintln!("skipping: {python} cannot import wechatpy (run scripts/test to install it)");
-    None
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechatpy_drives_the_simulator() {
-    let Some(py) = python() else { return };
-    let sim = Simulator::new(SimConfig {
-        corp_id: "wwsim".into(),
-        secret: "sim-secret".into(),
-        token_ttl: Duration::from_secs(7200),
-        receive_limit_per_month: 0,
-        customers_per_staff: 5_000,
-        callback_url: None,
-        callback_token: "t".into(),
-        encoding_aes_key: "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt".into(),
-    });
+    let Some(py) = python_with("wechatpy.enterprise") else { return };
+    let sim = Simulator::new(SimConfig::new("wwsim", "sim-secret", "t", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"));
     sim.add_staff(&["li.sh0052"]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(siyu_wecom::sim::serve(sim.clone(), listener));
+    let base = siyu_wecom::sim::spawn_local(sim.clone()).await.unwrap();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/wecom_sim_client.py");
     let b = base.clone();

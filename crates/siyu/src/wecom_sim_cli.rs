@@ -2,7 +2,6 @@
 //! WeCom setup without a corp.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use siyu_wecom::sim::{SimConfig, Simulator};
@@ -32,16 +31,7 @@ pub struct WecomSimArgs {
 }
 
 pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
-    let sim = Simulator::new(SimConfig {
-        corp_id: args.corp_id.clone(),
-        secret: args.secret,
-        token_ttl: Duration::from_secs(7200),
-        receive_limit_per_month: args.receive_limit,
-        customers_per_staff: 5_000,
-        callback_url: args.callback_url.clone(),
-        callback_token: args.token,
-        encoding_aes_key: args.aes_key,
-    });
+    let sim = Simulator::new(SimConfig { receive_limit_per_month: args.receive_limit, callback_url: args.callback_url.clone(), ..SimConfig::new(&args.corp_id, &args.secret, &args.token, &args.aes_key) });
     let staff: Vec<&str> = args.staff.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     sim.add_staff(&staff);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -13,20 +13,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use common::{TestApp, WRITE_KEY};
-
-/// A Python that can import the SDK, or `None` (skip) outside CI.
-pub fn python_with(module: &str) -> Option<String> {
-    let python = std::env::var("SIYU_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&python).args(["-c", &format!("import {module}")]).output().map(|o| o.status.success()).unwrap_or(false);
-    if ok {
-        return Some(python);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{python} cannot import {module}; scripts/test installs it (CI must run this test)");
-    }
-    eprintln!("skipping: {python} cannot import {module} (run scripts/test to install it)");
-    None
-}
+use siyu_store::testing::python_with;
 
 fn client_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/segment_sdk_client.py")

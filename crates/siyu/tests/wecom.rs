@@ -174,16 +174,7 @@ async fn with_simulator(store: TestStore) {
     std::fs::write(store.dir.path().join("wecom.json"), config.to_string()).unwrap();
     std::fs::write(store.dir.path().join("outreach.json"), json!({"policy": {"quiet_hours": null}}).to_string()).unwrap();
     let app = TestApp::spawn(store).await;
-    let sim = Simulator::new(SimConfig {
-        corp_id: CORP.into(),
-        secret: "sim-secret".into(),
-        token_ttl: std::time::Duration::from_secs(7200),
-        receive_limit_per_month: 0,
-        customers_per_staff: 5_000,
-        callback_url: Some(app.url("/wecom/callback")),
-        callback_token: TOKEN.into(),
-        encoding_aes_key: KEY.into(),
-    });
+    let sim = Simulator::new(SimConfig { callback_url: Some(app.url("/wecom/callback")), ..SimConfig::new(CORP, "sim-secret", TOKEN, KEY) });
     sim.add_staff(&["li.sh0052"]);
     tokio::spawn(siyu_wecom::sim::serve(sim.clone(), sim_listener));
     app.put("/api/v1/stores/SH001", Some(&json!({"name": "静安店", "city": "Shanghai"}))).await;
@@ -302,20 +293,9 @@ async fn wecom_end_to_end_with_the_simulator_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sync_brings_in_contacts_and_groups_once() {
     use siyu_wecom::sim::{SimConfig, Simulator};
-    let sim = Simulator::new(SimConfig {
-        corp_id: CORP.into(),
-        secret: "sim-secret".into(),
-        token_ttl: std::time::Duration::from_secs(7200),
-        receive_limit_per_month: 0,
-        customers_per_staff: 5_000,
-        callback_url: None,
-        callback_token: TOKEN.into(),
-        encoding_aes_key: KEY.into(),
-    });
+    let sim = Simulator::new(SimConfig::new(CORP, "sim-secret", TOKEN, KEY));
     sim.add_staff(&["g1", "g2"]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(siyu_wecom::sim::serve(sim.clone(), listener));
+    let sim_base = siyu_wecom::sim::spawn_local(sim.clone()).await.unwrap();
     let client = siyu_wecom::client::Client::new(&sim_base, CORP, "sim-secret");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for (guide, n) in [("g1", 150), ("g2", 30)] {

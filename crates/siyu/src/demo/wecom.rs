@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use siyu_store::Store;
@@ -18,22 +17,11 @@ const KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
 
 /// Starts the simulator and writes Siyu's WeCom configuration for it. Returns its URL.
 pub async fn start(store: &Store, data_dir: &Path, siyu: SocketAddr) -> anyhow::Result<(String, Arc<Simulator>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let sim = Simulator::new(SimConfig {
-        corp_id: CORP.into(),
-        secret: SECRET.into(),
-        token_ttl: Duration::from_secs(7200),
-        receive_limit_per_month: 0,
-        customers_per_staff: 5_000,
-        callback_url: Some(format!("http://{siyu}/wecom/callback")),
-        callback_token: TOKEN.into(),
-        encoding_aes_key: KEY.into(),
-    });
+    let sim = Simulator::new(SimConfig { callback_url: Some(format!("http://{siyu}/wecom/callback")), ..SimConfig::new(CORP, SECRET, TOKEN, KEY) });
     let staff = store.run(|db| Box::pin(siyu_store::org::list_staff(db, None))).await?;
     let guides: Vec<&str> = staff.iter().map(|s| s.userid.as_str()).collect();
     sim.add_staff(&guides);
-    tokio::spawn(siyu_wecom::sim::serve(sim.clone(), listener));
+    let base = siyu_wecom::sim::spawn_local(sim.clone()).await?;
     let config = json!({"corp_id": CORP, "secret": SECRET, "token": TOKEN, "encoding_aes_key": KEY, "api_base": base});
     std::fs::write(data_dir.join("wecom.json"), serde_json::to_string_pretty(&config)?)?;
     Ok((base, sim))
