@@ -281,12 +281,14 @@ pub fn holdout(touch: &Touch) -> Result<(), Reason> {
     Ok(())
 }
 
+/// FNV-1a: a stable hash (the same on every machine and release) for draws and codes
+/// that must not change across runs.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 pub fn in_holdout(source: &str, profile: u32, percent: f64) -> bool {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in source.bytes().chain(profile.to_le_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut h = fnv1a(source.bytes().chain(profile.to_le_bytes()));
     // Mix the low bits; FNV's are weak for short inputs.
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);

@@ -27,10 +27,7 @@ pub fn vars(traits: Option<&serde_json::Map<String, Value>>, guide: Option<&str>
 
 /// A coupon code for one delivery: the campaign's prefix and a stable suffix.
 pub fn coupon_code(prefix: &str, key: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = siyu_outreach::policy::fnv1a(key.bytes());
     format!("{prefix}-{:08X}", (h >> 32) as u32 ^ h as u32)
 }
 
