@@ -584,6 +584,22 @@ pub async fn journey_state(db: &mut dyn Db, journey: i64, profile: i64) -> Resul
     db.query_opt(&sql, params![journey, profile]).await?.as_ref().map(state).transpose()
 }
 
+/// Positions of several customers in the given journeys, chunked so the id lists stay
+/// short: the journey runner reads a whole round's worth at once.
+pub async fn states_of(db: &mut dyn Db, journeys: &[i64], profiles: &[i64]) -> Result<Vec<JourneyState>, StoreError> {
+    let mut out = Vec::new();
+    if journeys.is_empty() {
+        return Ok(out);
+    }
+    for chunk in profiles.chunks(500) {
+        let sql = format!("SELECT {STATE_COLUMNS} FROM journey_states WHERE journey_id IN ({}) AND profile_id IN ({})", int_list(journeys), int_list(chunk));
+        for r in db.query(&sql, &[]).await? {
+            out.push(state(&r)?);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn states_of_profile(db: &mut dyn Db, profile: i64) -> Result<Vec<JourneyState>, StoreError> {
     let sql = format!("SELECT {STATE_COLUMNS} FROM journey_states WHERE profile_id = $1 ORDER BY journey_id");
     db.query(&sql, params![profile]).await?.iter().map(state).collect()

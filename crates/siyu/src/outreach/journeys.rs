@@ -5,6 +5,8 @@
 //! step's effects, so a restart resumes where it was and repeats nothing: every send
 //! has an idempotency key per (journey, entry, step, customer).
 
+use std::collections::{BTreeSet, HashMap};
+
 use siyu_core::rule::{parse, Channel, Rule};
 use siyu_core::Timestamp;
 use siyu_engine::eval::eval_one;
@@ -18,7 +20,10 @@ use siyu_store::profiles;
 use super::{audience, render, Outreach};
 
 const CURSOR: &str = "journeys";
-const EVENTS_PER_ROUND: i64 = 5000;
+const EVENTS_PER_ROUND: i64 = 10_000;
+/// Intake rounds per tick: enough to keep up with a busy ingest, bounded so sends and
+/// tasks still get their turn every few seconds.
+const ROUNDS_PER_TICK: usize = 10;
 const STATES_PER_ROUND: i64 = 1000;
 
 pub fn read_spec(value: &serde_json::Value) -> Result<JourneySpec, String> {
@@ -65,69 +70,93 @@ pub async fn tick(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
     advance_due(o, &journeys, now).await
 }
 
-/// Entries and exits from new events.
+/// Entries and exits from new events. A round is read and decided outside any write
+/// transaction (only this runner, one round at a time, writes positions) and its
+/// changes are written with the cursor in one short transaction, so ingest never waits
+/// behind the runner's reading.
 async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Timestamp) -> anyhow::Result<()> {
     let mut names: Vec<String> = journeys.iter().flat_map(|(_, s)| s.trigger.as_event().map(|e| e.event).into_iter().chain(s.exit_on.iter().map(|e| e.event.clone()))).collect();
     names.sort();
     names.dedup();
-    let journeys: Vec<(i64, JourneySpec)> = journeys.iter().map(|(j, s)| (j.id, s.clone())).collect();
-    o.store
-        .transaction(move |db| {
-            Box::pin(async move {
-                let mut cursor = stored::cursor(db, CURSOR).await?;
-                if cursor == 0 {
-                    // Journeys start from now: history does not trigger them.
-                    cursor = stored::max_event_id(db).await?;
-                }
-                let events = stored::events_after(db, cursor, &names, EVENTS_PER_ROUND).await?;
-                for (id, profile, name, ts, payload) in &events {
-                    let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
-                    for (jid, spec) in &journeys {
-                        let state = stored::journey_state(db, *jid, *profile).await?;
-                        let active = state.as_ref().filter(|s| s.status == "active");
-                        if let (Some(exit), Some(s)) = (&spec.exit_on, active) {
-                            if exit.matches(name, &props) && *ts >= s.entered_at {
-                                stored::save_state(db, &JourneyState { status: "exited".into(), ..s.clone() }, now).await?;
-                                continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, true).await?;
-                                continue;
-                            }
-                        }
-                        continue_entry(db, *jid, spec, *profile, name, &props, state.as_ref(), now, false).await?;
+    let ids: Vec<i64> = journeys.iter().map(|(j, _)| j.id).collect();
+    for _ in 0..ROUNDS_PER_TICK {
+        let (names, ids) = (names.clone(), ids.clone());
+        let (start, events, states) = o
+            .store
+            .run(move |db| {
+                Box::pin(async move {
+                    let mut cursor = stored::cursor(db, CURSOR).await?;
+                    if cursor == 0 {
+                        // Journeys start from now: history does not trigger them.
+                        cursor = stored::max_event_id(db).await?;
                     }
-                    cursor = *id;
-                }
-                stored::set_cursor(db, CURSOR, cursor).await
+                    let events = stored::events_after(db, cursor, &names, EVENTS_PER_ROUND).await?;
+                    let mut profiles: Vec<i64> = events.iter().map(|e| e.1).collect();
+                    profiles.sort_unstable();
+                    profiles.dedup();
+                    let states = stored::states_of(db, &ids, &profiles).await?;
+                    Ok((cursor, events, states))
+                })
             })
-        })
-        .await?;
+            .await?;
+        let mut positions: HashMap<(i64, i64), JourneyState> = states.into_iter().map(|s| ((s.journey_id, s.profile_id), s)).collect();
+        let mut changed = BTreeSet::new();
+        for (_, profile, name, ts, payload) in &events {
+            let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
+            for (j, spec) in journeys {
+                let key = (j.id, *profile);
+                let state = positions.get(&key).cloned();
+                let active = state.as_ref().filter(|s| s.status == "active");
+                let exits = matches!((&spec.exit_on, active), (Some(exit), Some(s)) if exit.matches(name, &props) && *ts >= s.entered_at);
+                if exits {
+                    positions.insert(key, JourneyState { status: "exited".into(), ..state.clone().expect("active") });
+                    changed.insert(key);
+                }
+                if let Some(entered) = entry(j.id, spec, *profile, name, &props, state.as_ref(), now, exits) {
+                    positions.insert(key, entered);
+                    changed.insert(key);
+                }
+            }
+        }
+        let last = events.last().map_or(start, |e| e.0);
+        let writes: Vec<JourneyState> = changed.iter().map(|k| positions[k].clone()).collect();
+        o.store
+            .transaction(move |db| {
+                Box::pin(async move {
+                    for s in &writes {
+                        stored::save_state(db, s, now).await?;
+                    }
+                    stored::set_cursor(db, CURSOR, last).await
+                })
+            })
+            .await?;
+        if (events.len() as i64) < EVENTS_PER_ROUND {
+            break;
+        }
+    }
     Ok(())
 }
 
-/// Puts the customer on the journey if the event is its trigger and re-entry allows.
+/// The customer's new position if the event is the journey's trigger and re-entry
+/// allows it; `None` leaves the position as it is.
 #[allow(clippy::too_many_arguments)]
-async fn continue_entry(
-    db: &mut dyn siyu_store::Db,
-    journey: i64,
-    spec: &JourneySpec,
-    profile: i64,
-    name: &str,
-    props: &serde_json::Value,
-    state: Option<&JourneyState>,
-    now: Timestamp,
-    just_exited: bool,
-) -> Result<(), siyu_store::StoreError> {
+fn entry(journey: i64, spec: &JourneySpec, profile: i64, name: &str, props: &serde_json::Value, state: Option<&JourneyState>, now: Timestamp, just_exited: bool) -> Option<JourneyState> {
     if !spec.trigger.as_event().is_some_and(|t| t.matches(name, props)) {
-        return Ok(());
+        return None;
     }
+    enter(journey, spec, profile, state, now, just_exited)
+}
+
+/// Puts the customer (back) on the journey unless they are on it or re-entry forbids.
+fn enter(journey: i64, spec: &JourneySpec, profile: i64, state: Option<&JourneyState>, now: Timestamp, just_exited: bool) -> Option<JourneyState> {
     if state.is_some_and(|s| s.status == "active" && !just_exited) {
-        return Ok(());
+        return None;
     }
     if !spec.reentry.allows(state.map(|s| s.entered_at), now) {
-        return Ok(());
+        return None;
     }
     let entry = state.map(|s| s.entry).unwrap_or(0) + 1;
-    let s = JourneyState { journey_id: journey, profile_id: profile, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now };
-    stored::save_state(db, &s, now).await
+    Some(JourneyState { journey_id: journey, profile_id: profile, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now })
 }
 
 /// Date triggers: once per day (in the brand's zone, Asia/Shanghai), customers whose
@@ -149,17 +178,15 @@ async fn date_entries(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now:
             let st = o.engine.read();
             having.iter().filter(|&p| st.index.trait_value(&trigger.trait_name, p).and_then(|v| v.as_str()).is_some_and(|v| trigger.matches(v, today))).map(i64::from).collect()
         };
-        let (jid, spec) = (j.id, spec.clone());
+        let jid = j.id;
+        let (entering, states) = o.store.run(move |db| Box::pin(async move { stored::states_of(db, &[jid], &entering).await.map(|s| (entering, s)) })).await?;
+        let positions: HashMap<i64, JourneyState> = states.into_iter().map(|s| (s.profile_id, s)).collect();
+        let writes: Vec<JourneyState> = entering.iter().filter_map(|p| enter(jid, spec, *p, positions.get(p), now, false)).collect();
         o.store
             .transaction(move |db| {
                 Box::pin(async move {
-                    for p in entering {
-                        let state = stored::journey_state(db, jid, p).await?;
-                        if state.as_ref().is_some_and(|s| s.status == "active") || !spec.reentry.allows(state.as_ref().map(|s| s.entered_at), now) {
-                            continue;
-                        }
-                        let entry = state.map(|s| s.entry).unwrap_or(0) + 1;
-                        stored::save_state(db, &JourneyState { journey_id: jid, profile_id: p, entry, step: 0, status: "active".into(), wake_at: now, entered_at: now }, now).await?;
+                    for s in &writes {
+                        stored::save_state(db, s, now).await?;
                     }
                     stored::set_cursor(db, &cursor, day_number).await
                 })
