@@ -25,7 +25,7 @@ impl SqliteDb {
     pub fn open(path: &Path, role: ConnRole) -> Result<SqliteDb, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_handler(Some(wait_for_lock))?;
         conn.set_prepared_statement_cache_capacity(256);
         // FULL: the WAL is fsynced at every commit. The ingest log deletes a segment once
         // the store has applied it, so the store must be as durable as the log was.
@@ -81,6 +81,18 @@ impl SqliteDb {
         }
         Ok(out)
     }
+}
+
+/// Waits up to 10 s for another connection's write lock, checking every millisecond.
+/// SQLite's own timeout handler backs off to 100 ms sleeps, so the ingest indexer could
+/// sleep a tenth of a second past a lock held for a few milliseconds.
+fn wait_for_lock(tries: i32) -> bool {
+    const CHECKS: i32 = 10_000;
+    if tries >= CHECKS {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
