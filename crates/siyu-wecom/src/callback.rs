@@ -17,13 +17,20 @@ pub enum XmlError {
     Missing(&'static str),
 }
 
-/// The leaf elements of a callback document, by name (the first occurrence wins).
+/// The leaf elements of a callback document, by name (the first occurrence wins). A
+/// list (`<MemChangeList><Item>a</Item><Item>b</Item></MemChangeList>`) is kept under
+/// its own name as `a,b`, the form WeCom used before lists had items.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields(pub BTreeMap<String, String>);
 
 impl Fields {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
+    }
+
+    /// The items of a list element, in either form; empty when it is absent.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.get(name).map(|v| v.split(',').map(str::trim).filter(|i| !i.is_empty()).map(str::to_string).collect()).unwrap_or_default()
     }
 
     pub fn require(&self, name: &'static str) -> Result<&str, XmlError> {
@@ -36,12 +43,15 @@ pub fn parse(xml: &str) -> Result<Fields, XmlError> {
     reader.config_mut().trim_text(false);
     let mut fields = BTreeMap::new();
     let mut current: Option<String> = None;
+    let mut open: Vec<String> = Vec::new();
     let mut text = String::new();
     loop {
         match reader.read_event().map_err(|e| XmlError::Malformed(e.to_string()))? {
             XmlEvent::DocType(_) => return Err(XmlError::Doctype),
             XmlEvent::Start(e) => {
-                current = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                open.push(name.clone());
+                current = Some(name);
                 text.clear();
             }
             XmlEvent::Text(t) => {
@@ -61,7 +71,15 @@ pub fn parse(xml: &str) -> Result<Fields, XmlError> {
             XmlEvent::CData(c) => text.push_str(&String::from_utf8_lossy(&c.into_inner())),
             XmlEvent::End(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                if current.as_deref() == Some(name.as_str()) {
+                open.pop();
+                let list = open.last().filter(|_| name == "Item").cloned();
+                if let (Some(list), true) = (list, current.as_deref() == Some("Item")) {
+                    let items = fields.entry(list).or_insert_with(String::new);
+                    if !items.is_empty() {
+                        items.push(',');
+                    }
+                    items.push_str(text.trim());
+                } else if current.as_deref() == Some(name.as_str()) {
                     fields.entry(name).or_insert_with(|| text.clone());
                 }
                 current = None;
@@ -90,8 +108,9 @@ pub enum CallbackEvent {
     ContactDeletedByStaff { staff: String, external_userid: String },
     /// `transfer_fail`: a customer transfer to `staff` failed.
     TransferFailed { staff: String, external_userid: String, reason: Option<String> },
-    /// `change_external_chat`: `create`, `update` (with `member_change` details), `dismiss`.
-    Group { chat_id: String, change: String, update_detail: Option<String>, join_scene: Option<String>, quit_scene: Option<String>, member_change_count: Option<u32> },
+    /// `change_external_chat`: `create`, `update` (`add_member`/`del_member` with the
+    /// members who joined or left, `change_owner`, `change_name`, …), `dismiss`.
+    Group { chat_id: String, change: String, update_detail: Option<String>, join_scene: Option<String>, quit_scene: Option<String>, member_change_count: Option<u32>, members: Vec<String> },
     /// `change_external_tag`: create, update, delete, shuffle.
     Tag { id: String, tag_type: String, change: String },
     /// Anything else, kept for the record.
@@ -122,6 +141,7 @@ impl CallbackEvent {
                 join_scene: o("JoinScene"),
                 quit_scene: o("QuitScene"),
                 member_change_count: f.get("MemChangeCnt").and_then(|v| v.parse().ok()),
+                members: f.list("MemChangeList"),
             },
             (Some("change_external_tag"), Some(c)) => CallbackEvent::Tag { id: s("Id")?, tag_type: o("TagType").unwrap_or_default(), change: c.to_string() },
             _ => CallbackEvent::Other { msg_type, event, change },
@@ -130,8 +150,17 @@ impl CallbackEvent {
 }
 
 /// WeCom retries a callback up to three times: the same event has the same key.
-/// Messages carry `MsgId`; events are keyed by sender, time and what happened.
+/// Messages carry `MsgId`; events are keyed by sender, time and what happened (for a
+/// group change, which change: a join and a leave within one second are two events).
 pub fn dedupe_key(f: &Fields) -> String {
+    let key = dedupe_base(f);
+    match f.get("UpdateDetail") {
+        Some(detail) => format!("{key}:{detail}"),
+        None => key,
+    }
+}
+
+fn dedupe_base(f: &Fields) -> String {
     match f.get("MsgId") {
         Some(id) => format!("wecom:msg:{id}"),
         None => format!(
@@ -167,6 +196,22 @@ mod tests {
             }
         );
         assert_eq!(dedupe_key(&f), "wecom:event:sys:1403610513:change_external_contact:add_external_contact:woAJ2GCAAAXtWyujaWJHDDGi0mACHAAA:zhangsan");
+    }
+
+    #[test]
+    fn reads_group_member_changes_in_both_list_forms() {
+        let head = "<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1403610513</CreateTime>\
+            <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA]]></ChatId>\
+            <ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><![CDATA[add_member]]></UpdateDetail><JoinScene>1</JoinScene><MemChangeCnt>2</MemChangeCnt>";
+        let items = format!("{head}<MemChangeList>\n  <Item><![CDATA[wmAAA]]></Item>\n  <Item><![CDATA[zhangsan]]></Item>\n</MemChangeList><LastMemVer>9c3f</LastMemVer></xml>");
+        let joined = format!("{head}<MemChangeList><![CDATA[wmAAA,zhangsan]]></MemChangeList></xml>");
+        for xml in [items, joined] {
+            let f = parse(&xml).unwrap();
+            let CallbackEvent::Group { update_detail, join_scene, members, .. } = CallbackEvent::from_fields(&f).unwrap() else { panic!("not a group event") };
+            assert_eq!((update_detail.as_deref(), join_scene.as_deref()), (Some("add_member"), Some("1")));
+            assert_eq!(members, vec!["wmAAA".to_string(), "zhangsan".to_string()]);
+            assert_eq!(f.get("LastMemVer"), if xml.contains("LastMemVer") { Some("9c3f") } else { None });
+        }
     }
 
     #[test]

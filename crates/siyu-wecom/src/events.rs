@@ -39,34 +39,51 @@ pub fn about_contact(external_userid: &str, message_id: String, at: Timestamp, r
     })
 }
 
-fn track(fields: &Fields, external_userid: &str, event: &str, properties: Value, received_at: Timestamp) -> Option<Message> {
+/// `part` tells apart the messages one callback becomes (a group change names several
+/// members): each keeps a message id of its own, stable across WeCom's retries.
+fn track(fields: &Fields, external_userid: &str, event: &str, properties: Value, received_at: Timestamp, part: Option<&str>) -> Option<Message> {
     let at = fields.get("CreateTime").and_then(|t| t.parse::<i64>().ok()).map(|s| Timestamp(s * 1000)).unwrap_or(received_at);
-    let base = about_contact(external_userid, dedupe_key(fields), at, received_at, "wecom")?;
+    let key = match part {
+        Some(p) => format!("{}:{p}", dedupe_key(fields)),
+        None => dedupe_key(fields),
+    };
+    let base = about_contact(external_userid, key, at, received_at, "wecom")?;
     Some(Message { event: Some(event.to_string()), payload: properties.to_string(), ..base })
 }
 
-/// The Siyu event a callback becomes, if it is about one customer.
-///
-/// Group member changes do not say which member joined or left (WeCom's callback only
-/// counts them), and tag changes are about the corp's tag library: neither is a
-/// profile event, so both give `None` here.
-pub fn to_message(fields: &Fields, event: &CallbackEvent, received_at: Timestamp) -> Option<Message> {
+/// WeCom's ids for customers (external contacts) start `wm` or `wo`; members of staff
+/// have the corp's own user ids. Group member lists mix both.
+pub fn is_customer(userid: &str) -> bool {
+    userid.starts_with("wm") || userid.starts_with("wo")
+}
+
+/// The Siyu events a callback becomes: one for a customer's contact change, one per
+/// customer who joined or left a customer group (`Group Joined` / `Group Left`).
+/// Group creation, renames and dismissal, and changes to the corp's tag library, are
+/// not about one customer and give none.
+pub fn to_messages(fields: &Fields, event: &CallbackEvent, received_at: Timestamp) -> Vec<Message> {
+    let contact = |external_userid: &str, name: &str, props: Value| track(fields, external_userid, name, props, received_at, None).into_iter().collect();
     match event {
         CallbackEvent::ContactAdded { staff, external_userid, state, .. } => {
             let (store, channel) = state.as_deref().map(attribution).unwrap_or((None, None));
-            let props = json!({"staff_userid": staff, "state": state, "store_id": store, "channel": channel, "source": "wecom"});
-            track(fields, external_userid, "Contact Added", props, received_at)
+            contact(external_userid, "Contact Added", json!({"staff_userid": staff, "state": state, "store_id": store, "channel": channel, "source": "wecom"}))
         }
-        CallbackEvent::ContactEdited { staff, external_userid } => track(fields, external_userid, "Contact Edited", json!({"staff_userid": staff}), received_at),
+        CallbackEvent::ContactEdited { staff, external_userid } => contact(external_userid, "Contact Edited", json!({"staff_userid": staff})),
         CallbackEvent::ContactDeletedByCustomer { staff, external_userid } => {
-            track(fields, external_userid, "Contact Deleted", json!({"staff_userid": staff, "initiator": "customer"}), received_at)
+            contact(external_userid, "Contact Deleted", json!({"staff_userid": staff, "initiator": "customer"}))
         }
         CallbackEvent::ContactDeletedByStaff { staff, external_userid } => {
-            track(fields, external_userid, "Contact Deleted", json!({"staff_userid": staff, "initiator": "staff"}), received_at)
+            contact(external_userid, "Contact Deleted", json!({"staff_userid": staff, "initiator": "staff"}))
         }
-        CallbackEvent::TransferFailed { staff, external_userid, reason } => {
-            track(fields, external_userid, "Transfer Failed", json!({"staff_userid": staff, "reason": reason}), received_at)
+        CallbackEvent::TransferFailed { staff, external_userid, reason } => contact(external_userid, "Transfer Failed", json!({"staff_userid": staff, "reason": reason})),
+        CallbackEvent::Group { chat_id, change, update_detail, join_scene, quit_scene, members, .. } if change == "update" => {
+            let (name, props) = match update_detail.as_deref() {
+                Some("add_member") => ("Group Joined", json!({"chat_id": chat_id, "join_scene": join_scene, "source": "wecom"})),
+                Some("del_member") => ("Group Left", json!({"chat_id": chat_id, "quit_scene": quit_scene, "source": "wecom"})),
+                _ => return Vec::new(),
+            };
+            members.iter().filter(|m| is_customer(m)).filter_map(|m| track(fields, m, name, props.clone(), received_at, Some(m))).collect()
         }
-        CallbackEvent::Group { .. } | CallbackEvent::Tag { .. } | CallbackEvent::Other { .. } => None,
+        CallbackEvent::Group { .. } | CallbackEvent::Tag { .. } | CallbackEvent::Other { .. } => Vec::new(),
     }
 }

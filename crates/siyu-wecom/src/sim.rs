@@ -1,6 +1,7 @@
 //! A WeCom simulator: the server API endpoints Siyu uses, with WeCom's JSON shapes,
 //! error codes and limits, over a small in-memory corp; it can also play the customer
-//! (scan a contact way, remove a guide) and send the encrypted callbacks WeCom would.
+//! (scan a contact way, remove a guide, join or leave a customer group) and send the
+//! encrypted callbacks WeCom would.
 //!
 //! Fidelity notes: token lifetime, the 10,000-recipient limit of `add_msg_template`, a
 //! customer's monthly receive limit (the days of the month by default), 3 reminders per
@@ -108,6 +109,9 @@ pub struct Simulator {
 
 type Sim = Arc<Simulator>;
 
+/// Members a customer group holds, owner included, in WeCom.
+const GROUP_LIMIT: usize = 500;
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -139,7 +143,7 @@ impl Simulator {
 
     /// A customer group with external members (at most 500 members, as in WeCom).
     pub fn add_group(&self, chat_id: &str, name: &str, owner: &str, external_members: &[&str]) {
-        let members: Vec<String> = external_members.iter().take(500).map(|m| m.to_string()).collect();
+        let members: Vec<String> = external_members.iter().take(GROUP_LIMIT - 1).map(|m| m.to_string()).collect();
         self.corp.lock().expect("corp").groups.insert(chat_id.to_string(), (name.to_string(), owner.to_string(), members));
     }
 
@@ -177,6 +181,8 @@ impl Simulator {
             .route("/sim/scan", post(sim_scan))
             .route("/sim/remove_guide", post(sim_remove_guide))
             .route("/sim/guide_tag", post(sim_guide_tag))
+            .route("/sim/join_group", post(sim_join_group))
+            .route("/sim/leave_group", post(sim_leave_group))
             .with_state(self.clone())
     }
 
@@ -218,6 +224,17 @@ impl Simulator {
         let sig = f.get("MsgSignature").unwrap_or_default().to_string();
         let resp = self.http.post(url).query(&[("msg_signature", sig.as_str()), ("timestamp", ts.as_str()), ("nonce", nonce.as_str())]).body(envelope).send().await.map_err(|e| e.to_string())?;
         if resp.status().is_success() { Ok(()) } else { Err(format!("callback answered {}", resp.status())) }
+    }
+
+    /// `change_external_chat` / `update`: members joined (`add_member`) or left (`del_member`).
+    fn group_xml(&self, chat_id: &str, detail: &str, scene: &str, members: &[String]) -> String {
+        let items: String = members.iter().map(|m| format!("<Item><![CDATA[{m}]]></Item>")).collect();
+        format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{chat_id}]]></ChatId><ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><![CDATA[{detail}]]></UpdateDetail>{scene}<MemChangeCnt>{}</MemChangeCnt><MemChangeList>{items}</MemChangeList></xml>",
+            self.config.corp_id,
+            now_secs(),
+            members.len()
+        )
     }
 
     fn event_xml(&self, change: &str, userid: &str, external: &str, extra: &str) -> String {
@@ -615,6 +632,51 @@ async fn sim_guide_tag(State(sim): State<Sim>, Json(t): Json<GuideTag>) -> Json<
             f.tags.push(id);
         }
         sim.event_xml("edit_external_contact", &t.userid, &t.external_userid, "")
+    };
+    match sim.callback(xml).await {
+        Ok(()) => ok(json!({})),
+        Err(e) => err(-1, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct GroupMember {
+    chat_id: String,
+    external_userid: String,
+}
+
+/// A customer joins a customer group by its QR code (join scene 3); a full group
+/// (500 members) turns them away.
+async fn sim_join_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> Json<Value> {
+    let xml = {
+        let mut c = sim.corp.lock().expect("corp");
+        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40058, "no such chat_id") };
+        if !members.contains(&g.external_userid) {
+            // The owner counts towards the limit too.
+            if members.len() + 1 >= GROUP_LIMIT {
+                return err(40058, "the group is full (500 members)");
+            }
+            members.push(g.external_userid.clone());
+        }
+        sim.group_xml(&g.chat_id, "add_member", "<JoinScene>3</JoinScene>", std::slice::from_ref(&g.external_userid))
+    };
+    match sim.callback(xml).await {
+        Ok(()) => ok(json!({})),
+        Err(e) => err(-1, &e),
+    }
+}
+
+/// A customer leaves a customer group of their own accord (quit scene 0).
+async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> Json<Value> {
+    let xml = {
+        let mut c = sim.corp.lock().expect("corp");
+        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40058, "no such chat_id") };
+        let before = members.len();
+        members.retain(|m| *m != g.external_userid);
+        if members.len() == before {
+            return err(40058, "not a member of this group");
+        }
+        sim.group_xml(&g.chat_id, "del_member", "<QuitScene>0</QuitScene>", std::slice::from_ref(&g.external_userid))
     };
     match sim.callback(xml).await {
         Ok(()) => ok(json!({})),

@@ -25,6 +25,9 @@ pub struct WecomSimArgs {
     /// Staff with the customer-contact feature, comma-separated.
     #[arg(long, default_value = "")]
     pub staff: String,
+    /// Customer groups, as CHAT_ID=OWNER (repeatable), for /sim/join_group.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
     /// Mass messages a customer may receive per month (0: the days of the month).
     #[arg(long, default_value_t = 0)]
     pub receive_limit: u32,
@@ -34,11 +37,15 @@ pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
     let sim = Simulator::new(SimConfig { receive_limit_per_month: args.receive_limit, callback_url: args.callback_url.clone(), ..SimConfig::new(&args.corp_id, &args.secret, &args.token, &args.aes_key) });
     let staff: Vec<&str> = args.staff.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     sim.add_staff(&staff);
+    for g in &args.groups {
+        let Some((chat_id, owner)) = g.split_once('=') else { anyhow::bail!("--group {g}: expected CHAT_ID=OWNER") };
+        sim.add_group(chat_id, chat_id, owner, &[]);
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("WeCom simulator for corp {} on http://{}", args.corp_id, listener.local_addr()?);
     println!("  point Siyu at it with SIYU_WECOM_API_BASE=http://{}", listener.local_addr()?);
     if let Some(url) = &args.callback_url {
-        println!("  callbacks go to {url}; play a customer with POST /sim/scan {{\"config_id\",\"external_userid\",\"name\"}}");
+        println!("  callbacks go to {url}; play a customer with POST /sim/scan {{\"config_id\",\"external_userid\",\"name\"}}, /sim/join_group {{\"chat_id\",\"external_userid\"}}");
     }
     siyu_wecom::sim::serve(sim, listener).await?;
     Ok(ExitCode::SUCCESS)

@@ -268,6 +268,21 @@ async fn with_simulator(store: TestStore) {
     }
     assert!(pulled, "a tag set by the guide in WeCom reaches Siyu");
 
+    // The customer joins the store's customer group and later leaves it: each member
+    // change names its members, so the events land on the customer's profile.
+    sim.add_group("wrJingan01", "静安店福利群", "li.sh0052", &[]);
+    for path in ["join_group", "leave_group"] {
+        let r: serde_json::Value = http.post(format!("{sim_base}/sim/{path}")).json(&json!({"chat_id": "wrJingan01", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
+        assert_eq!(r["errcode"], json!(0), "{path}: {r}");
+    }
+    let r: serde_json::Value = http.post(format!("{sim_base}/sim/leave_group")).json(&json!({"chat_id": "wrJingan01", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["errcode"], json!(40058), "leaving twice: {r}");
+    app.settle_all().await;
+    let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
+    let group: Vec<(String, serde_json::Value)> = events["events"].as_array().unwrap().iter().filter(|e| e["name"].as_str().unwrap_or("").starts_with("Group")).map(|e| (e["name"].as_str().unwrap().to_string(), e["payload"]["chat_id"].clone())).collect();
+    assert_eq!(group.len(), 2, "{events}");
+    assert!(group.contains(&("Group Joined".into(), json!("wrJingan01"))) && group.contains(&("Group Left".into(), json!("wrJingan01"))), "{group:?}");
+
     // The customer removes the guide.
     let r: serde_json::Value = http.post(format!("{sim_base}/sim/remove_guide")).json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");

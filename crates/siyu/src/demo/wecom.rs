@@ -21,6 +21,17 @@ pub async fn start(store: &Store, data_dir: &Path, siyu: SocketAddr) -> anyhow::
     let staff = store.run(|db| Box::pin(siyu_store::org::list_staff(db, None))).await?;
     let guides: Vec<&str> = staff.iter().map(|s| s.userid.as_str()).collect();
     sim.add_staff(&guides);
+    // Each store's community group (`wr` + store id, as the demo's history names them),
+    // owned by the store's first guide.
+    let mut owners = std::collections::BTreeMap::new();
+    for s in &staff {
+        if let Some(store_id) = &s.store_id {
+            owners.entry(store_id.clone()).or_insert_with(|| s.userid.clone());
+        }
+    }
+    for (store_id, owner) in &owners {
+        sim.add_group(&format!("wr{store_id}"), &format!("{store_id} 门店社群"), owner, &[]);
+    }
     let base = siyu_wecom::sim::spawn_local(sim.clone()).await?;
     let config = json!({"corp_id": CORP, "secret": SECRET, "token": TOKEN, "encoding_aes_key": KEY, "api_base": base});
     std::fs::write(data_dir.join("wecom.json"), serde_json::to_string_pretty(&config)?)?;

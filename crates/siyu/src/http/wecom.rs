@@ -99,8 +99,9 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
         Err(e) => return reject(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     tracing::debug!(?event, "WeCom callback");
-    if let Some(m) = events::to_message(&fields, &event, Timestamp::now()) {
-        let receipt = match app.ingest.submit(vec![m]).await {
+    let messages = events::to_messages(&fields, &event, Timestamp::now());
+    if !messages.is_empty() {
+        let receipt = match app.ingest.submit(messages).await {
             Ok(r) => r,
             Err(e) => {
                 // Not acknowledged: WeCom retries.
