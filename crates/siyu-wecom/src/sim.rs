@@ -62,8 +62,12 @@ struct MassMessage {
     sender: String,
     text: String,
     created: i64,
-    /// external_userid → status (1 sent, 2 not a friend, 3 over the receive limit).
+    /// external_userid → status (1 sent, 2 not a friend, 3 over the receive limit),
+    /// as it will read once the guide has sent the message.
     results: Vec<(String, u32)>,
+    /// Whether the guide has pressed send in the WeCom app; until then every customer
+    /// reads status 0 (not sent).
+    sent: bool,
 }
 
 impl SimConfig {
@@ -98,6 +102,9 @@ struct Corp {
     calls: HashMap<String, (Instant, u32)>,
     /// Answer -1 (system busy) to this many calls: tests retries.
     busy: u32,
+    /// New mass messages wait for their guide to send them (`/sim/guide_sends`);
+    /// otherwise guides send at once.
+    hold_sends: bool,
     next_id: u64,
 }
 
@@ -147,6 +154,16 @@ impl Simulator {
         self.corp.lock().expect("corp").groups.insert(chat_id.to_string(), (name.to_string(), owner.to_string(), members));
     }
 
+    /// Mass messages made from now on wait for their guide to send them.
+    pub fn hold_sends(&self, on: bool) {
+        self.corp.lock().expect("corp").hold_sends = on;
+    }
+
+    /// How many times `remind_groupmsg_send` was accepted for a mass message.
+    pub fn reminders_of(&self, msgid: &str) -> usize {
+        self.corp.lock().expect("corp").mass.get(msgid).map_or(0, |m| m.reminders.len())
+    }
+
     /// Makes the next `n` API calls answer "system busy".
     pub fn set_busy(&self, n: u32) {
         self.corp.lock().expect("corp").busy = n;
@@ -183,6 +200,7 @@ impl Simulator {
             .route("/sim/guide_tag", post(sim_guide_tag))
             .route("/sim/join_group", post(sim_join_group))
             .route("/sim/leave_group", post(sim_leave_group))
+            .route("/sim/guide_sends", post(sim_guide_sends))
             .with_state(self.clone())
     }
 
@@ -465,7 +483,8 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
                 results.push((e, status));
             }
             let id = Simulator::next_id(&mut c, "msg");
-            c.mass.insert(id.clone(), MassMessage { reminders: Vec::new(), sender, text: body["text"]["content"].as_str().unwrap_or_default().to_string(), created: now, results });
+            let sent = !c.hold_sends;
+            c.mass.insert(id.clone(), MassMessage { reminders: Vec::new(), sender, text: body["text"]["content"].as_str().unwrap_or_default().to_string(), created: now, results, sent });
             ok(json!({"msgid": id, "fail_list": fail}))
         }
         "remind_groupmsg_send" => {
@@ -488,12 +507,12 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
             ok(json!({"group_msg_list": list, "next_cursor": ""}))
         }
         "get_groupmsg_task" => match c.mass.get(&s("msgid")) {
-            Some(m) => ok(json!({"task_list": [{"userid": m.sender, "status": 2, "send_time": m.created}], "next_cursor": ""})),
+            Some(m) => ok(json!({"task_list": [{"userid": m.sender, "status": if m.sent { 2 } else { 0 }, "send_time": if m.sent { m.created } else { 0 }}], "next_cursor": ""})),
             None => err(40058, "no such msgid"),
         },
         "get_groupmsg_send_result" => match c.mass.get(&s("msgid")) {
             Some(m) if m.sender == s("userid") => {
-                let list: Vec<Value> = m.results.iter().map(|(e, st)| json!({"external_userid": e, "userid": m.sender, "status": st, "send_time": m.created})).collect();
+                let list: Vec<Value> = m.results.iter().map(|(e, st)| json!({"external_userid": e, "userid": m.sender, "status": if m.sent { *st } else { 0 }, "send_time": m.created})).collect();
                 ok(json!({"send_list": list, "next_cursor": ""}))
             }
             Some(_) => ok(json!({"send_list": [], "next_cursor": ""})),
@@ -681,5 +700,22 @@ async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> 
     match sim.callback(xml).await {
         Ok(()) => ok(json!({})),
         Err(e) => err(-1, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct GuideSends {
+    msgid: String,
+}
+
+/// The guide presses send on a held mass message in the WeCom app.
+async fn sim_guide_sends(State(sim): State<Sim>, Json(g): Json<GuideSends>) -> Json<Value> {
+    let mut c = sim.corp.lock().expect("corp");
+    match c.mass.get_mut(&g.msgid) {
+        Some(m) => {
+            m.sent = true;
+            ok(json!({}))
+        }
+        None => err(40058, "no such msgid"),
     }
 }

@@ -224,10 +224,23 @@ async fn with_simulator(store: TestStore) {
     let item = t["items"][0]["delivery_id"].as_i64().unwrap();
     let (s, _) = app.post(&format!("/api/v1/tasks/{task}/items/{item}"), &json!({"action": "confirm"})).await;
     assert_eq!(s, StatusCode::OK);
-    outreach.tick().await.unwrap(); // add_msg_template, then its results
+    sim.hold_sends(true); // the guide will press send in WeCom later
+    outreach.tick().await.unwrap(); // add_msg_template; its results read "not sent"
     let mass = sim.mass_messages();
     assert_eq!(mass.len(), 1);
     assert_eq!((mass[0].1.as_str(), mass[0].2.clone(), mass[0].3.as_str()), ("li.sh0052", vec!["wmTea01".to_string()], "秋季新豆到店"));
+    // Unsent for 8 hours: one reminder through remind_groupmsg_send, not one per round.
+    let msgid = mass[0].0.clone();
+    app.engine().clock().advance(8 * 3_600_000 + 1000);
+    outreach.tick().await.unwrap();
+    outreach.tick().await.unwrap();
+    assert_eq!(sim.reminders_of(&msgid), 1, "reminded once");
+    let (_, d) = app.get(&format!("/api/v1/profiles/{id}/deliveries")).await;
+    let waiting = d["deliveries"].as_array().unwrap().iter().find(|x| x["campaign_id"] == json!(cid)).unwrap().clone();
+    assert_ne!(waiting["status"], json!("sent"), "not sent until the guide sends it: {waiting}");
+    let r: serde_json::Value = http.post(format!("{sim_base}/sim/guide_sends")).json(&json!({"msgid": msgid})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["errcode"], json!(0), "{r}");
+    outreach.tick().await.unwrap(); // the results now read "sent"
     let (_, d) = app.get(&format!("/api/v1/profiles/{id}/deliveries")).await;
     let touch = d["deliveries"].as_array().unwrap().iter().find(|x| x["campaign_id"] == json!(cid)).unwrap().clone();
     assert_eq!(touch["status"], json!("sent"), "{d}");

@@ -43,6 +43,9 @@ pub struct OutreachConfig {
     pub webhook_url: Option<String>,
     /// Remind a guide this many hours before a task's deadline (default 2).
     pub reminder_hours: Option<u32>,
+    /// Hours between WeCom reminders (`remind_groupmsg_send`) to a guide who has not yet
+    /// sent a mass message Siyu made for them (default 8: WeCom accepts 3 a day).
+    pub mass_reminder_hours: Option<u32>,
     /// Seconds between guardrail checks of running campaigns (default 15): each check
     /// counts a campaign's blocks and responses in the store.
     pub guardrail_check_secs: Option<u64>,

@@ -5,7 +5,9 @@
 //! customer is no longer a contact or has reached WeCom's receive limit.
 //!
 //! A mass message carries one text for all its recipients, so personalised messages go
-//! out as one mass message per distinct rendered text.
+//! out as one mass message per distinct rendered text. The guide still presses send in
+//! the WeCom app; while customers read "not sent", the guide is reminded through
+//! `remind_groupmsg_send` every few hours (WeCom accepts three a day).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -70,6 +72,9 @@ pub async fn collect(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::R
                 continue;
             }
         };
+        if results.iter().any(|r| r["status"].as_u64() == Some(0)) {
+            remind(o, client, &msgid, now).await?;
+        }
         let externals: Vec<String> = results.iter().filter_map(|r| r["external_userid"].as_str().map(str::to_string)).collect();
         let profiles: HashMap<String, i64> = o
             .store
@@ -110,5 +115,27 @@ pub async fn collect(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::R
             })
             .await?;
     }
+    Ok(())
+}
+
+/// Reminds the guide of a mass message they have not sent: the clock starts when Siyu
+/// first sees it unsent, and each reminder waits `mass_reminder_hours` after the last.
+/// The time is kept in the store, so a restart neither forgets nor repeats a reminder.
+async fn remind(o: &Outreach, client: &Client, msgid: &str, now: Timestamp) -> anyhow::Result<()> {
+    let every = o.config.mass_reminder_hours.unwrap_or(8).max(1) as i64 * 3_600_000;
+    let key = format!("wecom:remind:{msgid}");
+    let k = key.clone();
+    let since = o.store.run(move |db| Box::pin(async move { stored::cursor(db, &k).await })).await?;
+    if since != 0 && now.0 - since < every {
+        return Ok(());
+    }
+    if since != 0 {
+        if let Err(e) = client.remind_groupmsg_send(msgid).await {
+            tracing::warn!(msgid, error = %e, "remind_groupmsg_send failed; tried again next round");
+            return Ok(());
+        }
+        tracing::info!(msgid, "guide reminded in WeCom to send a mass message");
+    }
+    o.store.run(move |db| Box::pin(async move { stored::set_cursor(db, &key, now.0).await })).await?;
     Ok(())
 }
