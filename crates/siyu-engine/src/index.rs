@@ -410,7 +410,7 @@ impl Index {
             .iter()
             .filter_map(|(m, o)| {
                 let p = o.profile_id? as u32;
-                let contact = matches!(m.event.as_deref(), Some("Contact Added" | "Contact Deleted"));
+                let contact = matches!(m.event.as_deref(), Some("Contact Added" | "Contact Deleted" | "Contact Transferred"));
                 (contact || !o.merged.is_empty()).then_some(p)
             })
             .collect();

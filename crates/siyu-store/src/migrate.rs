@@ -44,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_wecom.sql"),
         postgres: include_str!("../migrations/postgres/0005_wecom.sql"),
     },
+    Migration {
+        version: 6,
+        name: "transfers",
+        sqlite: include_str!("../migrations/sqlite/0006_transfers.sql"),
+        postgres: include_str!("../migrations/postgres/0006_transfers.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied.

@@ -110,3 +110,89 @@ pub async fn record_result(db: &mut dyn Db, msgid: &str, profile: i64, status: &
     .await?;
     Ok(())
 }
+
+// ---------- customer transfers ----------
+
+/// One customer in a transfer from one member of staff to another.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Transfer {
+    pub id: i64,
+    pub handover: String,
+    pub takeover: String,
+    pub profile_id: i64,
+    pub external_userid: String,
+    /// A resigned guide's customers (离职继承) rather than an in-service transfer.
+    pub resigned: bool,
+    /// waiting · completed · refused (WeCom refused the request: see `errcode`) ·
+    /// customer_refused · takeover_full · no_record
+    pub status: String,
+    pub errcode: Option<i64>,
+    pub requested_at: Timestamp,
+    pub settled_at: Option<Timestamp>,
+}
+
+const TRANSFER_COLUMNS: &str = "id, handover, takeover, profile_id, external_userid, resigned, status, errcode, requested_at, settled_at";
+
+fn transfer(r: &Row) -> Result<Transfer, StoreError> {
+    Ok(Transfer {
+        id: r.int(0)?,
+        handover: r.text(1)?,
+        takeover: r.text(2)?,
+        profile_id: r.int(3)?,
+        external_userid: r.text(4)?,
+        resigned: r.int(5)? != 0,
+        status: r.text(6)?,
+        errcode: r.opt_int(7)?,
+        requested_at: Timestamp(r.int(8)?),
+        settled_at: r.opt_int(9)?.map(Timestamp),
+    })
+}
+
+/// A guide's active customers who have a WeCom contact id: (profile, external_userid).
+pub async fn transferable_customers(db: &mut dyn Db, guide: &str) -> Result<Vec<(i64, String)>, StoreError> {
+    db.query(
+        "SELECT sc.profile_id, i.value FROM staff_customers sc
+           JOIN identities i ON i.profile_id = sc.profile_id AND i.kind = 'external_userid'
+          WHERE sc.staff_userid = $1 AND sc.status = 'active'
+          ORDER BY sc.profile_id",
+        params![guide],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.int(0)?, r.text(1)?)))
+    .collect()
+}
+
+/// Records the answer to one transfer request, per customer: errcode 0 means WeCom
+/// accepted it and the takeover is waiting.
+pub async fn record_transfers(db: &mut dyn Db, handover: &str, takeover: &str, resigned: bool, answers: &[(i64, String, i64)], at: Timestamp) -> Result<(), StoreError> {
+    for (profile, external, errcode) in answers {
+        let status = if *errcode == 0 { "waiting" } else { "refused" };
+        db.execute(
+            "INSERT INTO transfers (handover, takeover, profile_id, external_userid, resigned, status, errcode, requested_at, settled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            params![handover, takeover, *profile, external, i64::from(resigned), status, *errcode, at.0, (*errcode != 0).then_some(at.0)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn transfers(db: &mut dyn Db, handover: Option<&str>, limit: i64) -> Result<Vec<Transfer>, StoreError> {
+    let rows = match handover {
+        Some(h) => db.query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE handover = $1 ORDER BY id DESC LIMIT $2"), params![h, limit]).await?,
+        None => db.query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY id DESC LIMIT $1"), params![limit]).await?,
+    };
+    rows.iter().map(transfer).collect()
+}
+
+/// Transfers WeCom has accepted and not yet settled.
+pub async fn waiting_transfers(db: &mut dyn Db) -> Result<Vec<Transfer>, StoreError> {
+    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE status = 'waiting' ORDER BY id");
+    db.query(&sql, &[]).await?.iter().map(transfer).collect()
+}
+
+pub async fn settle_transfer(db: &mut dyn Db, id: i64, status: &str, at: Timestamp) -> Result<(), StoreError> {
+    db.execute("UPDATE transfers SET status = $2, settled_at = $3 WHERE id = $1 AND status = 'waiting'", params![id, status, at.0]).await?;
+    Ok(())
+}

@@ -102,6 +102,8 @@ struct Corp {
     calls: HashMap<String, (Instant, u32)>,
     /// Answer -1 (system busy) to this many calls: tests retries.
     busy: u32,
+    /// Transfers WeCom accepted: (handover, takeover, external_userid, when).
+    transfer_log: Vec<(String, String, String, i64)>,
     /// New mass messages wait for their guide to send them (`/sim/guide_sends`);
     /// otherwise guides send at once.
     hold_sends: bool,
@@ -541,6 +543,7 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
                         } else if let Some(f) = cu.follows.iter_mut().find(|f| f.userid == from) {
                             cu.transfers.push(now);
                             f.userid = to.clone();
+                            c.transfer_log.push((from.clone(), to.clone(), e.clone(), now));
                             0
                         } else {
                             84061
@@ -552,7 +555,13 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
             }
             ok(json!({"customer": customers}))
         }
-        "transfer_result" => ok(json!({"customer": [], "next_cursor": ""})),
+        // The simulator's takeovers complete at once (WeCom's take up to 24 hours:
+        // status 2, waiting, until then).
+        "transfer_result" => {
+            let (from, to) = (s("handover_userid"), s("takeover_userid"));
+            let list: Vec<Value> = c.transfer_log.iter().filter(|(f, t, _, _)| *f == from && *t == to).map(|(_, _, e, at)| json!({"external_userid": e, "status": 1, "takeover_time": at})).collect();
+            ok(json!({"customer": list, "next_cursor": ""}))
+        }
         _ => err(40058, &format!("unsupported POST {api} in the simulator")),
     }
 }

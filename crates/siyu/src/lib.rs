@@ -17,3 +17,4 @@ pub mod wecom;
 pub mod wecom_sim_cli;
 pub mod wecom_sync;
 pub mod wecom_tags;
+pub mod wecom_transfer;

@@ -361,5 +361,33 @@ async fn a_full_sync_brings_in_contacts_and_groups_once() {
     let (_, p) = app.lookup("external_userid=wmg1000").await;
     assert_eq!(p["traits"]["name"], json!("客0"), "{p}");
     assert!(p.to_string().contains("Group Joined"), "{p}");
+
+    // g2 leaves the company: their customers go to g1 through WeCom (离职继承), and move
+    // in Siyu once WeCom reports the takeover done.
+    let (s, v) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g2"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = app.post("/api/v1/wecom/transfers", &json!({"from": "", "to": "g1"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = app.post("/api/v1/wecom/transfers", &json!({"from": "nobody", "to": "g1"})).await;
+    assert_eq!((s, v["accepted"].as_u64()), (StatusCode::OK, Some(0)), "no customers to hand over: {v}");
+    let (s, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1", "resigned": true})).await;
+    assert_eq!((s, r["accepted"].as_u64(), r["refused"].as_array().map(Vec::len)), (StatusCode::OK, Some(30), Some(0)), "{r}");
+    let (_, waiting) = app.get("/api/v1/wecom/transfers?from=g2").await;
+    assert!(waiting.as_array().unwrap().iter().all(|t| t["status"] == json!("waiting")), "{waiting}");
+    app.running.as_ref().unwrap().state.outreach.tick().await.unwrap();
+    app.settle_all().await;
+    let (_, done) = app.get("/api/v1/wecom/transfers?from=g2").await;
+    assert_eq!(done.as_array().unwrap().iter().filter(|t| t["status"] == json!("completed")).count(), 30, "{done}");
+    let (_, g1) = app.get("/api/v1/staff/g1/customers?limit=500").await;
+    assert_eq!(g1["customers"].as_array().unwrap().len(), 180);
+    let (_, g2) = app.get("/api/v1/staff/g2/customers?limit=500").await;
+    assert_eq!(g2["customers"].as_array().unwrap().len(), 0);
+    let (_, preview) = app.post("/api/v1/segments/preview", &json!({"rule": "owner.guide = \"g1\""})).await;
+    assert_eq!(preview["count"], json!(180), "the segment engine sees the new owner: {preview}");
+    let (_, p) = app.lookup("external_userid=wmg2000").await;
+    assert!(p.to_string().contains("Contact Transferred"), "{p}");
+    // Transferring again finds no customers left with g2.
+    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1", "resigned": true})).await;
+    assert_eq!(r["accepted"], json!(0), "{r}");
     app.shutdown().await;
 }

@@ -87,10 +87,13 @@ pub async fn set_trait(db: &mut dyn Db, profile: ProfileId, key: &str, value: &J
 
 /// `Contact Added` / `Contact Deleted` keep the guide–customer relationships current.
 /// The guide is `properties.staff_userid` (or `userid`), as WeCom callbacks name them.
+/// `Contact Transferred` (a completed WeCom transfer) moves the relationship from
+/// `properties.handover_userid` to `staff_userid`, keeping the channel it came from.
 async fn apply_relationship(db: &mut dyn Db, profile: ProfileId, msg: &Message) -> Result<(), StoreError> {
     let adds = match msg.event.as_deref() {
         Some("Contact Added") => true,
         Some("Contact Deleted") => false,
+        Some("Contact Transferred") => return apply_transfer(db, profile, msg).await,
         _ => return Ok(()),
     };
     let props: Map<String, Json> = serde_json::from_str(&msg.payload).unwrap_or_default();
@@ -119,3 +122,24 @@ async fn apply_relationship(db: &mut dyn Db, profile: ProfileId, msg: &Message) 
     Ok(())
 }
 
+
+async fn apply_transfer(db: &mut dyn Db, profile: ProfileId, msg: &Message) -> Result<(), StoreError> {
+    let props: Map<String, Json> = serde_json::from_str(&msg.payload).unwrap_or_default();
+    let (Some(from), Some(to)) = (props.get("handover_userid").and_then(Json::as_str), props.get("staff_userid").and_then(Json::as_str)) else { return Ok(()) };
+    db.execute(
+        "INSERT INTO staff_customers (profile_id, staff_userid, status, added_at, removed_at, state)
+         VALUES ($1, $2, 'active', $3, NULL, (SELECT state FROM staff_customers WHERE profile_id = $1 AND staff_userid = $4))
+         ON CONFLICT (profile_id, staff_userid) DO UPDATE
+            SET status = 'active', added_at = excluded.added_at, removed_at = NULL
+          WHERE excluded.added_at >= staff_customers.added_at",
+        params![profile, to, msg.timestamp.0, from],
+    )
+    .await?;
+    db.execute(
+        "UPDATE staff_customers SET status = 'transferred', removed_at = $3
+          WHERE profile_id = $1 AND staff_userid = $2 AND added_at <= $3",
+        params![profile, from, msg.timestamp.0],
+    )
+    .await?;
+    Ok(())
+}

@@ -17,7 +17,7 @@ use crate::http::{admin, org, outreach, segments, tracking, wecom};
         outreach::list_campaigns, outreach::create_campaign, outreach::show_campaign, outreach::update_campaign, outreach::preview_campaign,
         outreach::campaign_report, outreach::campaign_audit, outreach::campaign_action, outreach::list_journeys, outreach::put_journey,
         outreach::show_journey, outreach::profile_deliveries, outreach::list_tasks, outreach::show_task, outreach::resolve_item,
-        outreach::completion, outreach::contact_policy, wecom::create_contact_way, wecom::list_contact_ways, wecom::start_sync, wecom::sync_progress, wecom::list_synced_tags, wecom::sync_tag, wecom::unsync_tag,
+        outreach::completion, outreach::contact_policy, wecom::create_contact_way, wecom::list_contact_ways, wecom::start_sync, wecom::sync_progress, wecom::list_synced_tags, wecom::sync_tag, wecom::unsync_tag, wecom::request_transfer, wecom::list_transfers,
     ),
     modifiers(&Security),
     tags(

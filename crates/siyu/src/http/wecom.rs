@@ -138,6 +138,7 @@ pub fn admin_routes() -> Router<App> {
     Router::new()
         .route("/api/v1/wecom/contact-ways", post(create_contact_way).get(list_contact_ways))
         .route("/api/v1/wecom/sync", post(start_sync).get(sync_progress))
+        .route("/api/v1/wecom/transfers", post(request_transfer).get(list_transfers))
         .route("/api/v1/wecom/synced-tags", get(list_synced_tags))
         .route("/api/v1/wecom/synced-tags/{tag}", axum::routing::put(sync_tag).delete(unsync_tag))
 }
@@ -260,3 +261,52 @@ pub async fn unsync_tag(State(app): State<App>, Extension(caller): Extension<Cal
     Ok(Json(crate::wecom_tags::set_synced(&app, &tag, false).await.map_err(ApiError::internal)?.into_iter().collect()))
 }
 
+
+// ---------- customer transfers ----------
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TransferRequest {
+    /// The guide handing over their customers.
+    pub from: String,
+    /// The guide taking them over.
+    pub to: String,
+    /// The handing-over guide has left the corp (离职继承); otherwise an in-service
+    /// transfer (在职继承), which WeCom announces to each customer.
+    #[serde(default)]
+    pub resigned: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/wecom/transfers", tag = "wecom", summary = "Hand a guide's customers to another guide through WeCom",
+    request_body = TransferRequest,
+    responses((status = 200, body = crate::wecom_transfer::Requested), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn request_transfer(State(app): State<App>, Extension(caller): Extension<Caller>, Json(req): Json<TransferRequest>) -> ApiResult<Json<crate::wecom_transfer::Requested>> {
+    caller.require_admin()?;
+    let Some(client) = app.wecom.as_ref().and_then(|w| w.client.as_ref()) else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id and secret first (see README)"));
+    };
+    if req.from == req.to {
+        return Err(ApiError::bad_request("same_guide", "`from` and `to` are the same guide"));
+    }
+    if req.from.trim().is_empty() || req.to.trim().is_empty() {
+        return Err(ApiError::bad_request("missing_guide", "name both guides: `from` and `to` (WeCom userids)"));
+    }
+    // WeCom is the authority on its members: an unknown takeover is refused per customer.
+    crate::wecom_transfer::request(&app.store, client, &req.from, &req.to, req.resigned)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "wecom_error", format!("WeCom refused the transfer: {e}")))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TransferQuery {
+    /// Only transfers from this guide.
+    pub from: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/wecom/transfers", tag = "wecom", summary = "Customer transfers, newest first, with their status",
+    params(TransferQuery), responses((status = 200, body = [siyu_store::wecom::Transfer])), security(("bearer" = [])))]
+pub async fn list_transfers(State(app): State<App>, Extension(caller): Extension<Caller>, Query(q): Query<TransferQuery>) -> ApiResult<Json<Vec<siyu_store::wecom::Transfer>>> {
+    caller.require_admin()?;
+    Ok(Json(app.store.run(move |db| Box::pin(async move { wstore::transfers(db, q.from.as_deref(), 1000).await })).await?))
+}

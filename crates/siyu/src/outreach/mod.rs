@@ -149,6 +149,7 @@ impl Outreach {
         if let Some(client) = &self.wecom {
             wecom_channel::push(self, client, now).await?;
             wecom_channel::collect(self, client, now).await?;
+            crate::wecom_transfer::settle(self, client, now).await?;
         }
         if self.watch_due() {
             campaigns::watch(self, now).await?;
