@@ -319,7 +319,19 @@ async fn wecom_end_to_end_with_the_simulator_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_sync_brings_in_contacts_and_groups_once() {
+async fn a_full_sync_brings_in_contacts_and_groups_once_sqlite() {
+    full_sync_then_transfer(TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_brings_in_contacts_and_groups_once_postgres() {
+    let Some(store) = TestStore::postgres().await else { return };
+    full_sync_then_transfer(store).await;
+}
+
+/// The full sync (run twice: nothing stored twice), then a resigned guide's customers
+/// handed to another guide.
+async fn full_sync_then_transfer(store: TestStore) {
     use siyu_wecom::sim::{SimConfig, Simulator};
     let sim = Simulator::new(SimConfig::new(CORP, "sim-secret", TOKEN, KEY));
     sim.add_staff(&["g1", "g2"]);
@@ -334,7 +346,6 @@ async fn a_full_sync_brings_in_contacts_and_groups_once() {
     }
     sim.add_group("wrGroup1", "静安店福利群", "g1", &["wmg1000", "wmg1001"]);
 
-    let store = TestStore::sqlite().await;
     let config = json!({"corp_id": CORP, "token": TOKEN, "encoding_aes_key": KEY, "secret": "sim-secret", "api_base": sim_base});
     std::fs::write(store.dir.path().join("wecom.json"), config.to_string()).unwrap();
     let app = TestApp::spawn(store).await;
