@@ -335,6 +335,11 @@ impl Client {
     pub async fn transfer_result(&self, handover: &str, takeover: &str, cursor: &str) -> Result<Value, WecomError> {
         self.post("/cgi-bin/externalcontact/transfer_result", json!({"handover_userid": handover, "takeover_userid": takeover, "cursor": cursor})).await
     }
+
+    /// The takeover status of a resigned member's customers (离职继承 has its own query).
+    pub async fn resigned_transfer_result(&self, handover: &str, takeover: &str, cursor: &str) -> Result<Value, WecomError> {
+        self.post("/cgi-bin/externalcontact/resigned/transfer_result", json!({"handover_userid": handover, "takeover_userid": takeover, "cursor": cursor})).await
+    }
 }
 
 fn check(v: Value) -> Result<Value, WecomError> {

@@ -557,7 +557,7 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
         }
         // The simulator's takeovers complete at once (WeCom's take up to 24 hours:
         // status 2, waiting, until then).
-        "transfer_result" => {
+        "transfer_result" | "resigned/transfer_result" => {
             let (from, to) = (s("handover_userid"), s("takeover_userid"));
             let list: Vec<Value> = c.transfer_log.iter().filter(|(f, t, _, _)| *f == from && *t == to).map(|(_, _, e, at)| json!({"external_userid": e, "status": 1, "takeover_time": at})).collect();
             ok(json!({"customer": list, "next_cursor": ""}))

@@ -25,8 +25,8 @@ const PER_CALL: usize = 100;
 pub struct Requested {
     /// Customers WeCom accepted: their takeover is waiting.
     pub accepted: usize,
-    /// Customers WeCom refused, with its errcode (for example 40129: transferred too
-    /// often; 84061: not the guide's contact).
+    /// Customers WeCom refused, with its errcode (for example 40129: already being
+    /// transferred; 84061: not the guide's contact).
     pub refused: Vec<Refused>,
 }
 
@@ -63,12 +63,12 @@ pub async fn request(store: &Store, client: &Client, from: &str, to: &str, resig
 /// Reads back waiting takeovers and settles them; completed ones move the customer.
 pub async fn settle(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Result<()> {
     let waiting = o.store.run(|db| Box::pin(wstore::waiting_transfers(db))).await?;
-    let mut pairs: BTreeMap<(String, String), Vec<wstore::Transfer>> = BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String, bool), Vec<wstore::Transfer>> = BTreeMap::new();
     for t in waiting {
-        pairs.entry((t.handover.clone(), t.takeover.clone())).or_default().push(t);
+        pairs.entry((t.handover.clone(), t.takeover.clone(), t.resigned)).or_default().push(t);
     }
-    for ((from, to), transfers) in pairs {
-        let results = match transfer_results(client, &from, &to).await {
+    for ((from, to, resigned), transfers) in pairs {
+        let results = match transfer_results(client, &from, &to, resigned).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(handover = %from, takeover = %to, error = %e, "transfer_result failed; asked again next round");
@@ -97,11 +97,11 @@ pub async fn settle(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Re
 }
 
 /// external_userid → (status, takeover time in seconds) for one handover and takeover.
-async fn transfer_results(client: &Client, from: &str, to: &str) -> Result<HashMap<String, (i64, Option<i64>)>, siyu_wecom::client::WecomError> {
+async fn transfer_results(client: &Client, from: &str, to: &str, resigned: bool) -> Result<HashMap<String, (i64, Option<i64>)>, siyu_wecom::client::WecomError> {
     let mut out = HashMap::new();
     let mut cursor = String::new();
     loop {
-        let page = client.transfer_result(from, to, &cursor).await?;
+        let page = if resigned { client.resigned_transfer_result(from, to, &cursor).await? } else { client.transfer_result(from, to, &cursor).await? };
         for c in page["customer"].as_array().into_iter().flatten() {
             if let (Some(e), Some(s)) = (c["external_userid"].as_str(), c["status"].as_i64()) {
                 out.insert(e.to_string(), (s, c["takeover_time"].as_i64()));
