@@ -163,6 +163,22 @@ pub async fn transferable_customers(db: &mut dyn Db, guide: &str) -> Result<Vec<
     .collect()
 }
 
+/// How many transfers each of these customers had accepted since `since` (waiting or
+/// completed): WeCom allows two in 90 days.
+pub async fn recent_transfers(db: &mut dyn Db, profiles: &[i64], since: Timestamp) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in profiles.chunks(500) {
+        let sql = format!(
+            "SELECT profile_id, COUNT(*) FROM transfers WHERE status IN ('waiting', 'completed') AND requested_at >= $1 AND profile_id IN ({}) GROUP BY profile_id",
+            int_list(chunk)
+        );
+        for r in db.query(&sql, params![since.0]).await? {
+            out.insert(r.int(0)?, r.int(1)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Records the answer to one transfer request, per customer: errcode 0 means WeCom
 /// accepted it and the takeover is waiting.
 pub async fn record_transfers(db: &mut dyn Db, handover: &str, takeover: &str, resigned: bool, answers: &[(i64, String, i64)], at: Timestamp) -> Result<(), StoreError> {

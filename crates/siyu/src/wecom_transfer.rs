@@ -20,6 +20,8 @@ use crate::outreach::Outreach;
 
 /// Customers per `transfer_customer` call, WeCom's limit.
 const PER_CALL: usize = 100;
+/// WeCom transfers a customer at most twice in 90 days; Siyu checks before asking.
+const TRANSFERS_PER_90_DAYS: i64 = 2;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Requested {
@@ -33,14 +35,28 @@ pub struct Requested {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Refused {
     pub external_userid: String,
-    pub errcode: i64,
+    /// WeCom's errcode, or none when Siyu did not ask (see `reason`).
+    pub errcode: Option<i64>,
+    /// `wecom` (see errcode) or `transfer_limit` (already transferred twice in 90 days).
+    pub reason: String,
 }
 
 /// Asks WeCom to hand every active customer of `from` to `to`.
 pub async fn request(store: &Store, client: &Client, from: &str, to: &str, resigned: bool) -> anyhow::Result<Requested> {
     let f = from.to_string();
-    let customers = store.run(move |db| Box::pin(async move { wstore::transferable_customers(db, &f).await })).await?;
+    let since = Timestamp(Timestamp::now().0 - 90 * 86_400_000);
+    let (customers, recent) = store
+        .run(move |db| {
+            Box::pin(async move {
+                let customers = wstore::transferable_customers(db, &f).await?;
+                let ids: Vec<i64> = customers.iter().map(|(p, _)| *p).collect();
+                Ok((customers, wstore::recent_transfers(db, &ids, since).await?))
+            })
+        })
+        .await?;
     let mut out = Requested { accepted: 0, refused: Vec::new() };
+    let (customers, limited): (Vec<_>, Vec<_>) = customers.into_iter().partition(|(p, _)| recent.get(p).copied().unwrap_or(0) < TRANSFERS_PER_90_DAYS);
+    out.refused.extend(limited.into_iter().map(|(_, e)| Refused { external_userid: e, errcode: None, reason: "transfer_limit".into() }));
     for chunk in customers.chunks(PER_CALL) {
         let externals: Vec<String> = chunk.iter().map(|(_, e)| e.clone()).collect();
         let answer = if resigned { client.resigned_transfer_customer(from, to, &externals).await? } else { client.transfer_customer(from, to, &externals).await? };
@@ -51,7 +67,7 @@ pub async fn request(store: &Store, client: &Client, from: &str, to: &str, resig
             if *code == 0 {
                 out.accepted += 1;
             } else {
-                out.refused.push(Refused { external_userid: e.clone(), errcode: *code });
+                out.refused.push(Refused { external_userid: e.clone(), errcode: Some(*code), reason: "wecom".into() });
             }
         }
         let (f, t, now) = (from.to_string(), to.to_string(), Timestamp::now());

@@ -400,5 +400,15 @@ async fn full_sync_then_transfer(store: TestStore) {
     // Transferring again finds no customers left with g2.
     let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1", "resigned": true})).await;
     assert_eq!(r["accepted"], json!(0), "{r}");
+    // Everyone to g2 (in service), then back: the customers first handed over have
+    // moved twice in 90 days, which Siyu refuses before asking WeCom.
+    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g1", "to": "g2"})).await;
+    assert_eq!(r["accepted"], json!(180), "{r}");
+    app.running.as_ref().unwrap().state.outreach.tick().await.unwrap();
+    app.settle_all().await;
+    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1"})).await;
+    let refused = r["refused"].as_array().unwrap();
+    assert_eq!((r["accepted"].as_u64(), refused.len()), (Some(150), 30), "{r}");
+    assert!(refused.iter().all(|x| x["reason"] == json!("transfer_limit") && x["external_userid"].as_str().unwrap().starts_with("wmg2")), "{r}");
     app.shutdown().await;
 }
