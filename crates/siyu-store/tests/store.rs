@@ -92,6 +92,39 @@ both_backends!(a_repeated_message_id_is_stored_once, |store: Store, _log: std::p
     assert_eq!(stats(&store).await.events, 0, "counters are the writer's job; apply alone does not bump them");
 });
 
+// What the indexer does with a large batch: multi-row statements, same results as
+// applying the messages one by one.
+both_backends!(a_large_batch_is_applied_as_one_by_one_would, |store: Store, _log: std::path::PathBuf| async move {
+    apply(&store, json!([{"type": "track", "userId": "seen", "event": "Page", "messageId": "old-1"}])).await;
+    let mut batch = Vec::new();
+    // 230 messages: two full multi-row chunks and a remainder.
+    for i in 0..220 {
+        batch.push(json!({"type": "track", "anonymousId": "device-7", "event": "Product Viewed", "messageId": format!("v{i}")}));
+    }
+    batch.push(json!({"type": "track", "anonymousId": "device-7", "event": "Product Viewed", "messageId": "v3"}));
+    batch.push(json!({"type": "track", "userId": "seen", "event": "Page", "messageId": "old-1"}));
+    batch.push(json!({"type": "identify", "userId": "member-7", "traits": {"tier": "gold"}}));
+    // The anonymous device turns out to be member-7: its 220 events move to the survivor.
+    batch.push(json!({"type": "alias", "previousId": "device-7", "userId": "member-7"}));
+    for i in 0..6 {
+        batch.push(json!({"type": "track", "userId": "member-7", "event": "Order Completed", "messageId": format!("o{i}")}));
+    }
+    let msgs = messages(json!(batch));
+    let out = store
+        .transaction(move |db| Box::pin(async move { ingest::apply_all(db, &msgs.iter().collect::<Vec<_>>(), None).await }))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 230);
+    assert!(out[..220].iter().all(|o| !o.is_duplicate()));
+    assert!(out[220].is_duplicate(), "repeated inside the batch");
+    assert!(out[221].is_duplicate(), "seen in an earlier batch");
+    let member = lookup(&store, IdentityKind::UserId, "member-7").await.unwrap();
+    assert_eq!(lookup(&store, IdentityKind::AnonymousId, "device-7").await, Some(member));
+    let events = store.run(move |db| Box::pin(async move { profiles::events_page(db, member, None, 1000).await })).await.unwrap();
+    assert_eq!(events.len(), 220 + 2 + 6, "viewed + identify + alias + orders, all on the survivor");
+    assert_eq!(load(&store, member).await.traits["tier"], json!("gold"));
+});
+
 both_backends!(latest_trait_wins_even_out_of_order, |store: Store, _log: std::path::PathBuf| async move {
     apply(&store, json!([
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T10:00:00Z", "traits": {"tier": "gold", "city": "Hangzhou"}},

@@ -1,11 +1,14 @@
 //! Applying one validated message to the store: dedup by messageId, identity
 //! resolution, the event itself, traits (latest timestamp wins), guide relationships.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value as Json};
 use siyu_core::{IdentityKind, Message, MessageKind, ProfileId, Timestamp};
 
 use crate::resolve::{resolve, IdentityCache, Resolution};
-use crate::sql::Db;
+use crate::sql::{Db, Param};
 use crate::{params, StoreError};
 
 /// What happened to one message.
@@ -35,40 +38,124 @@ pub async fn apply(db: &mut dyn Db, msg: &Message) -> Result<Outcome, StoreError
 
 /// [`apply`], with the indexer's identity cache.
 pub async fn apply_cached(db: &mut dyn Db, msg: &Message, cache: Option<&mut IdentityCache>) -> Result<Outcome, StoreError> {
-    let fresh = db
-        .execute(
-            "INSERT INTO message_ids (message_id, received_at) VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING",
-            params![&msg.message_id, msg.received_at.0],
-        )
-        .await?;
-    if fresh == 0 {
-        return Ok(Outcome { profile_id: None, created: false, merged: Vec::new(), attached: Vec::new(), failed: false });
+    Ok(apply_all(db, std::slice::from_ref(&msg), cache).await?.remove(0))
+}
+
+/// Stores many messages in the open transaction, in order: the same result as
+/// [`apply`] on each in turn, with the two statements every message runs (its
+/// `messageId` and its event row) sent as multi-row statements. Per-statement overhead
+/// is most of what an index batch costs, so this is what keeps ingest above 50,000
+/// events/s on SQLite.
+pub async fn apply_all(db: &mut dyn Db, msgs: &[&Message], mut cache: Option<&mut IdentityCache>) -> Result<Vec<Outcome>, StoreError> {
+    let fresh = first_sightings(db, msgs).await?;
+    let mut outcomes = Vec::with_capacity(msgs.len());
+    // Event rows wait for one multi-row insert; a merge later in the batch re-points them.
+    let mut rows: Vec<(ProfileId, &Message)> = Vec::with_capacity(msgs.len());
+    for (&msg, fresh) in msgs.iter().zip(fresh) {
+        if !fresh {
+            outcomes.push(Outcome { profile_id: None, created: false, merged: Vec::new(), attached: Vec::new(), failed: false });
+            continue;
+        }
+        let Resolution { profile_id, created, merged, attached } = resolve(db, msg, cache.as_deref_mut()).await?;
+        if !merged.is_empty() {
+            for (p, _) in rows.iter_mut().filter(|(p, _)| merged.contains(p)) {
+                *p = profile_id;
+            }
+        }
+        rows.push((profile_id, msg));
+        for (key, value) in &msg.traits {
+            set_trait(db, profile_id, key, value, msg.timestamp).await?;
+        }
+        if msg.kind == MessageKind::Track {
+            apply_relationship(db, profile_id, msg).await?;
+        }
+        outcomes.push(Outcome { profile_id: Some(profile_id), created, merged, attached, failed: false });
     }
-    let Resolution { profile_id, created, merged, attached } = resolve(db, msg, cache).await?;
-    db.execute(
-        "INSERT INTO events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        params![
-            profile_id,
-            &msg.message_id,
-            msg.kind.as_str(),
-            &msg.event,
-            msg.timestamp.0,
-            msg.received_at.0,
-            &msg.user_id,
-            &msg.anonymous_id,
-            &msg.payload,
-            &msg.context,
-        ],
-    )
-    .await?;
-    for (key, value) in &msg.traits {
-        set_trait(db, profile_id, key, value, msg.timestamp).await?;
+    insert_events(db, &rows).await?;
+    Ok(outcomes)
+}
+
+/// Rows per multi-row statement: 100 × 10 parameters stays far inside both backends'
+/// parameter limits.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// `($1, $2), ($3, $4), …`: `rows` groups of `width` placeholders.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn statement(cell: &'static OnceLock<String>, head: &str, rows: usize, width: usize, tail: &str) -> &'static str {
+    cell.get_or_init(|| format!("{head} VALUES {} {tail}", placeholders(rows, width)))
+}
+
+/// Records each `messageId`; per message, whether this is its first sighting (a
+/// retried message, or one repeated inside the batch, is not).
+async fn first_sightings(db: &mut dyn Db, msgs: &[&Message]) -> Result<Vec<bool>, StoreError> {
+    const HEAD: &str = "INSERT INTO message_ids (message_id, received_at)";
+    const TAIL: &str = "ON CONFLICT (message_id) DO NOTHING RETURNING message_id";
+    static MANY: OnceLock<String> = OnceLock::new();
+    static ONE: OnceLock<String> = OnceLock::new();
+    let mut new_ids: HashMap<&str, usize> = HashMap::with_capacity(msgs.len());
+    let mut chunks = msgs.chunks_exact(ROWS_PER_STATEMENT);
+    for chunk in chunks.by_ref() {
+        let params: Vec<Param> = chunk.iter().flat_map(|m| [Param::from(&m.message_id), Param::from(m.received_at.0)]).collect();
+        for row in db.query(statement(&MANY, HEAD, ROWS_PER_STATEMENT, 2, TAIL), &params).await? {
+            let id = row.text(0)?;
+            if let Some(m) = chunk.iter().find(|m| m.message_id == id) {
+                *new_ids.entry(m.message_id.as_str()).or_default() += 1;
+            }
+        }
     }
-    if msg.kind == MessageKind::Track {
-        apply_relationship(db, profile_id, msg).await?;
+    for m in chunks.remainder() {
+        let fresh = db.query_opt(statement(&ONE, HEAD, 1, 2, TAIL), params![&m.message_id, m.received_at.0]).await?;
+        if fresh.is_some() {
+            *new_ids.entry(m.message_id.as_str()).or_default() += 1;
+        }
     }
-    Ok(Outcome { profile_id: Some(profile_id), created, merged, attached, failed: false })
+    // The first occurrence of an id the store had not seen is the fresh one.
+    Ok(msgs
+        .iter()
+        .map(|m| match new_ids.get_mut(m.message_id.as_str()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        })
+        .collect())
+}
+
+async fn insert_events(db: &mut dyn Db, rows: &[(ProfileId, &Message)]) -> Result<(), StoreError> {
+    const HEAD: &str = "INSERT INTO events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)";
+    static MANY: OnceLock<String> = OnceLock::new();
+    static ONE: OnceLock<String> = OnceLock::new();
+    let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
+    for chunk in chunks.by_ref() {
+        let params: Vec<Param> = chunk.iter().flat_map(|(p, m)| event_params(*p, m)).collect();
+        db.execute(statement(&MANY, HEAD, ROWS_PER_STATEMENT, 10, ""), &params).await?;
+    }
+    for (p, m) in chunks.remainder() {
+        db.execute(statement(&ONE, HEAD, 1, 10, ""), &event_params(*p, m)).await?;
+    }
+    Ok(())
+}
+
+fn event_params(profile: ProfileId, msg: &Message) -> [Param<'_>; 10] {
+    [
+        Param::from(profile),
+        Param::from(&msg.message_id),
+        Param::from(msg.kind.as_str()),
+        Param::from(&msg.event),
+        Param::from(msg.timestamp.0),
+        Param::from(msg.received_at.0),
+        Param::from(&msg.user_id),
+        Param::from(&msg.anonymous_id),
+        Param::from(&msg.payload),
+        Param::from(&msg.context),
+    ]
 }
 
 /// Sets a trait unless a newer value is already stored: latest timestamp wins, whatever

@@ -23,7 +23,7 @@ use std::time::Duration;
 use siyu_core::{Message, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use apply::{apply, apply_cached, set_trait, Outcome};
+pub use apply::{apply, apply_all, apply_cached, set_trait, Outcome};
 use crate::resolve::IdentityCache;
 use log::{IngestLog, LogReader};
 
@@ -376,13 +376,9 @@ async fn apply_batch(db: &mut dyn Db, batch: &[(u64, Message)], mut cache: Optio
         if let Some(c) = cache.as_deref_mut() {
             c.check(db).await?;
         }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut stored = 0;
-        for (_, msg) in batch {
-            let o = apply_cached(db, msg, cache.as_deref_mut()).await?;
-            stored += i64::from(!o.is_duplicate());
-            outcomes.push(o);
-        }
+        let messages: Vec<&Message> = batch.iter().map(|(_, m)| m).collect();
+        let outcomes = apply_all(db, &messages, cache.as_deref_mut()).await?;
+        let stored = outcomes.iter().filter(|o| !o.is_duplicate()).count() as i64;
         counters::add(db, counters::EVENTS, stored).await?;
         if let Some((last, _)) = batch.last() {
             counters::set(db, counters::INGEST_APPLIED_SEQ, *last as i64).await?;
