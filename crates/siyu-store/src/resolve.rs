@@ -28,7 +28,9 @@ use crate::{counters, params, StoreError};
 /// has seen, and the cache starts afresh.
 #[derive(Debug, Default)]
 pub struct IdentityCache {
-    map: HashMap<Identity, ProfileId>,
+    /// foldhash: the cache is read for every message; SipHash's flooding defence buys
+    /// nothing for keys the store already accepted.
+    map: HashMap<Identity, ProfileId, foldhash::fast::RandomState>,
     merges_seen: i64,
 }
 

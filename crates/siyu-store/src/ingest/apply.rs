@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 use siyu_core::{IdentityKind, Message, MessageKind, ProfileId, Timestamp};
 
 use crate::resolve::{resolve, IdentityCache, Resolution};
-use crate::sql::{Db, Param};
+use crate::sql::{Backend, Db, Param};
 use crate::{params, StoreError};
 
 /// What happened to one message.
@@ -87,8 +87,21 @@ fn placeholders(rows: usize, width: usize) -> String {
         .join(", ")
 }
 
-fn statement(cell: &'static OnceLock<String>, head: &str, rows: usize, width: usize, tail: &str) -> &'static str {
-    cell.get_or_init(|| format!("{head} VALUES {} {tail}", placeholders(rows, width)))
+/// A statement's text for SQLite and for PostgreSQL, each built on first use.
+type PerBackend = [OnceLock<String>; 2];
+
+/// A multi-row `INSERT`, built once per backend. On SQLite it is `INSERT OR FAIL`: a failing row
+/// then leaves the rows before it in place instead of undoing the whole statement, which
+/// spares SQLite a statement journal (a copy of every page the statement touches). The
+/// indexer rolls back the whole transaction on any error, so nothing half-applied stays.
+fn statement(cells: &'static PerBackend, backend: Backend, head: &str, rows: usize, width: usize, tail: &str) -> &'static str {
+    cells[backend as usize].get_or_init(|| {
+        let head = match backend {
+            Backend::Sqlite => head.replacen("INSERT INTO", "INSERT OR FAIL INTO", 1),
+            Backend::Postgres => head.to_string(),
+        };
+        format!("{head} VALUES {} {tail}", placeholders(rows, width))
+    })
 }
 
 /// Records each `messageId`; per message, whether this is its first sighting (a
@@ -96,13 +109,13 @@ fn statement(cell: &'static OnceLock<String>, head: &str, rows: usize, width: us
 async fn first_sightings(db: &mut dyn Db, msgs: &[&Message]) -> Result<Vec<bool>, StoreError> {
     const HEAD: &str = "INSERT INTO message_ids (message_id, received_at)";
     const TAIL: &str = "ON CONFLICT (message_id) DO NOTHING RETURNING message_id";
-    static MANY: OnceLock<String> = OnceLock::new();
-    static ONE: OnceLock<String> = OnceLock::new();
+    static MANY: PerBackend = [OnceLock::new(), OnceLock::new()];
+    static ONE: PerBackend = [OnceLock::new(), OnceLock::new()];
     let mut new_ids: HashMap<&str, usize> = HashMap::with_capacity(msgs.len());
     let mut chunks = msgs.chunks_exact(ROWS_PER_STATEMENT);
     for chunk in chunks.by_ref() {
         let params: Vec<Param> = chunk.iter().flat_map(|m| [Param::from(&m.message_id), Param::from(m.received_at.0)]).collect();
-        for row in db.query(statement(&MANY, HEAD, ROWS_PER_STATEMENT, 2, TAIL), &params).await? {
+        for row in db.query(statement(&MANY, db.backend(), HEAD, ROWS_PER_STATEMENT, 2, TAIL), &params).await? {
             let id = row.text(0)?;
             if let Some(m) = chunk.iter().find(|m| m.message_id == id) {
                 *new_ids.entry(m.message_id.as_str()).or_default() += 1;
@@ -110,7 +123,7 @@ async fn first_sightings(db: &mut dyn Db, msgs: &[&Message]) -> Result<Vec<bool>
         }
     }
     for m in chunks.remainder() {
-        let fresh = db.query_opt(statement(&ONE, HEAD, 1, 2, TAIL), params![&m.message_id, m.received_at.0]).await?;
+        let fresh = db.query_opt(statement(&ONE, db.backend(), HEAD, 1, 2, TAIL), params![&m.message_id, m.received_at.0]).await?;
         if fresh.is_some() {
             *new_ids.entry(m.message_id.as_str()).or_default() += 1;
         }
@@ -130,15 +143,15 @@ async fn first_sightings(db: &mut dyn Db, msgs: &[&Message]) -> Result<Vec<bool>
 
 async fn insert_events(db: &mut dyn Db, rows: &[(ProfileId, &Message)]) -> Result<(), StoreError> {
     const HEAD: &str = "INSERT INTO events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)";
-    static MANY: OnceLock<String> = OnceLock::new();
-    static ONE: OnceLock<String> = OnceLock::new();
+    static MANY: PerBackend = [OnceLock::new(), OnceLock::new()];
+    static ONE: PerBackend = [OnceLock::new(), OnceLock::new()];
     let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
     for chunk in chunks.by_ref() {
         let params: Vec<Param> = chunk.iter().flat_map(|(p, m)| event_params(*p, m)).collect();
-        db.execute(statement(&MANY, HEAD, ROWS_PER_STATEMENT, 10, ""), &params).await?;
+        db.execute(statement(&MANY, db.backend(), HEAD, ROWS_PER_STATEMENT, 10, ""), &params).await?;
     }
     for (p, m) in chunks.remainder() {
-        db.execute(statement(&ONE, HEAD, 1, 10, ""), &event_params(*p, m)).await?;
+        db.execute(statement(&ONE, db.backend(), HEAD, 1, 10, ""), &event_params(*p, m)).await?;
     }
     Ok(())
 }
