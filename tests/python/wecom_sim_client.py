@@ -40,6 +40,13 @@ def main():
         out["missing_contact_error"] = None
     except Exception as e:  # WeChatClientException carries errcode
         out["missing_contact_error"] = getattr(e, "errcode", str(e))
+    sent = client.message.send_text(1000002, [guide, "nobody.here"], "任务提醒：秋季新豆今晚截止")
+    out["app_message_invalid"] = sent["invaliduser"]
+    try:
+        client.message.send_text(42, [guide], "wrong app")
+        out["wrong_agent_error"] = None
+    except Exception as e:
+        out["wrong_agent_error"] = getattr(e, "errcode", str(e))
     print(json.dumps(out, ensure_ascii=False))
 
 

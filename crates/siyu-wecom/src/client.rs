@@ -54,6 +54,9 @@ pub struct Client {
     pub backoff: Duration,
     pub per_minute: u32,
     calls: std::sync::Mutex<HashMap<String, (Instant, u32)>>,
+    /// The `agentid` of the self-built app whose secret this client holds, when app
+    /// messages (`message/send`) should go to staff; WeCom needs it on every such call.
+    pub agent_id: Option<i64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -77,7 +80,14 @@ impl Client {
             backoff: Duration::from_millis(200),
             per_minute: 10_000,
             calls: std::sync::Mutex::new(HashMap::new()),
+            agent_id: None,
         }
+    }
+
+    /// The client of a self-built app with this `agentid`: it can message staff.
+    pub fn with_agent_id(mut self, agent_id: Option<i64>) -> Client {
+        self.agent_id = agent_id;
+        self
     }
 
     /// The cached access token, fetching one if there is none or it is about to expire.
@@ -267,6 +277,16 @@ impl Client {
 
     pub async fn send_welcome_msg(&self, welcome_code: &str, text: &str) -> Result<Value, WecomError> {
         self.post("/cgi-bin/externalcontact/send_welcome_msg", json!({"welcome_code": welcome_code, "text": {"content": text}})).await
+    }
+
+    // ---- app messages to staff ----
+
+    /// A text message from the app `agentid` to members of staff (`message/send`); returns
+    /// the userids WeCom could not reach (lower-cased, as WeCom reports them). When it can
+    /// reach none, WeCom answers errcode 81013.
+    pub async fn send_text_message(&self, agentid: i64, touser: &[&str], content: &str) -> Result<Vec<String>, WecomError> {
+        let v = self.post("/cgi-bin/message/send", json!({"touser": touser.join("|"), "msgtype": "text", "agentid": agentid, "text": {"content": content}})).await?;
+        Ok(v["invaliduser"].as_str().unwrap_or_default().split('|').filter(|u| !u.is_empty()).map(str::to_string).collect())
     }
 
     // ---- mass messages ----

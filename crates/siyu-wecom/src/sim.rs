@@ -36,6 +36,8 @@ pub struct SimConfig {
     pub callback_url: Option<String>,
     pub callback_token: String,
     pub encoding_aes_key: String,
+    /// The self-built app's `agentid`, which `message/send` must name.
+    pub agent_id: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -83,6 +85,7 @@ impl SimConfig {
             callback_url: None,
             callback_token: callback_token.into(),
             encoding_aes_key: encoding_aes_key.into(),
+            agent_id: 1_000_002,
         }
     }
 }
@@ -107,6 +110,8 @@ struct Corp {
     /// New mass messages wait for their guide to send them (`/sim/guide_sends`);
     /// otherwise guides send at once.
     hold_sends: bool,
+    /// App messages delivered to staff: (userid, text).
+    app_messages: Vec<(String, String)>,
     next_id: u64,
 }
 
@@ -166,6 +171,15 @@ impl Simulator {
         self.corp.lock().expect("corp").mass.get(msgid).map_or(0, |m| m.reminders.len())
     }
 
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// App messages (`message/send`) staff received: (userid, text).
+    pub fn app_messages(&self) -> Vec<(String, String)> {
+        self.corp.lock().expect("corp").app_messages.clone()
+    }
+
     /// Makes the next `n` API calls answer "system busy".
     pub fn set_busy(&self, n: u32) {
         self.corp.lock().expect("corp").busy = n;
@@ -197,6 +211,8 @@ impl Simulator {
         Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
             .route("/cgi-bin/externalcontact/{*api}", get(api_get).post(api_post))
+            .route("/cgi-bin/message/send", post(message_send))
+            .route("/sim/app_messages", get(sim_app_messages))
             .route("/sim/scan", post(sim_scan))
             .route("/sim/remove_guide", post(sim_remove_guide))
             .route("/sim/guide_tag", post(sim_guide_tag))
@@ -331,6 +347,60 @@ fn contact_json(external: &str, cu: &Customer) -> Value {
 }
 
 /// WeCom reads the body as JSON whatever its content type (wechatpy sends none).
+/// `message/send`, text messages: `agentid` must be the app's; `touser` is `|`-separated
+/// (at most 1,000); unknown userids come back in `invaliduser`, lower-cased, and when
+/// none is known the call fails with 81013. Content is cut at 2,048 bytes, as WeCom does.
+async fn message_send(State(sim): State<Sim>, Query(q): Query<Q>, raw: axum::body::Bytes) -> Json<Value> {
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else { return err(47001, "data format error") };
+    let mut c = sim.corp.lock().expect("corp");
+    if let Some(e) = sim.admit(&mut c, q.access_token.as_deref(), "message/send") {
+        return e;
+    }
+    let Some(agentid) = body["agentid"].as_i64() else { return err(41011, "missing agentid") };
+    if agentid != sim.config.agent_id {
+        return err(40056, "invalid agentid");
+    }
+    if body["msgtype"] != json!("text") {
+        return err(40008, "invalid message type (the simulator sends text only)");
+    }
+    let mut content = body["text"]["content"].as_str().unwrap_or_default().to_string();
+    if content.is_empty() {
+        return err(44004, "empty content");
+    }
+    if content.len() > 2048 {
+        let mut cut = 2048;
+        while !content.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        content.truncate(cut);
+    }
+    let users: Vec<String> = body["touser"].as_str().unwrap_or_default().split('|').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect();
+    if users.len() > 1000 {
+        return err(40058, "touser names more than 1000 members");
+    }
+    let (known, unknown): (Vec<String>, Vec<String>) = users.into_iter().partition(|u| c.staff.iter().any(|s| s.eq_ignore_ascii_case(u)));
+    if known.is_empty() {
+        return Json(json!({"errcode": 81013, "errmsg": "user & party & tag all invalid", "invaliduser": unknown.join("|").to_lowercase()}));
+    }
+    for u in known {
+        c.app_messages.push((u, content.clone()));
+    }
+    let msgid = Simulator::next_id(&mut c, "appmsg");
+    ok(json!({"invaliduser": unknown.join("|").to_lowercase(), "invalidparty": "", "invalidtag": "", "unlicenseduser": "", "msgid": msgid}))
+}
+
+#[derive(Deserialize)]
+struct AppMessagesQuery {
+    userid: Option<String>,
+}
+
+/// What staff received from the app, for a person playing the corp.
+async fn sim_app_messages(State(sim): State<Sim>, Query(q): Query<AppMessagesQuery>) -> Json<Value> {
+    let all = sim.app_messages();
+    let list: Vec<Value> = all.iter().filter(|(u, _)| q.userid.as_ref().is_none_or(|w| w == u)).map(|(u, t)| json!({"userid": u, "text": t})).collect();
+    ok(json!({"messages": list}))
+}
+
 async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Query<Q>, raw: axum::body::Bytes) -> Json<Value> {
     let body: Value = match serde_json::from_slice(&raw) {
         Ok(v) => v,

@@ -44,6 +44,12 @@ async fn one_token_shared_refreshed_once_and_retries() {
     let bad = Client::new(&base, "wwsim", "wrong-secret");
     assert_eq!(bad.get_follow_user_list().await.unwrap_err().code(), Some(40001));
     assert!(!format!("{client:?}").contains("sim-secret"), "the secret is not printed");
+
+    // App messages to staff: who could not be reached comes back; nobody at all is 81013.
+    assert_eq!(client.send_text_message(1_000_002, &["li.sh0052", "Gone.Staff"], "提醒").await.unwrap(), vec!["gone.staff".to_string()]);
+    assert_eq!(client.send_text_message(1_000_002, &["gone.staff"], "提醒").await.unwrap_err().code(), Some(81013));
+    assert_eq!(client.send_text_message(7, &["li.sh0052"], "提醒").await.unwrap_err().code(), Some(40056));
+    assert_eq!(sim.app_messages(), vec![("li.sh0052".to_string(), "提醒".to_string())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,5 +26,8 @@ async fn wechatpy_drives_the_simulator() {
     assert_eq!(v["tag_group"], json!("口味"));
     assert_eq!(v["corp_tags"], json!(["口味"]));
     assert_eq!(v["missing_contact_error"], json!(84061), "WeCom's error code reaches wechatpy's exception");
+    assert_eq!(v["app_message_invalid"], json!("nobody.here"), "message/send names who it could not reach");
+    assert_eq!(v["wrong_agent_error"], json!(40056));
+    assert_eq!(sim.app_messages(), vec![("li.sh0052".to_string(), "任务提醒：秋季新豆今晚截止".to_string())]);
     assert_eq!(sim.token_requests(), 1, "wechatpy fetched one token and reused it");
 }

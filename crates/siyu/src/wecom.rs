@@ -2,9 +2,10 @@
 //! API client.
 //!
 //! Configured by `DATA_DIR/wecom.json` (`{"corp_id", "token", "encoding_aes_key",
-//! "secret", "api_base"}`) or the environment (`SIYU_WECOM_CORP_ID`, `SIYU_WECOM_TOKEN`,
-//! `SIYU_WECOM_AES_KEY`, `SIYU_WECOM_SECRET`, `SIYU_WECOM_API_BASE`); the environment
-//! wins. Without token and key `/wecom/callback` answers 404; without the secret Siyu
+//! "secret", "api_base", "agent_id"}`) or the environment (`SIYU_WECOM_CORP_ID`,
+//! `SIYU_WECOM_TOKEN`, `SIYU_WECOM_AES_KEY`, `SIYU_WECOM_SECRET`, `SIYU_WECOM_API_BASE`,
+//! `SIYU_WECOM_AGENT_ID`); the environment wins. `agent_id` is the self-built app the
+//! secret belongs to: with it, task reminders reach guides as app messages. Without token and key `/wecom/callback` answers 404; without the secret Siyu
 //! makes no WeCom API calls (no welcome messages, contact ways or mass messages).
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ struct WecomFile {
     encoding_aes_key: Option<String>,
     secret: Option<String>,
     api_base: Option<String>,
+    agent_id: Option<i64>,
 }
 
 pub struct WecomCallbacks {
@@ -51,11 +53,15 @@ impl WecomCallbacks {
         let token = env("SIYU_WECOM_TOKEN").or(file.token);
         let key = env("SIYU_WECOM_AES_KEY").or(file.encoding_aes_key);
         let secret = env("SIYU_WECOM_SECRET").or(file.secret);
+        let agent_id = match env("SIYU_WECOM_AGENT_ID") {
+            Some(v) => Some(v.trim().parse::<i64>().context("SIYU_WECOM_AGENT_ID must be the app's numeric agentid")?),
+            None => file.agent_id,
+        };
         let base = env("SIYU_WECOM_API_BASE").or(file.api_base).unwrap_or_else(|| siyu_wecom::client::DEFAULT_BASE.to_string());
         match (corp, token, key) {
             (Some(corp), Some(token), Some(key)) => {
                 let crypt = MsgCrypt::new(&token, &key, &corp).context("the WeCom EncodingAESKey")?;
-                let client = secret.map(|s| std::sync::Arc::new(siyu_wecom::client::Client::new(&base, &corp, &s)));
+                let client = secret.map(|s| std::sync::Arc::new(siyu_wecom::client::Client::new(&base, &corp, &s).with_agent_id(agent_id)));
                 tracing::info!(corp_id = %corp, api = client.is_some(), "WeCom callbacks enabled at /wecom/callback");
                 Ok(Some(WecomCallbacks { crypt, client, sync: Default::default(), seen: Mutex::new(HashMap::new()) }))
             }

@@ -170,7 +170,7 @@ async fn with_simulator(store: TestStore) {
     // The simulator needs Siyu's address for callbacks, and Siyu the simulator's: bind both first.
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_base = format!("http://{}", sim_listener.local_addr().unwrap());
-    let config = json!({"corp_id": CORP, "token": TOKEN, "encoding_aes_key": KEY, "secret": "sim-secret", "api_base": sim_base});
+    let config = json!({"corp_id": CORP, "token": TOKEN, "encoding_aes_key": KEY, "secret": "sim-secret", "api_base": sim_base, "agent_id": 1_000_002});
     std::fs::write(store.dir.path().join("wecom.json"), config.to_string()).unwrap();
     std::fs::write(store.dir.path().join("outreach.json"), json!({"policy": {"quiet_hours": null}}).to_string()).unwrap();
     let app = TestApp::spawn(store).await;
@@ -213,7 +213,7 @@ async fn with_simulator(store: TestStore) {
     // mass message through WeCom and records the result.
     app.engine().tick().await.unwrap();
     app.post("/api/v1/segments", &json!({"name": "table_card", "rule": "tag = \"门店桌卡\""})).await;
-    let (_, c) = app.post("/api/v1/campaigns", &json!({"name": "新豆", "audience": {"segment": "table_card"}, "channel": "wecom", "content": "秋季新豆到店"})).await;
+    let (_, c) = app.post("/api/v1/campaigns", &json!({"name": "新豆", "audience": {"segment": "table_card"}, "channel": "wecom", "content": "秋季新豆到店", "task_deadline_hours": 3})).await;
     let cid = c["id"].as_i64().unwrap();
     app.post(&format!("/api/v1/campaigns/{cid}/actions/schedule"), &json!({})).await;
     let outreach = app.running.as_ref().unwrap().state.outreach.clone();
@@ -222,6 +222,14 @@ async fn with_simulator(store: TestStore) {
     let task = tasks[0]["id"].as_i64().unwrap();
     let (_, t) = app.get(&format!("/api/v1/tasks/{task}")).await;
     let item = t["items"][0]["delivery_id"].as_i64().unwrap();
+    // Two hours before its deadline the guide is reminded in WeCom, once, by an app message.
+    app.engine().clock().advance(3_600_000 + 1000);
+    outreach.tick().await.unwrap();
+    outreach.tick().await.unwrap();
+    let reminders = sim.app_messages();
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert_eq!(reminders[0].0, "li.sh0052");
+    assert!(reminders[0].1.contains("「新豆」"), "{reminders:?}");
     let (s, _) = app.post(&format!("/api/v1/tasks/{task}/items/{item}"), &json!({"action": "confirm"})).await;
     assert_eq!(s, StatusCode::OK);
     sim.hold_sends(true); // the guide will press send in WeCom later

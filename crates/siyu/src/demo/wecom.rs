@@ -33,7 +33,10 @@ pub async fn start(store: &Store, data_dir: &Path, siyu: SocketAddr) -> anyhow::
         sim.add_group(&format!("wr{store_id}"), &format!("{store_id} 门店社群"), owner, &[]);
     }
     let base = siyu_wecom::sim::spawn_local(sim.clone()).await?;
-    let config = json!({"corp_id": CORP, "secret": SECRET, "token": TOKEN, "encoding_aes_key": KEY, "api_base": base});
+    // The simulated app's agentid: task reminders reach the guides as app messages
+    // (`GET {base}/sim/app_messages` shows them).
+    let agent_id = sim.config().agent_id;
+    let config = json!({"corp_id": CORP, "secret": SECRET, "token": TOKEN, "encoding_aes_key": KEY, "api_base": base, "agent_id": agent_id});
     std::fs::write(data_dir.join("wecom.json"), serde_json::to_string_pretty(&config)?)?;
     Ok((base, sim))
 }

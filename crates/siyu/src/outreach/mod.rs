@@ -201,14 +201,44 @@ impl Outreach {
             .run(move |db| Box::pin(async move { Ok((stored::due_reminders(db, now, before).await?, stored::expire_tasks(db, now).await?)) }))
             .await?;
         for t in reminded {
-            // The WeCom integration delivers this to the guide's WeCom; here it is logged.
             tracing::info!(task = t.id, guide = %t.guide, deadline = %t.deadline, "task reminder");
+            self.remind_in_wecom(&t).await;
         }
         if !expired.is_empty() {
             tracing::info!(tasks = ?expired, "tasks expired");
         }
         Ok(())
     }
+}
+
+impl Outreach {
+    /// A task reminder as a WeCom app message to the guide, when the WeCom secret is a
+    /// self-built app's with its `agent_id` configured. Each task is reminded once (the
+    /// store marks it before this runs); a failed send is logged, not retried, so a
+    /// guide is never reminded twice.
+    async fn remind_in_wecom(&self, task: &stored::TaskRow) {
+        let Some((client, agent)) = self.wecom.as_ref().and_then(|c| c.agent_id.map(|a| (c, a))) else { return };
+        let store_id = task.store_id.clone();
+        let zone = self.store.run(move |db| Box::pin(async move {
+            Ok(match store_id { Some(id) => siyu_store::org::get_store(db, &id).await?.map(|s| s.time_zone), None => None })
+        }))
+        .await
+        .ok()
+        .flatten();
+        let text = reminder_text(task, siyu_outreach::quiet::zone(zone.as_deref()));
+        match client.send_text_message(agent, &[task.guide.as_str()], &text).await {
+            Ok(invalid) if invalid.is_empty() => tracing::info!(task = task.id, guide = %task.guide, "task reminder sent to the guide's WeCom"),
+            Ok(_) => tracing::warn!(task = task.id, guide = %task.guide, "WeCom could not reach the guide with the task reminder (not in the app's visible range?)"),
+            Err(e) => tracing::warn!(task = task.id, guide = %task.guide, error = %e, "the task reminder could not be sent through WeCom"),
+        }
+    }
+}
+
+/// "「秋季新豆」will close at 11-30 18:00: please confirm or skip the customers still
+/// waiting in Siyu.", with the deadline in the guide's store's time zone.
+fn reminder_text(task: &stored::TaskRow, zone: chrono_tz::Tz) -> String {
+    let deadline = task.deadline.to_datetime().with_timezone(&zone).format("%m-%d %H:%M");
+    format!("任务提醒：「{}」将于 {deadline} 截止，请尽快在 Siyu 导购任务中确认或跳过待发送的客户。", task.title)
 }
 
 /// The background loop.
