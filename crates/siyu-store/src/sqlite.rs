@@ -195,23 +195,35 @@ impl SqlitePool {
 
 
 /// Runs passive checkpoints every 50 ms on its own connection, until the process exits.
-/// When the WAL is fully copied but very large (after a long burst), it is truncated.
+/// The WAL file is kept at its size while writes keep coming (see the writer's pragmas),
+/// and truncated once it is fully copied and has been quiet for 5 seconds (longer than an
+/// index batch takes), or whenever it
+/// is fully copied but very large: disk use at rest stays the database alone.
 pub fn spawn_checkpointer(path: PathBuf) -> Result<(), StoreError> {
     const TRUNCATE_FRAMES: i64 = 262_144; // 1 GB
+    const QUIET: Duration = Duration::from_secs(5);
     let db = SqliteDb::open(&path, ConnRole::Reader)?;
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(50));
-            let result = db.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
-            match result {
-                Ok((log, copied)) if log >= TRUNCATE_FRAMES && copied == log => {
-                    if let Err(e) = db.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                        tracing::debug!(error = %e, "WAL truncate deferred");
+        .spawn(move || {
+            let mut last = (0, std::time::Instant::now());
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let result = db.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+                match result {
+                    Ok((log, copied)) => {
+                        if log != last.0 {
+                            last = (log, std::time::Instant::now());
+                        }
+                        let quiet = log > 0 && last.1.elapsed() >= QUIET;
+                        if copied == log && (log >= TRUNCATE_FRAMES || quiet) {
+                            if let Err(e) = db.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                                tracing::debug!(error = %e, "WAL truncate deferred");
+                            }
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         })
         .map_err(|e| StoreError::Io(e.to_string()))?;
