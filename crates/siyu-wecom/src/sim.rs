@@ -7,7 +7,8 @@
 //! customer's monthly receive limit (the days of the month by default), 3 reminders per
 //! mass message a day, a guide's customer limit (5,000 by default), the 20-second,
 //! once-only welcome code (41051 on a second use), at most 2 transfers of a customer in
-//! 90 days, 10,000 calls a minute per API. Error numbers follow WeCom's global error
+//! 90 days, a transfer waiting (status 2) for 24 hours in which the customer may refuse
+//! (status 3, with a `transfer_fail` callback), 10,000 calls a minute per API. Error numbers follow WeCom's global error
 //! code list where it names the case (40001, 40013, 40014, 42001, 45009, 47001, 41051, 84061);
 //! cases it does not name use 40058 ("invalid parameter") with a message that says why.
 
@@ -57,6 +58,25 @@ struct Customer {
     transfers: Vec<i64>,
 }
 
+/// A customer handed from one member of staff to another. WeCom tells the customer,
+/// who has 24 hours to refuse; until then the result reads 2 (waiting) and the customer
+/// stays with the handover.
+#[derive(Debug, Clone)]
+struct Transfer {
+    handover: String,
+    takeover: String,
+    external_userid: String,
+    /// When it was asked for (seconds).
+    at: i64,
+    /// 1 taken over · 2 waiting · 3 refused by the customer
+    status: u8,
+    /// When it was taken over (seconds).
+    takeover_time: Option<i64>,
+}
+
+/// How long a customer has to refuse a transfer before it completes.
+const TRANSFER_WAIT_SECS: i64 = 24 * 3600;
+
 #[derive(Debug, Clone)]
 struct MassMessage {
     /// When `remind_groupmsg_send` was called (at most 3 in any 24 hours).
@@ -105,8 +125,8 @@ struct Corp {
     calls: HashMap<String, (Instant, u32)>,
     /// Answer -1 (system busy) to this many calls: tests retries.
     busy: u32,
-    /// Transfers WeCom accepted: (handover, takeover, external_userid, when).
-    transfer_log: Vec<(String, String, String, i64)>,
+    /// Transfers WeCom accepted, in order.
+    transfer_log: Vec<Transfer>,
     /// New mass messages wait for their guide to send them (`/sim/guide_sends`);
     /// otherwise guides send at once.
     hold_sends: bool,
@@ -175,6 +195,40 @@ impl Simulator {
         &self.config
     }
 
+    /// Every waiting transfer completes now, as if the customers' 24 hours had passed.
+    pub fn complete_transfers(&self) {
+        let mut c = self.corp.lock().expect("corp");
+        let now = now_secs();
+        for i in 0..c.transfer_log.len() {
+            if c.transfer_log[i].status == 2 {
+                Simulator::take_over(&mut c, i, now);
+            }
+        }
+    }
+
+    /// The customer refuses their waiting transfer: they stay with the handover, and
+    /// WeCom sends `transfer_fail` (`customer_refused`) naming the takeover.
+    pub async fn refuse_transfer(&self, external_userid: &str) -> Result<bool, String> {
+        let xml = {
+            let mut c = self.corp.lock().expect("corp");
+            let Some(t) = c.transfer_log.iter_mut().find(|t| t.external_userid == external_userid && t.status == 2) else { return Ok(false) };
+            t.status = 3;
+            self.event_xml("transfer_fail", &t.takeover, external_userid, "<FailReason><![CDATA[customer_refused]]></FailReason>")
+        };
+        self.callback(xml).await.map(|()| true)
+    }
+
+    /// The follow relationship moves to the takeover.
+    fn take_over(c: &mut Corp, i: usize, now: i64) {
+        let t = &mut c.transfer_log[i];
+        t.status = 1;
+        t.takeover_time = Some(now);
+        let (from, to, e) = (t.handover.clone(), t.takeover.clone(), t.external_userid.clone());
+        if let Some(f) = c.customers.get_mut(&e).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == from)) {
+            f.userid = to;
+        }
+    }
+
     /// App messages (`message/send`) staff received: (userid, text).
     pub fn app_messages(&self) -> Vec<(String, String)> {
         self.corp.lock().expect("corp").app_messages.clone()
@@ -219,6 +273,8 @@ impl Simulator {
             .route("/sim/join_group", post(sim_join_group))
             .route("/sim/leave_group", post(sim_leave_group))
             .route("/sim/guide_sends", post(sim_guide_sends))
+            .route("/sim/complete_transfers", post(sim_complete_transfers))
+            .route("/sim/refuse_transfer", post(sim_refuse_transfer))
             .with_state(self.clone())
     }
 
@@ -610,10 +666,9 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
                         cu.transfers.retain(|t| now - t < 90 * 86_400);
                         if cu.transfers.len() >= 2 {
                             40058
-                        } else if let Some(f) = cu.follows.iter_mut().find(|f| f.userid == from) {
+                        } else if cu.follows.iter().any(|f| f.userid == from) {
                             cu.transfers.push(now);
-                            f.userid = to.clone();
-                            c.transfer_log.push((from.clone(), to.clone(), e.clone(), now));
+                            c.transfer_log.push(Transfer { handover: from.clone(), takeover: to.clone(), external_userid: e.clone(), at: now, status: 2, takeover_time: None });
                             0
                         } else {
                             84061
@@ -625,11 +680,19 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
             }
             ok(json!({"customer": customers}))
         }
-        // The simulator's takeovers complete at once (WeCom's take up to 24 hours:
-        // status 2, waiting, until then).
         "transfer_result" | "resigned/transfer_result" => {
             let (from, to) = (s("handover_userid"), s("takeover_userid"));
-            let list: Vec<Value> = c.transfer_log.iter().filter(|(f, t, _, _)| *f == from && *t == to).map(|(_, _, e, at)| json!({"external_userid": e, "status": 1, "takeover_time": at})).collect();
+            let now = now_secs();
+            let due: Vec<usize> = (0..c.transfer_log.len()).filter(|&i| c.transfer_log[i].status == 2 && now - c.transfer_log[i].at >= TRANSFER_WAIT_SECS).collect();
+            for i in due {
+                Simulator::take_over(&mut c, i, now);
+            }
+            let list: Vec<Value> = c
+                .transfer_log
+                .iter()
+                .filter(|t| t.handover == from && t.takeover == to)
+                .map(|t| json!({"external_userid": t.external_userid, "status": t.status, "takeover_time": t.takeover_time.unwrap_or(0)}))
+                .collect();
             ok(json!({"customer": list, "next_cursor": ""}))
         }
         _ => err(40058, &format!("unsupported POST {api} in the simulator")),
@@ -675,6 +738,26 @@ struct Remove {
 }
 
 /// A customer removes their guide (`del_follow_user`).
+/// Waiting transfers complete now (in WeCom, 24 hours after they were asked for).
+async fn sim_complete_transfers(State(sim): State<Sim>) -> Json<Value> {
+    sim.complete_transfers();
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct Refuse {
+    external_userid: String,
+}
+
+/// The customer refuses a waiting transfer.
+async fn sim_refuse_transfer(State(sim): State<Sim>, Json(r): Json<Refuse>) -> Json<Value> {
+    match sim.refuse_transfer(&r.external_userid).await {
+        Ok(true) => ok(json!({})),
+        Ok(false) => err(40058, "no waiting transfer for this customer"),
+        Err(e) => err(-1, &e),
+    }
+}
+
 async fn sim_remove_guide(State(sim): State<Sim>, Json(r): Json<Remove>) -> Json<Value> {
     let xml = {
         let mut c = sim.corp.lock().expect("corp");

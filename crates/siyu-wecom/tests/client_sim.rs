@@ -95,10 +95,17 @@ async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
     }
     assert_eq!(client.remind_groupmsg_send(&msgid).await.unwrap_err().code(), Some(40058), "three reminders a day");
 
-    // Transfers: at most twice in 90 days.
+    // Transfers: waiting (2) until taken over (1), and at most twice in 90 days.
     let one = vec!["wm0003".to_string()];
     for (from, to, code) in [("li.sh0052", "wang.sh0001", 0), ("wang.sh0001", "li.sh0052", 0), ("li.sh0052", "wang.sh0001", 40058)] {
         let r = client.transfer_customer(from, to, &one).await.unwrap();
         assert_eq!(r["customer"][0]["errcode"], json!(code));
+        if code == 0 {
+            let waiting = client.transfer_result(from, to, "").await.unwrap();
+            assert_eq!(waiting["customer"][0]["status"], json!(2), "{waiting}");
+            sim.complete_transfers();
+            let done = client.transfer_result(from, to, "").await.unwrap();
+            assert_eq!(done["customer"][0]["status"], json!(1), "{done}");
+        }
     }
 }

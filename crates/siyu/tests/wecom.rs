@@ -391,9 +391,13 @@ async fn full_sync_then_transfer(store: TestStore) {
     assert_eq!((s, v["accepted"].as_u64()), (StatusCode::OK, Some(0)), "no customers to hand over: {v}");
     let (s, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1", "resigned": true})).await;
     assert_eq!((s, r["accepted"].as_u64(), r["refused"].as_array().map(Vec::len)), (StatusCode::OK, Some(30), Some(0)), "{r}");
+    // WeCom completes takeovers within 24 hours: until then the customers stay with g2.
+    let outreach = app.running.as_ref().unwrap().state.outreach.clone();
+    outreach.tick().await.unwrap();
     let (_, waiting) = app.get("/api/v1/wecom/transfers?from=g2").await;
     assert!(waiting.as_array().unwrap().iter().all(|t| t["status"] == json!("waiting")), "{waiting}");
-    app.running.as_ref().unwrap().state.outreach.tick().await.unwrap();
+    sim.complete_transfers();
+    outreach.tick().await.unwrap();
     app.settle_all().await;
     let (_, done) = app.get("/api/v1/wecom/transfers?from=g2").await;
     assert_eq!(done.as_array().unwrap().iter().filter(|t| t["status"] == json!("completed")).count(), 30, "{done}");
@@ -412,11 +416,18 @@ async fn full_sync_then_transfer(store: TestStore) {
     // moved twice in 90 days, which Siyu refuses before asking WeCom.
     let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g1", "to": "g2"})).await;
     assert_eq!(r["accepted"], json!(180), "{r}");
-    app.running.as_ref().unwrap().state.outreach.tick().await.unwrap();
+    // One customer refuses the new guide: they stay with g1.
+    assert!(sim.refuse_transfer("wmg1000").await.unwrap());
+    sim.complete_transfers();
+    outreach.tick().await.unwrap();
     app.settle_all().await;
+    let (_, g1) = app.get("/api/v1/staff/g1/customers?limit=500").await;
+    assert_eq!(g1["customers"].as_array().unwrap().len(), 1, "{g1}");
+    let (_, all) = app.get("/api/v1/wecom/transfers?from=g1").await;
+    assert_eq!(all.as_array().unwrap().iter().filter(|t| t["status"] == json!("customer_refused")).count(), 1, "{all}");
     let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1"})).await;
     let refused = r["refused"].as_array().unwrap();
-    assert_eq!((r["accepted"].as_u64(), refused.len()), (Some(150), 30), "{r}");
+    assert_eq!((r["accepted"].as_u64(), refused.len()), (Some(149), 30), "{r}");
     assert!(refused.iter().all(|x| x["reason"] == json!("transfer_limit") && x["external_userid"].as_str().unwrap().starts_with("wmg2")), "{r}");
     app.shutdown().await;
 }
