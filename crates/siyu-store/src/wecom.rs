@@ -163,17 +163,26 @@ pub async fn transferable_customers(db: &mut dyn Db, guide: &str) -> Result<Vec<
     .collect()
 }
 
-/// How many transfers each of these customers had accepted since `since` (waiting or
-/// completed): WeCom allows two in 90 days.
-pub async fn recent_transfers(db: &mut dyn Db, profiles: &[i64], since: Timestamp) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+/// A customer's transfers WeCom accepted since some time (waiting or completed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecentTransfers {
+    /// WeCom allows two in 90 days.
+    pub count: i64,
+    /// One is still waiting for its takeover: WeCom refuses another (40129).
+    pub waiting: bool,
+}
+
+/// [`RecentTransfers`] of each of these customers since `since`.
+pub async fn recent_transfers(db: &mut dyn Db, profiles: &[i64], since: Timestamp) -> Result<std::collections::HashMap<i64, RecentTransfers>, StoreError> {
     let mut out = std::collections::HashMap::new();
     for chunk in profiles.chunks(500) {
         let sql = format!(
-            "SELECT profile_id, COUNT(*) FROM transfers WHERE status IN ('waiting', 'completed') AND requested_at >= $1 AND profile_id IN ({}) GROUP BY profile_id",
+            "SELECT profile_id, COUNT(*), MAX(CASE WHEN status = 'waiting' THEN 1 ELSE 0 END) FROM transfers
+              WHERE status IN ('waiting', 'completed') AND requested_at >= $1 AND profile_id IN ({}) GROUP BY profile_id",
             int_list(chunk)
         );
         for r in db.query(&sql, params![since.0]).await? {
-            out.insert(r.int(0)?, r.int(1)?);
+            out.insert(r.int(0)?, RecentTransfers { count: r.int(1)?, waiting: r.int(2)? == 1 });
         }
     }
     Ok(out)

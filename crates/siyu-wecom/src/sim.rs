@@ -9,7 +9,8 @@
 //! once-only welcome code (41051 on a second use), at most 2 transfers of a customer in
 //! 90 days, a transfer waiting (status 2) for 24 hours in which the customer may refuse
 //! (status 3, with a `transfer_fail` callback), 10,000 calls a minute per API. Error numbers follow WeCom's global error
-//! code list where it names the case (40001, 40013, 40014, 42001, 45009, 47001, 41051, 84061);
+//! code list where it names the case (40001, 40008, 40013, 40014, 40056, 40129, 41011,
+//! 41051, 42001, 44004, 45009, 47001, 81013, 84061);
 //! cases it does not name use 40058 ("invalid parameter") with a message that says why.
 
 use std::collections::{BTreeMap, HashMap};
@@ -661,10 +662,13 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
             let now = now_secs();
             let mut customers = Vec::new();
             for e in list("external_userid") {
+                let in_transfer = c.transfer_log.iter().any(|t| t.external_userid == e && t.status == 2);
                 let errcode = match c.customers.get_mut(&e) {
                     Some(cu) => {
                         cu.transfers.retain(|t| now - t < 90 * 86_400);
-                        if cu.transfers.len() >= 2 {
+                        if in_transfer {
+                            40129 // 当前联系人正在转接中
+                        } else if cu.transfers.len() >= 2 {
                             40058
                         } else if cu.follows.iter().any(|f| f.userid == from) {
                             cu.transfers.push(now);

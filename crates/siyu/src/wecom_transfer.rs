@@ -37,7 +37,8 @@ pub struct Refused {
     pub external_userid: String,
     /// WeCom's errcode, or none when Siyu did not ask (see `reason`).
     pub errcode: Option<i64>,
-    /// `wecom` (see errcode) or `transfer_limit` (already transferred twice in 90 days).
+    /// `wecom` (see errcode), `in_transfer` (an earlier transfer is still waiting for its
+    /// takeover) or `transfer_limit` (already transferred twice in 90 days).
     pub reason: String,
 }
 
@@ -55,8 +56,22 @@ pub async fn request(store: &Store, client: &Client, from: &str, to: &str, resig
         })
         .await?;
     let mut out = Requested { accepted: 0, refused: Vec::new() };
-    let (customers, limited): (Vec<_>, Vec<_>) = customers.into_iter().partition(|(p, _)| recent.get(p).copied().unwrap_or(0) < TRANSFERS_PER_90_DAYS);
-    out.refused.extend(limited.into_iter().map(|(_, e)| Refused { external_userid: e, errcode: None, reason: "transfer_limit".into() }));
+    // What WeCom would refuse, Siyu refuses first: a customer whose takeover is still
+    // waiting, and one already transferred twice in 90 days.
+    let mut to_ask = Vec::with_capacity(customers.len());
+    for (p, e) in customers {
+        let r = recent.get(&p).copied().unwrap_or_default();
+        let reason = if r.waiting {
+            "in_transfer"
+        } else if r.count >= TRANSFERS_PER_90_DAYS {
+            "transfer_limit"
+        } else {
+            to_ask.push((p, e));
+            continue;
+        };
+        out.refused.push(Refused { external_userid: e, errcode: None, reason: reason.into() });
+    }
+    let customers = to_ask;
     for chunk in customers.chunks(PER_CALL) {
         let externals: Vec<String> = chunk.iter().map(|(_, e)| e.clone()).collect();
         let answer = if resigned { client.resigned_transfer_customer(from, to, &externals).await? } else { client.transfer_customer(from, to, &externals).await? };

@@ -396,6 +396,11 @@ async fn full_sync_then_transfer(store: TestStore) {
     outreach.tick().await.unwrap();
     let (_, waiting) = app.get("/api/v1/wecom/transfers?from=g2").await;
     assert!(waiting.as_array().unwrap().iter().all(|t| t["status"] == json!("waiting")), "{waiting}");
+    // Asking again while they wait: Siyu refuses before WeCom would (40129).
+    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1", "resigned": true})).await;
+    assert_eq!(r["accepted"], json!(0), "{r}");
+    assert!(r["refused"].as_array().unwrap().iter().all(|x| x["reason"] == json!("in_transfer")), "{r}");
+    assert_eq!(r["refused"].as_array().unwrap().len(), 30, "{r}");
     sim.complete_transfers();
     outreach.tick().await.unwrap();
     app.settle_all().await;
