@@ -123,6 +123,16 @@ both_backends!(a_large_batch_is_applied_as_one_by_one_would, |store: Store, _log
     let events = store.run(move |db| Box::pin(async move { profiles::events_page(db, member, None, 1000).await })).await.unwrap();
     assert_eq!(events.len(), 220 + 2 + 6, "viewed + identify + alias + orders, all on the survivor");
     assert_eq!(load(&store, member).await.traits["tier"], json!("gold"));
+
+    // A messageId repeated inside one multi-row statement (a full chunk of 100).
+    let repeated: Vec<serde_json::Value> = (0..100).map(|i| json!({"type": "track", "userId": "u-chunk", "event": "Page", "messageId": format!("c{}", i % 99)})).collect();
+    let msgs = messages(json!(repeated));
+    let out = store
+        .transaction(move |db| Box::pin(async move { ingest::apply_all(db, &msgs.iter().collect::<Vec<_>>(), None).await }))
+        .await
+        .unwrap();
+    assert_eq!(out.iter().filter(|o| o.is_duplicate()).count(), 1, "the second c0 only");
+    assert!(out[99].is_duplicate());
 });
 
 both_backends!(latest_trait_wins_even_out_of_order, |store: Store, _log: std::path::PathBuf| async move {
