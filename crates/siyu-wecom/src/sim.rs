@@ -8,7 +8,8 @@
 //! mass message a day, a guide's customer limit (5,000 by default), the 20-second,
 //! once-only welcome code (41051 on a second use), at most 2 transfers of a customer in
 //! 90 days, a transfer waiting (status 2) for 24 hours in which the customer may refuse
-//! (status 3, with a `transfer_fail` callback), 10,000 calls a minute per API. Error numbers follow WeCom's global error
+//! (status 3, with a `transfer_fail` callback), 离职继承 only from a member who resigned
+//! (`/sim/resign`), 10,000 calls a minute per API. Error numbers follow WeCom's global error
 //! code list where it names the case (40001, 40008, 40013, 40014, 40056, 40129, 41011,
 //! 41051, 42001, 44004, 45009, 47001, 81013, 84061);
 //! cases it does not name use 40058 ("invalid parameter") with a message that says why.
@@ -114,6 +115,8 @@ impl SimConfig {
 #[derive(Default)]
 struct Corp {
     staff: Vec<String>,
+    /// Members who left: their customers wait for `resigned/transfer_customer`.
+    resigned: Vec<String>,
     customers: BTreeMap<String, Customer>,
     tokens: HashMap<String, Instant>,
     token_requests: u64,
@@ -196,6 +199,16 @@ impl Simulator {
         &self.config
     }
 
+    /// A member of staff leaves the company: no longer a follow user, their customers
+    /// can only be handed over with `resigned/transfer_customer`.
+    pub fn resign(&self, userid: &str) {
+        let mut c = self.corp.lock().expect("corp");
+        c.staff.retain(|s| s != userid);
+        if !c.resigned.iter().any(|r| r == userid) {
+            c.resigned.push(userid.to_string());
+        }
+    }
+
     /// Every waiting transfer completes now, as if the customers' 24 hours had passed.
     pub fn complete_transfers(&self) {
         let mut c = self.corp.lock().expect("corp");
@@ -275,6 +288,7 @@ impl Simulator {
             .route("/sim/leave_group", post(sim_leave_group))
             .route("/sim/guide_sends", post(sim_guide_sends))
             .route("/sim/complete_transfers", post(sim_complete_transfers))
+            .route("/sim/resign", post(sim_resign))
             .route("/sim/refuse_transfer", post(sim_refuse_transfer))
             .with_state(self.clone())
     }
@@ -659,6 +673,18 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
         "add_moment_task" => ok(json!({"jobid": Simulator::next_id(&mut c, "job")})),
         "transfer_customer" | "resigned/transfer_customer" => {
             let (from, to) = (s("handover_userid"), s("takeover_userid"));
+            // 在职继承 hands over from a member in service, 离职继承 from one who left;
+            // the takeover is always in service.
+            let resigned = api.starts_with("resigned/");
+            if resigned && !c.resigned.contains(&from) {
+                return err(40058, "handover_userid has not resigned: use transfer_customer");
+            }
+            if !resigned && !c.staff.contains(&from) {
+                return err(40058, "handover_userid is not a member in service: use resigned/transfer_customer");
+            }
+            if !c.staff.contains(&to) {
+                return err(40058, "takeover_userid is not a member in service with customer contact");
+            }
             let now = now_secs();
             let mut customers = Vec::new();
             for e in list("external_userid") {
@@ -742,6 +768,17 @@ struct Remove {
 }
 
 /// A customer removes their guide (`del_follow_user`).
+#[derive(Deserialize)]
+struct Resign {
+    userid: String,
+}
+
+/// A member of staff leaves the company.
+async fn sim_resign(State(sim): State<Sim>, Json(r): Json<Resign>) -> Json<Value> {
+    sim.resign(&r.userid);
+    ok(json!({}))
+}
+
 /// Waiting transfers complete now (in WeCom, 24 hours after they were asked for).
 async fn sim_complete_transfers(State(sim): State<Sim>) -> Json<Value> {
     sim.complete_transfers();

@@ -383,6 +383,10 @@ async fn full_sync_then_transfer(store: TestStore) {
 
     // g2 leaves the company: their customers go to g1 through WeCom (离职继承), and move
     // in Siyu once WeCom reports the takeover done.
+    sim.resign("g2");
+    sim.add_staff(&["g3"]);
+    let (s, v) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1"})).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "g2 has resigned: WeCom refuses 在职继承 from them: {v}");
     let (s, v) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g2"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, v) = app.post("/api/v1/wecom/transfers", &json!({"from": "", "to": "g1"})).await;
@@ -417,9 +421,9 @@ async fn full_sync_then_transfer(store: TestStore) {
     // Transferring again finds no customers left with g2.
     let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1", "resigned": true})).await;
     assert_eq!(r["accepted"], json!(0), "{r}");
-    // Everyone to g2 (in service), then back: the customers first handed over have
+    // Everyone to g3 (in service), then back: the customers first handed over have
     // moved twice in 90 days, which Siyu refuses before asking WeCom.
-    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g1", "to": "g2"})).await;
+    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g1", "to": "g3"})).await;
     assert_eq!(r["accepted"], json!(180), "{r}");
     // One customer refuses the new guide: they stay with g1.
     assert!(sim.refuse_transfer("wmg1000").await.unwrap());
@@ -430,7 +434,7 @@ async fn full_sync_then_transfer(store: TestStore) {
     assert_eq!(g1["customers"].as_array().unwrap().len(), 1, "{g1}");
     let (_, all) = app.get("/api/v1/wecom/transfers?from=g1").await;
     assert_eq!(all.as_array().unwrap().iter().filter(|t| t["status"] == json!("customer_refused")).count(), 1, "{all}");
-    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g2", "to": "g1"})).await;
+    let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g3", "to": "g1"})).await;
     let refused = r["refused"].as_array().unwrap();
     assert_eq!((r["accepted"].as_u64(), refused.len()), (Some(149), 30), "{r}");
     assert!(refused.iter().all(|x| x["reason"] == json!("transfer_limit") && x["external_userid"].as_str().unwrap().starts_with("wmg2")), "{r}");

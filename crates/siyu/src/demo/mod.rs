@@ -124,6 +124,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  curl -s -X POST -H 'Authorization: Bearer TOKEN' -H 'content-type: application/json' http://{}/api/v1/wecom/contact-ways -d '{{\"guide\":\"GUIDE\",\"channel\":\"table_card\",\"welcome\":\"欢迎！\"}}'", running.addr);
         println!("  curl -s -X POST -H 'content-type: application/json' {base}/sim/scan -d '{{\"config_id\":\"CONFIG_ID\",\"external_userid\":\"wmDemo1\",\"name\":\"小林\"}}'");
         println!("  curl -s -X POST -H 'content-type: application/json' {base}/sim/join_group -d '{{\"chat_id\":\"wrSTORE_ID\",\"external_userid\":\"wmDemo1\"}}'   # the store's community group");
+        println!("  curl -s -X POST -H 'content-type: application/json' {base}/sim/resign -d '{{\"userid\":\"GUIDE\"}}'   # a guide leaves; hand over with resigned: true");
         println!("  curl -s -X POST {base}/sim/complete_transfers   # customer transfers complete now instead of after WeCom's 24 hours");
         println!("  curl -s {base}/sim/app_messages   # task reminders the guides received in WeCom");
     }
