@@ -195,10 +195,9 @@ impl SqlitePool {
 
 
 /// Runs passive checkpoints every 50 ms on its own connection, until the process exits.
-/// The WAL file is kept at its size while writes keep coming (see the writer's pragmas),
-/// and truncated once it is fully copied and has been quiet for 5 seconds (longer than an
-/// index batch takes), or whenever it
-/// is fully copied but very large: disk use at rest stays the database alone.
+/// The WAL file keeps its size while writes keep coming (see the writer's pragmas), and
+/// is truncated once fully copied and quiet for 5 seconds (longer than an index batch
+/// takes), or once fully copied but very large: disk use at rest is the database alone.
 pub fn spawn_checkpointer(path: PathBuf) -> Result<(), StoreError> {
     const TRUNCATE_FRAMES: i64 = 262_144; // 1 GB
     const QUIET: Duration = Duration::from_secs(5);

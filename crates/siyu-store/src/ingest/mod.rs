@@ -270,10 +270,12 @@ impl Indexer {
             tracing::debug!(messages = batch.len(), wait_ms = (t1 - t0).as_millis() as u64, apply_ms = t1.elapsed().as_millis() as u64, "index batch");
             self.next = last_seq + 1;
             let committed = Arc::new(Committed { messages: batch.into_iter().map(|(_, m)| m).zip(outcomes).collect(), last_seq });
-            self.progress.indexed.send_replace(last_seq);
+            // Observers first: whoever waits for `indexed` then also sees their effects
+            // (the metrics counters, the command that updates the segment engine).
             for observe in &self.observers {
                 observe(&committed);
             }
+            self.progress.indexed.send_replace(last_seq);
             if let Err(e) = log::remove_applied(&self.log_dir, last_seq) {
                 tracing::warn!(error = %e, "could not remove applied ingest-log segments");
             }

@@ -209,9 +209,7 @@ impl Outreach {
         }
         Ok(())
     }
-}
 
-impl Outreach {
     /// A task reminder as a WeCom app message to the guide, when the WeCom secret is a
     /// self-built app's with its `agent_id` configured. Each task is reminded once (the
     /// store marks it before this runs); a failed send is logged, not retried, so a
