@@ -212,12 +212,7 @@ impl Simulator {
     /// Every waiting transfer completes now, as if the customers' 24 hours had passed.
     pub fn complete_transfers(&self) {
         let mut c = self.corp.lock().expect("corp");
-        let now = now_secs();
-        for i in 0..c.transfer_log.len() {
-            if c.transfer_log[i].status == 2 {
-                Simulator::take_over(&mut c, i, now);
-            }
-        }
+        Simulator::take_over_waiting(&mut c, now_secs(), |_| true);
     }
 
     /// The customer refuses their waiting transfer: they stay with the handover, and
@@ -232,14 +227,16 @@ impl Simulator {
         self.callback(xml).await.map(|()| true)
     }
 
-    /// The follow relationship moves to the takeover.
-    fn take_over(c: &mut Corp, i: usize, now: i64) {
-        let t = &mut c.transfer_log[i];
-        t.status = 1;
-        t.takeover_time = Some(now);
-        let (from, to, e) = (t.handover.clone(), t.takeover.clone(), t.external_userid.clone());
-        if let Some(f) = c.customers.get_mut(&e).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == from)) {
-            f.userid = to;
+    /// Waiting transfers that `due` picks are taken over: the follow relationship moves
+    /// to the takeover.
+    fn take_over_waiting(c: &mut Corp, now: i64, due: impl Fn(&Transfer) -> bool) {
+        let Corp { transfer_log, customers, .. } = c;
+        for t in transfer_log.iter_mut().filter(|t| t.status == 2 && due(t)) {
+            t.status = 1;
+            t.takeover_time = Some(now);
+            if let Some(f) = customers.get_mut(&t.external_userid).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == t.handover)) {
+                f.userid = t.takeover.clone();
+            }
         }
     }
 
@@ -713,10 +710,7 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
         "transfer_result" | "resigned/transfer_result" => {
             let (from, to) = (s("handover_userid"), s("takeover_userid"));
             let now = now_secs();
-            let due: Vec<usize> = (0..c.transfer_log.len()).filter(|&i| c.transfer_log[i].status == 2 && now - c.transfer_log[i].at >= TRANSFER_WAIT_SECS).collect();
-            for i in due {
-                Simulator::take_over(&mut c, i, now);
-            }
+            Simulator::take_over_waiting(&mut c, now, |t| now - t.at >= TRANSFER_WAIT_SECS);
             let list: Vec<Value> = c
                 .transfer_log
                 .iter()

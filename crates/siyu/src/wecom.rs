@@ -5,7 +5,8 @@
 //! "secret", "api_base", "agent_id"}`) or the environment (`SIYU_WECOM_CORP_ID`,
 //! `SIYU_WECOM_TOKEN`, `SIYU_WECOM_AES_KEY`, `SIYU_WECOM_SECRET`, `SIYU_WECOM_API_BASE`,
 //! `SIYU_WECOM_AGENT_ID`); the environment wins. `agent_id` is the self-built app the
-//! secret belongs to: with it, task reminders reach guides as app messages. Without token and key `/wecom/callback` answers 404; without the secret Siyu
+//! secret belongs to: with it, task reminders reach guides as app messages. Without
+//! token and key `/wecom/callback` answers 404; without the secret Siyu
 //! makes no WeCom API calls (no welcome messages, contact ways or mass messages).
 
 use std::collections::HashMap;

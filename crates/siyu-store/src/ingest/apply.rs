@@ -1,7 +1,7 @@
 //! Applying one validated message to the store: dedup by messageId, identity
 //! resolution, the event itself, traits (latest timestamp wins), guide relationships.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value as Json};
@@ -33,12 +33,7 @@ impl Outcome {
 
 /// Stores one message in the open transaction.
 pub async fn apply(db: &mut dyn Db, msg: &Message) -> Result<Outcome, StoreError> {
-    apply_cached(db, msg, None).await
-}
-
-/// [`apply`], with the indexer's identity cache.
-pub async fn apply_cached(db: &mut dyn Db, msg: &Message, cache: Option<&mut IdentityCache>) -> Result<Outcome, StoreError> {
-    Ok(apply_all(db, std::slice::from_ref(&msg), cache).await?.remove(0))
+    Ok(apply_all(db, std::slice::from_ref(&msg), None).await?.remove(0))
 }
 
 /// Stores many messages in the open transaction, in order: the same result as
@@ -111,34 +106,21 @@ async fn first_sightings(db: &mut dyn Db, msgs: &[&Message]) -> Result<Vec<bool>
     const TAIL: &str = "ON CONFLICT (message_id) DO NOTHING RETURNING message_id";
     static MANY: PerBackend = [OnceLock::new(), OnceLock::new()];
     static ONE: PerBackend = [OnceLock::new(), OnceLock::new()];
-    let mut new_ids: HashMap<&str, usize> = HashMap::with_capacity(msgs.len());
+    // Ids the store had not seen: the first message carrying each is the fresh one.
+    let mut new_ids: HashSet<String> = HashSet::with_capacity(msgs.len());
     let mut chunks = msgs.chunks_exact(ROWS_PER_STATEMENT);
     for chunk in chunks.by_ref() {
         let params: Vec<Param> = chunk.iter().flat_map(|m| [Param::from(&m.message_id), Param::from(m.received_at.0)]).collect();
         for row in db.query(statement(&MANY, db.backend(), HEAD, ROWS_PER_STATEMENT, 2, TAIL), &params).await? {
-            let id = row.text(0)?;
-            if let Some(m) = chunk.iter().find(|m| m.message_id == id) {
-                *new_ids.entry(m.message_id.as_str()).or_default() += 1;
-            }
+            new_ids.insert(row.text(0)?);
         }
     }
     for m in chunks.remainder() {
-        let fresh = db.query_opt(statement(&ONE, db.backend(), HEAD, 1, 2, TAIL), params![&m.message_id, m.received_at.0]).await?;
-        if fresh.is_some() {
-            *new_ids.entry(m.message_id.as_str()).or_default() += 1;
+        if db.query_opt(statement(&ONE, db.backend(), HEAD, 1, 2, TAIL), params![&m.message_id, m.received_at.0]).await?.is_some() {
+            new_ids.insert(m.message_id.clone());
         }
     }
-    // The first occurrence of an id the store had not seen is the fresh one.
-    Ok(msgs
-        .iter()
-        .map(|m| match new_ids.get_mut(m.message_id.as_str()) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        })
-        .collect())
+    Ok(msgs.iter().map(|m| new_ids.remove(&m.message_id)).collect())
 }
 
 async fn insert_events(db: &mut dyn Db, rows: &[(ProfileId, &Message)]) -> Result<(), StoreError> {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use siyu_core::{Message, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use apply::{apply, apply_all, apply_cached, set_trait, Outcome};
+pub use apply::{apply, apply_all, set_trait, Outcome};
 use crate::resolve::IdentityCache;
 use log::{IngestLog, LogReader};
 
