@@ -133,32 +133,30 @@ impl Series {
         // Counts are small: their answers are looked up, not computed.
         let counts: Vec<bool> = (0..64).map(|c| test.holds(AggValue::Number(c as f64))).collect();
         let n = self.starts.len().saturating_sub(1);
-        let mut out = crate::scan::dense(len, |p| {
+        // Nothing in the window (the common case for recent windows): the aggregate is
+        // the empty one, whatever the function. A last event before the window says so
+        // without looking further.
+        let mut out = crate::scan::dense_keyed(len, &self.last, lo, empty_ok, |p| {
             let i = p as usize;
-            // Nothing in the window (the common case for recent windows): the aggregate
-            // is the empty one, whatever the function.
-            if i >= n || self.last[i] < lo || self.starts[i] == self.starts[i + 1] {
+            if i >= n || self.starts[i] == self.starts[i + 1] {
                 return empty_ok;
             }
             let (s, e) = (self.starts[i] as usize, self.starts[i + 1] as usize);
-            if self.times[s] > hi {
+            let times = &self.times[s..e];
+            // Only the window's end of the series is read: a window that ends now holds
+            // a profile's last few events.
+            let (a, b) = if lo == 0 && times[times.len() - 1] <= hi { (0, times.len()) } else { range_in(times, lo, hi) };
+            if a == b {
                 return empty_ok;
             }
-            let times = &self.times[s..e];
-            let inside = times[0] >= lo && times[times.len() - 1] <= hi;
             match func {
-                AggFn::Count => {
-                    let c = if inside { times.len() } else { count_in(times, lo, hi) };
-                    counts.get(c).copied().unwrap_or_else(|| test.holds(AggValue::Number(c as f64)))
-                }
+                AggFn::Count => counts.get(b - a).copied().unwrap_or_else(|| test.holds(AggValue::Number((b - a) as f64))),
                 AggFn::Sum => {
-                    let values = &self.values[s..e];
-                    let (a, b) = if inside { (0, times.len()) } else { (times.partition_point(|t| *t < lo), times.partition_point(|t| *t <= hi)) };
-                    let sum: f64 = values[a..b].iter().filter(|v| !v.is_nan()).sum();
+                    let sum: f64 = self.values[s + a..s + b].iter().filter(|v| !v.is_nan()).sum();
                     test.holds(AggValue::Number(sum))
                 }
-                AggFn::First if inside => test.holds(AggValue::Time(times[0])),
-                AggFn::Last if inside => test.holds(AggValue::Time(times[times.len() - 1])),
+                AggFn::First => test.holds(AggValue::Time(times[a])),
+                AggFn::Last => test.holds(AggValue::Time(times[b - 1])),
                 _ => test.holds(self.fold_base(p, lo, hi, func).finish()),
             }
         });
@@ -246,13 +244,16 @@ fn last_times(starts: &[u32], times: &[u32]) -> Vec<u32> {
     (0..starts.len().saturating_sub(1)).map(|p| if starts[p] == starts[p + 1] { 0 } else { times[starts[p + 1] as usize - 1] }).collect()
 }
 
-/// Events of one profile (sorted times) within `[lo, hi]`: recent windows are counted
-/// from the end, long histories by binary search.
-fn count_in(times: &[u32], lo: u32, hi: u32) -> usize {
+/// The positions `a..b` of the sorted `times` that fall in `[lo, hi]`. Windows mostly
+/// end now and hold a profile's last few events: short series are walked back from
+/// their end, which beats two binary searches.
+fn range_in(times: &[u32], lo: u32, hi: u32) -> (usize, usize) {
     if times.len() <= 16 {
-        times.iter().rev().skip_while(|t| **t > hi).take_while(|t| **t >= lo).count()
+        let b = times.len() - times.iter().rev().take_while(|t| **t > hi).count();
+        let a = b - times[..b].iter().rev().take_while(|t| **t >= lo).count();
+        (a, b)
     } else {
-        times.partition_point(|t| *t <= hi) - times.partition_point(|t| *t < lo)
+        (times.partition_point(|t| *t < lo), times.partition_point(|t| *t <= hi))
     }
 }
 
