@@ -108,21 +108,8 @@ impl Series {
     /// The aggregate of profile `p`'s base events (not the delta) in `[lo, hi]`.
     fn fold_base(&self, p: u32, lo: u32, hi: u32, func: AggFn) -> Acc {
         let (times, values) = self.base(p);
-        let mut acc = Acc::new(func);
-        if times.is_empty() || times[times.len() - 1] < lo || times[0] > hi {
-            return acc;
-        }
-        let a = times.partition_point(|t| *t < lo);
-        let b = times.partition_point(|t| *t <= hi);
-        if a < b {
-            match func {
-                AggFn::Count => acc.count += (b - a) as f64,
-                AggFn::First => acc.first = Some(times[a]),
-                AggFn::Last => acc.last = Some(times[b - 1]),
-                _ => values[a..b].iter().for_each(|v| acc.value(*v)),
-            }
-        }
-        acc
+        let (a, b) = range_in(times, lo, hi);
+        fold_range(func, times, values, a, b)
     }
 
     /// Profiles in `0..len` whose aggregate passes `test`; `empty_ok` is whether it
@@ -132,17 +119,14 @@ impl Series {
         let empty_ok = test.holds(Series::empty(func));
         // Counts are small: their answers are looked up, not computed.
         let counts: Vec<bool> = (0..64).map(|c| test.holds(AggValue::Number(c as f64))).collect();
-        let n = self.starts.len().saturating_sub(1);
         // Nothing in the window (the common case for recent windows): the aggregate is
         // the empty one, whatever the function. A last event before the window says so
         // without looking further.
         let mut out = crate::scan::dense_keyed(len, &self.last, lo, empty_ok, |p| {
-            let i = p as usize;
-            if i >= n || self.starts[i] == self.starts[i + 1] {
+            let (times, values) = self.base(p);
+            if times.is_empty() {
                 return empty_ok;
             }
-            let (s, e) = (self.starts[i] as usize, self.starts[i + 1] as usize);
-            let times = &self.times[s..e];
             // Only the window's end of the series is read: a window that ends now holds
             // a profile's last few events.
             let (a, b) = if lo == 0 && times[times.len() - 1] <= hi { (0, times.len()) } else { range_in(times, lo, hi) };
@@ -152,12 +136,12 @@ impl Series {
             match func {
                 AggFn::Count => counts.get(b - a).copied().unwrap_or_else(|| test.holds(AggValue::Number((b - a) as f64))),
                 AggFn::Sum => {
-                    let sum: f64 = self.values[s + a..s + b].iter().filter(|v| !v.is_nan()).sum();
+                    let sum: f64 = values[a..b].iter().filter(|v| !v.is_nan()).sum();
                     test.holds(AggValue::Number(sum))
                 }
                 AggFn::First => test.holds(AggValue::Time(times[a])),
                 AggFn::Last => test.holds(AggValue::Time(times[b - 1])),
-                _ => test.holds(self.fold_base(p, lo, hi, func).finish()),
+                _ => test.holds(fold_range(func, times, values, a, b).finish()),
             }
         });
         // Profiles with recent events: their exact value, base and delta together.
@@ -242,6 +226,20 @@ impl Series {
 
 fn last_times(starts: &[u32], times: &[u32]) -> Vec<u32> {
     (0..starts.len().saturating_sub(1)).map(|p| if starts[p] == starts[p + 1] { 0 } else { times[starts[p + 1] as usize - 1] }).collect()
+}
+
+/// The aggregate of the events at positions `a..b` of one profile's series.
+fn fold_range(func: AggFn, times: &[u32], values: &[f64], a: usize, b: usize) -> Acc {
+    let mut acc = Acc::new(func);
+    if a < b {
+        match func {
+            AggFn::Count => acc.count += (b - a) as f64,
+            AggFn::First => acc.first = Some(times[a]),
+            AggFn::Last => acc.last = Some(times[b - 1]),
+            _ => values[a..b].iter().for_each(|v| acc.value(*v)),
+        }
+    }
+    acc
 }
 
 /// The positions `a..b` of the sorted `times` that fall in `[lo, hi]`. Windows mostly
