@@ -28,7 +28,7 @@ pub struct Series {
     /// Each profile's last base event time (0: none): scans reject profiles with
     /// nothing recent by reading this compact column alone.
     last: Vec<u32>,
-    values: Vec<f64>,
+    values: Measures,
     measured: bool,
     delta: Vec<(u32, u32, f64)>,
     delta_index: HashMap<u32, Vec<u32>>,
@@ -56,7 +56,7 @@ impl Series {
             starts[i] += starts[i - 1];
         }
         let times: Vec<u32> = events.iter().map(|(_, t, _)| *t).collect();
-        let values = if measured { events.iter().map(|(_, _, v)| *v).collect() } else { Vec::new() };
+        let values = if measured { Measures::from_values(events.iter().map(|(_, _, v)| *v).collect()) } else { Measures::default() };
         let last = last_times(&starts, &times);
         Series { starts, times, values, measured, last, ..Default::default() }
     }
@@ -75,20 +75,19 @@ impl Series {
         }
     }
 
-    fn base(&self, p: u32) -> (&[u32], &[f64]) {
+    fn base(&self, p: u32) -> (&[u32], Values<'_>) {
         let p = p as usize;
         if p + 1 >= self.starts.len() {
-            return (&[], &[]);
+            return (&[], Values::None);
         }
         let (s, e) = (self.starts[p] as usize, self.starts[p + 1] as usize);
-        let values = if self.measured { &self.values[s..e] } else { &[][..] };
-        (&self.times[s..e], values)
+        (&self.times[s..e], self.values.slice(s, e))
     }
 
     /// Every event of a profile, in no particular order.
     pub fn events_of(&self, p: u32) -> Vec<(u32, f64)> {
         let (times, values) = self.base(p);
-        let mut out: Vec<(u32, f64)> = times.iter().enumerate().map(|(i, t)| (*t, values.get(i).copied().unwrap_or(f64::NAN))).collect();
+        let mut out: Vec<(u32, f64)> = times.iter().enumerate().map(|(i, t)| (*t, values.get(i))).collect();
         if let Some(idx) = self.delta_index.get(&p) {
             out.extend(idx.iter().map(|i| {
                 let (_, t, v) = self.delta[*i as usize];
@@ -135,10 +134,7 @@ impl Series {
             }
             match func {
                 AggFn::Count => counts.get(b - a).copied().unwrap_or_else(|| test.holds(AggValue::Number((b - a) as f64))),
-                AggFn::Sum => {
-                    let sum: f64 = values[a..b].iter().filter(|v| !v.is_nan()).sum();
-                    test.holds(AggValue::Number(sum))
-                }
+                AggFn::Sum => test.holds(AggValue::Number(values.sum(a, b))),
                 AggFn::First => test.holds(AggValue::Time(times[a])),
                 AggFn::Last => test.holds(AggValue::Time(times[b - 1])),
                 _ => test.holds(fold_range(func, times, values, a, b).finish()),
@@ -194,7 +190,7 @@ impl Series {
         }
         let total = starts[n] as usize;
         let mut times = Vec::with_capacity(total);
-        let mut values = Vec::with_capacity(if self.measured { total } else { 0 });
+        let mut values: Vec<f64> = Vec::with_capacity(if self.measured { total } else { 0 });
         for p in 0..n as u32 {
             let mut events = self.events_of(p);
             events.sort_by_key(|(t, _)| *t);
@@ -206,6 +202,7 @@ impl Series {
             }
         }
         let last = last_times(&starts, &times);
+        let values = if self.measured { Measures::from_values(values) } else { Measures::default() };
         *self = Series { starts, times, values, measured: self.measured, last, ..Default::default() };
     }
 
@@ -217,7 +214,7 @@ impl Series {
         self.starts.capacity() * 4
             + self.last.capacity() * 4
             + self.times.capacity() * 4
-            + self.values.capacity() * 8
+            + self.values.memory_bytes()
             + self.delta.capacity() * 16
             + self.delta_index.len() * 48
             + self.delta_profiles.serialized_size()
@@ -229,14 +226,14 @@ fn last_times(starts: &[u32], times: &[u32]) -> Vec<u32> {
 }
 
 /// The aggregate of the events at positions `a..b` of one profile's series.
-fn fold_range(func: AggFn, times: &[u32], values: &[f64], a: usize, b: usize) -> Acc {
+fn fold_range(func: AggFn, times: &[u32], values: Values<'_>, a: usize, b: usize) -> Acc {
     let mut acc = Acc::new(func);
     if a < b {
         match func {
             AggFn::Count => acc.count += (b - a) as f64,
             AggFn::First => acc.first = Some(times[a]),
             AggFn::Last => acc.last = Some(times[b - 1]),
-            _ => values[a..b].iter().for_each(|v| acc.value(*v)),
+            _ => (a..b).for_each(|i| acc.value(values.get(i))),
         }
     }
     acc
@@ -252,6 +249,76 @@ fn range_in(times: &[u32], lo: u32, hi: u32) -> (usize, usize) {
         (a, b)
     } else {
         (times.partition_point(|t| *t < lo), times.partition_point(|t| *t <= hi))
+    }
+}
+
+/// A base's measure values. Most measures are whole numbers (amounts in fen,
+/// quantities, points): those are kept as `i32`, which halves the bytes a scan of a
+/// sum streams through; any other value keeps the whole series in `f64`.
+#[derive(Debug, Default)]
+enum Measures {
+    #[default]
+    None,
+    Whole(Vec<i32>),
+    Real(Vec<f64>),
+}
+
+/// A missing measure (the event had no such property) among whole numbers; `NaN`
+/// among reals.
+const NO_WHOLE: i32 = i32::MIN;
+
+impl Measures {
+    fn from_values(values: Vec<f64>) -> Measures {
+        let whole = |v: &f64| v.is_nan() || (v.fract() == 0.0 && *v > NO_WHOLE as f64 && *v <= i32::MAX as f64);
+        if values.iter().all(whole) {
+            Measures::Whole(values.iter().map(|v| if v.is_nan() { NO_WHOLE } else { *v as i32 }).collect())
+        } else {
+            Measures::Real(values)
+        }
+    }
+
+    fn slice(&self, s: usize, e: usize) -> Values<'_> {
+        match self {
+            Measures::None => Values::None,
+            Measures::Whole(v) => Values::Whole(&v[s..e]),
+            Measures::Real(v) => Values::Real(&v[s..e]),
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        match self {
+            Measures::None => 0,
+            Measures::Whole(v) => v.capacity() * 4,
+            Measures::Real(v) => v.capacity() * 8,
+        }
+    }
+}
+
+/// One profile's measure values (none for an unmeasured series).
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    None,
+    Whole(&'a [i32]),
+    Real(&'a [f64]),
+}
+
+impl Values<'_> {
+    /// The `i`th value; `NaN` when missing.
+    fn get(self, i: usize) -> f64 {
+        match self {
+            Values::None => f64::NAN,
+            Values::Whole(v) => v.get(i).map_or(f64::NAN, |w| if *w == NO_WHOLE { f64::NAN } else { *w as f64 }),
+            Values::Real(v) => v.get(i).copied().unwrap_or(f64::NAN),
+        }
+    }
+
+    /// The sum of the values at `a..b`, skipping missing ones.
+    fn sum(self, a: usize, b: usize) -> f64 {
+        match self {
+            Values::None => 0.0,
+            Values::Whole(v) => v[a..b].iter().filter(|w| **w != NO_WHOLE).map(|w| *w as i64).sum::<i64>() as f64,
+            Values::Real(v) => v[a..b].iter().filter(|v| !v.is_nan()).sum(),
+        }
     }
 }
 
@@ -301,6 +368,19 @@ impl Acc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_and_fractional_measures_fold_alike() {
+        // Whole numbers are kept as i32, anything else as f64: the answers are the same.
+        for v in [2.0, 2.5, 3e9] {
+            let s = Series::from_events(true, vec![(0, 1, v), (0, 2, f64::NAN), (0, 3, -7.0), (1, 3, 1.0)]);
+            assert_eq!(s.fold(0, 0, 9, AggFn::Sum), AggValue::Number(v - 7.0));
+            assert_eq!(s.fold(0, 0, 9, AggFn::Min), AggValue::Number(-7.0));
+            assert!(s.events_of(0).iter().any(|(t, m)| *t == 2 && m.is_nan()), "a missing measure stays missing");
+            let test = crate::eval::AggTest::new(AggFn::Sum, siyu_core::rule::Op::Gt, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(-6.0)), siyu_core::Timestamp(0));
+            assert_eq!(s.scan(2, 0, 9, AggFn::Sum, &test).iter().collect::<Vec<_>>(), if v - 7.0 > -6.0 { vec![0, 1] } else { vec![1] });
+        }
+    }
 
     #[test]
     fn base_and_delta_agree_with_a_plain_fold() {
