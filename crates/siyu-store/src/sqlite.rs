@@ -4,6 +4,7 @@
 //! the ingest writer's own thread. The [`Db`] futures it returns never wait on I/O, so
 //! they complete on first poll.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,13 +59,13 @@ impl SqliteDb {
     }
 
     fn run(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut stmt = self.conn.prepare_cached(&numbered(sql))?;
         bind(&mut stmt, params)?;
         Ok(stmt.raw_execute()? as u64)
     }
 
     fn rows(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut stmt = self.conn.prepare_cached(&numbered(sql))?;
         bind(&mut stmt, params)?;
         let width = stmt.column_count();
         let mut rows = stmt.raw_query();
@@ -104,12 +105,29 @@ pub enum ConnRole {
     Reader,
 }
 
-/// SQLite reads `$1` as a parameter named "$1"; named parameters are numbered in order
-/// of first appearance, so they are bound by name, which holds whatever their order.
-static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| (1..=4096).map(|i| format!("${i}")).collect());
+/// The store's SQL is written with PostgreSQL's `$1` placeholders. SQLite reads `$1` as
+/// a parameter *named* "$1", numbered by first appearance, which would have to be bound
+/// by name (a lookup per parameter: 6% of the indexer's time). `?1` is SQLite's own
+/// numbered parameter, bound at position 1 whatever the order of appearance. Quoted
+/// literals are left as they are.
+fn numbered(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
+    }
+    // Bytes: every character that matters is ASCII, and a multi-row statement is long.
+    let mut out = sql.as_bytes().to_vec();
+    let mut quoted = false;
+    for i in 0..out.len() {
+        quoted ^= out[i] == b'\'';
+        if out[i] == b'$' && !quoted && out.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            out[i] = b'?';
+        }
+    }
+    Cow::Owned(String::from_utf8(out).expect("ASCII replaced by ASCII"))
+}
 
 fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Result<(), StoreError> {
-    if params.len() > NAMES.len() || params.len() != stmt.parameter_count() {
+    if params.len() != stmt.parameter_count() {
         return Err(StoreError::Decode(format!(
             "statement takes {} parameters, {} given: {}",
             stmt.parameter_count(),
@@ -117,10 +135,7 @@ fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Param<'_>]) -> Resul
             stmt.expanded_sql().unwrap_or_default()
         )));
     }
-    for (p, name) in params.iter().zip(NAMES.iter()) {
-        let index = stmt
-            .parameter_index(name)?
-            .ok_or_else(|| StoreError::Decode(format!("parameter {name} is not used by the statement")))?;
+    for (index, p) in (1..).zip(params) {
         stmt.raw_bind_parameter(index, p)?;
     }
     Ok(())
@@ -227,4 +242,25 @@ pub fn spawn_checkpointer(path: PathBuf) -> Result<(), StoreError> {
         })
         .map_err(|e| StoreError::Io(e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_numbered_parameters_outside_literals() {
+        assert_eq!(numbered("SELECT a FROM t WHERE b = $2 AND c = $1"), "SELECT a FROM t WHERE b = ?2 AND c = ?1");
+        assert_eq!(numbered("SELECT json_extract(x, '$.a'), '$1' FROM t WHERE y = $10"), "SELECT json_extract(x, '$.a'), '$1' FROM t WHERE y = ?10");
+        assert!(matches!(numbered("SELECT 1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn parameters_bind_by_number_whatever_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("t.db"), ConnRole::Writer).unwrap();
+        let rows = db.rows("SELECT $2 || '-' || $1 || '-' || $2", &[Param::from("a"), Param::from("b")]).unwrap();
+        assert_eq!(rows[0].text(0).unwrap(), "b-a-b");
+        assert!(db.run("SELECT $1", &[]).is_err(), "a missing parameter is an error, not a NULL");
+    }
 }
