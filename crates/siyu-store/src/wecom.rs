@@ -221,3 +221,32 @@ pub async fn settle_transfer(db: &mut dyn Db, id: i64, status: &str, at: Timesta
     db.execute("UPDATE transfers SET status = $2, settled_at = $3 WHERE id = $1 AND status = 'waiting'", params![id, status, at.0]).await?;
     Ok(())
 }
+
+/// The customers Siyu knows to be in a customer group: those whose latest `Group
+/// Joined` / `Group Left` event for it is a join. A dismissed group can no longer be
+/// read from WeCom, so this is how its members are found. The `LIKE` narrows the group
+/// events to those naming the chat id (both backends, no JSON functions); the payload
+/// decides.
+pub async fn group_members(db: &mut dyn Db, chat_id: &str) -> Result<Vec<i64>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT profile_id, name, payload FROM events
+             WHERE name IN ('Group Joined', 'Group Left') AND payload LIKE '%' || $1 || '%'
+             ORDER BY ts, id",
+            params![chat_id],
+        )
+        .await?;
+    let mut joined = std::collections::BTreeSet::new();
+    for r in rows {
+        let payload: serde_json::Value = serde_json::from_str(&r.text(2)?).unwrap_or_default();
+        if payload["chat_id"].as_str() != Some(chat_id) {
+            continue;
+        }
+        if r.text(1)? == "Group Joined" {
+            joined.insert(r.int(0)?);
+        } else {
+            joined.remove(&r.int(0)?);
+        }
+    }
+    Ok(joined.into_iter().collect())
+}

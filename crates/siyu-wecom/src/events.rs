@@ -57,10 +57,12 @@ pub fn is_customer(userid: &str) -> bool {
     userid.starts_with("wm") || userid.starts_with("wo")
 }
 
-/// The Siyu events a callback becomes: one for a customer's contact change, one per
-/// customer who joined or left a customer group (`Group Joined` / `Group Left`).
-/// Group creation, renames and dismissal, and changes to the corp's tag library, are
-/// not about one customer and give none.
+/// The Siyu events a callback becomes by itself: one for a customer's contact change,
+/// one per customer who joined or left a customer group (`Group Joined` / `Group
+/// Left`). A group's creation and dismissal name no members: the server reads the new
+/// group's members from WeCom, and the dismissed group's from its own events. Renames
+/// and changes to the corp's tag library are about no customer and give none (the tag
+/// mirror reads the corp's tag list each time it marks a tag).
 pub fn to_messages(fields: &Fields, event: &CallbackEvent, received_at: Timestamp) -> Vec<Message> {
     let contact = |external_userid: &str, name: &str, props: Value| track(fields, external_userid, name, props, received_at, None).into_iter().collect();
     match event {

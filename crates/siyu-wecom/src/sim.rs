@@ -283,6 +283,8 @@ impl Simulator {
             .route("/sim/guide_tag", post(sim_guide_tag))
             .route("/sim/join_group", post(sim_join_group))
             .route("/sim/leave_group", post(sim_leave_group))
+            .route("/sim/create_group", post(sim_create_group))
+            .route("/sim/dismiss_group", post(sim_dismiss_group))
             .route("/sim/guide_sends", post(sim_guide_sends))
             .route("/sim/complete_transfers", post(sim_complete_transfers))
             .route("/sim/resign", post(sim_resign))
@@ -333,11 +335,16 @@ impl Simulator {
     /// `change_external_chat` / `update`: members joined (`add_member`) or left (`del_member`).
     fn group_xml(&self, chat_id: &str, detail: &str, scene: &str, members: &[String]) -> String {
         let items: String = members.iter().map(|m| format!("<Item><![CDATA[{m}]]></Item>")).collect();
+        let extra = format!("<UpdateDetail><![CDATA[{detail}]]></UpdateDetail>{scene}<MemChangeCnt>{}</MemChangeCnt><MemChangeList>{items}</MemChangeList>", members.len());
+        self.chat_xml(chat_id, "update", &extra)
+    }
+
+    /// `change_external_chat` with its change type (`create`, `update`, `dismiss`).
+    fn chat_xml(&self, chat_id: &str, change: &str, extra: &str) -> String {
         format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{chat_id}]]></ChatId><ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><![CDATA[{detail}]]></UpdateDetail>{scene}<MemChangeCnt>{}</MemChangeCnt><MemChangeList>{items}</MemChangeList></xml>",
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{chat_id}]]></ChatId><ChangeType><![CDATA[{change}]]></ChangeType>{extra}</xml>",
             self.config.corp_id,
-            now_secs(),
-            members.len()
+            now_secs()
         )
     }
 
@@ -893,6 +900,57 @@ async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> 
             return err(40058, "not a member of this group");
         }
         sim.group_xml(&g.chat_id, "del_member", "<QuitScene>0</QuitScene>", std::slice::from_ref(&g.external_userid))
+    };
+    match sim.callback(xml).await {
+        Ok(()) => ok(json!({})),
+        Err(e) => err(-1, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewGroup {
+    chat_id: String,
+    name: String,
+    owner: String,
+    #[serde(default)]
+    external_userids: Vec<String>,
+}
+
+/// A guide creates a customer group with some of their customers in it. WeCom's
+/// `create` callback names only the group.
+async fn sim_create_group(State(sim): State<Sim>, Json(g): Json<NewGroup>) -> Json<Value> {
+    let xml = {
+        let mut c = sim.corp.lock().expect("corp");
+        if !c.staff.contains(&g.owner) {
+            return err(40003, "invalid userid: the owner is not a member of staff");
+        }
+        if c.groups.contains_key(&g.chat_id) {
+            return err(40058, "the chat_id exists");
+        }
+        let members: Vec<String> = g.external_userids.into_iter().take(GROUP_LIMIT - 1).collect();
+        c.groups.insert(g.chat_id.clone(), (g.name, g.owner, members));
+        sim.chat_xml(&g.chat_id, "create", "")
+    };
+    match sim.callback(xml).await {
+        Ok(()) => ok(json!({})),
+        Err(e) => err(-1, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatId {
+    chat_id: String,
+}
+
+/// The group's owner dismisses it: it is gone from `groupchat/list` and `get`, and the
+/// `dismiss` callback names only the group.
+async fn sim_dismiss_group(State(sim): State<Sim>, Json(g): Json<ChatId>) -> Json<Value> {
+    let xml = {
+        let mut c = sim.corp.lock().expect("corp");
+        if c.groups.remove(&g.chat_id).is_none() {
+            return err(40058, "no such chat_id");
+        }
+        sim.chat_xml(&g.chat_id, "dismiss", "")
     };
     match sim.callback(xml).await {
         Ok(()) => ok(json!({})),

@@ -14,6 +14,7 @@ pub mod outreach;
 pub mod secrets;
 pub mod segment_cli;
 pub mod wecom;
+pub mod wecom_groups;
 pub mod wecom_sim_cli;
 pub mod wecom_sync;
 pub mod wecom_tags;

@@ -136,18 +136,7 @@ async fn sync(app: &App) -> anyhow::Result<()> {
         for g in page["group_chat_list"].as_array().into_iter().flatten() {
             let Some(chat) = g["chat_id"].as_str() else { continue };
             let detail = client.groupchat_get(chat).await?;
-            let name = detail["group_chat"]["name"].as_str().unwrap_or_default().to_string();
-            let members: Vec<Message> = detail["group_chat"]["member_list"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|m| m["type"].as_i64() == Some(2))
-                .filter_map(|m| {
-                    let external = m["userid"].as_str()?;
-                    let joined = m["join_time"].as_i64().unwrap_or(0);
-                    event(external, "Group Joined", format!("wecom:sync:group:{chat}:{external}"), Timestamp(joined * 1000), json!({"chat_id": chat, "name": name, "source": "wecom_sync"}), Vec::new())
-                })
-                .collect();
+            let members = crate::wecom_groups::member_events(chat, &detail, "wecom_sync");
             let n = members.len() as u64;
             app.ingest.submit(members).await?;
             update(&|p| p.group_members += n);

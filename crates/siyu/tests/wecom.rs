@@ -304,6 +304,42 @@ async fn with_simulator(store: TestStore) {
     assert_eq!(group.len(), 2, "{events}");
     assert!(group.contains(&("Group Joined".into(), json!("wrJingan01"))) && group.contains(&("Group Left".into(), json!("wrJingan01"))), "{group:?}");
 
+    // A guide creates a group with the customer in it, and later dismisses it: neither
+    // callback names the members. Siyu reads the new group from WeCom, and knows from
+    // its own events who was in the dismissed one.
+    let group_events = |events: &serde_json::Value, chat: &str| -> Vec<String> {
+        events["events"].as_array().unwrap().iter().filter(|e| e["payload"]["chat_id"] == json!(chat)).map(|e| e["name"].as_str().unwrap().to_string()).collect()
+    };
+    let r: serde_json::Value = http
+        .post(format!("{sim_base}/sim/create_group"))
+        .json(&json!({"chat_id": "wrJingan02", "name": "静安店新品试饮群", "owner": "li.sh0052", "external_userids": ["wmTea01"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["errcode"], json!(0), "{r}");
+    let mut joined = Vec::new();
+    for _ in 0..100 {
+        app.settle_all().await;
+        let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
+        joined = group_events(&events, "wrJingan02");
+        if !joined.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(joined, vec!["Group Joined".to_string()], "a new group's customers are read from WeCom");
+    let r: serde_json::Value = http.post(format!("{sim_base}/sim/dismiss_group")).json(&json!({"chat_id": "wrJingan02"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["errcode"], json!(0), "{r}");
+    app.settle_all().await;
+    let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
+    let mut both = group_events(&events, "wrJingan02");
+    both.sort();
+    assert_eq!(both, vec!["Group Joined".to_string(), "Group Left".to_string()], "the dismissed group's members leave it");
+    assert_eq!(group_events(&events, "wrJingan01").len(), 2, "other groups are untouched");
+
     // The customer removes the guide.
     let r: serde_json::Value = http.post(format!("{sim_base}/sim/remove_guide")).json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");

@@ -99,28 +99,44 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
         Err(e) => return reject(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     tracing::debug!(?event, "WeCom callback");
-    let messages = events::to_messages(&fields, &event, Timestamp::now());
-    if !messages.is_empty() {
-        let receipt = match app.ingest.submit(messages).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Not acknowledged: WeCom retries.
-                tracing::error!(error = %e, "could not record a WeCom callback");
-                return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
-            }
-        };
-        // Tags and the welcome message happen after the answer: WeCom wants it fast.
-        match event {
-            CallbackEvent::ContactAdded { staff, external_userid, state, welcome_code } => {
-                tokio::spawn(crate::wecom::after_contact_added(app.clone(), receipt.last_seq, staff, external_userid, state, welcome_code));
-            }
-            CallbackEvent::ContactEdited { external_userid, .. } => {
-                tokio::spawn(crate::wecom_tags::pull(app.clone(), receipt.last_seq, external_userid));
-            }
-            _ => {}
+    let now = Timestamp::now();
+    let mut messages = events::to_messages(&fields, &event, now);
+    if let CallbackEvent::Group { chat_id, change, .. } = &event
+        && change == "dismiss"
+    {
+        match crate::wecom_groups::dismissed(&app, &fields, chat_id, now).await {
+            Ok(left) => messages.extend(left),
+            Err(e) => return not_recorded(&e.to_string()),
         }
     }
+    let mut last_seq = 0;
+    if !messages.is_empty() {
+        match app.ingest.submit(messages).await {
+            Ok(r) => last_seq = r.last_seq,
+            Err(e) => return not_recorded(&e.to_string()),
+        }
+    }
+    // Tags, the welcome message and a new group's members happen after the answer:
+    // WeCom wants it fast.
+    match event {
+        CallbackEvent::ContactAdded { staff, external_userid, state, welcome_code } => {
+            tokio::spawn(crate::wecom::after_contact_added(app.clone(), last_seq, staff, external_userid, state, welcome_code));
+        }
+        CallbackEvent::ContactEdited { external_userid, .. } => {
+            tokio::spawn(crate::wecom_tags::pull(app.clone(), last_seq, external_userid));
+        }
+        CallbackEvent::Group { chat_id, change, .. } if change == "create" => {
+            tokio::spawn(crate::wecom_groups::created(app.clone(), chat_id));
+        }
+        _ => {}
+    }
     "success".into_response()
+}
+
+/// Not acknowledged: WeCom retries.
+fn not_recorded(error: &str) -> Response {
+    tracing::error!(error, "could not record a WeCom callback");
+    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
 }
 
 // ---------- live QR codes (contact ways), admin API ----------
