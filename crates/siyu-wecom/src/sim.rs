@@ -332,6 +332,15 @@ impl Simulator {
         if resp.status().is_success() { Ok(()) } else { Err(format!("callback answered {}", resp.status())) }
     }
 
+    /// Sends a callback for something a simulated person did, and answers their request:
+    /// ok, or -1 when Siyu did not take the callback.
+    async fn notify(&self, xml: String) -> Json<Value> {
+        match self.callback(xml).await {
+            Ok(()) => ok(json!({})),
+            Err(e) => err(-1, &e),
+        }
+    }
+
     /// `change_external_chat` / `update`: members joined (`add_member`) or left (`del_member`).
     fn group_xml(&self, chat_id: &str, detail: &str, scene: &str, members: &[String]) -> String {
         let items: String = members.iter().map(|m| format!("<Item><![CDATA[{m}]]></Item>")).collect();
@@ -808,10 +817,7 @@ async fn sim_remove_guide(State(sim): State<Sim>, Json(r): Json<Remove>) -> Json
         }
         sim.event_xml("del_follow_user", &r.userid, &r.external_userid, "")
     };
-    match sim.callback(xml).await {
-        Ok(()) => ok(json!({})),
-        Err(e) => err(-1, &e),
-    }
+    sim.notify(xml).await
 }
 
 /// Serves the simulator on a free loopback port in the background; returns its base URL.
@@ -856,10 +862,7 @@ async fn sim_guide_tag(State(sim): State<Sim>, Json(t): Json<GuideTag>) -> Json<
         }
         sim.event_xml("edit_external_contact", &t.userid, &t.external_userid, "")
     };
-    match sim.callback(xml).await {
-        Ok(()) => ok(json!({})),
-        Err(e) => err(-1, &e),
-    }
+    sim.notify(xml).await
 }
 
 #[derive(Deserialize)]
@@ -883,10 +886,7 @@ async fn sim_join_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> J
         }
         sim.group_xml(&g.chat_id, "add_member", "<JoinScene>3</JoinScene>", std::slice::from_ref(&g.external_userid))
     };
-    match sim.callback(xml).await {
-        Ok(()) => ok(json!({})),
-        Err(e) => err(-1, &e),
-    }
+    sim.notify(xml).await
 }
 
 /// A customer leaves a customer group of their own accord (quit scene 0).
@@ -901,10 +901,7 @@ async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> 
         }
         sim.group_xml(&g.chat_id, "del_member", "<QuitScene>0</QuitScene>", std::slice::from_ref(&g.external_userid))
     };
-    match sim.callback(xml).await {
-        Ok(()) => ok(json!({})),
-        Err(e) => err(-1, &e),
-    }
+    sim.notify(xml).await
 }
 
 #[derive(Deserialize)]
@@ -931,10 +928,7 @@ async fn sim_create_group(State(sim): State<Sim>, Json(g): Json<NewGroup>) -> Js
         c.groups.insert(g.chat_id.clone(), (g.name, g.owner, members));
         sim.chat_xml(&g.chat_id, "create", "")
     };
-    match sim.callback(xml).await {
-        Ok(()) => ok(json!({})),
-        Err(e) => err(-1, &e),
-    }
+    sim.notify(xml).await
 }
 
 #[derive(Deserialize)]
@@ -952,10 +946,7 @@ async fn sim_dismiss_group(State(sim): State<Sim>, Json(g): Json<ChatId>) -> Jso
         }
         sim.chat_xml(&g.chat_id, "dismiss", "")
     };
-    match sim.callback(xml).await {
-        Ok(()) => ok(json!({})),
-        Err(e) => err(-1, &e),
-    }
+    sim.notify(xml).await
 }
 
 #[derive(Deserialize)]
