@@ -3,7 +3,7 @@
 //! reason, per-guide task sizes). The same function serves the dry run (on a trial of
 //! the ledger, rolled back) and the real run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono_tz::Tz;
 use roaring::RoaringBitmap;
@@ -65,6 +65,9 @@ pub struct Audience<'a> {
     /// Customers inside the block cooldown.
     pub blocked: &'a RoaringBitmap,
     pub owners: &'a Owners,
+    /// Customers who gave their own zone (the `timezone` trait); the others are where
+    /// their guide's store is, or in `default_zone`.
+    pub own_zones: &'a HashMap<u32, Tz>,
     pub default_zone: Tz,
 }
 
@@ -107,10 +110,12 @@ pub fn plan(policy: &ContactPolicy, audience: &Audience, opts: &PlanOptions, led
     let mut per_guide = vec![0u64; audience.owners.guides.len()];
     for p in audience.members {
         let guide = audience.owners.of(p);
+        let guide_zone = guide.map(|g| audience.owners.zones[g as usize]).unwrap_or(audience.default_zone);
         let facts = Facts {
             consent: audience.consent.contains(p),
             recently_blocked: audience.blocked.contains(p),
-            zone: guide.map(|g| audience.owners.zones[g as usize]).unwrap_or(audience.default_zone),
+            zone: if audience.own_zones.is_empty() { guide_zone } else { audience.own_zones.get(&p).copied().unwrap_or(guide_zone) },
+            guide_zone,
             guide: guide.map(|g| audience.owners.guides[g as usize].as_str()),
         };
         let touch = Touch { profile: p, channel: opts.channel, kind: opts.kind, now: opts.now, source: &opts.source, holdout_percent: opts.holdout_percent };

@@ -177,7 +177,10 @@ pub struct Facts<'a> {
     /// The customer removed their guide (`Contact Deleted`) or complained
     /// (`Message Complained`) within the cooldown: see [`ContactPolicy::cooldown_rule`].
     pub recently_blocked: bool,
+    /// The customer's zone: quiet hours are the customer's night.
     pub zone: Tz,
+    /// The guide's zone (their store's): a guide's daily capacity counts their days.
+    pub guide_zone: Tz,
     /// The guide who would send it (WeCom), chosen by the caller.
     pub guide: Option<&'a str>,
 }
@@ -198,7 +201,7 @@ pub fn decide(policy: &ContactPolicy, touch: &Touch, facts: &Facts, ledger: &mut
             ledger.record(touch.profile, at, touch.channel);
         }
         if let Some(g) = facts.guide.filter(|_| touch.channel == Channel::Wecom) {
-            ledger.record_guide(g, local_day(at, facts.zone));
+            ledger.record_guide(g, local_day(at, facts.guide_zone));
         }
     }
     decision
@@ -301,7 +304,7 @@ pub fn staff(policy: &ContactPolicy, touch: &Touch, facts: &Facts, ledger: &Cont
         return Ok(());
     }
     let Some(guide) = facts.guide else { return Err(Reason::NoGuide) };
-    if ledger.guide_load(guide, local_day(at, facts.zone)) >= policy.guide_daily_capacity {
+    if ledger.guide_load(guide, local_day(at, facts.guide_zone)) >= policy.guide_daily_capacity {
         return Err(Reason::GuideCapacity);
     }
     Ok(())

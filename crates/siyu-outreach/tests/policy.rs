@@ -19,7 +19,7 @@ fn touch(p: u32, channel: Channel, now: Timestamp) -> Touch<'static> {
 }
 
 fn facts() -> Facts<'static> {
-    Facts { consent: true, recently_blocked: false, zone: zone(Some("Asia/Shanghai")), guide: Some("g1") }
+    Facts { consent: true, recently_blocked: false, zone: zone(Some("Asia/Shanghai")), guide_zone: zone(Some("Asia/Shanghai")), guide: Some("g1") }
 }
 
 fn send_at(now: Timestamp) -> Decision {
@@ -125,6 +125,19 @@ fn wecom_needs_a_guide_with_capacity() {
 }
 
 #[test]
+fn a_guides_capacity_counts_the_guides_days_wherever_the_customer_is() {
+    let p = ContactPolicy { guide_daily_capacity: 1, quiet_hours: None, ..ContactPolicy::default() };
+    let mut l = ContactLedger::new();
+    // The guide is in Shanghai, the customer in London (she gave her own zone).
+    let f = Facts { zone: zone(Some("Europe/London")), ..facts() };
+    let before_midnight = Timestamp::parse_iso8601("2026-06-10T15:30:00Z").unwrap(); // 23:30 Shanghai, 16:30 London
+    let after_midnight = Timestamp::parse_iso8601("2026-06-10T16:30:00Z").unwrap(); // 00:30 Shanghai, 17:30 London
+    assert_eq!(decide(&p, &touch(1, Channel::Wecom, before_midnight), &f, &mut l), send_at(before_midnight));
+    // A new day for the guide, though still the same afternoon for the customer.
+    assert_eq!(decide(&p, &touch(2, Channel::Wecom, after_midnight), &f, &mut l), send_at(after_midnight));
+}
+
+#[test]
 fn rules_apply_in_order_the_first_failure_is_the_reason() {
     let p = ContactPolicy::default();
     let mut l = ContactLedger::new();
@@ -145,7 +158,7 @@ fn two_campaigns_planning_through_one_ledger_never_exceed_a_cap() {
     let mut l = ContactLedger::new();
     let members: RoaringBitmap = (0..1000).collect();
     let owners = Owners { guides: vec!["g1".into()], zones: vec![zone(None)], owner: vec![0; 1000] };
-    let audience = Audience { members: &members, consent: &members, blocked: &RoaringBitmap::new(), owners: &owners, default_zone: zone(None) };
+    let audience = Audience { members: &members, consent: &members, blocked: &RoaringBitmap::new(), owners: &owners, own_zones: &Default::default(), default_zone: zone(None) };
     let opts = |source: &str| PlanOptions { channel: Channel::Sms, kind: TouchKind::Marketing, now: morning(), source: source.into(), holdout_percent: 0.0 };
     // The dry run changes nothing.
     let (_, preview) = dry_run(&p, &audience, &opts("campaign:1:run:1"), &mut l);
@@ -165,7 +178,7 @@ fn wecom_plans_become_guide_tasks_split_at_the_task_limit() {
     let members: RoaringBitmap = (0..1000).collect();
     let owner: Vec<u32> = (0..1000).map(|i| if i < 700 { 0 } else if i < 990 { 1 } else { u32::MAX }).collect();
     let owners = Owners { guides: vec!["g1".into(), "g2".into()], zones: vec![zone(None); 2], owner };
-    let audience = Audience { members: &members, consent: &members, blocked: &RoaringBitmap::new(), owners: &owners, default_zone: zone(None) };
+    let audience = Audience { members: &members, consent: &members, blocked: &RoaringBitmap::new(), owners: &owners, own_zones: &Default::default(), default_zone: zone(None) };
     let opts = PlanOptions { channel: Channel::Wecom, kind: TouchKind::Marketing, now: morning(), source: "c".into(), holdout_percent: 0.0 };
     let (_, s) = plan(&p, &audience, &opts, &mut l);
     assert_eq!(s.per_guide.get("g1"), Some(&700));

@@ -178,6 +178,38 @@ async fn the_contact_policy_end_to_end_postgres() {
     policy_scenario(store).await;
 }
 
+/// Quiet hours are the customer's night: a customer who gave their own zone (the
+/// `timezone` trait) is deferred by it, whatever their guide's store's zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_follow_a_customers_own_time_zone() {
+    let receiver = Receiver::default();
+    let app = spawn(TestStore::sqlite().await, &receiver, json!({})).await;
+    // Eve's guide is in Shanghai but she lives in London; Fay's guide is in London but
+    // she lives in Shanghai; Gus gave a zone that does not exist (his guide's counts).
+    brand(&app, &[("eve", "g.sh", true), ("fay", "g.ldn", true), ("gus", "g.sh", true)]).await;
+    for (user, tz) in [("eve", "Europe/London"), ("fay", "Asia/Shanghai"), ("gus", "Mars/Olympus")] {
+        app.send("/v1/identify", &json!({"userId": user, "traits": {"timezone": tz}})).await;
+    }
+    app.settle_all().await;
+    let morning = to_shanghai_morning(&app);
+    let (eve, fay, gus) = (profile_id(&app, "eve").await, profile_id(&app, "fay").await, profile_id(&app, "gus").await);
+    let (s, c) = app.post("/api/v1/campaigns", &sms_campaign("beans")).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let (_, preview) = app.post(&format!("/api/v1/campaigns/{id}/preview?sample=10"), &json!({})).await;
+    assert_eq!((preview["would_send"].clone(), preview["deferred_by_quiet_hours"].clone()), (json!(3), json!(1)), "only Eve is asleep: {preview}");
+    let (s, _) = app.post(&format!("/api/v1/campaigns/{id}/actions/schedule"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    tick(&app).await;
+    assert_eq!(receiver.for_profile(fay).len(), 1, "10:00 in Shanghai, where Fay is");
+    assert_eq!(receiver.for_profile(gus).len(), 1, "an unknown zone falls back to the guide's");
+    assert!(receiver.for_profile(eve).is_empty(), "02:00 or 03:00 in London, where Eve is");
+    let due = Timestamp::parse_iso8601(deliveries(&app, eve).await[0]["due_at"].as_str().unwrap()).unwrap();
+    let london_nine = next_local_time(morning, NaiveTime::from_hms_opt(9, 0, 0).unwrap(), zone(Some("Europe/London")));
+    assert_eq!(due, london_nine, "deferred to 09:00 in her zone");
+    app.shutdown().await;
+}
+
 async fn as_staff(app: &TestApp, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
     if let Some(b) = body {

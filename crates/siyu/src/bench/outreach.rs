@@ -108,7 +108,7 @@ fn plan_phase(args: &OutreachBench) -> anyhow::Result<()> {
     let guides: Vec<(&str, &RoaringBitmap)> = names.iter().map(String::as_str).zip(guide_sets.iter()).collect();
     let owners = Owners::build(guides, |g| zone(Some(ZONES[g.bytes().map(usize::from).sum::<usize>() % ZONES.len()])), &members);
     let owners_secs = t0.elapsed().as_secs_f64();
-    let audience = Audience { members: &members, consent: &consent, blocked: &blocked, owners: &owners, default_zone: zone(None) };
+    let audience = Audience { members: &members, consent: &consent, blocked: &blocked, owners: &owners, own_zones: &Default::default(), default_zone: zone(None) };
     let opts = PlanOptions { channel: Channel::Wecom, kind: TouchKind::Marketing, now, source: "campaign:1:run:1".into(), holdout_percent: 10.0 };
     let t1 = Instant::now();
     let (outcomes, summary) = plan(&policy, &audience, &opts, &mut ledger);

@@ -1,6 +1,7 @@
 //! What the policy needs to know about an audience, read from the segment engine as
-//! sets: who consented to the channel, who is inside the block cooldown, and who owns
-//! each customer (the guide, and through the guide's store, the customer's time zone).
+//! sets: who consented to the channel, who is inside the block cooldown, who owns each
+//! customer (the guide, and through the guide's store, the guide's time zone) and the
+//! zone of customers who gave their own.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,8 @@ pub struct Facts {
     pub consent: RoaringBitmap,
     pub blocked: RoaringBitmap,
     pub owners: Owners,
+    /// Customers with a zone of their own (the `timezone` trait).
+    pub own_zones: HashMap<u32, Tz>,
 }
 
 /// Each guide's zone: their store's.
@@ -50,12 +53,39 @@ pub async fn facts(o: &Outreach, members: &RoaringBitmap, channel: Channel, now:
         let state = o.engine.read();
         Owners::build(state.index.guide_sets().collect(), |g| zones.get(g).copied().unwrap_or_else(|| zone(None)), members)
     };
-    Ok(Facts { consent, blocked, owners })
+    let own_zones = own_zones(o, members, now).await?;
+    Ok(Facts { consent, blocked, owners, own_zones })
+}
+
+/// The trait a customer's own time zone is read from: an IANA name such as
+/// `Europe/London` (identify it, or import it as a column).
+const TIMEZONE_TRAIT: &str = "timezone";
+
+/// The members who gave a valid time zone of their own. Quiet hours are the
+/// customer's night: their own zone wins over their guide's store's.
+pub async fn own_zones(o: &Outreach, members: &RoaringBitmap, now: Timestamp) -> anyhow::Result<HashMap<u32, Tz>> {
+    let with_zone = o.engine.evaluate(&rule(&format!("{TIMEZONE_TRAIT} exists"))?, now).await? & members;
+    let state = o.engine.read();
+    let mut parsed: HashMap<&str, Option<Tz>> = HashMap::new();
+    let mut zones = HashMap::with_capacity(with_zone.len() as usize);
+    for p in &with_zone {
+        let Some(name) = state.index.trait_value(TIMEZONE_TRAIT, p).and_then(|v| v.as_str()) else { continue };
+        if let Some(tz) = *parsed.entry(name).or_insert_with(|| name.trim().parse().ok()) {
+            zones.insert(p, tz);
+        }
+    }
+    Ok(zones)
+}
+
+/// Where a customer is: their own zone, else their guide's (`guide_zone`).
+pub async fn customer_zone(o: &Outreach, p: u32, guide_zone: Tz, now: Timestamp) -> anyhow::Result<Tz> {
+    let one = RoaringBitmap::from_iter([p]);
+    Ok(own_zones(o, &one, now).await?.get(&p).copied().unwrap_or(guide_zone))
 }
 
 /// The same facts for one customer (a journey's send), without scanning everyone:
-/// (consent, inside the cooldown, guide, zone).
-pub async fn facts_of(o: &Outreach, p: u32, channel: Channel, now: Timestamp) -> anyhow::Result<(bool, bool, Option<String>, Tz)> {
+/// (consent, inside the cooldown, guide, the guide's zone, the customer's zone).
+pub async fn facts_of(o: &Outreach, p: u32, channel: Channel, now: Timestamp) -> anyhow::Result<(bool, bool, Option<String>, Tz, Tz)> {
     let consent = Rule::Consent(channel);
     let cooldown = rule(&o.policy().cooldown_rule())?;
     for r in [&consent, &cooldown] {
@@ -72,11 +102,12 @@ pub async fn facts_of(o: &Outreach, p: u32, channel: Channel, now: Timestamp) ->
         let cx = st.cx(now);
         (siyu_engine::eval::eval_one(&cx, &consent, p), siyu_engine::eval::eval_one(&cx, &cooldown, p))
     };
-    let (guide, zone) = match guide_of(o, p).await? {
+    let (guide, guide_zone) = match guide_of(o, p).await? {
         Some((g, z)) => (Some(g), z),
         None => (None, zone(None)),
     };
-    Ok((consented, blocked, guide, zone))
+    let customer_zone = customer_zone(o, p, guide_zone, now).await?;
+    Ok((consented, blocked, guide, guide_zone, customer_zone))
 }
 
 /// A customer's guide (the first by name, as for broadcasts) and the zone of their store.

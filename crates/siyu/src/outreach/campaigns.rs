@@ -172,7 +172,7 @@ pub async fn preview(o: &Outreach, id: i64, sample: usize) -> Result<Preview, Ca
     let opts = options(&c, &spec, now);
     let (outcomes, summary) = {
         let mut ledger = o.ledger.lock().await;
-        let aud = Audience { members: &members, consent: &facts.consent, blocked: &facts.blocked, owners: &facts.owners, default_zone: zone(None) };
+        let aud = Audience { members: &members, consent: &facts.consent, blocked: &facts.blocked, owners: &facts.owners, own_zones: &facts.own_zones, default_zone: zone(None) };
         dry_run(o.policy(), &aud, &opts, &mut ledger)
     };
     let picked: Vec<&Outcome> = outcomes.iter().filter(|x| matches!(x.decision, Decision::Send { .. })).take(sample).collect();
@@ -240,7 +240,7 @@ pub async fn run_one(o: &Outreach, c: CampaignRow, now: Timestamp) -> anyhow::Re
     let opts = options(&c, &spec, now);
     let mut ledger = o.ledger.lock().await;
     let (outcomes, summary) = {
-        let aud = Audience { members: &members, consent: &facts.consent, blocked: &facts.blocked, owners: &facts.owners, default_zone: zone(None) };
+        let aud = Audience { members: &members, consent: &facts.consent, blocked: &facts.blocked, owners: &facts.owners, own_zones: &facts.own_zones, default_zone: zone(None) };
         plan(o.policy(), &aud, &opts, &mut ledger)
     };
     let (rows, groups) = deliveries(&c, &spec, &opts, &outcomes, &facts.owners.guides, o.policy().wecom_task_limit);

@@ -222,7 +222,8 @@ async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now:
         match step {
             Step::Wait { .. } | Step::WaitUntil { .. } => {
                 let guide = audience::guide_of(o, p as u32).await?;
-                let z = guide.as_ref().map(|(_, z)| *z).unwrap_or_else(|| zone(None));
+                let guide_zone = guide.as_ref().map(|(_, z)| *z).unwrap_or_else(|| zone(None));
+                let z = audience::customer_zone(o, p as u32, guide_zone, now).await?;
                 state.wake_at = wake_after(step, now, z).unwrap_or(now);
                 return save(o, state, now).await;
             }
@@ -295,13 +296,13 @@ async fn send(o: &Outreach, state: &JourneyState, key: &str, channel: Channel, c
     if recorded(o, key).await? {
         return Ok(()); // done before a restart
     }
-    let (consent, recently_blocked, guide, z) = audience::facts_of(o, p as u32, channel, now).await?;
+    let (consent, recently_blocked, guide, guide_zone, z) = audience::facts_of(o, p as u32, channel, now).await?;
     let template = Template::parse(content).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = render::render_many(o, &template, None, &[(p, guide.clone(), key.to_string())]).await?.pop().unwrap_or_default();
     let mut ledger = o.ledger.lock().await;
     let source = format!("journey:{}", state.journey_id);
     let touch = Touch { profile: p as u32, channel, kind, now, source: &source, holdout_percent: 0.0 };
-    let f = Facts { consent, recently_blocked, zone: z, guide: guide.as_deref() };
+    let f = Facts { consent, recently_blocked, zone: z, guide_zone, guide: guide.as_deref() };
     let decision = decide(o.policy(), &touch, &f, &mut ledger);
     let (status, reason, due) = match decision {
         Decision::Send { at, .. } if channel == Channel::Wecom => ("pending_staff", None, at),
