@@ -143,7 +143,10 @@ async fn start_engine(store: &Store, lifecycle: LifecycleConfig, changes: tokio:
     let sink = Box::new(move |c: Vec<MembershipChange>| {
         let _ = changes.send(c);
     });
-    let engine = Engine::start(store.clone(), lifecycle, Spec::default(), Timestamp::now(), progress, sink)
+    // Every campaign plan reads customers' own time zones: index them with the rest,
+    // not in a second pass over the traits at the first campaign.
+    let spec = Spec { traits: vec![crate::outreach::audience::TIMEZONE_TRAIT.to_string()], ..Spec::default() };
+    let engine = Engine::start(store.clone(), lifecycle, spec, Timestamp::now(), progress, sink)
         .await
         .context("building the segment engine")?;
     bar.finish_and_clear();

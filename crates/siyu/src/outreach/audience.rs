@@ -59,7 +59,7 @@ pub async fn facts(o: &Outreach, members: &RoaringBitmap, channel: Channel, now:
 
 /// The trait a customer's own time zone is read from: an IANA name such as
 /// `Europe/London` (identify it, or import it as a column).
-const TIMEZONE_TRAIT: &str = "timezone";
+pub const TIMEZONE_TRAIT: &str = "timezone";
 
 /// The members who gave a valid time zone of their own. Quiet hours are the
 /// customer's night: their own zone wins over their guide's store's.
