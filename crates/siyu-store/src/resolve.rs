@@ -197,7 +197,9 @@ async fn user_id_of(db: &mut dyn Db, profile: ProfileId) -> Result<Option<String
 }
 
 pub async fn create_profile(db: &mut dyn Db, at: Timestamp) -> Result<ProfileId, StoreError> {
-    let uuid = uuid::Uuid::new_v4().to_string();
+    // Version 7 starts with the time: new profiles' uuids go to the end of the unique
+    // index instead of a random page each (a 10M-profile index has ~100,000 of them).
+    let uuid = uuid::Uuid::now_v7().to_string();
     let row = db
         .query_one(
             "INSERT INTO profiles (uuid, created_at) VALUES ($1, $2) RETURNING id",
