@@ -61,8 +61,8 @@ pub fn is_customer(userid: &str) -> bool {
 /// one per customer who joined or left a customer group (`Group Joined` / `Group
 /// Left`). A group's creation and dismissal name no members: the server reads the new
 /// group's members from WeCom, and the dismissed group's from its own events. Renames
-/// and changes to the corp's tag library are about no customer and give none (the tag
-/// mirror reads the corp's tag list each time it marks a tag).
+/// and changes to the corp's tag library are about no customer and give none (a synced
+/// tag's corp tag renamed or deleted ends its mirroring: see the server's `wecom_tags`).
 pub fn to_messages(fields: &Fields, event: &CallbackEvent, received_at: Timestamp) -> Vec<Message> {
     let contact = |external_userid: &str, name: &str, props: Value| track(fields, external_userid, name, props, received_at, None).into_iter().collect();
     match event {

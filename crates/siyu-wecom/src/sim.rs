@@ -284,6 +284,7 @@ impl Simulator {
             .route("/sim/join_group", post(sim_join_group))
             .route("/sim/leave_group", post(sim_leave_group))
             .route("/sim/create_group", post(sim_create_group))
+            .route("/sim/admin_delete_tag", post(sim_admin_delete_tag))
             .route("/sim/dismiss_group", post(sim_dismiss_group))
             .route("/sim/guide_sends", post(sim_guide_sends))
             .route("/sim/complete_transfers", post(sim_complete_transfers))
@@ -900,6 +901,34 @@ async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> 
             return err(40058, "not a member of this group");
         }
         sim.group_xml(&g.chat_id, "del_member", "<QuitScene>0</QuitScene>", std::slice::from_ref(&g.external_userid))
+    };
+    sim.notify(xml).await
+}
+
+#[derive(Deserialize)]
+struct TagName {
+    tag_name: String,
+}
+
+/// An administrator deletes a corp tag in the admin console: it leaves every customer
+/// it was on, and a `change_external_tag` callback names its id.
+async fn sim_admin_delete_tag(State(sim): State<Sim>, Json(t): Json<TagName>) -> Json<Value> {
+    let xml = {
+        let mut c = sim.corp.lock().expect("corp");
+        let Some(id) = c.tag_groups.iter().flat_map(|(_, _, tags)| tags.iter()).find(|(_, n)| *n == t.tag_name).map(|(i, _)| i.clone()) else {
+            return err(40068, "invalid tagid");
+        };
+        for (_, _, tags) in c.tag_groups.iter_mut() {
+            tags.retain(|(i, _)| *i != id);
+        }
+        for f in c.customers.values_mut().flat_map(|cu| cu.follows.iter_mut()) {
+            f.tags.retain(|x| *x != id);
+        }
+        format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_tag]]></Event><Id><![CDATA[{id}]]></Id><TagType><![CDATA[tag]]></TagType><ChangeType><![CDATA[delete]]></ChangeType></xml>",
+            sim.config.corp_id,
+            now_secs()
+        )
     };
     sim.notify(xml).await
 }

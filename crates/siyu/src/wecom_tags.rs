@@ -6,6 +6,10 @@
 //! - WeCom → Siyu: when a guide edits a customer (`edit_external_contact` callback),
 //!   Siyu reads the contact's tags with `externalcontact/get`, and a synced tag any guide
 //!   has set is added in Siyu, one no guide has any more is removed.
+//! - A synced tag's corp tag renamed or deleted in WeCom (a `change_external_tag`
+//!   callback, which names only the id) ends the mirroring of that tag; the tag stays on
+//!   Siyu's profiles, and marking it "sync" again creates a fresh corp tag. Siyu does not
+//!   silently re-create what an administrator removed.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -19,6 +23,8 @@ use siyu_store::Store;
 use crate::app::App;
 
 const SETTING: &str = "wecom_synced_tags";
+/// Corp tag id → tag name of the synced tags, as WeCom gave them.
+const IDS: &str = "wecom_synced_tag_ids";
 /// The corp tag group Siyu keeps its synced tags in.
 pub const GROUP: &str = "Siyu";
 
@@ -30,17 +36,43 @@ pub async fn synced(store: &Store) -> anyhow::Result<BTreeSet<String>> {
 /// Marks a tag synced (creating its corp tag, so guides can use it in WeCom) or not.
 pub async fn set_synced(app: &App, tag: &str, on: bool) -> anyhow::Result<BTreeSet<String>> {
     let mut tags = synced(&app.store).await?;
+    let mut ids = synced_ids(&app.store).await?;
     if on {
         if let Some(client) = app.wecom.as_ref().and_then(|w| w.client.as_ref()) {
-            corp_tags(client, &[tag.to_string()]).await?;
+            if let Some(id) = corp_tags(client, &[tag.to_string()]).await?.remove(tag) {
+                ids.insert(id, tag.to_string());
+            }
         }
         tags.insert(tag.to_string());
     } else {
         tags.remove(tag);
+        ids.retain(|_, name| name != tag);
     }
+    let text = serde_json::to_string(&ids)?;
+    app.store.run(move |db| Box::pin(async move { admin::set_setting(db, IDS, &text).await })).await?;
     let text = serde_json::to_string(&tags)?;
     app.store.run(move |db| Box::pin(async move { admin::set_setting(db, SETTING, &text).await })).await?;
     Ok(tags)
+}
+
+async fn synced_ids(store: &Store) -> anyhow::Result<HashMap<String, String>> {
+    let text = store.run(|db| Box::pin(admin::get_setting(db, IDS))).await?;
+    Ok(text.map(|t| serde_json::from_str(&t).unwrap_or_default()).unwrap_or_default())
+}
+
+/// After a `change_external_tag` callback for a tag (`update` or `delete`): a synced
+/// tag's corp tag changed in WeCom, so Siyu stops mirroring it.
+pub async fn corp_tag_changed(app: App, id: String, change: String) {
+    let result = async {
+        let Some(name) = synced_ids(&app.store).await?.remove(&id) else { return anyhow::Ok(()) };
+        set_synced(&app, &name, false).await?;
+        tracing::info!(tag = %name, change = %change, "a synced tag's corp tag was changed in WeCom; Siyu no longer mirrors it");
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "handling a corp tag change failed");
+    }
 }
 
 /// Corp tag ids of Siyu's group by name, creating the ones `wanted` that do not exist.

@@ -289,6 +289,22 @@ async fn with_simulator(store: TestStore) {
     }
     assert!(pulled, "a tag set by the guide in WeCom reaches Siyu");
 
+    // An administrator deletes the corp tag in WeCom: Siyu stops mirroring that tag
+    // (and does not re-create it), keeps the others, and keeps the tag on its profile.
+    let r: serde_json::Value = http.post(format!("{sim_base}/sim/admin_delete_tag")).json(&json!({"tag_name": "燕麦奶"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["errcode"], json!(0), "{r}");
+    let mut synced = json!(null);
+    for _ in 0..100 {
+        synced = app.get("/api/v1/wecom/synced-tags").await.1;
+        if !synced.to_string().contains("燕麦奶") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(synced, json!(["VIP"]), "the deleted corp tag is no longer mirrored");
+    let (_, p) = app.get(&format!("/api/v1/profiles/{id}")).await;
+    assert!(p["tags"].to_string().contains("燕麦奶"), "Siyu's own tag stays: {p}");
+
     // The customer joins the store's customer group and later leaves it: each member
     // change names its members, so the events land on the customer's profile.
     sim.add_group("wrJingan01", "静安店福利群", "li.sh0052", &[]);

@@ -128,6 +128,9 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
         CallbackEvent::Group { chat_id, change, .. } if change == "create" => {
             tokio::spawn(crate::wecom_groups::created(app.clone(), chat_id));
         }
+        CallbackEvent::Tag { id, tag_type, change } if tag_type == "tag" && (change == "update" || change == "delete") => {
+            tokio::spawn(crate::wecom_tags::corp_tag_changed(app.clone(), id, change));
+        }
         _ => {}
     }
     "success".into_response()
