@@ -351,16 +351,20 @@ impl Simulator {
 
     /// `change_external_chat` with its change type (`create`, `update`, `dismiss`).
     fn chat_xml(&self, chat_id: &str, change: &str, extra: &str) -> String {
-        format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{chat_id}]]></ChatId><ChangeType><![CDATA[{change}]]></ChangeType>{extra}</xml>",
-            self.config.corp_id,
-            now_secs()
-        )
+        self.system_event("change_external_chat", &format!("<ChatId><![CDATA[{chat_id}]]></ChatId><ChangeType><![CDATA[{change}]]></ChangeType>{extra}"))
     }
 
     fn event_xml(&self, change: &str, userid: &str, external: &str, extra: &str) -> String {
+        self.system_event(
+            "change_external_contact",
+            &format!("<ChangeType><![CDATA[{change}]]></ChangeType><UserID><![CDATA[{userid}]]></UserID><ExternalUserID><![CDATA[{external}]]></ExternalUserID>{extra}"),
+        )
+    }
+
+    /// A callback event from WeCom itself (`FromUserName` sys) with its own fields.
+    fn system_event(&self, event: &str, fields: &str) -> String {
         format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[{change}]]></ChangeType><UserID><![CDATA[{userid}]]></UserID><ExternalUserID><![CDATA[{external}]]></ExternalUserID>{extra}</xml>",
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[{event}]]></Event>{fields}</xml>",
             self.config.corp_id,
             now_secs()
         )
@@ -924,11 +928,7 @@ async fn sim_admin_delete_tag(State(sim): State<Sim>, Json(t): Json<TagName>) ->
         for f in c.customers.values_mut().flat_map(|cu| cu.follows.iter_mut()) {
             f.tags.retain(|x| *x != id);
         }
-        format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_tag]]></Event><Id><![CDATA[{id}]]></Id><TagType><![CDATA[tag]]></TagType><ChangeType><![CDATA[delete]]></ChangeType></xml>",
-            sim.config.corp_id,
-            now_secs()
-        )
+        sim.system_event("change_external_tag", &format!("<Id><![CDATA[{id}]]></Id><TagType><![CDATA[tag]]></TagType><ChangeType><![CDATA[delete]]></ChangeType>"))
     };
     sim.notify(xml).await
 }
