@@ -10,7 +10,7 @@
 //! 90 days, a transfer waiting (status 2) for 24 hours in which the customer may refuse
 //! (status 3, with a `transfer_fail` callback), 离职继承 only from a member who resigned
 //! (`/sim/resign`), 10,000 calls a minute per API. Error numbers follow WeCom's global error
-//! code list where it names the case (40001, 40008, 40013, 40014, 40056, 40129, 41011,
+//! code list where it names the case (40001, 40003, 40008, 40013, 40014, 40050, 40056, 40068, 40129, 41011,
 //! 41051, 42001, 44004, 45009, 47001, 81013, 84061);
 //! cases it does not name use 40058 ("invalid parameter") with a message that says why.
 
@@ -686,7 +686,7 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
         "groupchat/get" => match c.groups.get(&s("chat_id")) {
             Some((name, owner, members)) => ok(json!({"group_chat": {"chat_id": s("chat_id"), "name": name, "owner": owner,
                 "member_list": members.iter().map(|m| json!({"userid": m, "type": 2, "join_time": now_secs(), "join_scene": 3})).collect::<Vec<_>>()}})),
-            None => err(40058, "no such chat_id"),
+            None => err(40050, "invalid group id: no such chat_id"),
         },
         "add_moment_task" => ok(json!({"jobid": Simulator::next_id(&mut c, "job")})),
         "transfer_customer" | "resigned/transfer_customer" => {
@@ -856,7 +856,7 @@ async fn sim_guide_tag(State(sim): State<Sim>, Json(t): Json<GuideTag>) -> Json<
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
         let Some(id) = c.tag_groups.iter().flat_map(|(_, _, tags)| tags.iter()).find(|(_, n)| *n == t.tag_name).map(|(i, _)| i.clone()) else {
-            return err(40058, "no such corp tag");
+            return err(40068, "invalid tagid: no such corp tag");
         };
         let Some(f) = c.customers.get_mut(&t.external_userid).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == t.userid)) else {
             return err(84061, "not external contact");
@@ -881,7 +881,7 @@ struct GroupMember {
 async fn sim_join_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> Json<Value> {
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
-        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40058, "no such chat_id") };
+        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40050, "invalid group id: no such chat_id") };
         if !members.contains(&g.external_userid) {
             // The owner counts towards the limit too.
             if members.len() + 1 >= GROUP_LIMIT {
@@ -898,7 +898,7 @@ async fn sim_join_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> J
 async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> Json<Value> {
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
-        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40058, "no such chat_id") };
+        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40050, "invalid group id: no such chat_id") };
         let before = members.len();
         members.retain(|m| *m != g.external_userid);
         if members.len() == before {
@@ -971,7 +971,7 @@ async fn sim_dismiss_group(State(sim): State<Sim>, Json(g): Json<ChatId>) -> Jso
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
         if c.groups.remove(&g.chat_id).is_none() {
-            return err(40058, "no such chat_id");
+            return err(40050, "invalid group id: no such chat_id");
         }
         sim.chat_xml(&g.chat_id, "dismiss", "")
     };
