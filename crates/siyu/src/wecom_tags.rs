@@ -36,20 +36,17 @@ pub async fn synced(store: &Store) -> anyhow::Result<BTreeSet<String>> {
 /// Marks a tag synced (creating its corp tag, so guides can use it in WeCom) or not.
 pub async fn set_synced(app: &App, tag: &str, on: bool) -> anyhow::Result<BTreeSet<String>> {
     let mut tags = synced(&app.store).await?;
-    let mut ids = synced_ids(&app.store).await?;
     if on {
         if let Some(client) = app.wecom.as_ref().and_then(|w| w.client.as_ref()) {
-            if let Some(id) = corp_tags(client, &[tag.to_string()]).await?.remove(tag) {
-                ids.insert(id, tag.to_string());
-            }
+            corp_tags(&app.store, client, &[tag.to_string()]).await?;
         }
         tags.insert(tag.to_string());
     } else {
         tags.remove(tag);
+        let mut ids = synced_ids(&app.store).await?;
         ids.retain(|_, name| name != tag);
+        save_ids(&app.store, &ids).await?;
     }
-    let text = serde_json::to_string(&ids)?;
-    app.store.run(move |db| Box::pin(async move { admin::set_setting(db, IDS, &text).await })).await?;
     let text = serde_json::to_string(&tags)?;
     app.store.run(move |db| Box::pin(async move { admin::set_setting(db, SETTING, &text).await })).await?;
     Ok(tags)
@@ -58,6 +55,12 @@ pub async fn set_synced(app: &App, tag: &str, on: bool) -> anyhow::Result<BTreeS
 async fn synced_ids(store: &Store) -> anyhow::Result<HashMap<String, String>> {
     let text = store.run(|db| Box::pin(admin::get_setting(db, IDS))).await?;
     Ok(text.map(|t| serde_json::from_str(&t).unwrap_or_default()).unwrap_or_default())
+}
+
+async fn save_ids(store: &Store, ids: &HashMap<String, String>) -> anyhow::Result<()> {
+    let text = serde_json::to_string(ids)?;
+    store.run(move |db| Box::pin(async move { admin::set_setting(db, IDS, &text).await })).await?;
+    Ok(())
 }
 
 /// After a `change_external_tag` callback for a tag (`update` or `delete`): a synced
@@ -76,7 +79,25 @@ pub async fn corp_tag_changed(app: App, id: String, change: String) {
 }
 
 /// Corp tag ids of Siyu's group by name, creating the ones `wanted` that do not exist.
-async fn corp_tags(client: &Client, wanted: &[String]) -> anyhow::Result<HashMap<String, String>> {
+/// The ids of the `wanted` ones are remembered: a `change_external_tag` callback names
+/// only the id.
+async fn corp_tags(store: &Store, client: &Client, wanted: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    let ids = corp_tag_ids(client, wanted).await?;
+    let mut known = synced_ids(store).await?;
+    let mut changed = false;
+    for (name, id) in wanted.iter().filter_map(|w| ids.get(w).map(|id| (w, id))) {
+        if known.get(id) != Some(name) {
+            known.insert(id.clone(), name.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        save_ids(store, &known).await?;
+    }
+    Ok(ids)
+}
+
+async fn corp_tag_ids(client: &Client, wanted: &[String]) -> anyhow::Result<HashMap<String, String>> {
     let list = client.get_corp_tag_list(&[]).await?;
     let mut ids = HashMap::new();
     for group in list["tag_group"].as_array().into_iter().flatten().filter(|g| g["group_name"] == GROUP) {
@@ -115,7 +136,7 @@ async fn try_push(store: &Store, client: &Client, profile: ProfileId, tag: &str,
         .run(move |db| Box::pin(async move { Ok((stored::identities_of(db, &[profile]).await?, profiles::owners(db, profile).await?)) }))
         .await?;
     let Some(external) = identities.get(&profile).and_then(|m| m.get("external_userid")).and_then(|v| v.as_str()).map(str::to_string) else { return Ok(()) };
-    let ids = corp_tags(client, &[tag.to_string()]).await?;
+    let ids = corp_tags(store, client, &[tag.to_string()]).await?;
     let id = ids.get(tag).cloned().ok_or_else(|| anyhow::anyhow!("corp tag {tag:?} could not be created"))?;
     for o in owners.iter().filter(|o| o.status == "active") {
         let (add, remove) = if on { (vec![id.clone()], vec![]) } else { (vec![], vec![id.clone()]) };
@@ -139,7 +160,7 @@ async fn try_pull(app: &App, seq: u64, external: &str) -> anyhow::Result<()> {
     }
     app.ingest.wait_indexed(seq).await;
     let contact = client.get_external_contact(external).await?;
-    let by_id: HashMap<String, String> = corp_tags(&client, &synced).await?.into_iter().map(|(name, id)| (id, name)).collect();
+    let by_id: HashMap<String, String> = corp_tags(&app.store, &client, &synced).await?.into_iter().map(|(name, id)| (id, name)).collect();
     let present: BTreeSet<String> = contact["follow_user"]
         .as_array()
         .into_iter()
