@@ -6,7 +6,9 @@
 //!   `Group Joined`, with the message id the full sync gives the same membership, so a
 //!   later sync adds nothing (and a failed read here is made good by the next sync).
 //! - Dismissed: WeCom can no longer say who was in the group. Every customer Siyu knows
-//!   to be in it (from the events) gets `Group Left`, recorded before WeCom is answered.
+//!   to be in it (from the events in the store, after waiting up to 2 s for the indexer
+//!   to apply what was acknowledged) gets `Group Left`, recorded before WeCom is
+//!   answered.
 
 use serde_json::{json, Value};
 use siyu_core::message::Message;
@@ -53,6 +55,9 @@ pub async fn created(app: App, chat_id: String) {
 /// `Group Left` for every customer Siyu knows to be in a dismissed group. The message
 /// ids come from the callback, so WeCom's retries record nothing twice.
 pub async fn dismissed(app: &App, fields: &Fields, chat_id: &str, received_at: Timestamp) -> anyhow::Result<Vec<Message>> {
+    // Joins acknowledged moments ago may still wait for the store: give the indexer a
+    // moment to apply them, well inside the 5 seconds WeCom allows for the answer.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.ingest.settle()).await;
     let chat = chat_id.to_string();
     let members = app.store.run(move |db| Box::pin(async move { siyu_store::wecom::group_members(db, &chat).await })).await?;
     let at = fields.get("CreateTime").and_then(|t| t.parse::<i64>().ok()).map(|s| Timestamp(s * 1000)).unwrap_or(received_at);
