@@ -61,26 +61,36 @@ pub async fn facts(o: &Outreach, members: &RoaringBitmap, channel: Channel, now:
 /// `Europe/London` (identify it, or import it as a column).
 pub const TIMEZONE_TRAIT: &str = "timezone";
 
+/// A customer's own zone, if the trait names a valid one.
+fn own_zone(index: &siyu_engine::Index, p: u32) -> Option<Tz> {
+    index.trait_value(TIMEZONE_TRAIT, p)?.as_str()?.trim().parse().ok()
+}
+
 /// The members who gave a valid time zone of their own. Quiet hours are the
 /// customer's night: their own zone wins over their guide's store's.
 pub async fn own_zones(o: &Outreach, members: &RoaringBitmap, now: Timestamp) -> anyhow::Result<HashMap<u32, Tz>> {
     let with_zone = o.engine.evaluate(&rule(&format!("{TIMEZONE_TRAIT} exists"))?, now).await? & members;
     let state = o.engine.read();
-    let mut parsed: HashMap<&str, Option<Tz>> = HashMap::new();
-    let mut zones = HashMap::with_capacity(with_zone.len() as usize);
-    for p in &with_zone {
-        let Some(name) = state.index.trait_value(TIMEZONE_TRAIT, p).and_then(|v| v.as_str()) else { continue };
-        if let Some(tz) = *parsed.entry(name).or_insert_with(|| name.trim().parse().ok()) {
-            zones.insert(p, tz);
-        }
-    }
-    Ok(zones)
+    Ok(with_zone.iter().filter_map(|p| Some((p, own_zone(&state.index, p)?))).collect())
 }
 
-/// Where a customer is: their own zone, else their guide's (`guide_zone`).
+/// Where one customer is: their own zone, else their guide's (`guide_zone`). Reads
+/// the profile's value, not a scan of everyone (journeys ask this per step).
 pub async fn customer_zone(o: &Outreach, p: u32, guide_zone: Tz, now: Timestamp) -> anyhow::Result<Tz> {
-    let one = RoaringBitmap::from_iter([p]);
-    Ok(own_zones(o, &one, now).await?.get(&p).copied().unwrap_or(guide_zone))
+    index_for(o, &rule(&format!("{TIMEZONE_TRAIT} exists"))?, now).await?;
+    Ok(own_zone(&o.engine.read().index, p).unwrap_or(guide_zone))
+}
+
+/// Builds what a rule needs in the engine's index, once; afterwards a no-op.
+async fn index_for(o: &Outreach, r: &Rule, now: Timestamp) -> anyhow::Result<()> {
+    let needs_index = {
+        let st = o.engine.read();
+        !siyu_engine::eval::missing(&st.index, &st.segments, r).is_empty()
+    };
+    if needs_index {
+        o.engine.evaluate(r, now).await?;
+    }
+    Ok(())
 }
 
 /// The same facts for one customer (a journey's send), without scanning everyone:
@@ -89,13 +99,7 @@ pub async fn facts_of(o: &Outreach, p: u32, channel: Channel, now: Timestamp) ->
     let consent = Rule::Consent(channel);
     let cooldown = rule(&o.policy().cooldown_rule())?;
     for r in [&consent, &cooldown] {
-        let needs_index = {
-            let st = o.engine.read();
-            !siyu_engine::eval::missing(&st.index, &st.segments, r).is_empty()
-        };
-        if needs_index {
-            o.engine.evaluate(r, now).await?; // builds what the rule needs, once
-        }
+        index_for(o, r, now).await?;
     }
     let (consented, blocked) = {
         let st = o.engine.read();
