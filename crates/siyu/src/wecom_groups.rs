@@ -28,9 +28,8 @@ pub fn member_events(chat: &str, detail: &Value, source: &str) -> Vec<Message> {
         .filter_map(|m| {
             let external = m["userid"].as_str()?;
             let joined = Timestamp(m["join_time"].as_i64().unwrap_or(0) * 1000);
-            let base = siyu_wecom::events::about_contact(external, format!("wecom:sync:group:{chat}:{external}"), joined, Timestamp::now(), source)?;
             let props = json!({"chat_id": chat, "name": name, "join_scene": m["join_scene"], "source": source});
-            Some(Message { event: Some("Group Joined".to_string()), payload: props.to_string(), ..base })
+            crate::wecom_sync::event(external, "Group Joined", format!("wecom:sync:group:{chat}:{external}"), joined, props, Vec::new(), source)
         })
         .collect()
 }

@@ -56,8 +56,10 @@ impl SyncState {
     }
 }
 
-fn event(external: &str, name: &str, message_id: String, at: Timestamp, props: serde_json::Value, traits: Vec<(String, serde_json::Value)>) -> Option<Message> {
-    let base = siyu_wecom::events::about_contact(external, message_id, at, Timestamp::now(), "wecom_sync")?;
+/// A Siyu event about the customer with this `external_userid`, read from WeCom's API
+/// (`source`: `wecom_sync`, or `wecom` when a callback led to the read).
+pub fn event(external: &str, name: &str, message_id: String, at: Timestamp, props: serde_json::Value, traits: Vec<(String, serde_json::Value)>, source: &str) -> Option<Message> {
+    let base = siyu_wecom::events::about_contact(external, message_id, at, Timestamp::now(), source)?;
     Some(Message { event: Some(name.to_string()), payload: props.to_string(), traits, ..base })
 }
 
@@ -114,6 +116,7 @@ async fn sync(app: &App) -> anyhow::Result<()> {
                     Timestamp(created * 1000),
                     json!({"staff_userid": guide, "state": state, "store_id": store, "channel": channel, "source": "wecom_sync"}),
                     name,
+                    "wecom_sync",
                 )
             })
             .collect();
