@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use apply::{apply, apply_all, set_trait, Outcome};
 use crate::resolve::IdentityCache;
-use log::{IngestLog, LogReader};
+use log::{IngestLog, LogPrefetch};
 
 use crate::sql::{finish, Db};
 use crate::sqlite::{ConnRole, SqliteDb};
@@ -78,6 +78,7 @@ struct Progress {
     log_failed: AtomicBool,
     /// Messages in the in-memory feed to the indexer.
     in_feed: AtomicUsize,
+    feed_limit: usize,
 }
 
 /// Hands messages to the pipeline. Cheap to clone.
@@ -127,9 +128,27 @@ impl IngestHandle {
     }
 }
 
+/// How the pipeline is sized.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    /// Messages handed to the indexer in memory, at most (see [`MAX_FEED_MESSAGES`]).
+    pub feed_messages: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions { feed_messages: MAX_FEED_MESSAGES }
+    }
+}
+
 /// Opens the log in `log_dir`, replays what the store has not applied, and starts the
 /// appender and the indexer.
 pub async fn start(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>) -> Result<IngestHandle, StoreError> {
+    start_with(store, log_dir, observers, IngestOptions::default()).await
+}
+
+/// [`start`] with other sizes (tests make the indexer read from the log).
+pub async fn start_with(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>, options: IngestOptions) -> Result<IngestHandle, StoreError> {
     let applied = store.run(|db| Box::pin(counters::get(db, counters::INGEST_APPLIED_SEQ))).await? as u64;
     let (log, replay) = IngestLog::open(log_dir, applied)?;
     if !replay.is_empty() {
@@ -137,13 +156,13 @@ pub async fn start(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>
     }
     let appended = log.next_seq() - 1;
     let (indexed, _) = watch::channel(applied);
-    let progress = Arc::new(Progress { appended: AtomicU64::new(appended), indexed, log_failed: AtomicBool::new(false), in_feed: AtomicUsize::new(replay.len()) });
+    let progress = Arc::new(Progress { appended: AtomicU64::new(appended), indexed, log_failed: AtomicBool::new(false), in_feed: AtomicUsize::new(replay.len()), feed_limit: options.feed_messages });
 
     let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
     if !replay.is_empty() {
         to_indexer.send(replay).await.map_err(|_| StoreError::WriterStopped)?;
     }
-    let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, reader: None, backend: store.backend(), identities: IdentityCache::default() };
+    let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, prefetch: None, backend: store.backend(), identities: IdentityCache::default() };
     if let Some(path) = store.sqlite_path() {
         let mut db = SqliteDb::open(path, ConnRole::Writer)?;
         crate::sqlite::spawn_checkpointer(path.to_path_buf())?;
@@ -200,8 +219,11 @@ fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: 
                     }
                 }
                 let n = entries.len();
-                if progress.in_feed.load(Ordering::Acquire) + n > MAX_FEED_MESSAGES {
-                    continue; // the indexer is far behind: it reads these from the log
+                // The indexer is far behind: it reads these from the log. (Only while the
+                // feed holds something: that wakes an indexer waiting for the feed.)
+                let in_feed = progress.in_feed.load(Ordering::Acquire);
+                if in_feed > 0 && in_feed + n > progress.feed_limit {
+                    continue;
                 }
                 progress.in_feed.fetch_add(n, Ordering::AcqRel);
                 match to_indexer.try_send(entries) {
@@ -248,7 +270,7 @@ struct Indexer {
     /// The next sequence number to apply.
     next: u64,
     /// Reads back messages the in-memory feed dropped.
-    reader: Option<LogReader>,
+    prefetch: Option<LogPrefetch>,
     backend: crate::Backend,
     identities: IdentityCache,
 }
@@ -308,25 +330,39 @@ impl Indexer {
             _ => None,
         };
         let Some(until) = gap_until else { return Some(batch) };
-        let reader = match &mut self.reader {
-            Some(r) if r.next_seq() == self.next => r,
-            _ => self.reader.insert(LogReader::new(&self.log_dir, self.next)),
+        let prefetch = match &mut self.prefetch {
+            Some(p) => p,
+            None => match LogPrefetch::start(&self.log_dir) {
+                Ok(p) => self.prefetch.insert(p),
+                Err(e) => return Some(self.log_failed(e).await),
+            },
         };
-        match reader.read(until, MAX_INDEX_BATCH) {
+        match prefetch.read(self.next, until, MAX_INDEX_BATCH) {
             Ok(mut from_log) => {
+                let last = from_log.last().map(|(s, _)| *s);
+                // A full batch from the log means more waits there: read the next
+                // while this one is applied.
+                if let (Some(last), true) = (last, from_log.len() == MAX_INDEX_BATCH) {
+                    let appended = self.progress.appended.load(Ordering::Acquire);
+                    if appended > last {
+                        prefetch.ahead(last + 1, appended, MAX_INDEX_BATCH);
+                    }
+                }
                 // The in-memory messages follow only if the gap was read in full.
-                if from_log.last().map(|(s, _)| *s) == Some(until) {
+                if last == Some(until) {
                     from_log.extend(batch);
                 }
                 Some(from_log)
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reading the ingest log failed; retrying");
-                self.reader = None;
-                pause(self.backend, Duration::from_secs(1)).await;
-                Some(Vec::new())
-            }
+            Err(e) => Some(self.log_failed(e).await),
         }
+    }
+
+    async fn log_failed(&mut self, e: StoreError) -> Vec<(u64, Message)> {
+        tracing::error!(error = %e, "reading the ingest log failed; retrying");
+        self.prefetch = None;
+        pause(self.backend, Duration::from_secs(1)).await;
+        Vec::new()
     }
 
     /// Applies a batch; a store outage is waited out (the messages are safe in the log).
