@@ -39,7 +39,6 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     let base = format!("http://{}", running.addr);
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(32).build()?;
 
-    // Background load, paced: request k starts at k × (batch / rate).
     let load = IngestBench {
         events: args.freshness_rate * args.freshness_seconds,
         batch: 100,
@@ -51,26 +50,20 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
         data_dir: None,
         database_url: None,
     };
-    let bodies = Arc::new(build_bodies(&load, load.events.div_ceil(load.batch))?);
-    let interval = Duration::from_secs_f64(load.batch as f64 / args.freshness_rate as f64);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..load.connections {
-        let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), format!("{base}/v1/batch"));
-        workers.push(tokio::spawn(async move {
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, _)) = bodies.get(k) else { break };
-                tokio::time::sleep_until((started + interval * k as u32).into()).await;
-                let resp = client.post(&url).basic_auth(WRITE_KEY, Some("")).header("content-type", "application/json").body(body.clone()).send().await?;
-                if !resp.status().is_success() {
-                    anyhow::bail!("load request failed: {}", resp.status());
-                }
-            }
-            anyhow::Ok(())
-        }));
+    if args.freshness_warmup > 0 {
+        // The load's customers are first seen during the warm-up: their new identities,
+        // profiles and merges cost the indexer several times what a known customer's
+        // event does.
+        let warmup = IngestBench { events: args.freshness_rate * args.freshness_warmup, ..load.clone() };
+        let started = Instant::now();
+        for w in paced_load(&client, &base, &warmup, args.freshness_rate)? {
+            w.await??;
+        }
+        running.state.ingest.settle().await;
+        println!("  warm-up: {} events at {} events/s, all applied after {:.1} s", warmup.events, args.freshness_rate, started.elapsed().as_secs_f64());
     }
+    let workers = paced_load(&client, &base, &load, args.freshness_rate)?;
+    let started = Instant::now();
 
     // Watch the segment: when its size reaches k, probe k has arrived.
     let reached: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -147,4 +140,30 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     );
     running.stop().await;
     Ok(())
+}
+
+/// Sends `load` at `rate` events/s, request k starting at k × (batch / rate), on its
+/// connections; the tasks end when all is sent.
+fn paced_load(client: &reqwest::Client, base: &str, load: &IngestBench, rate: u64) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let bodies = Arc::new(build_bodies(load, load.events.div_ceil(load.batch))?);
+    let interval = Duration::from_secs_f64(load.batch as f64 / rate as f64);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..load.connections {
+        let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), format!("{base}/v1/batch"));
+        workers.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some((body, _)) = bodies.get(k) else { break };
+                tokio::time::sleep_until((started + interval * k as u32).into()).await;
+                let resp = client.post(&url).basic_auth(WRITE_KEY, Some("")).header("content-type", "application/json").body(body.clone()).send().await?;
+                if !resp.status().is_success() {
+                    anyhow::bail!("load request failed: {}", resp.status());
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    Ok(workers)
 }

@@ -75,6 +75,9 @@ pub struct SegmentsBench {
     pub freshness_rate: u64,
     #[arg(long, default_value_t = 30)]
     pub freshness_seconds: u64,
+    /// Seconds of the same load before the measured run, applied in full before it starts.
+    #[arg(long, default_value_t = 0)]
+    pub freshness_warmup: u64,
     /// Where the DuckDB export goes (default: a temporary directory).
     #[arg(long)]
     pub export_dir: Option<PathBuf>,
