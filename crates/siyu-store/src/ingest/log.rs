@@ -346,7 +346,8 @@ mod tests {
         let seqs = |r: Records| r.iter().map(|(s, _)| *s).collect::<Vec<_>>();
         assert_eq!(seqs(prefetch.read(1, 6, 2).unwrap()), vec![1, 2]);
         prefetch.ahead(3, 4, 10);
-        // More was appended since the read ahead began: it still ends where it was asked to.
+        // Asked for more than the read ahead (as when more was appended since): the read
+        // ahead ends where it was asked to end.
         assert_eq!(seqs(prefetch.read(3, 6, 10).unwrap()), vec![3, 4]);
         prefetch.ahead(5, 6, 10);
         assert_eq!(seqs(prefetch.read(2, 6, 10).unwrap()), vec![2, 3, 4, 5, 6], "a read for another position is read afresh");
