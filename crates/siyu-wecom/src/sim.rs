@@ -139,6 +139,13 @@ struct Corp {
     next_id: u64,
 }
 
+impl Corp {
+    /// The id of the corp tag with this name, in any tag group.
+    fn tag_id(&self, name: &str) -> Option<String> {
+        self.tag_groups.iter().flat_map(|(_, _, tags)| tags.iter()).find(|(_, n)| n == name).map(|(i, _)| i.clone())
+    }
+}
+
 pub struct Simulator {
     config: SimConfig,
     corp: Mutex<Corp>,
@@ -156,6 +163,16 @@ fn now_secs() -> i64 {
 
 fn err(code: i64, msg: &str) -> Json<Value> {
     Json(json!({"errcode": code, "errmsg": msg}))
+}
+
+/// WeCom's answer for a chat id it does not know.
+fn no_such_chat() -> Json<Value> {
+    err(40050, "invalid group id: no such chat_id")
+}
+
+/// WeCom's answer for a corp tag it does not know.
+fn no_such_tag() -> Json<Value> {
+    err(40068, "invalid tagid: no such corp tag")
 }
 
 fn ok(mut v: Value) -> Json<Value> {
@@ -686,7 +703,7 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
         "groupchat/get" => match c.groups.get(&s("chat_id")) {
             Some((name, owner, members)) => ok(json!({"group_chat": {"chat_id": s("chat_id"), "name": name, "owner": owner,
                 "member_list": members.iter().map(|m| json!({"userid": m, "type": 2, "join_time": now_secs(), "join_scene": 3})).collect::<Vec<_>>()}})),
-            None => err(40050, "invalid group id: no such chat_id"),
+            None => no_such_chat(),
         },
         "add_moment_task" => ok(json!({"jobid": Simulator::next_id(&mut c, "job")})),
         "transfer_customer" | "resigned/transfer_customer" => {
@@ -855,9 +872,7 @@ fn yes() -> bool {
 async fn sim_guide_tag(State(sim): State<Sim>, Json(t): Json<GuideTag>) -> Json<Value> {
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
-        let Some(id) = c.tag_groups.iter().flat_map(|(_, _, tags)| tags.iter()).find(|(_, n)| *n == t.tag_name).map(|(i, _)| i.clone()) else {
-            return err(40068, "invalid tagid: no such corp tag");
-        };
+        let Some(id) = c.tag_id(&t.tag_name) else { return no_such_tag() };
         let Some(f) = c.customers.get_mut(&t.external_userid).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == t.userid)) else {
             return err(84061, "not external contact");
         };
@@ -881,7 +896,7 @@ struct GroupMember {
 async fn sim_join_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> Json<Value> {
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
-        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40050, "invalid group id: no such chat_id") };
+        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return no_such_chat() };
         if !members.contains(&g.external_userid) {
             // The owner counts towards the limit too.
             if members.len() + 1 >= GROUP_LIMIT {
@@ -898,7 +913,7 @@ async fn sim_join_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> J
 async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> Json<Value> {
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
-        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return err(40050, "invalid group id: no such chat_id") };
+        let Some((_, _, members)) = c.groups.get_mut(&g.chat_id) else { return no_such_chat() };
         let before = members.len();
         members.retain(|m| *m != g.external_userid);
         if members.len() == before {
@@ -919,9 +934,7 @@ struct TagName {
 async fn sim_admin_delete_tag(State(sim): State<Sim>, Json(t): Json<TagName>) -> Json<Value> {
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
-        let Some(id) = c.tag_groups.iter().flat_map(|(_, _, tags)| tags.iter()).find(|(_, n)| *n == t.tag_name).map(|(i, _)| i.clone()) else {
-            return err(40068, "invalid tagid");
-        };
+        let Some(id) = c.tag_id(&t.tag_name) else { return no_such_tag() };
         for (_, _, tags) in c.tag_groups.iter_mut() {
             tags.retain(|(i, _)| *i != id);
         }
@@ -971,7 +984,7 @@ async fn sim_dismiss_group(State(sim): State<Sim>, Json(g): Json<ChatId>) -> Jso
     let xml = {
         let mut c = sim.corp.lock().expect("corp");
         if c.groups.remove(&g.chat_id).is_none() {
-            return err(40050, "invalid group id: no such chat_id");
+            return no_such_chat();
         }
         sim.chat_xml(&g.chat_id, "dismiss", "")
     };
