@@ -67,8 +67,9 @@ impl IndexBuilder {
         self.index.add_profile(p);
     }
 
-    pub fn identity(&mut self, kind: IdentityKind, p: u32) {
+    pub fn identity(&mut self, kind: IdentityKind, value: &str, p: u32) {
         self.index.add_identity(kind, p);
+        self.index.early.learn(kind, value, p);
     }
 
     /// A trait row, its value as JSON text. Traits not indexed are skipped.
@@ -117,7 +118,7 @@ impl IndexBuilder {
         }
         for i in &b.identities {
             if let Some(kind) = IdentityKind::parse(i.kind) {
-                self.identity(kind, i.profile_id as u32);
+                self.identity(kind, &i.value, i.profile_id as u32);
             }
         }
         for t in &b.traits {

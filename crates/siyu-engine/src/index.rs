@@ -6,7 +6,8 @@
 //! - event series: per aggregate key, every profile's event times (and measures).
 //!
 //! It is built once from rows (a store snapshot, or generated data) and then updated
-//! with every committed ingest batch.
+//! with every committed ingest batch, a known customer's events already when they are
+//! acknowledged (see [`crate::early`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,8 +16,9 @@ use serde_json::Value;
 use siyu_core::message::MessageKind;
 use siyu_core::rule::{semantics, AggFn, PropertyFilter, Rule};
 use siyu_core::{IdentityKind, Timestamp};
-use siyu_store::ingest::Committed;
+use siyu_store::ingest::{Acknowledged, Committed};
 
+use crate::early::{self, EarlyResolver};
 use crate::lifecycle::{self, Cutoffs, Inputs, LifecycleConfig};
 use crate::series::Series;
 use crate::time::{instant, secs};
@@ -89,6 +91,9 @@ pub(crate) struct Keyed {
     /// Built after start from a store snapshot at this ingest sequence number: batches
     /// up to it are already in it (0: built with the index).
     pub from_seq: u64,
+    /// Events applied early up to this sequence number were applied before this series
+    /// existed: they join it when the store commits them.
+    pub early_until: u64,
 }
 
 /// Who works where: a guide's store, a store's city.
@@ -126,6 +131,23 @@ pub struct Index {
     pub(crate) cutoffs: Cutoffs,
     /// The last ingest-log sequence number reflected here.
     pub applied_seq: u64,
+    /// Where identities lead, for applying known customers' events early.
+    pub(crate) early: EarlyResolver,
+    /// Messages applied early, by sequence number, until the store commits them.
+    early_pending: HashMap<u64, EarlyApplied>,
+    /// The last sequence number applied early.
+    early_seq: u64,
+    /// Messages whose events were applied early, and of those, taken back.
+    pub early_applied: u64,
+    pub early_taken_back: u64,
+}
+
+/// A message applied early: its profile, the identities it attaches, and what went
+/// where `(series, time, value)`, to take back if the store disagrees.
+struct EarlyApplied {
+    profile: u32,
+    attaches: Vec<early::Key>,
+    pushed: Vec<(usize, u32, f64)>,
 }
 
 /// A score not known for lack of history.
@@ -142,6 +164,8 @@ pub struct MemoryUse {
     pub index_bytes: u64,
     /// Event aggregates: every tracked event's time and measure.
     pub event_bytes: u64,
+    /// Where identities lead (for applying known customers' events early).
+    pub identity_bytes: u64,
 }
 
 impl Index {
@@ -168,6 +192,11 @@ impl Index {
             score_sets: std::array::from_fn(|_| vec![RoaringBitmap::new(); 101]),
             cutoffs: Cutoffs::default(),
             applied_seq: 0,
+            early: EarlyResolver::default(),
+            early_pending: HashMap::new(),
+            early_seq: 0,
+            early_applied: 0,
+            early_taken_back: 0,
         };
         for t in DEFAULT_TRAITS {
             index.traits.insert(t.to_string(), TraitColumn::new());
@@ -197,10 +226,10 @@ impl Index {
             series = Series::new(key.measure.is_some());
         }
         match self.exact(&key.event, &key.filters, key.measure.as_deref()) {
-            Some(i) => self.series[i] = Keyed { key, series, from_seq },
+            Some(i) => self.series[i] = Keyed { key, series, from_seq, early_until: self.early_seq },
             None => {
                 self.by_event.entry(key.event.clone()).or_default().push(self.series.len());
-                self.series.push(Keyed { key, series, from_seq });
+                self.series.push(Keyed { key, series, from_seq, early_until: self.early_seq });
             }
         }
         let keys = self.lifecycle_keys();
@@ -393,12 +422,21 @@ impl Index {
 
     /// Adds one tracked event from the batch ending at `seq`.
     pub fn add_event(&mut self, p: u32, event: &str, at: Timestamp, payload: &str, now: Timestamp, seq: u64) {
+        self.add_event_where(p, event, at, payload, now, |k| seq > k.from_seq);
+    }
+
+    /// Adds an event to the series that take it and are `missing` it; returns how
+    /// many took it.
+    fn add_event_where(&mut self, p: u32, event: &str, at: Timestamp, payload: &str, now: Timestamp, missing: impl Fn(&Keyed) -> bool) -> usize {
+        let mut added = 0;
         for (id, v) in self.accepting(event, payload, now) {
             let k = &mut self.series[id];
-            if seq > k.from_seq {
+            if missing(k) {
                 k.series.push(p, secs(at), v);
+                added += 1;
             }
         }
+        added
     }
 
     /// Profiles whose guides the store may have changed in a batch: those with contact
@@ -422,36 +460,103 @@ impl Index {
     /// Folds a committed ingest batch in; returns the profiles it touched.
     pub fn apply(&mut self, c: &Committed, now: Timestamp) -> HashSet<u32> {
         let mut touched = HashSet::new();
-        for (msg, outcome) in &c.messages {
+        for (i, (msg, outcome)) in c.messages.iter().enumerate() {
+            let seq = c.seq_of(i);
+            let early = self.settle_early(seq, outcome, &mut touched);
             let Some(p) = outcome.profile_id else { continue };
             let p = p as u32;
+            self.early.learn_outcome(p, &outcome.attached, &outcome.merged);
             self.add_profile(p);
             for loser in &outcome.merged {
                 self.merge(*loser as u32, p);
                 touched.insert(*loser as u32);
             }
-            for kind in &outcome.attached {
-                self.add_identity(*kind, p);
+            for identity in &outcome.attached {
+                self.add_identity(identity.kind, p);
             }
             for (key, value) in &msg.traits {
                 if let Some(column) = self.traits.get_mut(key) {
-                    if c.last_seq > column.from_seq {
+                    if seq > column.from_seq {
                         column.set(p, value, secs(msg.timestamp));
+                        touched.insert(p);
                     }
                 }
             }
             if msg.kind == MessageKind::Track {
                 if let Some(event) = &msg.event {
-                    self.add_event(p, event, msg.timestamp, &msg.payload, now, c.last_seq);
+                    // A series holds what its snapshot held and what came after; an
+                    // event applied early is only missing from series built since.
+                    let missing = |k: &Keyed| seq > k.from_seq && (!early || seq <= k.early_until);
+                    if self.add_event_where(p, event, msg.timestamp, &msg.payload, now, missing) > 0 {
+                        touched.insert(p);
+                    }
                 }
             }
-            touched.insert(p);
+            if !early {
+                touched.insert(p);
+            }
         }
         self.applied_seq = self.applied_seq.max(c.last_seq);
+        self.early.committed(c.last_seq);
         for p in &touched {
             if self.alive.contains(*p) {
                 self.recompute_lifecycle(*p, now);
             }
+        }
+        touched
+    }
+
+    /// Whether message `seq`, just committed, was applied early as the store applied
+    /// it. Where the store disagrees, the early events are taken back out.
+    fn settle_early(&mut self, seq: u64, outcome: &siyu_store::ingest::Outcome, touched: &mut HashSet<u32>) -> bool {
+        let Some(EarlyApplied { profile: p, attaches, pushed }) = self.early_pending.remove(&seq) else { return false };
+        let attached: HashSet<early::Key> = outcome.attached.iter().map(|i| early::key(i.kind, &i.value)).collect();
+        if outcome.profile_id == Some(p as i64) && outcome.merged.is_empty() && attached == attaches.iter().copied().collect() {
+            return true;
+        }
+        tracing::debug!(seq, profile = p, stored = ?outcome.profile_id, "a message applied early is taken back: the store applied it otherwise");
+        self.early_taken_back += 1;
+        self.early.forget(&attaches, p);
+        for (id, t, v) in pushed {
+            self.series[id].series.remove(p, t, v);
+        }
+        touched.insert(p);
+        false
+    }
+
+    /// Applies the events of acknowledged messages whose profile is already certain;
+    /// returns the profiles they touched. The rest wait for the store.
+    pub fn apply_acknowledged(&mut self, a: &Acknowledged, now: Timestamp) -> HashSet<u32> {
+        let mut touched = HashSet::new();
+        for (i, msg) in a.messages.iter().enumerate() {
+            let seq = a.first_seq + i as u64;
+            if seq <= self.applied_seq {
+                continue;
+            }
+            let alive = &self.alive;
+            let Some(early::Certain { profile: p, attaches }) = self.early.resolve(seq, msg, |p| alive.contains(p)) else { continue };
+            let mut pushed = Vec::new();
+            if early::is_event(msg) {
+                let event = msg.event.as_deref().expect("an event");
+                for (id, v) in self.accepting(event, &msg.payload, now) {
+                    let t = secs(msg.timestamp);
+                    self.series[id].series.push(p, t, v);
+                    pushed.push((id, t, v));
+                }
+            }
+            // Nothing to apply and nothing learned: the commit applies it as usual.
+            if pushed.is_empty() && attaches.is_empty() {
+                continue;
+            }
+            self.early_seq = seq;
+            self.early_applied += 1;
+            if !pushed.is_empty() {
+                touched.insert(p);
+            }
+            self.early_pending.insert(seq, EarlyApplied { profile: p, attaches, pushed });
+        }
+        for p in &touched {
+            self.recompute_lifecycle(*p, now);
         }
         touched
     }
@@ -614,7 +719,7 @@ impl Index {
             + self.scores.capacity() * 4
             + self.stage_sets.iter().chain(self.rfm_sets.iter().flatten()).chain(self.score_sets.iter().flatten()).map(RoaringBitmap::serialized_size).sum::<usize>();
         let events = self.series.iter().map(|k| k.series.memory_bytes()).sum::<usize>();
-        MemoryUse { profiles: self.alive.len(), index_bytes: index as u64, event_bytes: events as u64 }
+        MemoryUse { profiles: self.alive.len(), index_bytes: index as u64, event_bytes: events as u64, identity_bytes: self.early.memory_bytes() as u64 }
     }
 
     /// A profile's value of an indexed trait.

@@ -11,6 +11,7 @@
 //! tags, segment definitions, the minute tick); readers evaluate under a read lock.
 
 pub mod build;
+pub mod early;
 pub mod eval;
 pub mod index;
 pub mod lifecycle;
@@ -29,7 +30,7 @@ use base64::Engine as _;
 use roaring::RoaringBitmap;
 use siyu_core::rule::Rule;
 use siyu_core::Timestamp;
-use siyu_store::ingest::{CommitObserver, Committed};
+use siyu_store::ingest::{AckObserver, Acknowledged, CommitObserver, Committed};
 use siyu_store::{segments as stored, Store, StoreError};
 use tokio::sync::oneshot;
 
@@ -90,6 +91,7 @@ impl Clock {
 }
 
 enum Command {
+    Acknowledged(Arc<Acknowledged>),
     Apply(Arc<Committed>),
     Ensure(Vec<Missing>, oneshot::Sender<Result<(), EngineError>>),
     Tag(u32, String, bool),
@@ -211,6 +213,15 @@ impl Engine {
         })
     }
 
+    /// Feeds the engine every acknowledged message, so a known customer's events count
+    /// before the store has applied them (see [`early`]).
+    pub fn acknowledged_observer(&self) -> AckObserver {
+        let tx = self.commands.clone();
+        Box::new(move |a: Arc<Acknowledged>| {
+            let _ = tx.send(Command::Acknowledged(a));
+        })
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).map_err(|_| EngineError::Stopped)?;
@@ -296,6 +307,7 @@ impl Worker {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         while let Ok(cmd) = rx.recv() {
             match cmd {
+                Command::Acknowledged(a) => self.acknowledged(&a),
                 Command::Apply(c) => self.apply(&c),
                 Command::Ensure(missing, reply) => {
                     let _ = reply.send(self.ensure(missing));
@@ -349,6 +361,19 @@ impl Worker {
             state.index.set_guides(p, &g);
             state.index.recompute_lifecycle(p, now);
             touched.insert(p);
+        }
+        let State { index, segments } = &mut *state;
+        let changes = segments.update_profiles(index, &touched, now);
+        drop(state);
+        self.emit(changes);
+    }
+
+    fn acknowledged(&mut self, a: &Acknowledged) {
+        let now = self.clock.now();
+        let mut state = self.state.write().expect("engine lock");
+        let touched = state.index.apply_acknowledged(a, now);
+        if touched.is_empty() {
+            return;
         }
         let State { index, segments } = &mut *state;
         let changes = segments.update_profiles(index, &touched, now);

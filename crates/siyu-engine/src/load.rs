@@ -125,7 +125,7 @@ async fn read_all(db: &mut dyn Db, config: LifecycleConfig, spec: &Spec, now: Ti
         |r| Ok(Cursor::TextText(r.text(0)?, r.text(1)?)),
         |r| {
             if let Some(kind) = IdentityKind::parse(&r.text(0)?) {
-                b.identity(kind, r.int(2)? as u32);
+                b.identity(kind, &r.text(1)?, r.int(2)? as u32);
             }
             n += 1;
             progress("identities", n);

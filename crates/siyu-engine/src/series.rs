@@ -33,6 +33,9 @@ pub struct Series {
     delta: Vec<(u32, u32, f64)>,
     delta_index: HashMap<u32, Vec<u32>>,
     delta_profiles: RoaringBitmap,
+    /// Profiles whose base slice no longer counts (an event was taken back out of it;
+    /// the rest moved to the delta) until the next compaction.
+    hidden: RoaringBitmap,
 }
 
 /// Merge the delta into the base once it holds this many events (or a fiftieth of
@@ -76,6 +79,9 @@ impl Series {
     }
 
     fn base(&self, p: u32) -> (&[u32], Values<'_>) {
+        if !self.hidden.is_empty() && self.hidden.contains(p) {
+            return (&[], Values::None);
+        }
         let p = p as usize;
         if p + 1 >= self.starts.len() {
             return (&[], Values::None);
@@ -95,6 +101,35 @@ impl Series {
             }));
         }
         out
+    }
+
+    /// Takes one event back out: one applied before the store had it, which the store
+    /// then did not keep (a retried message it had already seen). False if absent.
+    pub fn remove(&mut self, p: u32, time: u32, value: f64) -> bool {
+        let same = |t: u32, v: f64| t == time && (v == value || (v.is_nan() && value.is_nan()));
+        if let Some(positions) = self.delta_index.get_mut(&p) {
+            if let Some(k) = positions.iter().position(|i| {
+                let (_, t, v) = self.delta[*i as usize];
+                same(t, v)
+            }) {
+                // The delta entry stays, unreferenced: every read goes through the index.
+                positions.remove(k);
+                return true;
+            }
+        }
+        let (times, values) = self.base(p);
+        let mut events: Vec<(u32, f64)> = times.iter().enumerate().map(|(i, t)| (*t, values.get(i))).collect();
+        let Some(k) = events.iter().position(|(t, v)| same(*t, *v)) else { return false };
+        events.remove(k);
+        // The base is packed: hide the profile's slice and keep the rest in the delta.
+        self.hidden.insert(p);
+        if let Some(last) = self.last.get_mut(p as usize) {
+            *last = 0;
+        }
+        for (t, v) in events {
+            self.push(p, t, v);
+        }
+        true
     }
 
     /// Moves a merged profile's events to its survivor.
@@ -218,6 +253,7 @@ impl Series {
             + self.delta.capacity() * 16
             + self.delta_index.len() * 48
             + self.delta_profiles.serialized_size()
+            + self.hidden.serialized_size()
     }
 }
 
@@ -403,5 +439,23 @@ mod tests {
         assert_eq!((0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect::<Vec<_>>(), before);
         s.move_profile(7, 1);
         assert_eq!(s.fold(1, 0, 100, AggFn::Count), AggValue::Number(3.0));
+    }
+
+    #[test]
+    fn an_event_taken_back_is_gone_from_base_delta_and_scans() {
+        let mut s = Series::from_events(true, vec![(1, 10, 2.0), (1, 30, 5.0), (2, 20, 1.0)]);
+        s.push(1, 40, f64::NAN);
+        assert!(s.remove(1, 40, f64::NAN), "from the delta");
+        assert!(s.remove(1, 30, 5.0), "from the base");
+        assert!(!s.remove(1, 30, 5.0), "only once");
+        assert!(!s.remove(2, 20, 9.0), "the measure must match too");
+        assert_eq!(s.fold(1, 0, 100, AggFn::Count), AggValue::Number(1.0));
+        assert_eq!(s.fold(1, 0, 100, AggFn::Last), AggValue::Time(10));
+        let recent = crate::eval::AggTest::new(AggFn::Count, siyu_core::rule::Op::Ge, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(1.0)), siyu_core::Timestamp(0));
+        assert_eq!(s.scan(3, 25, 100, AggFn::Count, &recent).iter().collect::<Vec<_>>(), Vec::<u32>::new());
+        assert_eq!(s.scan(3, 0, 100, AggFn::Count, &recent).iter().collect::<Vec<_>>(), vec![1, 2]);
+        s.compact();
+        assert_eq!(s.events_of(1), vec![(10, 2.0)]);
+        assert_eq!(s.events(), 2);
     }
 }

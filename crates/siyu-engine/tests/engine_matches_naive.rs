@@ -7,6 +7,7 @@
 mod naive;
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -15,12 +16,12 @@ use serde_json::{json, Value};
 use siyu_core::message::{parse_batch, ParseContext};
 use siyu_core::org::{Staff, StaffRole, Store as StoreInfo};
 use siyu_core::rule::*;
-use siyu_core::Timestamp;
+use siyu_core::{Message, Timestamp};
 use siyu_engine::build::Spec;
 use siyu_engine::eval::{eval_one, series_key};
 use siyu_engine::load;
 use siyu_engine::{LifecycleConfig, SegmentDef, Segments, State};
-use siyu_store::ingest::{self, Committed};
+use siyu_store::ingest::{self, Acknowledged, Committed};
 use siyu_store::testing::TestStore;
 use siyu_store::{org, profiles, Store};
 
@@ -112,11 +113,19 @@ fn random_messages(rng: &mut Rng, n: usize, users: u64) -> Vec<Value> {
     out
 }
 
-/// Stores the messages through ingest, like the indexer, and returns what it applied.
-async fn ingest(store: &Store, msgs: Vec<Value>, last_seq: u64) -> Committed {
+/// Messages as the tracking API accepts them.
+fn parse_messages(msgs: Vec<Value>) -> Vec<Message> {
     let body = serde_json::to_vec(&json!({ "batch": msgs })).unwrap();
     let id = || uuid_like();
-    let parsed = parse_batch(&body, &ParseContext { received_at: now(), new_message_id: &id }).unwrap().messages;
+    parse_batch(&body, &ParseContext { received_at: now(), new_message_id: &id }).unwrap().messages
+}
+
+/// Stores the messages through ingest, like the indexer, and returns what it applied.
+async fn ingest(store: &Store, msgs: Vec<Value>, last_seq: u64) -> Committed {
+    commit(store, parse_messages(msgs), last_seq).await
+}
+
+async fn commit(store: &Store, parsed: Vec<Message>, last_seq: u64) -> Committed {
     let applied = store
         .transaction(move |db| {
             Box::pin(async move {
@@ -131,6 +140,18 @@ async fn ingest(store: &Store, msgs: Vec<Value>, last_seq: u64) -> Committed {
         .await
         .unwrap();
     Committed { messages: applied, last_seq }
+}
+
+/// What the server does with a committed batch: the index, then guides from the store.
+async fn apply_committed(store: &Store, state: &mut State, committed: Committed) -> HashSet<u32> {
+    let committed = Arc::new(committed);
+    let mut touched = state.index.apply(&committed, now());
+    let contacts = siyu_engine::Index::guide_changes(&committed);
+    for (p, g) in load::guides_of(store, contacts).await.unwrap() {
+        state.index.set_guides(p, &g);
+        touched.insert(p);
+    }
+    touched
 }
 
 fn uuid_like() -> String {
@@ -333,6 +354,8 @@ fn run_property(backend: &'static str) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let cases = std::env::var("SIYU_PROPERTY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(if backend == "postgres" { 8 } else { 20 });
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, max_shrink_iters: 64, ..Config::default() });
+    // Messages applied early, and taken back, over all cases.
+    let early = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let strategy = (any::<u64>(), prop::collection::vec(arb_rule(), 10..14), arb_rule(), arb_rule());
     let result = runner.run(&strategy, |(seed, rules, rule_a, rule_b)| {
         rt.block_on(async {
@@ -346,7 +369,8 @@ fn run_property(backend: &'static str) {
             let store = t.store.clone();
             let mut rng = Rng(seed);
             organisation(&store).await;
-            ingest(&store, random_messages(&mut rng, 400, 60), 1).await;
+            let first = random_messages(&mut rng, 400, 60);
+            ingest(&store, first.clone(), 400).await;
             tag_some(&store, &mut rng).await;
 
             // seg_b may refer to seg_a; both are live.
@@ -366,13 +390,36 @@ fn run_property(backend: &'static str) {
             let world = naive::World::read(&store, now(), &named).await;
             compare(&state, &world, &rules, "built")?;
 
-            // Live: more events, tags, merges; the engine applies them as they commit.
-            let committed = Arc::new(ingest(&store, random_messages(&mut rng, 150, 70), 2).await);
-            let mut touched: HashSet<u32> = state.index.apply(&committed, now());
-            let contacts = siyu_engine::Index::guide_changes(&committed);
-            for (p, g) in load::guides_of(&store, contacts).await.unwrap() {
-                state.index.set_guides(p, &g);
-                touched.insert(p);
+            // Live: more events, tags, merges, and a few retried messages the store has
+            // already seen. Each batch is acknowledged before the previous one commits,
+            // as under load: the engine applies known customers' events early, and what
+            // the store then commits must leave it where the store is.
+            let mut live = parse_messages(random_messages(&mut rng, 150, 70));
+            let retried = parse_messages(first.iter().take(60).step_by(12).cloned().collect());
+            let retried: Vec<Message> = retried.into_iter().enumerate().map(|(i, mut m)| {
+                m.message_id = format!("retry-{i}");
+                m
+            }).collect();
+            // The originals of the retries, stored first under the same messageIds.
+            let originals = retried.clone();
+            let base = 400 + originals.len() as u64;
+            let mut touched = apply_committed(&store, &mut state, commit(&store, originals, base).await).await;
+            live.splice(20..20, retried);
+            let batches: Vec<Vec<Message>> = live.chunks(55).map(|c| c.to_vec()).collect();
+            let mut next_seq = base + 1;
+            let mut acked: Vec<(Vec<Message>, u64)> = Vec::new();
+            for batch in &batches {
+                let a = Acknowledged { first_seq: next_seq, messages: batch.clone() };
+                touched.extend(state.index.apply_acknowledged(&a, now()));
+                next_seq += batch.len() as u64;
+                acked.push((batch.clone(), next_seq - 1));
+                if acked.len() == 2 {
+                    let (msgs, last) = acked.remove(0);
+                    touched.extend(apply_committed(&store, &mut state, commit(&store, msgs, last).await).await);
+                }
+            }
+            for (msgs, last) in acked {
+                touched.extend(apply_committed(&store, &mut state, commit(&store, msgs, last).await).await);
             }
             for (p, tag, on) in tag_some(&store, &mut rng).await {
                 state.index.set_tag(p, &tag, on);
@@ -387,6 +434,9 @@ fn run_property(backend: &'static str) {
             }
             let world = naive::World::read(&store, now(), &named).await;
             compare(&state, &world, &rules, "live")?;
+            early.0.fetch_add(state.index.early_applied, Ordering::Relaxed);
+            early.1.fetch_add(state.index.early_taken_back, Ordering::Relaxed);
+            early.2.fetch_add(1, Ordering::Relaxed);
             t.cleanup().await;
             Ok(())
         })
@@ -394,6 +444,9 @@ fn run_property(backend: &'static str) {
     if let Err(e) = result {
         panic!("{backend}: {e}");
     }
+    // The cases went through the early path, retried messages included.
+    let (applied, taken_back, ran) = (early.0.into_inner(), early.1.into_inner(), early.2.into_inner());
+    assert!(ran == 0 || (applied > 0 && taken_back > 0), "{backend}: {applied} messages applied early, {taken_back} taken back");
 }
 
 /// seg_a must not refer to itself.

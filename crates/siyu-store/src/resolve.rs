@@ -74,8 +74,8 @@ pub struct Resolution {
     pub created: bool,
     /// Profiles merged into `profile_id` by this message.
     pub merged: Vec<ProfileId>,
-    /// Kinds of identities this message newly gave the profile.
-    pub attached: Vec<IdentityKind>,
+    /// Identities this message newly gave the profile.
+    pub attached: Vec<Identity>,
 }
 
 pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut IdentityCache>) -> Result<Resolution, StoreError> {
@@ -145,7 +145,7 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut Iden
     for (identity, f) in msg.identities.iter().zip(&found) {
         if f.is_none() {
             attach(db, survivor, identity, at).await?;
-            attached.push(identity.kind);
+            attached.push(identity.clone());
             if let Some(c) = cache.as_deref_mut() {
                 c.map.insert(identity.clone(), survivor);
             }
@@ -153,10 +153,10 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut Iden
     }
     if let Some(prev) = unattached_previous {
         attach(db, survivor, &prev, at).await?;
-        attached.push(prev.kind);
         if let Some(c) = cache.as_deref_mut() {
-            c.map.insert(prev, survivor);
+            c.map.insert(prev.clone(), survivor);
         }
+        attached.push(prev);
     }
     Ok(Resolution { profile_id: survivor, created, merged, attached })
 }

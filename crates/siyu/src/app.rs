@@ -93,6 +93,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<MembershipChange>>();
     let engine = start_engine(&store, lifecycle_config(&opts.data_dir)?, changes_tx).await?;
     let observers: Vec<CommitObserver> = vec![count_commits(metrics.clone()), engine.observer()];
+    let observers = ingest::Observers { acknowledged: vec![engine.acknowledged_observer()], committed: observers };
     let ingest = ingest::start(&store, &opts.data_dir.join("ingest-log"), observers).await.context("starting ingest")?;
     tokio::spawn(membership_events(changes_rx, ingest.clone(), engine.clock().clone()));
     tokio::spawn(minute_ticks(engine.clone()));

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value as Json};
-use siyu_core::{IdentityKind, Message, MessageKind, ProfileId, Timestamp};
+use siyu_core::{Identity, Message, MessageKind, ProfileId, Timestamp};
 
 use crate::resolve::{resolve, IdentityCache, Resolution};
 use crate::sql::{Backend, Db, Param};
@@ -19,8 +19,9 @@ pub struct Outcome {
     pub profile_id: Option<ProfileId>,
     pub created: bool,
     pub merged: Vec<ProfileId>,
-    /// Kinds of identities the message newly gave the profile.
-    pub attached: Vec<IdentityKind>,
+    /// Identities the message newly gave the profile (whoever mirrors identity
+    /// resolution learns exactly where each now leads).
+    pub attached: Vec<Identity>,
     /// The store refused it; it is kept in `ingest_failures`.
     pub failed: bool,
 }

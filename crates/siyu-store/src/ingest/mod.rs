@@ -56,7 +56,38 @@ pub struct Committed {
     pub last_seq: u64,
 }
 
+impl Committed {
+    /// The log sequence number of `messages[i]`: a batch is a contiguous run of the log.
+    pub fn seq_of(&self, i: usize) -> u64 {
+        self.last_seq + 1 + i as u64 - self.messages.len() as u64
+    }
+}
+
 pub type CommitObserver = Box<dyn Fn(&Arc<Committed>) + Send + Sync>;
+
+/// Messages just made durable, in log order, before the store has applied them: for
+/// derived state that can act on some of them at once (the segment engine applies a
+/// known customer's event without waiting for the store).
+pub struct Acknowledged {
+    pub first_seq: u64,
+    pub messages: Vec<Message>,
+}
+
+pub type AckObserver = Box<dyn Fn(Arc<Acknowledged>) + Send>;
+
+/// Who hears about messages: once acknowledged (in log order, always before the same
+/// messages are committed) and once committed.
+#[derive(Default)]
+pub struct Observers {
+    pub acknowledged: Vec<AckObserver>,
+    pub committed: Vec<CommitObserver>,
+}
+
+impl From<Vec<CommitObserver>> for Observers {
+    fn from(committed: Vec<CommitObserver>) -> Self {
+        Observers { acknowledged: Vec::new(), committed }
+    }
+}
 
 /// Where a request's messages landed in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,12 +174,13 @@ impl Default for IngestOptions {
 
 /// Opens the log in `log_dir`, replays what the store has not applied, and starts the
 /// appender and the indexer.
-pub async fn start(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>) -> Result<IngestHandle, StoreError> {
+pub async fn start(store: &Store, log_dir: &Path, observers: impl Into<Observers>) -> Result<IngestHandle, StoreError> {
     start_with(store, log_dir, observers, IngestOptions::default()).await
 }
 
 /// [`start`] with other sizes (tests make the indexer read from the log).
-pub async fn start_with(store: &Store, log_dir: &Path, observers: Vec<CommitObserver>, options: IngestOptions) -> Result<IngestHandle, StoreError> {
+pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Observers>, options: IngestOptions) -> Result<IngestHandle, StoreError> {
+    let Observers { acknowledged, committed: observers } = observers.into();
     let applied = store.run(|db| Box::pin(counters::get(db, counters::INGEST_APPLIED_SEQ))).await? as u64;
     let (log, replay) = IngestLog::open(log_dir, applied)?;
     if !replay.is_empty() {
@@ -160,6 +192,11 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: Vec<CommitObse
 
     let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
     if !replay.is_empty() {
+        // Acknowledged before the crash: observers hear of them as of any other.
+        let acked = Arc::new(Acknowledged { first_seq: replay[0].0, messages: replay.iter().map(|(_, m)| m.clone()).collect() });
+        for observe in &acknowledged {
+            observe(acked.clone());
+        }
         to_indexer.send(replay).await.map_err(|_| StoreError::WriterStopped)?;
     }
     let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, prefetch: None, backend: store.backend(), identities: IdentityCache::default() };
@@ -179,12 +216,12 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: Vec<CommitObse
     let p = progress.clone();
     std::thread::Builder::new()
         .name("ingest-appender".into())
-        .spawn(move || append_loop(log, rx, to_indexer, p))
+        .spawn(move || append_loop(log, rx, to_indexer, p, acknowledged))
         .map_err(|e| StoreError::Io(e.to_string()))?;
     Ok(IngestHandle { queue, progress })
 }
 
-fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: mpsc::Sender<Vec<(u64, Message)>>, progress: Arc<Progress>) {
+fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: mpsc::Sender<Vec<(u64, Message)>>, progress: Arc<Progress>, observers: Vec<AckObserver>) {
     while let Some(first) = rx.blocking_recv() {
         let mut size = first.messages.len();
         let mut group = vec![first];
@@ -219,6 +256,15 @@ fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: 
                     }
                 }
                 let n = entries.len();
+                // Before the indexer sees them: so observers always hear of a message
+                // acknowledged before they hear it committed.
+                if !observers.is_empty() {
+                    let first_seq = entries.first().map(|(s, _)| *s).unwrap_or(0);
+                    let acked = Arc::new(Acknowledged { first_seq, messages: entries.iter().map(|(_, m)| m.clone()).collect() });
+                    for observe in &observers {
+                        observe(acked.clone());
+                    }
+                }
                 // The indexer is far behind: it reads these from the log. (Only while the
                 // feed holds something: that wakes an indexer waiting for the feed.)
                 let in_feed = progress.in_feed.load(Ordering::Acquire);
