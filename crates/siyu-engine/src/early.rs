@@ -46,6 +46,18 @@ pub struct EarlyResolver {
     unknown_order: VecDeque<(u64, Key)>,
     /// The last sequence number the store has applied.
     committed: u64,
+    pub waits: Waits,
+}
+
+/// Why messages waited for the store, counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Waits {
+    /// A new customer, or a message that may merge profiles or change guides.
+    pub uncertain: u64,
+    /// The customer's profile was unsettled by an earlier message still waiting.
+    pub unsettled: u64,
+    /// A new identity the store might not attach (a user id, or one a waiting message names).
+    pub unattachable: u64,
 }
 
 /// What is certain about a message before the store applies it.
@@ -66,6 +78,7 @@ impl Default for EarlyResolver {
             unknown: HashMap::default(),
             unknown_order: VecDeque::new(),
             committed: 0,
+            waits: Waits::default(),
         }
     }
 }
@@ -128,6 +141,7 @@ impl EarlyResolver {
     /// the index holds a profile.
     pub fn resolve(&mut self, seq: u64, msg: &Message, alive: impl Fn(u32) -> bool) -> Option<Certain> {
         let Some((p, new)) = self.certain(msg) else {
+            self.waits.uncertain += 1;
             self.wait_for(seq, msg);
             return None;
         };
@@ -140,6 +154,11 @@ impl EarlyResolver {
         // An unsettled profile's message waits, but moves nothing itself: it must not
         // keep a busy customer waiting for ever.
         if !(alive(p) && self.is_settled(p) && attachable) {
+            if attachable {
+                self.waits.unsettled += 1;
+            } else {
+                self.waits.unattachable += 1;
+            }
             for (k, _) in &new {
                 self.pending(*k, seq);
             }

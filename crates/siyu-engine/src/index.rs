@@ -722,6 +722,16 @@ impl Index {
         MemoryUse { profiles: self.alive.len(), index_bytes: index as u64, event_bytes: events as u64, identity_bytes: self.early.memory_bytes() as u64 }
     }
 
+    /// Identities whose profile the index knows (for applying events early).
+    pub fn known_identities(&self) -> usize {
+        self.early.identities()
+    }
+
+    /// Why acknowledged messages waited for the store instead of being applied early.
+    pub fn early_waits(&self) -> early::Waits {
+        self.early.waits
+    }
+
     /// A profile's value of an indexed trait.
     pub fn trait_value(&self, name: &str, p: u32) -> Option<&Value> {
         self.traits.get(name)?.get(p).map(|(v, _)| v)

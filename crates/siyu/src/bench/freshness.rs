@@ -1,6 +1,8 @@
 //! Freshness of live segments under load: while the ingest benchmark's traffic runs at
-//! a steady rate, probe events are sent one by one, each making a new customer enter a
-//! live segment; the time from sending a probe to its member appearing is measured.
+//! a steady rate, probe events are sent one by one, each making a customer enter a live
+//! segment; the time from sending a probe to its member appearing is measured. Probes
+//! alternate between the brand's members (known customers, the everyday case) and new
+//! customers (whose profile the store must create first), reported apart.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +37,12 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     })
     .await?;
     let engine = running.state.engine.clone();
-    engine.define(SegmentDef { name: "probes".into(), rule: parse(r#"count("Probe", 1d) >= 1"#)? }).await?;
+    // Two kinds of probe, alternating: a known customer (one of the brand's members)
+    // whose event makes them enter a segment, which the engine applies as soon as it is
+    // acknowledged; and a new customer, whose profile the store must create first.
+    engine.define(SegmentDef { name: "probed_members".into(), rule: parse(r#"count("Probe", 1d) >= 1"#)? }).await?;
+    engine.define(SegmentDef { name: "probed_newcomers".into(), rule: parse(r#"count("First Probe", 1d) >= 1"#)? }).await?;
+    let members = probe_members(&running.state.store, args.freshness_seconds as usize * 10).await?;
     let base = format!("http://{}", running.addr);
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(32).build()?;
 
@@ -62,49 +69,64 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
         running.state.ingest.settle().await;
         println!("  warm-up: {} events at {} events/s, all applied after {:.1} s", warmup.events, args.freshness_rate, started.elapsed().as_secs_f64());
     }
+    let early_before = {
+        let state = engine.read();
+        (state.index.early_applied, state.index.early_taken_back, state.index.early_waits())
+    };
     let workers = paced_load(&client, &base, &load, args.freshness_rate)?;
     let started = Instant::now();
 
-    // Watch the segment: when its size reaches k, probe k has arrived.
-    let reached: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    // Watch the segments: a member probe has arrived when its profile is in
+    // `probed_members`; newcomers are created in order, so when `probed_newcomers`
+    // holds k profiles, newcomer probe k has arrived.
+    let probes: Arc<Mutex<Probes>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Where any lag sits: acknowledged but not yet in the store, or in the store but
     // not yet in the engine.
     let lags: Arc<Mutex<(u64, u64)>> = Arc::default();
     let watcher = {
-        let (engine, reached, stop, ingest, lags) = (engine.clone(), reached.clone(), stop.clone(), running.state.ingest.clone(), lags.clone());
+        let (engine, probes, stop, ingest, lags) = (engine.clone(), probes.clone(), stop.clone(), running.state.ingest.clone(), lags.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let (appended, indexed) = (ingest.appended(), ingest.indexed());
-                let (n, engine_seq) = {
-                    let state = engine.read();
-                    (state.segments.get("probes").map_or(0, |s| s.members.len() as usize), state.index.applied_seq)
-                };
                 {
+                    let state = engine.read();
                     let mut l = lags.lock().expect("lock");
                     l.0 = l.0.max(appended.saturating_sub(indexed));
-                    l.1 = l.1.max(indexed.saturating_sub(engine_seq));
+                    l.1 = l.1.max(indexed.saturating_sub(state.index.applied_seq));
+                    drop(l);
+                    let mut p = probes.lock().expect("lock");
+                    let now = Instant::now();
+                    if let Some(s) = state.segments.get("probed_members") {
+                        for probe in p.members.iter_mut().filter(|m| m.reached.is_none()) {
+                            if s.members.contains(probe.profile) {
+                                probe.reached = Some(now);
+                            }
+                        }
+                    }
+                    let n = state.segments.get("probed_newcomers").map_or(0, |s| s.members.len() as usize);
+                    while p.newcomers_reached.len() < n {
+                        p.newcomers_reached.push(now);
+                    }
                 }
-                let mut r = reached.lock().expect("lock");
-                while r.len() < n {
-                    r.push(Instant::now());
-                }
-                drop(r);
                 std::thread::sleep(Duration::from_millis(2));
             }
         })
     };
-    let mut sent = Vec::new();
     let mut i = 0;
     while started.elapsed() < Duration::from_secs(args.freshness_seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        sent.push(Instant::now());
-        let resp = client
-            .post(format!("{base}/v1/track"))
-            .basic_auth(WRITE_KEY, Some(""))
-            .json(&serde_json::json!({"userId": format!("probe-{i}"), "event": "Probe"}))
-            .send()
-            .await?;
+        let member = (i % 2 == 0).then(|| members.get(i / 2)).flatten();
+        let body = match member {
+            Some((user_id, _)) => serde_json::json!({"userId": user_id, "event": "Probe"}),
+            None => serde_json::json!({"userId": format!("probe-{i}"), "event": "First Probe"}),
+        };
+        let sent = Instant::now();
+        match member {
+            Some((_, profile)) => probes.lock().expect("lock").members.push(MemberProbe { profile: *profile, sent, reached: None }),
+            None => probes.lock().expect("lock").newcomers_sent.push(sent),
+        }
+        let resp = client.post(format!("{base}/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&body).send().await?;
         if !resp.status().is_success() {
             anyhow::bail!("probe failed: {}", resp.status());
         }
@@ -115,31 +137,75 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     }
     let load_seconds = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reached.lock().expect("lock").len() < sent.len() && Instant::now() < deadline {
+    while !probes.lock().expect("lock").all_reached() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
-    let reached = reached.lock().expect("lock").clone();
-    let mut latencies: Vec<u64> = sent.iter().zip(&reached).map(|(s, r)| r.saturating_duration_since(*s).as_micros() as u64).collect();
-    latencies.sort_unstable();
-    println!(
-        "  background load: {} events in {load_seconds:.1} s ({:.0} events/s); {} probes, {} seen",
-        load.events,
-        load.events as f64 / load_seconds,
-        sent.len(),
-        reached.len()
-    );
+    let probes = probes.lock().expect("lock");
+    println!("  background load: {} events in {load_seconds:.1} s ({:.0} events/s)", load.events, load.events as f64 / load_seconds);
     let (ingest_lag, engine_lag) = *lags.lock().expect("lock");
     println!("  largest backlog: {ingest_lag} messages waiting for the store, {engine_lag} applied but not yet in the engine");
+    let (applied, taken_back, waits) = {
+        let state = engine.read();
+        (state.index.early_applied - early_before.0, state.index.early_taken_back - early_before.1, state.index.early_waits())
+    };
+    let before = early_before.2;
     println!(
-        "  event to segment membership: p50 {:.0} ms  p95 {:.0} ms  max {:.0} ms",
+        "  events applied by the engine on acknowledgement, before the store: {applied} ({taken_back} taken back); waited for the store: {} new customers or possible merges, {} behind such a message, {} with a new identity not surely attached",
+        waits.uncertain - before.uncertain,
+        waits.unsettled - before.unsettled,
+        waits.unattachable - before.unattachable
+    );
+    let members: Vec<(Instant, Option<Instant>)> = probes.members.iter().map(|m| (m.sent, m.reached)).collect();
+    report("a known customer's event", &members);
+    let newcomers: Vec<(Instant, Option<Instant>)> = probes.newcomers_sent.iter().enumerate().map(|(k, s)| (*s, probes.newcomers_reached.get(k).copied())).collect();
+    report("a new customer's first event", &newcomers);
+    running.stop().await;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Probes {
+    members: Vec<MemberProbe>,
+    newcomers_sent: Vec<Instant>,
+    newcomers_reached: Vec<Instant>,
+}
+
+struct MemberProbe {
+    profile: u32,
+    sent: Instant,
+    reached: Option<Instant>,
+}
+
+impl Probes {
+    fn all_reached(&self) -> bool {
+        self.members.iter().all(|m| m.reached.is_some()) && self.newcomers_reached.len() >= self.newcomers_sent.len()
+    }
+}
+
+/// Members of the demo brand to probe with, spread over its customers: `(userId, profile)`.
+async fn probe_members(store: &Store, n: usize) -> anyhow::Result<Vec<(String, u32)>> {
+    let rows = store
+        .run(|db| Box::pin(async move { db.query("SELECT value, profile_id FROM identities WHERE kind = 'user_id' ORDER BY profile_id", &[]).await }))
+        .await?;
+    let all: Vec<(String, u32)> = rows.iter().map(|r| Ok((r.text(0)?, r.int(1)? as u32))).collect::<Result<_, siyu_store::StoreError>>()?;
+    let step = (all.len() / n.max(1)).max(1);
+    Ok(all.into_iter().step_by(step).take(n).collect())
+}
+
+/// Event-to-membership latencies of one kind of probe.
+fn report(what: &str, probes: &[(Instant, Option<Instant>)]) {
+    let mut latencies: Vec<u64> = probes.iter().filter_map(|(s, r)| r.map(|r| r.saturating_duration_since(*s).as_micros() as u64)).collect();
+    latencies.sort_unstable();
+    println!(
+        "  {what} to segment membership ({} probes, {} seen): p50 {:.0} ms  p95 {:.0} ms  max {:.0} ms",
+        probes.len(),
+        latencies.len(),
         percentile(&latencies, 50.0) as f64 / 1000.0,
         percentile(&latencies, 95.0) as f64 / 1000.0,
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0
     );
-    running.stop().await;
-    Ok(())
 }
 
 /// Sends `load` at `rate` events/s, request k starting at k × (batch / rate), on its
