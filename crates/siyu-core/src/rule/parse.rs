@@ -410,11 +410,14 @@ impl Parser<'_> {
         if self.eat_keyword("where") {
             loop {
                 let at = self.at();
-                let Some(Tok::Ident(path)) = self.peek().cloned() else {
-                    return self.err("expected a property to filter on, e.g. where category = \"beans\"");
+                // A quoted property is taken as written: names that are keywords
+                // (`"in"`) or have spaces print that way.
+                let path = match self.peek().cloned() {
+                    Some(Tok::Ident(path)) => path.strip_prefix("properties.").unwrap_or(&path).to_string(),
+                    Some(Tok::Str(path)) => path,
+                    _ => return self.err("expected a property to filter on, e.g. where category = \"beans\""),
                 };
                 self.pos += 1;
-                let path = path.strip_prefix("properties.").unwrap_or(&path).to_string();
                 let (op, value) = self.condition()?;
                 let f = PropertyFilter { path, op, value };
                 validate::filter(&f).or_else(|m| self.err_at(at, m))?;

@@ -52,6 +52,7 @@ fn every_predicate_kind_parses_and_prints_back() {
         r#"has(wecom) and has(unionid) and has(phone)"#,
         r#"consent(sms)"#,
         r#"count("Order Completed" where category = "beans" and channel in ("pos", "mini_program"), 90d) >= 1"#,
+        r#"count("Order Completed" where "in" = "store" and "pick up" exists) >= 1"#,
         r#"sum("Order Completed", revenue_fen, 30d) > 10000"#,
         r#"max("Order Completed", revenue_fen) >= 5000"#,
         r#"last("Order Completed") < ago(30d)"#,
