@@ -137,7 +137,8 @@ pub struct Index {
     early_pending: HashMap<u64, EarlyApplied>,
     /// The last sequence number applied early.
     early_seq: u64,
-    /// Messages whose events were applied early, and of those, taken back.
+    /// Messages applied early (events counted, or identities learned), and of those,
+    /// taken back.
     pub early_applied: u64,
     pub early_taken_back: u64,
 }

@@ -152,7 +152,7 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     };
     let before = early_before.2;
     println!(
-        "  events applied by the engine on acknowledgement, before the store: {applied} ({taken_back} taken back); waited for the store: {} new customers or possible merges, {} behind such a message, {} with a new identity not surely attached",
+        "  messages applied by the engine on acknowledgement, before the store: {applied} ({taken_back} taken back); waited for the store: {} new customers or possible merges, {} behind such a message, {} with a new identity not surely attached",
         waits.uncertain - before.uncertain,
         waits.unsettled - before.unsettled,
         waits.unattachable - before.unattachable
