@@ -54,7 +54,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// `stats`: (profiles, events); `ingest`: (appended, applied) log sequence numbers.
-    pub fn render(&self, stats: Option<(i64, i64)>, ingest: (u64, u64)) -> String {
+    pub fn render(&self, stats: Option<(i64, i64)>, ingest: (u64, u64), engine: EngineCounters) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
@@ -76,12 +76,26 @@ impl Metrics {
         counter(&mut out, "siyu_admin_unauthorized_total", "Admin API requests refused for a missing or wrong token.", &self.admin_unauthorized);
         self.ingest_latency.render(&mut out, "siyu_ingest_seconds", "Time from a tracking request's arrival to its durable acknowledgement.");
         let _ = writeln!(out, "# HELP siyu_ingest_lag_messages Acknowledged messages not yet applied to the store.\n# TYPE siyu_ingest_lag_messages gauge\nsiyu_ingest_lag_messages {}", ingest.0.saturating_sub(ingest.1));
+        let _ = writeln!(out, "# HELP siyu_engine_early_total Messages the segment engine applied on acknowledgement, before the store.\n# TYPE siyu_engine_early_total counter\nsiyu_engine_early_total {}", engine.early);
+        let _ = writeln!(out, "# HELP siyu_engine_early_taken_back_total Messages applied early that the store then applied otherwise (retries).\n# TYPE siyu_engine_early_taken_back_total counter\nsiyu_engine_early_taken_back_total {}", engine.taken_back);
+        let _ = writeln!(out, "# HELP siyu_engine_waited_total Acknowledged messages the engine left for the store, by reason.\n# TYPE siyu_engine_waited_total counter");
+        for (reason, n) in [("uncertain", engine.waits.uncertain), ("unsettled", engine.waits.unsettled), ("unattachable", engine.waits.unattachable)] {
+            let _ = writeln!(out, "siyu_engine_waited_total{{reason=\"{reason}\"}} {n}");
+        }
         if let Some((profiles, events)) = stats {
             let _ = writeln!(out, "# HELP siyu_profiles Live profiles.\n# TYPE siyu_profiles gauge\nsiyu_profiles {profiles}");
             let _ = writeln!(out, "# HELP siyu_events Stored events.\n# TYPE siyu_events gauge\nsiyu_events {events}");
         }
         out
     }
+}
+
+/// What the segment engine reports of its early application (see `siyu_engine::early`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineCounters {
+    pub early: u64,
+    pub taken_back: u64,
+    pub waits: siyu_engine::early::Waits,
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in bytes.
@@ -107,7 +121,7 @@ mod tests {
         m.tracking_requests_ok.fetch_add(3, Ordering::Relaxed);
         m.ingest_latency.observe(0.004);
         m.ingest_latency.observe(0.2);
-        let text = m.render(Some((10, 20)), (7, 5));
+        let text = m.render(Some((10, 20)), (7, 5), EngineCounters::default());
         assert!(text.contains("siyu_ingest_lag_messages 2"));
         assert!(text.contains("siyu_tracking_requests_total{result=\"ok\"} 3"));
         assert!(text.contains("siyu_ingest_seconds_bucket{le=\"0.005\"} 1"));

@@ -207,9 +207,13 @@ app_test!(metrics_and_health, |app| {
     app.send("/v1/track", &json!({"userId": "m1", "event": "E"})).await;
     app.send("/v1/track", &json!({"event": "E"})).await;
     app.settle().await;
+    // m1 is known now: their order counts in the engine on acknowledgement.
+    app.send("/v1/track", &json!({"userId": "m1", "event": "Order Completed", "properties": {"revenue_fen": 2900}})).await;
+    app.settle_all().await;
     let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for line in ["siyu_tracking_requests_total{result=\"ok\"} 1", "siyu_tracking_requests_total{result=\"rejected\"} 1",
-                 "siyu_messages_stored_total 1", "siyu_profiles 1", "siyu_events 1", "siyu_ingest_lag_messages 0"] {
+    for line in ["siyu_tracking_requests_total{result=\"ok\"} 2", "siyu_tracking_requests_total{result=\"rejected\"} 1",
+                 "siyu_messages_stored_total 2", "siyu_profiles 1", "siyu_events 2", "siyu_ingest_lag_messages 0",
+                 "siyu_engine_early_total 1", "siyu_engine_early_taken_back_total 0", "siyu_engine_waited_total{reason=\"uncertain\"} 1"] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
     let (status, h) = common::into_json(app.client.get(app.url("/healthz")).send().await.unwrap()).await;

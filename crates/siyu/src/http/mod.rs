@@ -39,7 +39,11 @@ async fn openapi_json() -> impl IntoResponse {
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let stats = app.store.run(|db| Box::pin(siyu_store::profiles::stats(db))).await.ok();
-    let body = app.metrics.render(stats.map(|s| (s.profiles, s.events)), (app.ingest.appended(), app.ingest.indexed()));
+    let engine = {
+        let state = app.engine.read();
+        crate::metrics::EngineCounters { early: state.index.early_applied, taken_back: state.index.early_taken_back, waits: state.index.early_waits() }
+    };
+    let body = app.metrics.render(stats.map(|s| (s.profiles, s.events)), (app.ingest.appended(), app.ingest.indexed()), engine);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
