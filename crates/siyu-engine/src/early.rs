@@ -22,17 +22,17 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use siyu_core::{Identity, IdentityKind, Message, MessageKind};
 
-/// Where an identity leads, by a 64-bit hash of it: 16 bytes a slot instead of the
-/// strings. A collision (about one in 10^11 lookups at 40 million identities) would
-/// only make an early guess that the commit finds wrong and takes back.
+use crate::leads::LeadsTo;
+
+/// An identity, by a 64-bit hash of it (see [`LeadsTo`] for how much of it is kept).
 pub type Key = u64;
 
-/// Identities remembered at most (about 1.7 GB); past it, messages with an identity
+/// Identities remembered at most (about 800 MB); past it, messages with an identity
 /// the map lacks wait for the store.
 const MAX_IDENTITIES: usize = 100_000_000;
 
 pub struct EarlyResolver {
-    leads_to: HashMap<Key, u32, foldhash::fast::FixedState>,
+    leads_to: LeadsTo,
     /// Whether `leads_to` holds every identity the store has (none were left out for
     /// room): only then is an identity it lacks one the store has never seen.
     complete: bool,
@@ -71,7 +71,7 @@ pub struct Certain {
 impl Default for EarlyResolver {
     fn default() -> Self {
         EarlyResolver {
-            leads_to: HashMap::default(),
+            leads_to: LeadsTo::default(),
             complete: true,
             merged_into: HashMap::new(),
             unsettled: HashMap::new(),
@@ -103,7 +103,7 @@ impl EarlyResolver {
     }
 
     fn insert(&mut self, k: Key, profile: u32) {
-        if self.leads_to.len() < MAX_IDENTITIES || self.leads_to.contains_key(&k) {
+        if self.leads_to.len() < MAX_IDENTITIES || self.leads_to.contains(k) {
             self.leads_to.insert(k, profile);
         } else {
             self.complete = false;
@@ -116,7 +116,7 @@ impl EarlyResolver {
 
     pub fn memory_bytes(&self) -> usize {
         // hashbrown: the slot, a control byte, and load-factor slack.
-        self.leads_to.capacity() * (std::mem::size_of::<(Key, u32)>() + 1) + self.merged_into.capacity() * 9
+        self.leads_to.memory_bytes() + self.merged_into.capacity() * 9
     }
 
     fn live(&self, mut p: u32) -> u32 {
@@ -127,7 +127,7 @@ impl EarlyResolver {
     }
 
     fn find(&self, identity: &Identity) -> Option<u32> {
-        self.leads_to.get(&key(identity.kind, &identity.value)).map(|p| self.live(*p))
+        self.leads_to.get(key(identity.kind, &identity.value)).map(|p| self.live(p))
     }
 
     fn is_settled(&self, p: u32) -> bool {
@@ -184,7 +184,7 @@ impl EarlyResolver {
         let mut new: Vec<(Key, IdentityKind)> = Vec::new();
         for identity in &msg.identities {
             let k = key(identity.kind, &identity.value);
-            match self.leads_to.get(&k).map(|p| self.live(*p)) {
+            match self.leads_to.get(k).map(|p| self.live(p)) {
                 Some(p) if found.is_some_and(|f| f != p) => return None,
                 Some(p) => found = Some(p),
                 None if !new.iter().any(|(n, _)| *n == k) => new.push((k, identity.kind)),
@@ -209,8 +209,8 @@ impl EarlyResolver {
     /// store's outcome, learned next, says otherwise).
     pub fn forget(&mut self, attaches: &[Key], profile: u32) {
         for k in attaches {
-            if self.leads_to.get(k).is_some_and(|p| self.live(*p) == self.live(profile)) {
-                self.leads_to.remove(k);
+            if self.leads_to.get(*k).is_some_and(|p| self.live(p) == self.live(profile)) {
+                self.leads_to.remove(*k);
             }
         }
     }

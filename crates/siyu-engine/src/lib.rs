@@ -14,6 +14,7 @@ pub mod build;
 pub mod early;
 pub mod eval;
 pub mod index;
+pub mod leads;
 pub mod lifecycle;
 pub mod load;
 pub mod segments;
