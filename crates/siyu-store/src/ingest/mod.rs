@@ -193,10 +193,7 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Obse
     let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
     if !replay.is_empty() {
         // Acknowledged before the crash: observers hear of them as of any other.
-        let acked = Arc::new(Acknowledged { first_seq: replay[0].0, messages: replay.iter().map(|(_, m)| m.clone()).collect() });
-        for observe in &acknowledged {
-            observe(acked.clone());
-        }
+        tell_acknowledged(&acknowledged, &replay);
         to_indexer.send(replay).await.map_err(|_| StoreError::WriterStopped)?;
     }
     let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, prefetch: None, backend: store.backend(), identities: IdentityCache::default() };
@@ -258,13 +255,7 @@ fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: 
                 let n = entries.len();
                 // Before the indexer sees them: so observers always hear of a message
                 // acknowledged before they hear it committed.
-                if !observers.is_empty() {
-                    let first_seq = entries.first().map(|(s, _)| *s).unwrap_or(0);
-                    let acked = Arc::new(Acknowledged { first_seq, messages: entries.iter().map(|(_, m)| m.clone()).collect() });
-                    for observe in &observers {
-                        observe(acked.clone());
-                    }
-                }
+                tell_acknowledged(&observers, &entries);
                 // The indexer is far behind: it reads these from the log. (Only while the
                 // feed holds something: that wakes an indexer waiting for the feed.)
                 let in_feed = progress.in_feed.load(Ordering::Acquire);
@@ -291,6 +282,18 @@ fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: 
                 }
             }
         }
+    }
+}
+
+/// Hands observers a copy of acknowledged log entries (a contiguous run).
+fn tell_acknowledged(observers: &[AckObserver], entries: &[(u64, Message)]) {
+    let Some((first_seq, _)) = entries.first() else { return };
+    if observers.is_empty() {
+        return;
+    }
+    let acked = Arc::new(Acknowledged { first_seq: *first_seq, messages: entries.iter().map(|(_, m)| m.clone()).collect() });
+    for observe in observers {
+        observe(acked.clone());
     }
 }
 
