@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use siyu_core::{Identity, IdentityKind, Message, MessageKind};
+use siyu_core::{Identity, IdentityKind, Message};
 
 use crate::leads::LeadsTo;
 
@@ -38,13 +38,11 @@ pub struct EarlyResolver {
     complete: bool,
     /// Merged profile → survivor, as the store reported them.
     merged_into: HashMap<u32, u32>,
-    /// Profiles that must wait for the store until it has applied this sequence number.
-    unsettled: HashMap<u32, u64>,
-    unsettled_order: VecDeque<(u64, u32)>,
+    /// Profiles that must wait for the store until it has applied a sequence number.
+    unsettled: Until<u32>,
     /// Identities unknown when a waiting message named them: when the store reports
     /// where they lead, that profile waits for that message too.
-    unknown: HashMap<Key, u64, foldhash::fast::FixedState>,
-    unknown_order: VecDeque<(u64, Key)>,
+    unknown: Until<Key>,
     /// The last sequence number the store has applied.
     committed: u64,
     pub waits: Waits,
@@ -74,10 +72,8 @@ impl Default for EarlyResolver {
             leads_to: LeadsTo::default(),
             complete: true,
             merged_into: HashMap::new(),
-            unsettled: HashMap::new(),
-            unsettled_order: VecDeque::new(),
-            unknown: HashMap::default(),
-            unknown_order: VecDeque::new(),
+            unsettled: Until::default(),
+            unknown: Until::default(),
             committed: 0,
             waits: Waits::default(),
         }
@@ -89,11 +85,6 @@ pub fn key(kind: IdentityKind, value: &str) -> Key {
     kind.as_str().hash(&mut h);
     value.hash(&mut h);
     h.finish()
-}
-
-/// Events that change a profile's guides: the store decides those by its own rules.
-fn changes_guides(msg: &Message) -> bool {
-    matches!(msg.event.as_deref(), Some("Contact Added" | "Contact Deleted" | "Contact Transferred"))
 }
 
 impl EarlyResolver {
@@ -131,7 +122,7 @@ impl EarlyResolver {
     }
 
     fn is_settled(&self, p: u32) -> bool {
-        self.unsettled.get(&p).is_none_or(|until| *until <= self.committed)
+        !self.unsettled.holds(&p, self.committed)
     }
 
     /// The profile the store will give message `seq`, when that is certain now, and
@@ -147,7 +138,7 @@ impl EarlyResolver {
         // no message before this one, still waiting, names it (else the store may merge
         // the profile with the one that message joins); a new user id may not be
         // attached at all (it may start a profile of its own).
-        let may_merge = !new.is_empty() && (!self.complete || new.iter().any(|(k, _)| self.is_pending(k)));
+        let may_merge = !new.is_empty() && (!self.complete || new.iter().any(|(k, _)| self.unknown.holds(k, self.committed)));
         let attachable = !may_merge && new.iter().all(|(_, kind)| *kind != IdentityKind::UserId);
         // An unsettled profile's message waits, but moves nothing itself: it must not
         // keep a busy customer waiting for ever.
@@ -158,10 +149,10 @@ impl EarlyResolver {
                 self.waits.unattachable += 1;
             }
             for (k, _) in &new {
-                self.pending(*k, seq);
+                self.unknown.raise(*k, seq);
             }
             if may_merge {
-                self.unsettle(p, seq);
+                self.unsettled.raise(p, seq);
             }
             return None;
         }
@@ -174,7 +165,8 @@ impl EarlyResolver {
 
     /// The one profile a message's known identities lead to, and its unknown ones.
     fn certain(&self, msg: &Message) -> Option<(u32, Vec<(Key, IdentityKind)>)> {
-        if msg.previous_id.is_some() || changes_guides(msg) {
+        // Guides follow the store's own rules (timestamps, repeats): those wait.
+        if msg.previous_id.is_some() || siyu_store::ingest::apply::changes_guides(msg) {
             return None;
         }
         if let Some(p) = msg.profile_id {
@@ -193,15 +185,6 @@ impl EarlyResolver {
         }
         // No identity known: a new customer, whose profile the store creates.
         found.map(|p| (p, new))
-    }
-
-    fn is_pending(&self, k: &Key) -> bool {
-        self.unknown.get(k).is_some_and(|seq| *seq > self.committed)
-    }
-
-    fn pending(&mut self, k: Key, seq: u64) {
-        self.unknown.insert(k, seq);
-        self.unknown_order.push_back((seq, k));
     }
 
     /// The store did not do what message `seq`, applied early, expected: the
@@ -224,19 +207,13 @@ impl EarlyResolver {
         }
         for identity in &names {
             match self.find(identity) {
-                Some(p) => self.unsettle(p, seq),
-                None => self.pending(key(identity.kind, &identity.value), seq),
+                Some(p) => self.unsettled.raise(p, seq),
+                None => self.unknown.raise(key(identity.kind, &identity.value), seq),
             }
         }
         if let Some(p) = msg.profile_id {
-            self.unsettle(self.live(p as u32), seq);
+            self.unsettled.raise(self.live(p as u32), seq);
         }
-    }
-
-    fn unsettle(&mut self, p: u32, until: u64) {
-        let entry = self.unsettled.entry(p).or_insert(0);
-        *entry = (*entry).max(until);
-        self.unsettled_order.push_back((until, p));
     }
 
     /// What the store did with message `seq`: where its new identities lead, which
@@ -249,10 +226,8 @@ impl EarlyResolver {
             let k = key(identity.kind, &identity.value);
             self.insert(k, msg_profile);
             // A later message named it before anyone knew where it led.
-            if let Some(&seq) = self.unknown.get(&k) {
-                if seq > self.committed {
-                    self.unsettle(msg_profile, seq);
-                }
+            if let Some(seq) = self.unknown.until(&k).filter(|seq| *seq > self.committed) {
+                self.unsettled.raise(msg_profile, seq);
             }
         }
     }
@@ -260,36 +235,60 @@ impl EarlyResolver {
     /// The store has applied everything up to `seq`.
     pub fn committed(&mut self, seq: u64) {
         self.committed = self.committed.max(seq);
-        while let Some(&(until, p)) = self.unsettled_order.front() {
-            if until > self.committed {
+        self.unsettled.expire(self.committed);
+        self.unknown.expire(self.committed);
+    }
+}
+
+/// Things held until the store has applied a sequence number: the latest such number
+/// per thing, and the order they were raised in, so what has passed is dropped cheaply.
+struct Until<K> {
+    latest: HashMap<K, u64, foldhash::fast::FixedState>,
+    order: VecDeque<(u64, K)>,
+}
+
+impl<K> Default for Until<K> {
+    fn default() -> Self {
+        Until { latest: HashMap::default(), order: VecDeque::new() }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Until<K> {
+    /// Holds `k` until at least `seq`.
+    fn raise(&mut self, k: K, seq: u64) {
+        let entry = self.latest.entry(k).or_insert(0);
+        *entry = (*entry).max(seq);
+        self.order.push_back((seq, k));
+    }
+
+    fn until(&self, k: &K) -> Option<u64> {
+        self.latest.get(k).copied()
+    }
+
+    /// Whether `k` is still held once the store has applied `committed`.
+    fn holds(&self, k: &K, committed: u64) -> bool {
+        self.until(k).is_some_and(|seq| seq > committed)
+    }
+
+    /// Drops what the store has applied (entries raised out of order wait for those
+    /// before them; `holds` is exact regardless).
+    fn expire(&mut self, committed: u64) {
+        while let Some(&(seq, k)) = self.order.front() {
+            if seq > committed {
                 break;
             }
-            self.unsettled_order.pop_front();
-            if self.unsettled.get(&p).is_some_and(|u| *u <= self.committed) {
-                self.unsettled.remove(&p);
-            }
-        }
-        while let Some(&(until, k)) = self.unknown_order.front() {
-            if until > self.committed {
-                break;
-            }
-            self.unknown_order.pop_front();
-            if self.unknown.get(&k).is_some_and(|u| *u <= self.committed) {
-                self.unknown.remove(&k);
+            self.order.pop_front();
+            if !self.holds(&k, committed) {
+                self.latest.remove(&k);
             }
         }
     }
 }
 
-/// Whether a message is one the early path can apply: an event (traits wait).
-pub fn is_event(msg: &Message) -> bool {
-    msg.kind == MessageKind::Track && msg.event.is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use siyu_core::Timestamp;
+    use siyu_core::{MessageKind, Timestamp};
 
     fn track(identities: &[Identity]) -> Message {
         Message {

@@ -426,15 +426,16 @@ impl Index {
         self.add_event_where(p, event, at, payload, now, |k| seq > k.from_seq);
     }
 
-    /// Adds an event to the series that take it and are `missing` it; returns how
-    /// many took it.
-    fn add_event_where(&mut self, p: u32, event: &str, at: Timestamp, payload: &str, now: Timestamp, missing: impl Fn(&Keyed) -> bool) -> usize {
-        let mut added = 0;
+    /// Adds an event to the series that take it and are `missing` it; returns what
+    /// went where: `(series, time, value)`.
+    fn add_event_where(&mut self, p: u32, event: &str, at: Timestamp, payload: &str, now: Timestamp, missing: impl Fn(&Keyed) -> bool) -> Vec<(usize, u32, f64)> {
+        let t = secs(at);
+        let mut added = Vec::new();
         for (id, v) in self.accepting(event, payload, now) {
             let k = &mut self.series[id];
             if missing(k) {
-                k.series.push(p, secs(at), v);
-                added += 1;
+                k.series.push(p, t, v);
+                added.push((id, t, v));
             }
         }
         added
@@ -449,8 +450,7 @@ impl Index {
             .iter()
             .filter_map(|(m, o)| {
                 let p = o.profile_id? as u32;
-                let contact = matches!(m.event.as_deref(), Some("Contact Added" | "Contact Deleted" | "Contact Transferred"));
-                (contact || !o.merged.is_empty()).then_some(p)
+                (siyu_store::ingest::apply::changes_guides(m) || !o.merged.is_empty()).then_some(p)
             })
             .collect();
         out.sort_unstable();
@@ -488,7 +488,7 @@ impl Index {
                     // A series holds what its snapshot held and what came after; an
                     // event applied early is only missing from series built since.
                     let missing = |k: &Keyed| seq > k.from_seq && (!early || seq <= k.early_until);
-                    if self.add_event_where(p, event, msg.timestamp, &msg.payload, now, missing) > 0 {
+                    if !self.add_event_where(p, event, msg.timestamp, &msg.payload, now, missing).is_empty() {
                         touched.insert(p);
                     }
                 }
@@ -536,15 +536,10 @@ impl Index {
             }
             let alive = &self.alive;
             let Some(early::Certain { profile: p, attaches }) = self.early.resolve(seq, msg, |p| alive.contains(p)) else { continue };
-            let mut pushed = Vec::new();
-            if early::is_event(msg) {
-                let event = msg.event.as_deref().expect("an event");
-                for (id, v) in self.accepting(event, &msg.payload, now) {
-                    let t = secs(msg.timestamp);
-                    self.series[id].series.push(p, t, v);
-                    pushed.push((id, t, v));
-                }
-            }
+            let pushed = match (msg.kind, &msg.event) {
+                (MessageKind::Track, Some(event)) => self.add_event_where(p, event, msg.timestamp, &msg.payload, now, |_| true),
+                _ => Vec::new(),
+            };
             // Nothing to apply and nothing learned: the commit applies it as usual.
             if pushed.is_empty() && attaches.is_empty() {
                 continue;
