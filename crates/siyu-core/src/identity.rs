@@ -116,10 +116,7 @@ impl Identity {
                 if raw.contains(':') {
                     raw.to_string()
                 } else {
-                    let app = app_id
-                        .map(str::trim)
-                        .filter(|a| !a.is_empty())
-                        .ok_or_else(|| IdentityError::OpenidWithoutApp(raw.to_string()))?;
+                    let app = app_id.map(str::trim).filter(|a| !a.is_empty()).ok_or_else(|| IdentityError::OpenidWithoutApp(raw.to_string()))?;
                     format!("{app}:{raw}")
                 }
             }

@@ -32,14 +32,8 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 6] = [
-        MessageKind::Identify,
-        MessageKind::Track,
-        MessageKind::Page,
-        MessageKind::Screen,
-        MessageKind::Group,
-        MessageKind::Alias,
-    ];
+    pub const ALL: [MessageKind; 6] =
+        [MessageKind::Identify, MessageKind::Track, MessageKind::Page, MessageKind::Screen, MessageKind::Group, MessageKind::Alias];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -215,7 +209,7 @@ pub fn parse_single(kind: MessageKind, body: &[u8], cx: &ParseContext) -> Result
         return Err(RequestError::TooLarge { size: body.len(), limit: MAX_MESSAGE_BYTES });
     }
     let raw: &RawValue = serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
-    let wire = wire_message(raw).map_err(|reason| RequestError::InvalidJson(reason))?;
+    let wire = wire_message(raw).map_err(RequestError::InvalidJson)?;
     let write_key = text_field("writeKey", wire.write_key).map_err(|r| invalid_one(0, None, "invalid_field", r))?;
     let message = validate(Some(kind), &wire, None, cx).map_err(|(code, reason)| {
         let id = text_field("messageId", wire.message_id).ok().flatten();
@@ -231,9 +225,7 @@ pub fn parse_batch(body: &[u8], cx: &ParseContext) -> Result<ParsedRequest, Requ
         return Err(RequestError::TooLarge { size: body.len(), limit: MAX_BATCH_BYTES });
     }
     let wire: WireBatch = serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
-    let items = wire
-        .batch
-        .ok_or_else(|| invalid_one(0, None, "missing_batch", "the body needs a \"batch\" array of messages".into()))?;
+    let items = wire.batch.ok_or_else(|| invalid_one(0, None, "missing_batch", "the body needs a \"batch\" array of messages".into()))?;
     let batch_sent_at = timestamp_field("sentAt", wire.sent_at).map_err(|r| invalid_one(0, None, "invalid_field", r))?;
     let body_write_key = text_field("writeKey", wire.write_key).map_err(|r| invalid_one(0, None, "invalid_field", r))?;
     if items.is_empty() {
@@ -313,12 +305,7 @@ type Invalid = (&'static str, String);
 
 /// Checks one message against the spec and builds the [`Message`].
 /// `path_kind` is the kind implied by the endpoint, for single calls.
-fn validate(
-    path_kind: Option<MessageKind>,
-    wire: &WireMessage,
-    batch_sent_at: Option<Timestamp>,
-    cx: &ParseContext,
-) -> Result<Message, Invalid> {
+fn validate(path_kind: Option<MessageKind>, wire: &WireMessage, batch_sent_at: Option<Timestamp>, cx: &ParseContext) -> Result<Message, Invalid> {
     let field = |code: &'static str| move |reason: String| (code, reason);
     let kind = match path_kind {
         Some(k) => k,
@@ -326,10 +313,7 @@ fn validate(
             let t = text_field("type", wire.kind)
                 .map_err(field("invalid_field"))?
                 .ok_or(("missing_type", "the message has no \"type\" (identify, track, page, screen, group or alias)".to_string()))?;
-            MessageKind::parse(&t).ok_or((
-                "unsupported_type",
-                format!("\"type\" is {t:?}; expected identify, track, page, screen, group or alias"),
-            ))?
+            MessageKind::parse(&t).ok_or(("unsupported_type", format!("\"type\" is {t:?}; expected identify, track, page, screen, group or alias")))?
         }
     };
 
@@ -407,11 +391,11 @@ fn validate(
         };
         traits.extend(map);
     }
-    if kind == MessageKind::Identify {
-        if let Some(text) = &payload {
-            let map: Map<String, Value> = serde_json::from_str(text).map_err(|e| ("invalid_field", format!("\"traits\": {e}")))?;
-            traits.extend(map);
-        }
+    if kind == MessageKind::Identify
+        && let Some(text) = &payload
+    {
+        let map: Map<String, Value> = serde_json::from_str(text).map_err(|e| ("invalid_field", format!("\"traits\": {e}")))?;
+        traits.extend(map);
     }
     normalize_phone_trait(&mut traits);
 
@@ -438,10 +422,10 @@ fn validate(
 /// A `phone` trait is stored in E.164 when it can be read as a phone number.
 fn normalize_phone_trait(traits: &mut [(String, Value)]) {
     for (key, value) in traits.iter_mut() {
-        if key == "phone" {
-            if let Some(e164) = value.as_str().and_then(phone::normalize_e164) {
-                *value = Value::String(e164);
-            }
+        if key == "phone"
+            && let Some(e164) = value.as_str().and_then(phone::normalize_e164)
+        {
+            *value = Value::String(e164);
         }
     }
 }
@@ -472,12 +456,11 @@ fn collect_identities(
     }
     // The phone trait is an identity too: it is how offline members are matched.
     for (key, value) in traits {
-        if key == "phone" {
-            if let Some(p) = value.as_str() {
-                if let Ok(identity) = Identity::new(IdentityKind::Phone, p, None) {
-                    out.push(identity);
-                }
-            }
+        if key == "phone"
+            && let Some(p) = value.as_str()
+            && let Ok(identity) = Identity::new(IdentityKind::Phone, p, None)
+        {
+            out.push(identity);
         }
     }
     out.sort_by_key(|i| i.priority());
@@ -503,10 +486,8 @@ fn external_identity(i: usize, item: &Value) -> Result<Option<Identity>, Invalid
     let Some(kind) = IdentityKind::from_external_id_type(kind) else {
         return Ok(None);
     };
-    let app_id = ["appId", "app_id", "collection"]
-        .iter()
-        .filter_map(|k| map.get(*k).and_then(Value::as_str))
-        .find(|v| !matches!(*v, "users" | "accounts" | ""));
+    let app_id =
+        ["appId", "app_id", "collection"].iter().filter_map(|k| map.get(*k).and_then(Value::as_str)).find(|v| !matches!(*v, "users" | "accounts" | ""));
     Identity::new(kind, &id, app_id).map(Some).map_err(|e| bad(e.to_string()))
 }
 
@@ -546,9 +527,9 @@ fn id_field(name: &str, raw: Option<&RawValue>) -> Result<Option<String>, String
 fn timestamp_field(name: &str, raw: Option<&RawValue>) -> Result<Option<Timestamp>, String> {
     match text_field(name, raw)? {
         None => Ok(None),
-        Some(s) => Timestamp::parse_iso8601(&s)
-            .map(Some)
-            .ok_or_else(|| format!("\"{name}\" is {s:?}, which is not an ISO-8601 date such as 2024-05-01T08:30:00Z")),
+        Some(s) => {
+            Timestamp::parse_iso8601(&s).map(Some).ok_or_else(|| format!("\"{name}\" is {s:?}, which is not an ISO-8601 date such as 2024-05-01T08:30:00Z"))
+        }
     }
 }
 
@@ -600,10 +581,7 @@ mod tests {
         assert_eq!(m.event.as_deref(), Some("Order Completed"));
         assert_eq!(m.payload, r#"{"revenue":2500}"#);
         assert_eq!(m.timestamp, Timestamp(1_700_000_000_000));
-        assert_eq!(
-            m.identities,
-            vec![Identity::user_id("u1"), Identity { kind: IdentityKind::ExternalUserid, value: "wmABC".into() }]
-        );
+        assert_eq!(m.identities, vec![Identity::user_id("u1"), Identity { kind: IdentityKind::ExternalUserid, value: "wmABC".into() }]);
     }
 
     #[test]
@@ -617,10 +595,8 @@ mod tests {
     #[test]
     fn corrects_clock_skew_with_sent_at() {
         // The device clock is 10 minutes fast: the event happened 5 s before sending.
-        let p = batch(
-            r#"{"sentAt":"2023-11-14T22:23:20Z","batch":[{"type":"track","anonymousId":"a","event":"X","timestamp":"2023-11-14T22:23:15Z"}]}"#,
-        )
-        .unwrap();
+        let p =
+            batch(r#"{"sentAt":"2023-11-14T22:23:20Z","batch":[{"type":"track","anonymousId":"a","event":"X","timestamp":"2023-11-14T22:23:15Z"}]}"#).unwrap();
         assert_eq!(p.messages[0].timestamp, Timestamp(1_700_000_000_000 - 5_000));
     }
 
@@ -673,10 +649,7 @@ mod tests {
     fn enforces_size_limits() {
         let big = "x".repeat(MAX_MESSAGE_BYTES);
         let single = format!(r#"{{"userId":"u","event":"{big}"}}"#);
-        assert!(matches!(
-            parse_single(MessageKind::Track, single.as_bytes(), &cx()),
-            Err(RequestError::TooLarge { .. })
-        ));
+        assert!(matches!(parse_single(MessageKind::Track, single.as_bytes(), &cx()), Err(RequestError::TooLarge { .. })));
         let in_batch = format!(r#"{{"batch":[{{"type":"track","userId":"u","event":"X","properties":{{"p":"{big}"}}}}]}}"#);
         let Err(RequestError::Invalid(r)) = batch(&in_batch) else { panic!() };
         assert_eq!(r[0].code, "message_too_large");

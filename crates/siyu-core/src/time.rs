@@ -25,8 +25,7 @@ impl<'de> Deserialize<'de> for Timestamp {
         }
         match Wire::deserialize(d)? {
             Wire::Millis(ms) => Ok(Timestamp(ms)),
-            Wire::Text(s) => Timestamp::parse_iso8601(&s)
-                .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an ISO-8601 date"))),
+            Wire::Text(s) => Timestamp::parse_iso8601(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an ISO-8601 date"))),
         }
     }
 }
@@ -118,10 +117,7 @@ mod tests {
         assert_eq!(z, py);
         assert_eq!(z, naive);
         assert_eq!(z.to_rfc3339(), "2024-03-01T08:00:00.000Z");
-        assert_eq!(
-            Timestamp::parse_iso8601("2024-03-01").unwrap().to_rfc3339(),
-            "2024-03-01T00:00:00.000Z"
-        );
+        assert_eq!(Timestamp::parse_iso8601("2024-03-01").unwrap().to_rfc3339(), "2024-03-01T00:00:00.000Z");
         assert!(Timestamp::parse_iso8601("yesterday").is_none());
         assert!(Timestamp::parse_iso8601("2024-13-01T00:00:00Z").is_none());
     }

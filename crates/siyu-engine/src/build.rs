@@ -44,9 +44,9 @@ impl IndexBuilder {
         let mut by_event: HashMap<String, Vec<String>> = HashMap::new();
         for k in keys {
             let id = k.id();
-            if !events.contains_key(&id) {
-                by_event.entry(k.event.clone()).or_default().push(id.clone());
-                events.insert(id, (k, Vec::new()));
+            if let std::collections::hash_map::Entry::Vacant(slot) = events.entry(id.clone()) {
+                by_event.entry(k.event.clone()).or_default().push(id);
+                slot.insert((k, Vec::new()));
             }
         }
         IndexBuilder { index, events, by_event, now }

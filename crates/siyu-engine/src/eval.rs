@@ -7,8 +7,8 @@
 //! segments use it for the profiles each ingest batch touched.
 
 use roaring::RoaringBitmap;
-use siyu_core::rule::{AggFn, Channel, Field, Op, Operand, Presence, Rule, Scalar, Stage};
 use siyu_core::Timestamp;
+use siyu_core::rule::{AggFn, Channel, Field, Op, Operand, Presence, Rule, Scalar, Stage};
 
 use crate::index::{Index, SeriesKey};
 use crate::lifecycle::score_index;
@@ -62,10 +62,10 @@ pub fn missing(index: &Index, segments: &dyn SegmentLookup, rule: &Rule) -> Vec<
             Rule::Aggregate(a) if index.series_for_aggregate(a).is_none() => Some(Missing::Series(series_key(a))),
             _ => None,
         };
-        if let Some(m) = m {
-            if !out.contains(&m) {
-                out.push(m);
-            }
+        if let Some(m) = m
+            && !out.contains(&m)
+        {
+            out.push(m);
         }
     });
     out
@@ -280,9 +280,7 @@ fn named_set(cx: &Cx, field: &Field, name: &str) -> RoaringBitmap {
         Field::Segment => cx.segments.members(name).cloned().unwrap_or_default(),
         Field::OwnerGuide => index.guides.get(name).cloned().unwrap_or_default(),
         Field::OwnerStore => union_guides(index, |g| index.org.staff_store.get(g).is_some_and(|s| s == name)),
-        Field::OwnerCity => union_guides(index, |g| {
-            index.org.staff_store.get(g).and_then(|s| index.org.store_city.get(s)).is_some_and(|c| c == name)
-        }),
+        Field::OwnerCity => union_guides(index, |g| index.org.staff_store.get(g).and_then(|s| index.org.store_city.get(s)).is_some_and(|c| c == name)),
         _ => RoaringBitmap::new(),
     }
 }
@@ -470,9 +468,9 @@ fn member_of(cx: &Cx, field: &Field, name: &str, p: u32) -> bool {
         Field::Segment => cx.segments.members(name).is_some_and(|b| b.contains(p)),
         Field::OwnerGuide => index.guides.get(name).is_some_and(|b| b.contains(p)),
         Field::OwnerStore => index.guides.iter().any(|(g, b)| b.contains(p) && index.org.staff_store.get(g).is_some_and(|s| s == name)),
-        Field::OwnerCity => index.guides.iter().any(|(g, b)| {
-            b.contains(p) && index.org.staff_store.get(g).and_then(|s| index.org.store_city.get(s)).is_some_and(|c| c == name)
-        }),
+        Field::OwnerCity => {
+            index.guides.iter().any(|(g, b)| b.contains(p) && index.org.staff_store.get(g).and_then(|s| index.org.store_city.get(s)).is_some_and(|c| c == name))
+        }
         _ => false,
     }
 }

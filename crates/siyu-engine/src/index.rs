@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use roaring::RoaringBitmap;
 use serde_json::Value;
 use siyu_core::message::MessageKind;
-use siyu_core::rule::{semantics, AggFn, PropertyFilter, Rule};
+use siyu_core::rule::{AggFn, PropertyFilter, Rule, semantics};
 use siyu_core::{IdentityKind, Timestamp};
 use siyu_store::ingest::{Acknowledged, Committed};
 
@@ -428,7 +428,15 @@ impl Index {
 
     /// Adds an event to the series that take it and are `missing` it; returns what
     /// went where: `(series, time, value)`.
-    fn add_event_where(&mut self, p: u32, event: &str, at: Timestamp, payload: &str, now: Timestamp, missing: impl Fn(&Keyed) -> bool) -> Vec<(usize, u32, f64)> {
+    fn add_event_where(
+        &mut self,
+        p: u32,
+        event: &str,
+        at: Timestamp,
+        payload: &str,
+        now: Timestamp,
+        missing: impl Fn(&Keyed) -> bool,
+    ) -> Vec<(usize, u32, f64)> {
         let t = secs(at);
         let mut added = Vec::new();
         for (id, v) in self.accepting(event, payload, now) {
@@ -476,21 +484,21 @@ impl Index {
                 self.add_identity(identity.kind, p);
             }
             for (key, value) in &msg.traits {
-                if let Some(column) = self.traits.get_mut(key) {
-                    if seq > column.from_seq {
-                        column.set(p, value, secs(msg.timestamp));
-                        touched.insert(p);
-                    }
+                if let Some(column) = self.traits.get_mut(key)
+                    && seq > column.from_seq
+                {
+                    column.set(p, value, secs(msg.timestamp));
+                    touched.insert(p);
                 }
             }
-            if msg.kind == MessageKind::Track {
-                if let Some(event) = &msg.event {
-                    // A series holds what its snapshot held and what came after; an
-                    // event applied early is only missing from series built since.
-                    let missing = |k: &Keyed| seq > k.from_seq && (!early || seq <= k.early_until);
-                    if !self.add_event_where(p, event, msg.timestamp, &msg.payload, now, missing).is_empty() {
-                        touched.insert(p);
-                    }
+            if msg.kind == MessageKind::Track
+                && let Some(event) = &msg.event
+            {
+                // A series holds what its snapshot held and what came after; an
+                // event applied early is only missing from series built since.
+                let missing = |k: &Keyed| seq > k.from_seq && (!early || seq <= k.early_until);
+                if !self.add_event_where(p, event, msg.timestamp, &msg.payload, now, missing).is_empty() {
+                    touched.insert(p);
                 }
             }
             if !early {
@@ -617,6 +625,8 @@ impl Index {
             self.stage[i] = stage;
         }
         // RFM 0 ("did not order in the window") and missing scores have no bitmap.
+        // (Indexes, not iterators: each k reads three parallel arrays.)
+        #[allow(clippy::needless_range_loop)]
         for k in 0..3 {
             if self.rfm[i][k] != rfm[k] {
                 if self.rfm[i][k] > 0 {
@@ -628,6 +638,7 @@ impl Index {
                 self.rfm[i][k] = rfm[k];
             }
         }
+        #[allow(clippy::needless_range_loop)]
         for k in 0..4 {
             if self.scores[i][k] != scores[k] {
                 if let Some(b) = self.score_sets[k].get_mut(self.scores[i][k] as usize) {
@@ -713,7 +724,13 @@ impl Index {
             + self.stage.capacity()
             + self.rfm.capacity() * 3
             + self.scores.capacity() * 4
-            + self.stage_sets.iter().chain(self.rfm_sets.iter().flatten()).chain(self.score_sets.iter().flatten()).map(RoaringBitmap::serialized_size).sum::<usize>();
+            + self
+                .stage_sets
+                .iter()
+                .chain(self.rfm_sets.iter().flatten())
+                .chain(self.score_sets.iter().flatten())
+                .map(RoaringBitmap::serialized_size)
+                .sum::<usize>();
         let events = self.series.iter().map(|k| k.series.memory_bytes()).sum::<usize>();
         MemoryUse { profiles: self.alive.len(), index_bytes: index as u64, event_bytes: events as u64, identity_bytes: self.early.memory_bytes() as u64 }
     }

@@ -67,11 +67,11 @@ impl LeadsTo {
     }
 
     pub fn remove(&mut self, k: u64) {
-        if self.recent.remove(&k).is_none() {
-            if let Some(i) = self.slot(k) {
-                self.profiles[i] = NONE;
-                self.packed_live -= 1;
-            }
+        if self.recent.remove(&k).is_none()
+            && let Some(i) = self.slot(k)
+        {
+            self.profiles[i] = NONE;
+            self.packed_live -= 1;
         }
     }
 
@@ -91,6 +91,7 @@ impl LeadsTo {
     fn pack(&mut self) {
         let mut counts = vec![0u32; BUCKETS + 1];
         if !self.starts.is_empty() {
+            #[allow(clippy::needless_range_loop)]
             for b in 0..BUCKETS {
                 let live = (self.starts[b]..self.starts[b + 1]).filter(|i| self.profiles[*i as usize] != NONE).count();
                 counts[b + 1] = live as u32;
@@ -107,13 +108,13 @@ impl LeadsTo {
         let mut profiles = vec![NONE; total];
         let mut next = counts.clone();
         if !self.starts.is_empty() {
-            for b in 0..BUCKETS {
+            for (b, slot) in next.iter_mut().enumerate().take(BUCKETS) {
                 for i in self.starts[b] as usize..self.starts[b + 1] as usize {
                     if self.profiles[i] != NONE {
-                        let at = next[b] as usize;
+                        let at = *slot as usize;
                         fingerprints[at] = self.fingerprints[i];
                         profiles[at] = self.profiles[i];
-                        next[b] += 1;
+                        *slot += 1;
                     }
                 }
             }

@@ -17,22 +17,22 @@ pub mod index;
 pub mod leads;
 pub mod lifecycle;
 pub mod load;
-pub mod segments;
 pub mod scan;
+pub mod segments;
 pub mod series;
 pub mod time;
 pub mod traits;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, mpsc};
 
 use base64::Engine as _;
 use roaring::RoaringBitmap;
-use siyu_core::rule::Rule;
 use siyu_core::Timestamp;
+use siyu_core::rule::Rule;
 use siyu_store::ingest::{AckObserver, Acknowledged, CommitObserver, Committed};
-use siyu_store::{segments as stored, Store, StoreError};
+use siyu_store::{Store, StoreError, segments as stored};
 use tokio::sync::oneshot;
 
 pub use build::Spec;
@@ -115,9 +115,8 @@ fn in_dependency_order(defs: Vec<SegmentDef>) -> Vec<SegmentDef> {
     let mut out: Vec<SegmentDef> = Vec::new();
     while !pending.is_empty() {
         let before = pending.len();
-        let (ready, rest): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .partition(|d| d.rule.segment_refs().iter().all(|r| r == &d.name || out.iter().any(|o| &o.name == r)));
+        let (ready, rest): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|d| d.rule.segment_refs().iter().all(|r| r == &d.name || out.iter().any(|o| &o.name == r)));
         out.extend(ready);
         pending = rest;
         if pending.len() == before {
@@ -132,7 +131,14 @@ fn in_dependency_order(defs: Vec<SegmentDef>) -> Vec<SegmentDef> {
 impl Engine {
     /// Loads the index from the store, restores the segments and reports the changes
     /// since their last snapshot, then starts the engine thread.
-    pub async fn start(store: Store, config: LifecycleConfig, mut spec: Spec, now: Timestamp, progress: load::Progress, sink: ChangeSink) -> Result<Engine, EngineError> {
+    pub async fn start(
+        store: Store,
+        config: LifecycleConfig,
+        mut spec: Spec,
+        now: Timestamp,
+        progress: load::Progress,
+        sink: ChangeSink,
+    ) -> Result<Engine, EngineError> {
         let saved = store.run(|db| Box::pin(stored::list(db))).await?;
         let mut defs = Vec::new();
         for s in saved {
@@ -182,14 +188,8 @@ impl Engine {
         let state = Arc::new(RwLock::new(state));
         let (commands, rx) = mpsc::channel();
         let clock = Clock::default();
-        let worker = Worker {
-            state: state.clone(),
-            store,
-            sink,
-            runtime: tokio::runtime::Handle::try_current().ok(),
-            snapshot_version: 0,
-            clock: clock.clone(),
-        };
+        let worker =
+            Worker { state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), snapshot_version: 0, clock: clock.clone() };
         std::thread::Builder::new().name("segment-engine".into()).spawn(move || worker.run(rx)).expect("engine thread");
         Engine { state, commands, clock }
     }
@@ -288,11 +288,7 @@ pub fn encode_members(members: &RoaringBitmap) -> String {
 }
 
 pub fn decode_members(text: &str) -> RoaringBitmap {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()
-        .and_then(|b| RoaringBitmap::deserialize_from(&b[..]).ok())
-        .unwrap_or_default()
+    base64::engine::general_purpose::STANDARD.decode(text).ok().and_then(|b| RoaringBitmap::deserialize_from(&b[..]).ok()).unwrap_or_default()
 }
 
 struct Worker {
@@ -407,11 +403,11 @@ impl Worker {
     }
 
     fn tick(&mut self, now: Timestamp) {
+        // Read before taking the lock: readers never wait on the store.
+        let org = self.store.as_ref().and_then(|store| self.block_on(load::load_org(store))).and_then(Result::ok);
         let mut state = self.state.write().expect("engine lock");
-        if let Some(store) = &self.store {
-            if let Some(Ok(org)) = self.runtime.as_ref().map(|rt| rt.block_on(load::load_org(store))) {
-                state.index.set_org(org);
-            }
+        if let Some(org) = org {
+            state.index.set_org(org);
         }
         state.index.refresh_lifecycle(now);
         let State { index, segments } = &mut *state;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use siyu_core::{IdentityKind, Timestamp};
-use siyu_store::{counters, params, Db, Param, Row, Store, StoreError};
+use siyu_store::{Db, Param, Row, Store, StoreError, counters, params};
 
 use crate::build::{IndexBuilder, Spec};
 use crate::index::{Index, Org, SeriesKey};
@@ -292,9 +292,7 @@ pub async fn guides_of(store: &Store, profiles: Vec<u32>) -> Result<HashMap<u32,
             Box::pin(async move {
                 let mut out: HashMap<u32, Vec<String>> = HashMap::new();
                 for p in profiles {
-                    let rows = db
-                        .query("SELECT staff_userid FROM staff_customers WHERE profile_id = $1 AND status = 'active'", params![p as i64])
-                        .await?;
+                    let rows = db.query("SELECT staff_userid FROM staff_customers WHERE profile_id = $1 AND status = 'active'", params![p as i64]).await?;
                     out.insert(p, rows.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?);
                 }
                 Ok(out)

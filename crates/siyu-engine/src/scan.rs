@@ -95,7 +95,7 @@ mod tests {
             // Keys cover only part of the ids; below `lo` (or past the keys) the answer is `otherwise`.
             let key: Vec<u32> = (0..len.saturating_sub(5)).map(|p| p % 11).collect();
             for otherwise in [false, true] {
-                let f = |p: u32| p % 3 == 0;
+                let f = |p: u32| p.is_multiple_of(3);
                 let got = dense_keyed(len, &key, 7, otherwise, f);
                 let want: RoaringBitmap = (0..len).filter(|p| if key.get(*p as usize).is_some_and(|k| *k >= 7) { f(*p) } else { otherwise }).collect();
                 assert_eq!(got, want, "len {len} otherwise {otherwise}");

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use roaring::RoaringBitmap;
-use siyu_core::rule::Rule;
 use siyu_core::Timestamp;
+use siyu_core::rule::Rule;
 
-use crate::eval::{eval_all, eval_one, Cx, SegmentLookup};
+use crate::eval::{Cx, SegmentLookup, eval_all, eval_one};
 use crate::index::Index;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -107,15 +107,15 @@ impl Series {
     /// then did not keep (a retried message it had already seen). False if absent.
     pub fn remove(&mut self, p: u32, time: u32, value: f64) -> bool {
         let same = |t: u32, v: f64| t == time && (v == value || (v.is_nan() && value.is_nan()));
-        if let Some(positions) = self.delta_index.get_mut(&p) {
-            if let Some(k) = positions.iter().position(|i| {
+        if let Some(positions) = self.delta_index.get_mut(&p)
+            && let Some(k) = positions.iter().position(|i| {
                 let (_, t, v) = self.delta[*i as usize];
                 same(t, v)
-            }) {
-                // The delta entry stays, unreferenced: every read goes through the index.
-                positions.remove(k);
-                return true;
-            }
+            })
+        {
+            // The delta entry stays, unreferenced: every read goes through the index.
+            positions.remove(k);
+            return true;
         }
         let (times, values) = self.base(p);
         let mut events: Vec<(u32, f64)> = times.iter().enumerate().map(|(i, t)| (*t, values.get(i))).collect();
@@ -413,7 +413,12 @@ mod tests {
             assert_eq!(s.fold(0, 0, 9, AggFn::Sum), AggValue::Number(v - 7.0));
             assert_eq!(s.fold(0, 0, 9, AggFn::Min), AggValue::Number(-7.0));
             assert!(s.events_of(0).iter().any(|(t, m)| *t == 2 && m.is_nan()), "a missing measure stays missing");
-            let test = crate::eval::AggTest::new(AggFn::Sum, siyu_core::rule::Op::Gt, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(-6.0)), siyu_core::Timestamp(0));
+            let test = crate::eval::AggTest::new(
+                AggFn::Sum,
+                siyu_core::rule::Op::Gt,
+                &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(-6.0)),
+                siyu_core::Timestamp(0),
+            );
             assert_eq!(s.scan(2, 0, 9, AggFn::Sum, &test).iter().collect::<Vec<_>>(), if v - 7.0 > -6.0 { vec![0, 1] } else { vec![1] });
         }
     }
@@ -430,9 +435,19 @@ mod tests {
         s.push(7, 40, 1.0);
         assert_eq!(s.fold(3, 0, 100, AggFn::First), AggValue::Time(5));
         assert_eq!(s.fold(7, 0, 100, AggFn::Last), AggValue::Time(40));
-        let two = crate::eval::AggTest::new(AggFn::Count, siyu_core::rule::Op::Ge, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(2.0)), siyu_core::Timestamp(0));
+        let two = crate::eval::AggTest::new(
+            AggFn::Count,
+            siyu_core::rule::Op::Ge,
+            &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(2.0)),
+            siyu_core::Timestamp(0),
+        );
         assert_eq!(s.scan(10, 0, 100, AggFn::Count, &two).iter().collect::<Vec<_>>(), vec![1, 3]);
-        let none = crate::eval::AggTest::new(AggFn::Count, siyu_core::rule::Op::Eq, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(0.0)), siyu_core::Timestamp(0));
+        let none = crate::eval::AggTest::new(
+            AggFn::Count,
+            siyu_core::rule::Op::Eq,
+            &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(0.0)),
+            siyu_core::Timestamp(0),
+        );
         assert_eq!(s.scan(10, 0, 100, AggFn::Count, &none).iter().collect::<Vec<_>>(), vec![0, 2, 4, 5, 6, 8, 9]);
         let before: Vec<_> = (0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect();
         s.compact();
@@ -451,7 +466,12 @@ mod tests {
         assert!(!s.remove(2, 20, 9.0), "the measure must match too");
         assert_eq!(s.fold(1, 0, 100, AggFn::Count), AggValue::Number(1.0));
         assert_eq!(s.fold(1, 0, 100, AggFn::Last), AggValue::Time(10));
-        let recent = crate::eval::AggTest::new(AggFn::Count, siyu_core::rule::Op::Ge, &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(1.0)), siyu_core::Timestamp(0));
+        let recent = crate::eval::AggTest::new(
+            AggFn::Count,
+            siyu_core::rule::Op::Ge,
+            &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(1.0)),
+            siyu_core::Timestamp(0),
+        );
         assert_eq!(s.scan(3, 25, 100, AggFn::Count, &recent).iter().collect::<Vec<_>>(), Vec::<u32>::new());
         assert_eq!(s.scan(3, 0, 100, AggFn::Count, &recent).iter().collect::<Vec<_>>(), vec![1, 2]);
         s.compact();

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use roaring::RoaringBitmap;
 use serde_json::Value;
-use siyu_core::rule::{semantics, Op, Operand};
 use siyu_core::Timestamp;
+use siyu_core::rule::{Op, Operand, semantics};
 
 const NONE: u32 = u32::MAX;
 /// Above this many distinct values, bitmaps per value cost more than they save.
@@ -63,10 +63,8 @@ impl TraitColumn {
     pub fn set(&mut self, p: u32, value: &Value, updated: u32) {
         self.grow(p);
         let i = p as usize;
-        if self.column[i] != NONE || self.updated[i] != 0 {
-            if updated < self.updated[i] {
-                return;
-            }
+        if (self.column[i] != NONE || self.updated[i] != 0) && updated < self.updated[i] {
+            return;
         }
         let old = self.column[i];
         let new = if value.is_null() { NONE } else { self.id_of(value) };

@@ -7,13 +7,13 @@
 mod naive;
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::{json, Value};
-use siyu_core::message::{parse_batch, ParseContext};
+use serde_json::{Value, json};
+use siyu_core::message::{ParseContext, parse_batch};
 use siyu_core::org::{Staff, StaffRole, Store as StoreInfo};
 use siyu_core::rule::*;
 use siyu_core::{Message, Timestamp};
@@ -23,7 +23,7 @@ use siyu_engine::load;
 use siyu_engine::{LifecycleConfig, SegmentDef, Segments, State};
 use siyu_store::ingest::{self, Acknowledged, Committed};
 use siyu_store::testing::TestStore;
-use siyu_store::{org, profiles, Store};
+use siyu_store::{Store, org, profiles};
 
 const DAY: i64 = 86_400_000;
 
@@ -94,7 +94,9 @@ fn random_messages(rng: &mut Rng, n: usize, users: u64) -> Vec<Value> {
             8 => json!({"type": "track", "event": "Checked In", "properties": {"activity": rng.pick(&["class", "tasting"])}}),
             9 => json!({"type": "track", "event": if rng.chance(75) { "Contact Added" } else { "Contact Deleted" },
                          "properties": {"staff_userid": rng.pick(&GUIDES)}}),
-            10 => json!({"type": "track", "event": "Referred", "properties": {}, "context": {"externalIds": [{"id": format!("un{}", rng.below(users)), "type": "unionid"}]}}),
+            10 => {
+                json!({"type": "track", "event": "Referred", "properties": {}, "context": {"externalIds": [{"id": format!("un{}", rng.below(users)), "type": "unionid"}]}})
+            }
             _ => json!({"type": "alias", "previousId": format!("a{}", rng.below(users))}),
         };
         let obj = m.as_object_mut().unwrap();
@@ -213,11 +215,9 @@ fn scalar_for(field: &Field) -> BoxedStrategy<Scalar> {
         Field::Trait(t) if t == "tier" => prop::sample::select(TIERS.to_vec()).prop_map(|s| Scalar::Str(s.into())).boxed(),
         Field::Trait(t) if t == "age" => (15u64..70).prop_map(|n| Scalar::Num(n as f64)).boxed(),
         Field::Trait(t) if t == "vip" || t == "consent.sms" => any::<bool>().prop_map(Scalar::Bool).boxed(),
-        Field::Trait(t) if t == "signup_at" => prop_oneof![
-            (0i64..800).prop_map(|d| Scalar::Date(Timestamp(now().0 - d * DAY))),
-            (1i64..800).prop_map(|d| Scalar::Ago(d * DAY)),
-        ]
-        .boxed(),
+        Field::Trait(t) if t == "signup_at" => {
+            prop_oneof![(0i64..800).prop_map(|d| Scalar::Date(Timestamp(now().0 - d * DAY))), (1i64..800).prop_map(|d| Scalar::Ago(d * DAY)),].boxed()
+        }
         Field::Trait(_) => prop_oneof![Just(Scalar::Str("Cantonese".into())), Just(Scalar::Num(3.0)), Just(Scalar::Str("Mandarin".into()))].boxed(),
         Field::Tag => prop::sample::select(TAGS.to_vec()).prop_map(|s| Scalar::Str(s.into())).boxed(),
         Field::OwnerGuide => prop::sample::select(GUIDES.to_vec()).prop_map(|s| Scalar::Str(s.into())).boxed(),
@@ -267,8 +267,16 @@ fn arb_field_rule() -> impl Strategy<Value = Rule> {
 
 fn arb_aggregate() -> impl Strategy<Value = Rule> {
     let filter = prop_oneof![
-        prop::sample::select(CATEGORIES.to_vec()).prop_map(|c| PropertyFilter { path: "category".into(), op: Op::Eq, value: Operand::One(Scalar::Str(c.into())) }),
-        prop::sample::select(CATEGORIES.to_vec()).prop_map(|c| PropertyFilter { path: "products.category".into(), op: Op::Eq, value: Operand::One(Scalar::Str(c.into())) }),
+        prop::sample::select(CATEGORIES.to_vec()).prop_map(|c| PropertyFilter {
+            path: "category".into(),
+            op: Op::Eq,
+            value: Operand::One(Scalar::Str(c.into()))
+        }),
+        prop::sample::select(CATEGORIES.to_vec()).prop_map(|c| PropertyFilter {
+            path: "products.category".into(),
+            op: Op::Eq,
+            value: Operand::One(Scalar::Str(c.into()))
+        }),
         (1000u64..5000).prop_map(|n| PropertyFilter { path: "revenue_fen".into(), op: Op::Ge, value: Operand::One(Scalar::Num(n as f64)) }),
     ];
     (
@@ -375,7 +383,8 @@ fn run_property(backend: &'static str) {
 
             // seg_b may refer to seg_a; both are live.
             let rule_a = strip_segment_refs(rule_a);
-            let seg_b = Rule::Or(vec![rule_b, Rule::Field(FieldPredicate { field: Field::Segment, op: Op::Eq, value: Operand::One(Scalar::Str("seg_a".into())) })]);
+            let seg_b =
+                Rule::Or(vec![rule_b, Rule::Field(FieldPredicate { field: Field::Segment, op: Op::Eq, value: Operand::One(Scalar::Str("seg_a".into())) })]);
             let mut all: Vec<Rule> = rules.clone();
             all.push(rule_a.clone());
             all.push(seg_b.clone());
@@ -396,10 +405,14 @@ fn run_property(backend: &'static str) {
             // the store then commits must leave it where the store is.
             let mut live = parse_messages(random_messages(&mut rng, 150, 70));
             let retried = parse_messages(first.iter().take(60).step_by(12).cloned().collect());
-            let retried: Vec<Message> = retried.into_iter().enumerate().map(|(i, mut m)| {
-                m.message_id = format!("retry-{i}");
-                m
-            }).collect();
+            let retried: Vec<Message> = retried
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut m)| {
+                    m.message_id = format!("retry-{i}");
+                    m
+                })
+                .collect();
             // The originals of the retries, stored first under the same messageIds.
             let originals = retried.clone();
             let base = 400 + originals.len() as u64;

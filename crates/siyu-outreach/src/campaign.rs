@@ -2,8 +2,8 @@
 //! when (now, at a time, or recurring), and how carefully (holdout, guardrail).
 
 use serde::{Deserialize, Serialize};
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 use utoipa::ToSchema;
 
 use crate::guardrail::Guardrail;

@@ -13,8 +13,8 @@ use chrono::NaiveTime;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 use utoipa::ToSchema;
 
 use crate::policy::TouchKind;
@@ -99,7 +99,9 @@ impl Trigger {
     pub fn as_event(&self) -> Option<EventMatch> {
         match self {
             Trigger::Event(m) => Some(m.clone()),
-            Trigger::SegmentEntered(s) => Some(EventMatch { event: "Segment Entered".into(), properties: BTreeMap::from([("segment".to_string(), Value::String(s.clone()))]) }),
+            Trigger::SegmentEntered(s) => {
+                Some(EventMatch { event: "Segment Entered".into(), properties: BTreeMap::from([("segment".to_string(), Value::String(s.clone()))]) })
+            }
             Trigger::Date(_) => None,
         }
     }
@@ -132,7 +134,9 @@ impl Reentry {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Wait a duration.
-    Wait { hours: f64 },
+    Wait {
+        hours: f64,
+    },
     /// Wait until the next time of day in the customer's zone.
     WaitUntil {
         #[serde(with = "hhmm")]
@@ -161,9 +165,15 @@ pub enum Step {
         remove: Option<String>,
     },
     /// Issue a coupon (recorded as a `Coupon Issued` event; loyalty fills in the rest).
-    Coupon { code: String },
+    Coupon {
+        code: String,
+    },
     /// Ask the customer's guide to do something, with a deadline.
-    Task { title: String, content: String, deadline_hours: u32 },
+    Task {
+        title: String,
+        content: String,
+        deadline_hours: u32,
+    },
     Exit,
 }
 

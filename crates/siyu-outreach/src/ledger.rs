@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 
 /// How far back caps look: the longest window (a month) plus slack.
 pub const HORIZON_MS: i64 = 35 * DAY_MS;
@@ -93,9 +93,7 @@ impl ContactLedger {
     /// any span of that length, and deferred touches may sit in the future.
     pub fn count(&self, profile: u32, at: Timestamp, window_ms: i64, channel: Option<Channel>) -> u32 {
         let Some(list) = self.touches.get(&profile) else { return 0 };
-        list.iter()
-            .filter(|t| (t.at - at.0).abs() < window_ms && channel.is_none_or(|c| c == t.channel))
-            .count() as u32
+        list.iter().filter(|t| (t.at - at.0).abs() < window_ms && channel.is_none_or(|c| c == t.channel)).count() as u32
     }
 
     pub fn profiles(&self) -> usize {

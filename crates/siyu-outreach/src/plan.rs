@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use chrono_tz::Tz;
 use roaring::RoaringBitmap;
 use serde::Serialize;
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 use utoipa::ToSchema;
 
 use crate::ledger::ContactLedger;
-use crate::policy::{decide, ContactPolicy, Decision, Facts, Reason, Touch, TouchKind};
+use crate::policy::{ContactPolicy, Decision, Facts, Reason, Touch, TouchKind, decide};
 
 pub const NO_GUIDE: u32 = u32::MAX;
 

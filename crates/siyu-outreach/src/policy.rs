@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 use utoipa::ToSchema;
 
 use crate::ledger::{ContactLedger, DAY_MS};
@@ -188,7 +188,10 @@ pub struct Facts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Goes out at `at`; `deferred` when quiet hours moved it.
-    Send { at: Timestamp, deferred: bool },
+    Send {
+        at: Timestamp,
+        deferred: bool,
+    },
     Suppress(Reason),
 }
 
@@ -215,11 +218,7 @@ pub fn evaluate(policy: &ContactPolicy, touch: &Touch, facts: &Facts, ledger: &C
     if touch.kind == TouchKind::Service {
         return Decision::Send { at: touch.now, deferred: false };
     }
-    let checks = [
-        cooldown(facts),
-        frequency_caps(policy, touch, ledger),
-        platform_rules(policy, touch, ledger),
-    ];
+    let checks = [cooldown(facts), frequency_caps(policy, touch, ledger), platform_rules(policy, touch, ledger)];
     if let Some(Err(r)) = checks.into_iter().find(Result::is_err) {
         return Decision::Suppress(r);
     }

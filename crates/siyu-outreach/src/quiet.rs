@@ -28,11 +28,7 @@ impl Default for QuietHours {
 
 impl QuietHours {
     fn contains(&self, t: NaiveTime) -> bool {
-        if self.start <= self.end {
-            t >= self.start && t < self.end
-        } else {
-            t >= self.start || t < self.end
-        }
+        if self.start <= self.end { t >= self.start && t < self.end } else { t >= self.start || t < self.end }
     }
 
     /// When a touch at `now` may go out in zone `tz`: `None` if now is fine, else the

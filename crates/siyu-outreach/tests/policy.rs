@@ -1,13 +1,13 @@
 //! The contact policy, rule by rule and all together.
 
 use roaring::RoaringBitmap;
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
-use siyu_outreach::ledger::DAY_MS;
-use siyu_outreach::plan::{dry_run, plan, Audience, Owners, PlanOptions};
-use siyu_outreach::policy::{decide, evaluate, Caps, ContactPolicy, Decision, Facts, Reason, Touch, TouchKind};
-use siyu_outreach::quiet::zone;
+use siyu_core::rule::Channel;
 use siyu_outreach::ContactLedger;
+use siyu_outreach::ledger::DAY_MS;
+use siyu_outreach::plan::{Audience, Owners, PlanOptions, dry_run, plan};
+use siyu_outreach::policy::{Caps, ContactPolicy, Decision, Facts, Reason, Touch, TouchKind, decide, evaluate};
+use siyu_outreach::quiet::zone;
 
 /// 10:00 in Shanghai (02:00 UTC): outside quiet hours.
 fn morning() -> Timestamp {
@@ -158,7 +158,14 @@ fn two_campaigns_planning_through_one_ledger_never_exceed_a_cap() {
     let mut l = ContactLedger::new();
     let members: RoaringBitmap = (0..1000).collect();
     let owners = Owners { guides: vec!["g1".into()], zones: vec![zone(None)], owner: vec![0; 1000] };
-    let audience = Audience { members: &members, consent: &members, blocked: &RoaringBitmap::new(), owners: &owners, own_zones: &Default::default(), default_zone: zone(None) };
+    let audience = Audience {
+        members: &members,
+        consent: &members,
+        blocked: &RoaringBitmap::new(),
+        owners: &owners,
+        own_zones: &Default::default(),
+        default_zone: zone(None),
+    };
     let opts = |source: &str| PlanOptions { channel: Channel::Sms, kind: TouchKind::Marketing, now: morning(), source: source.into(), holdout_percent: 0.0 };
     // The dry run changes nothing.
     let (_, preview) = dry_run(&p, &audience, &opts("campaign:1:run:1"), &mut l);
@@ -176,9 +183,26 @@ fn wecom_plans_become_guide_tasks_split_at_the_task_limit() {
     let p = ContactPolicy { wecom_task_limit: 300, guide_daily_capacity: 10_000, ..ContactPolicy::default() };
     let mut l = ContactLedger::new();
     let members: RoaringBitmap = (0..1000).collect();
-    let owner: Vec<u32> = (0..1000).map(|i| if i < 700 { 0 } else if i < 990 { 1 } else { u32::MAX }).collect();
+    let owner: Vec<u32> = (0..1000)
+        .map(|i| {
+            if i < 700 {
+                0
+            } else if i < 990 {
+                1
+            } else {
+                u32::MAX
+            }
+        })
+        .collect();
     let owners = Owners { guides: vec!["g1".into(), "g2".into()], zones: vec![zone(None); 2], owner };
-    let audience = Audience { members: &members, consent: &members, blocked: &RoaringBitmap::new(), owners: &owners, own_zones: &Default::default(), default_zone: zone(None) };
+    let audience = Audience {
+        members: &members,
+        consent: &members,
+        blocked: &RoaringBitmap::new(),
+        owners: &owners,
+        own_zones: &Default::default(),
+        default_zone: zone(None),
+    };
     let opts = PlanOptions { channel: Channel::Wecom, kind: TouchKind::Marketing, now: morning(), source: "c".into(), holdout_percent: 0.0 };
     let (_, s) = plan(&p, &audience, &opts, &mut l);
     assert_eq!(s.per_guide.get("g1"), Some(&700));

@@ -4,18 +4,14 @@ use sha2::{Digest, Sha256};
 use siyu_core::Timestamp;
 
 use crate::sql::Db;
-use crate::{params, StoreError};
+use crate::{StoreError, params};
 
 pub async fn get_setting(db: &mut dyn Db, key: &str) -> Result<Option<String>, StoreError> {
     db.query_opt("SELECT value FROM settings WHERE key = $1", params![key]).await?.map(|r| r.text(0)).transpose()
 }
 
 pub async fn set_setting(db: &mut dyn Db, key: &str, value: &str) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )
-    .await?;
+    db.execute("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", params![key, value]).await?;
     Ok(())
 }
 
@@ -31,13 +27,7 @@ pub struct TokenGrant {
     pub label: String,
 }
 
-pub async fn add_token(
-    db: &mut dyn Db,
-    token: &str,
-    role: &str,
-    staff_userid: Option<&str>,
-    label: &str,
-) -> Result<(), StoreError> {
+pub async fn add_token(db: &mut dyn Db, token: &str, role: &str, staff_userid: Option<&str>, label: &str) -> Result<(), StoreError> {
     db.execute(
         "INSERT INTO api_tokens (token_hash, role, staff_userid, label, created_at) VALUES ($1, $2, $3, $4, $5)",
         params![&hash_token(token), role, staff_userid, label, Timestamp::now().0],

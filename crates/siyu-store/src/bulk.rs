@@ -11,7 +11,7 @@ use siyu_core::ProfileId;
 
 use crate::sql::Db;
 use crate::sqlite::{ConnRole, SqliteDb};
-use crate::{counters, params, Store, StoreError};
+use crate::{Store, StoreError, counters, params};
 
 pub struct ProfileRow {
     pub id: ProfileId,
@@ -76,12 +76,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn rows(&self) -> usize {
-        self.profiles.len()
-            + self.identities.len()
-            + self.traits.len()
-            + self.events.len()
-            + self.tags.len()
-            + self.relationships.len()
+        self.profiles.len() + self.identities.len() + self.traits.len() + self.events.len() + self.tags.len() + self.relationships.len()
     }
 }
 
@@ -99,9 +94,7 @@ enum Sink {
 impl BulkLoader {
     /// Starts loading into `store`, which must hold no profiles yet.
     pub async fn begin(store: &Store) -> Result<BulkLoader, StoreError> {
-        let existing = store
-            .run(|db| Box::pin(async move { db.query_one("SELECT COUNT(*) FROM profiles", &[]).await?.int(0) }))
-            .await?;
+        let existing = store.run(|db| Box::pin(async move { db.query_one("SELECT COUNT(*) FROM profiles", &[]).await?.int(0) })).await?;
         if existing > 0 {
             return Err(StoreError::Invalid(format!("bulk loading needs an empty store; this one has {existing} profiles")));
         }
@@ -179,11 +172,7 @@ impl BulkLoader {
 async fn write_rows(db: &mut dyn Db, b: &Batch) -> Result<(), StoreError> {
     db.begin().await?;
     for p in &b.profiles {
-        db.execute(
-            "INSERT INTO profiles (id, uuid, created_at) VALUES ($1, $2, $3)",
-            params![p.id, &p.uuid, p.created_at],
-        )
-        .await?;
+        db.execute("INSERT INTO profiles (id, uuid, created_at) VALUES ($1, $2, $3)", params![p.id, &p.uuid, p.created_at]).await?;
     }
     for i in &b.identities {
         db.execute(
@@ -194,28 +183,14 @@ async fn write_rows(db: &mut dyn Db, b: &Batch) -> Result<(), StoreError> {
         .await?;
     }
     for t in &b.traits {
-        db.execute(
-            "INSERT INTO traits (profile_id, key, value, updated_at) VALUES ($1, $2, $3, $4)",
-            params![t.profile_id, t.key, &t.value, t.updated_at],
-        )
-        .await?;
+        db.execute("INSERT INTO traits (profile_id, key, value, updated_at) VALUES ($1, $2, $3, $4)", params![t.profile_id, t.key, &t.value, t.updated_at])
+            .await?;
     }
     for e in &b.events {
         db.execute(
             "INSERT INTO events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            params![
-                e.profile_id,
-                &e.message_id,
-                e.kind,
-                e.name,
-                e.ts,
-                e.received_at,
-                &e.user_id,
-                &e.anonymous_id,
-                &e.payload,
-                &e.context
-            ],
+            params![e.profile_id, &e.message_id, e.kind, e.name, e.ts, e.received_at, &e.user_id, &e.anonymous_id, &e.payload, &e.context],
         )
         .await?;
     }
@@ -276,10 +251,7 @@ async fn copy_batch(store: &Store, b: &Batch) -> Result<(), StoreError> {
             ],
         );
     }
-    tables.push((
-        "events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)",
-        std::mem::take(&mut buf),
-    ));
+    tables.push(("events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)", std::mem::take(&mut buf)));
     for t in &b.tags {
         row(&mut buf, &[Cell::Int(t.profile_id), Cell::Text(&t.tag), Cell::Text(t.source), Cell::Int(t.created_at)]);
     }

@@ -1,7 +1,7 @@
 //! Running totals kept beside the data, so `stats` never counts millions of rows.
 
 use crate::sql::Db;
-use crate::{params, StoreError};
+use crate::{StoreError, params};
 
 pub const PROFILES: &str = "profiles";
 pub const EVENTS: &str = "events";
@@ -33,11 +33,7 @@ pub async fn get(db: &mut dyn Db, name: &str) -> Result<i64, StoreError> {
 
 /// Recounts from the tables (after a bulk load that bypassed the running totals).
 pub async fn recount(db: &mut dyn Db) -> Result<(), StoreError> {
-    db.execute(
-        "UPDATE counters SET value = (SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL) WHERE name = $1",
-        params![PROFILES],
-    )
-    .await?;
+    db.execute("UPDATE counters SET value = (SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL) WHERE name = $1", params![PROFILES]).await?;
     db.execute("UPDATE counters SET value = (SELECT COUNT(*) FROM events) WHERE name = $1", params![EVENTS]).await?;
     Ok(())
 }

@@ -62,12 +62,8 @@ impl StoreConfig {
     /// `--database-url` wins; otherwise the SQLite file in `--data-dir`.
     pub fn from_args(data_dir: &Path, database_url: Option<&str>) -> StoreConfig {
         match database_url {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                StoreConfig::Postgres { url: url.to_string(), schema: None }
-            }
-            Some(url) if url.starts_with("sqlite://") => {
-                StoreConfig::Sqlite { data_dir: PathBuf::from(url.trim_start_matches("sqlite://")) }
-            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => StoreConfig::Postgres { url: url.to_string(), schema: None },
+            Some(url) if url.starts_with("sqlite://") => StoreConfig::Sqlite { data_dir: PathBuf::from(url.trim_start_matches("sqlite://")) },
             _ => StoreConfig::Sqlite { data_dir: data_dir.to_path_buf() },
         }
     }
@@ -89,8 +85,7 @@ impl Store {
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let store = match config {
             StoreConfig::Sqlite { data_dir } => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| StoreError::Io(format!("creating data directory {}: {e}", data_dir.display())))?;
+                std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(format!("creating data directory {}: {e}", data_dir.display())))?;
                 let path = data_dir.join(sqlite::DB_FILE);
                 Store { inner: Arc::new(Inner::Sqlite { pool: sqlite::SqlitePool::new(path) }) }
             }

@@ -4,7 +4,7 @@
 use siyu_core::Timestamp;
 
 use crate::sql::{Backend, Db};
-use crate::{params, StoreError};
+use crate::{StoreError, params};
 
 struct Migration {
     version: i64,
@@ -68,10 +68,7 @@ pub async fn migrate(db: &mut dyn Db) -> Result<Vec<i64>, StoreError> {
             // Two servers starting at once must not both apply a migration.
             db.execute_script("LOCK TABLE schema_migrations IN EXCLUSIVE MODE").await?;
         }
-        let done = db
-            .query_opt("SELECT version FROM schema_migrations WHERE version = $1", params![m.version])
-            .await?
-            .is_some();
+        let done = db.query_opt("SELECT version FROM schema_migrations WHERE version = $1", params![m.version]).await?.is_some();
         if done {
             db.rollback().await?;
             continue;
@@ -82,11 +79,7 @@ pub async fn migrate(db: &mut dyn Db) -> Result<Vec<i64>, StoreError> {
         };
         let result = async {
             db.execute_script(sql).await?;
-            db.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                params![m.version, m.name, Timestamp::now().0],
-            )
-            .await
+            db.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)", params![m.version, m.name, Timestamp::now().0]).await
         }
         .await;
         match result {

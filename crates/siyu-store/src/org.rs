@@ -6,7 +6,7 @@ use siyu_core::{ProfileId, Timestamp};
 use utoipa::ToSchema;
 
 use crate::sql::{Db, Row};
-use crate::{params, StoreError};
+use crate::{StoreError, params};
 
 pub async fn upsert_store(db: &mut dyn Db, s: &StoreInfo, at: Timestamp) -> Result<(), StoreError> {
     db.execute(
@@ -65,11 +65,7 @@ fn store_view(r: &Row) -> Result<StoreView, StoreError> {
 }
 
 pub async fn get_store(db: &mut dyn Db, id: &str) -> Result<Option<StoreView>, StoreError> {
-    db.query_opt("SELECT id, name, city, time_zone FROM stores WHERE id = $1", params![id])
-        .await?
-        .as_ref()
-        .map(store_view)
-        .transpose()
+    db.query_opt("SELECT id, name, city, time_zone FROM stores WHERE id = $1", params![id]).await?.as_ref().map(store_view).transpose()
 }
 
 /// Stores, optionally of one city, with their staff and active-customer counts.
@@ -87,42 +83,26 @@ pub async fn list_stores(db: &mut dyn Db, city: Option<&str>) -> Result<Vec<Stor
             params![city],
         )
         .await?;
-    rows.iter()
-        .map(|r| Ok(StoreSummary { store: store_view(r)?, staff: r.int(4)?, customers: r.int(5)? }))
-        .collect()
+    rows.iter().map(|r| Ok(StoreSummary { store: store_view(r)?, staff: r.int(4)?, customers: r.int(5)? })).collect()
 }
 
 const STAFF_COLUMNS: &str = "s.userid, s.name, s.store_id, s.role, s.customer_cap,
     (SELECT COUNT(*) FROM staff_customers sc WHERE sc.staff_userid = s.userid AND sc.status = 'active')";
 
 fn staff_view(r: &Row) -> Result<StaffView, StoreError> {
-    Ok(StaffView {
-        userid: r.text(0)?,
-        name: r.text(1)?,
-        store_id: r.opt_text(2)?,
-        role: r.text(3)?,
-        customer_cap: r.int(4)?,
-        active_customers: r.int(5)?,
-    })
+    Ok(StaffView { userid: r.text(0)?, name: r.text(1)?, store_id: r.opt_text(2)?, role: r.text(3)?, customer_cap: r.int(4)?, active_customers: r.int(5)? })
 }
 
 pub async fn get_staff(db: &mut dyn Db, userid: &str) -> Result<Option<StaffView>, StoreError> {
-    db.query_opt(&format!("SELECT {STAFF_COLUMNS} FROM staff s WHERE s.userid = $1"), params![userid])
-        .await?
-        .as_ref()
-        .map(staff_view)
-        .transpose()
+    db.query_opt(&format!("SELECT {STAFF_COLUMNS} FROM staff s WHERE s.userid = $1"), params![userid]).await?.as_ref().map(staff_view).transpose()
 }
 
 pub async fn list_staff(db: &mut dyn Db, store_id: Option<&str>) -> Result<Vec<StaffView>, StoreError> {
-    db.query(
-        &format!("SELECT {STAFF_COLUMNS} FROM staff s WHERE ($1 IS NULL OR s.store_id = $1) ORDER BY s.userid"),
-        params![store_id],
-    )
-    .await?
-    .iter()
-    .map(staff_view)
-    .collect()
+    db.query(&format!("SELECT {STAFF_COLUMNS} FROM staff s WHERE ($1 IS NULL OR s.store_id = $1) ORDER BY s.userid"), params![store_id])
+        .await?
+        .iter()
+        .map(staff_view)
+        .collect()
 }
 
 /// One customer of a guide, as the guide's list shows it.
@@ -151,21 +131,13 @@ pub async fn staff_customers(
     )
     .await?
     .iter()
-    .map(|r| {
-        Ok(StaffCustomer { profile_id: r.int(0)?, status: r.text(1)?, added_at: Timestamp(r.int(2)?), state: r.opt_text(3)? })
-    })
+    .map(|r| Ok(StaffCustomer { profile_id: r.int(0)?, status: r.text(1)?, added_at: Timestamp(r.int(2)?), state: r.opt_text(3)? }))
     .collect()
 }
 
 /// Records that a guide added a customer (imports and WeCom sync use this; tracked
 /// `Contact Added` events do the same through ingest).
-pub async fn link_customer(
-    db: &mut dyn Db,
-    profile: ProfileId,
-    staff_userid: &str,
-    added_at: Timestamp,
-    state: Option<&str>,
-) -> Result<(), StoreError> {
+pub async fn link_customer(db: &mut dyn Db, profile: ProfileId, staff_userid: &str, added_at: Timestamp, state: Option<&str>) -> Result<(), StoreError> {
     db.execute(
         "INSERT INTO staff_customers (profile_id, staff_userid, status, added_at, removed_at, state)
          VALUES ($1, $2, 'active', $3, NULL, $4)
@@ -190,11 +162,7 @@ pub async fn can_see_customer(db: &mut dyn Db, userid: &str, profile: ProfileId)
     let row = match parse_role(&staff.text(0)?)? {
         StaffRole::Operator => return Ok(true),
         StaffRole::Guide => {
-            db.query_opt(
-                "SELECT 1 FROM staff_customers WHERE profile_id = $1 AND staff_userid = $2 AND status = 'active'",
-                params![profile, userid],
-            )
-            .await?
+            db.query_opt("SELECT 1 FROM staff_customers WHERE profile_id = $1 AND staff_userid = $2 AND status = 'active'", params![profile, userid]).await?
         }
         StaffRole::StoreManager => {
             let Some(store_id) = staff.opt_text(1)? else { return Ok(false) };

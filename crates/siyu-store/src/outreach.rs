@@ -5,8 +5,8 @@ use serde::Serialize;
 use siyu_core::Timestamp;
 use utoipa::ToSchema;
 
-use crate::sql::{int_list, text_list, Db, Param, Row};
-use crate::{params, StoreError};
+use crate::sql::{Db, Param, Row, int_list, text_list};
+use crate::{StoreError, params};
 
 // ---------- campaigns ----------
 
@@ -94,7 +94,7 @@ pub async fn set_status(db: &mut dyn Db, id: i64, c: StatusChange<'_>, at: Times
 }
 
 pub async fn count_run(db: &mut dyn Db, id: i64) -> Result<i64, StoreError> {
-    Ok(db.query_one("UPDATE campaigns SET runs = runs + 1 WHERE id = $1 RETURNING runs", params![id]).await?.int(0)?)
+    db.query_one("UPDATE campaigns SET runs = runs + 1 WHERE id = $1 RETURNING runs", params![id]).await?.int(0)
 }
 
 pub async fn save_snapshot(db: &mut dyn Db, id: i64, members: &str) -> Result<(), StoreError> {
@@ -126,7 +126,11 @@ pub struct AuditEntry {
 }
 
 pub async fn audit(db: &mut dyn Db, campaign: i64, actor: &str, action: &str, detail: &str, at: Timestamp) -> Result<(), StoreError> {
-    db.execute("INSERT INTO campaign_audit (campaign_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5)", params![campaign, at.0, actor, action, detail]).await?;
+    db.execute(
+        "INSERT INTO campaign_audit (campaign_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5)",
+        params![campaign, at.0, actor, action, detail],
+    )
+    .await?;
     Ok(())
 }
 
@@ -182,7 +186,8 @@ pub struct DeliveryRow {
     pub sent_at: Option<Timestamp>,
 }
 
-pub const DELIVERY_COLUMNS: &str = "id, key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at";
+pub const DELIVERY_COLUMNS: &str =
+    "id, key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at";
 
 pub fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
     Ok(DeliveryRow {
@@ -211,7 +216,9 @@ pub async fn insert_deliveries(db: &mut dyn Db, rows: &[NewDelivery]) -> Result<
     let mut inserted = 0;
     // 300 rows × 13 columns stays under the 4,096 numbered parameters SQLite is given.
     for chunk in rows.chunks(300) {
-        let mut sql = String::from("INSERT INTO deliveries (key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at) VALUES ");
+        let mut sql = String::from(
+            "INSERT INTO deliveries (key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at) VALUES ",
+        );
         let mut params: Vec<Param> = Vec::with_capacity(chunk.len() * COLS);
         for (i, d) in chunk.iter().enumerate() {
             if i > 0 {
@@ -265,9 +272,11 @@ pub async fn deliveries_of_campaign(db: &mut dyn Db, campaign: i64, after_id: i6
 /// Queued touches whose time has come, for channels Siyu sends itself (not WeCom,
 /// whose touches go through guide tasks).
 pub async fn due_deliveries(db: &mut dyn Db, now: Timestamp, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
-    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'queued' AND due_at <= $1
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'queued' AND due_at <= $1
            AND (campaign_id IS NULL OR campaign_id NOT IN (SELECT id FROM campaigns WHERE status = 'paused'))
-         ORDER BY due_at, id LIMIT $2");
+         ORDER BY due_at, id LIMIT $2"
+    );
     db.query(&sql, params![now.0, limit]).await?.iter().map(delivery).collect()
 }
 
@@ -317,16 +326,15 @@ pub async fn campaign_responses(db: &mut dyn Db, campaign: i64, names: &[&str]) 
 
 /// Customers who removed their guide within `window_days` after a touch of the campaign.
 pub async fn campaign_blocks(db: &mut dyn Db, campaign: i64, window_days: i64) -> Result<i64, StoreError> {
-    Ok(db
-        .query_one(
-            "SELECT COUNT(DISTINCT d.profile_id) FROM deliveries d
+    db.query_one(
+        "SELECT COUNT(DISTINCT d.profile_id) FROM deliveries d
              JOIN events e ON e.profile_id = d.profile_id AND e.name = 'Contact Deleted'
              WHERE d.campaign_id = $1 AND d.status IN ('sent', 'confirmed')
                AND e.ts >= d.sent_at AND e.ts < d.sent_at + $2",
-            params![campaign, window_days * 86_400_000],
-        )
-        .await?
-        .int(0)?)
+        params![campaign, window_days * 86_400_000],
+    )
+    .await?
+    .int(0)
 }
 
 /// Of a campaign's sent and held-out customers, how many did `event` afterwards.
@@ -393,14 +401,13 @@ pub struct NewTask<'a> {
 }
 
 pub async fn create_task(db: &mut dyn Db, t: NewTask<'_>, at: Timestamp) -> Result<i64, StoreError> {
-    Ok(db
-        .query_one(
-            "INSERT INTO tasks (campaign_id, journey_id, guide, store_id, title, status, deadline, created_at)
+    db.query_one(
+        "INSERT INTO tasks (campaign_id, journey_id, guide, store_id, title, status, deadline, created_at)
              VALUES ($1, $2, $3, (SELECT store_id FROM staff WHERE userid = $3), $4, 'open', $5, $6) RETURNING id",
-            params![t.campaign_id, t.journey_id, t.guide, t.title, t.deadline.0, at.0],
-        )
-        .await?
-        .int(0)?)
+        params![t.campaign_id, t.journey_id, t.guide, t.title, t.deadline.0, at.0],
+    )
+    .await?
+    .int(0)
 }
 
 pub async fn get_task(db: &mut dyn Db, id: i64) -> Result<Option<TaskRow>, StoreError> {
@@ -441,7 +448,8 @@ async fn close_if_done(db: &mut dyn Db, task: i64, at: Timestamp) -> Result<(), 
 
 /// Open tasks past their deadline expire with their pending items. Returns the tasks.
 pub async fn expire_tasks(db: &mut dyn Db, now: Timestamp) -> Result<Vec<i64>, StoreError> {
-    let ids: Vec<i64> = db.query("SELECT id FROM tasks WHERE status = 'open' AND deadline <= $1", params![now.0]).await?.iter().map(|r| r.int(0)).collect::<Result<_, _>>()?;
+    let ids: Vec<i64> =
+        db.query("SELECT id FROM tasks WHERE status = 'open' AND deadline <= $1", params![now.0]).await?.iter().map(|r| r.int(0)).collect::<Result<_, _>>()?;
     for id in &ids {
         db.execute("UPDATE deliveries SET status = 'expired', reason = 'task_expired' WHERE task_id = $1 AND status = 'pending_staff'", params![*id]).await?;
         db.execute("UPDATE tasks SET status = 'expired', completed_at = $2 WHERE id = $1", params![*id, now.0]).await?;
@@ -533,14 +541,13 @@ fn journey(r: &Row) -> Result<JourneyRow, StoreError> {
 /// Creates or replaces a journey by name; returns its id.
 pub async fn put_journey(db: &mut dyn Db, name: &str, spec: &serde_json::Value, enabled: bool, at: Timestamp) -> Result<i64, StoreError> {
     let text = spec.to_string();
-    Ok(db
-        .query_one(
-            "INSERT INTO journeys (name, spec, enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+    db.query_one(
+        "INSERT INTO journeys (name, spec, enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
              ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, enabled = excluded.enabled, updated_at = excluded.updated_at RETURNING id",
-            params![name, &text, enabled as i64, at.0],
-        )
-        .await?
-        .int(0)?)
+        params![name, &text, enabled as i64, at.0],
+    )
+    .await?
+    .int(0)
 }
 
 pub async fn list_journeys(db: &mut dyn Db) -> Result<Vec<JourneyRow>, StoreError> {
@@ -635,11 +642,8 @@ pub async fn cursor(db: &mut dyn Db, name: &str) -> Result<i64, StoreError> {
 }
 
 pub async fn set_cursor(db: &mut dyn Db, name: &str, value: i64) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO outreach_cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        params![name, value],
-    )
-    .await?;
+    db.execute("INSERT INTO outreach_cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value", params![name, value])
+        .await?;
     Ok(())
 }
 
@@ -654,7 +658,7 @@ pub async fn events_after(db: &mut dyn Db, after_id: i64, names: &[String], limi
 }
 
 pub async fn max_event_id(db: &mut dyn Db) -> Result<i64, StoreError> {
-    Ok(db.query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[]).await?.int(0)?)
+    db.query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[]).await?.int(0)
 }
 
 // ---------- what templates read ----------
@@ -676,7 +680,10 @@ async fn by_profile(db: &mut dyn Db, select: &str, ids: &[i64], value: fn(String
 
 /// Traits of several profiles, for rendering messages.
 pub async fn traits_of(db: &mut dyn Db, ids: &[i64]) -> Result<ByProfile, StoreError> {
-    by_profile(db, "SELECT profile_id, key, value FROM traits WHERE profile_id IN ({ids})", ids, |v| serde_json::from_str(&v).unwrap_or(serde_json::Value::Null)).await
+    by_profile(db, "SELECT profile_id, key, value FROM traits WHERE profile_id IN ({ids})", ids, |v| {
+        serde_json::from_str(&v).unwrap_or(serde_json::Value::Null)
+    })
+    .await
 }
 
 /// Staff names and stores, and store names: `{{ owner.name }}`, `{{ store.name }}`.
@@ -699,5 +706,6 @@ pub async fn directory(db: &mut dyn Db) -> Result<Directory, StoreError> {
 
 /// Identities of several profiles (what a gateway addresses a message to).
 pub async fn identities_of(db: &mut dyn Db, ids: &[i64]) -> Result<ByProfile, StoreError> {
-    by_profile(db, "SELECT profile_id, kind, value FROM identities WHERE profile_id IN ({ids}) AND kind <> 'anonymous_id'", ids, serde_json::Value::String).await
+    by_profile(db, "SELECT profile_id, kind, value FROM identities WHERE profile_id IN ({ids}) AND kind <> 'anonymous_id'", ids, serde_json::Value::String)
+        .await
 }

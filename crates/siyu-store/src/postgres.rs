@@ -10,8 +10,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column, Executor, PgPool, Postgres, Row as _, TypeInfo, ValueRef};
 
-use crate::sql::{Backend, Db, Param, Row, Value};
 use crate::StoreError;
+use crate::sql::{Backend, Db, Param, Row, Value};
 
 pub struct PgDb {
     conn: PoolConnection<Postgres>,
@@ -26,19 +26,14 @@ impl PgDb {
 /// Opens a pool. With `schema`, every connection uses it as its search path, and it is
 /// created if missing.
 pub async fn connect(url: &str, max_connections: u32, schema: Option<&str>) -> Result<PgPool, StoreError> {
-    let mut options: PgConnectOptions =
-        url.parse().map_err(|e: sqlx::Error| StoreError::Config(format!("database URL: {e}")))?;
+    let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StoreError::Config(format!("database URL: {e}")))?;
     if let Some(schema) = schema {
         if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(StoreError::Config(format!("schema name {schema:?} must be letters, digits and _")));
         }
         options = options.options([("search_path", schema)]);
     }
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect_with(options)
-        .await?;
+    let pool = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(std::time::Duration::from_secs(10)).connect_with(options).await?;
     if let Some(schema) = schema {
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(&pool).await?;
     }

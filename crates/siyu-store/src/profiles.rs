@@ -7,7 +7,7 @@ use siyu_core::{Identity, ProfileId, Timestamp};
 use utoipa::ToSchema;
 
 use crate::sql::{Db, Row};
-use crate::{counters, params, StoreError};
+use crate::{StoreError, counters, params};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProfileView {
@@ -77,12 +77,7 @@ pub struct Stats {
 }
 
 pub async fn find_by_identity(db: &mut dyn Db, identity: &Identity) -> Result<Option<ProfileId>, StoreError> {
-    let row = db
-        .query_opt(
-            "SELECT profile_id FROM identities WHERE kind = $1 AND value = $2",
-            params![identity.kind.as_str(), &identity.value],
-        )
-        .await?;
+    let row = db.query_opt("SELECT profile_id FROM identities WHERE kind = $1 AND value = $2", params![identity.kind.as_str(), &identity.value]).await?;
     row.map(|r| r.int(0)).transpose()
 }
 
@@ -127,12 +122,8 @@ pub async fn load(db: &mut dyn Db, id: ProfileId, recent_events: i64) -> Result<
         .map(|r| r.text(0))
         .collect::<Result<Vec<_>, _>>()?;
     let owners = owners(db, id).await?;
-    let merged_from = db
-        .query("SELECT merged FROM merges WHERE survivor = $1 ORDER BY id", params![id])
-        .await?
-        .iter()
-        .map(|r| r.int(0))
-        .collect::<Result<Vec<_>, _>>()?;
+    let merged_from =
+        db.query("SELECT merged FROM merges WHERE survivor = $1 ORDER BY id", params![id]).await?.iter().map(|r| r.int(0)).collect::<Result<Vec<_>, _>>()?;
     let recent_events = events_page(db, id, None, recent_events).await?;
     Ok(Some(ProfileView {
         id,
@@ -191,21 +182,10 @@ impl EventCursor {
 }
 
 /// The profile's events, newest first.
-pub async fn events_page(
-    db: &mut dyn Db,
-    id: ProfileId,
-    before: Option<EventCursor>,
-    limit: i64,
-) -> Result<Vec<EventView>, StoreError> {
+pub async fn events_page(db: &mut dyn Db, id: ProfileId, before: Option<EventCursor>, limit: i64) -> Result<Vec<EventView>, StoreError> {
     const COLUMNS: &str = "id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context";
     let rows = match before {
-        None => {
-            db.query(
-                &format!("SELECT {COLUMNS} FROM events WHERE profile_id = $1 ORDER BY ts DESC, id DESC LIMIT $2"),
-                params![id, limit],
-            )
-            .await?
-        }
+        None => db.query(&format!("SELECT {COLUMNS} FROM events WHERE profile_id = $1 ORDER BY ts DESC, id DESC LIMIT $2"), params![id, limit]).await?,
         Some(c) => {
             db.query(
                 &format!(

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use siyu_core::{Identity, IdentityKind, Message, ProfileId, Timestamp};
 
 use crate::sql::Db;
-use crate::{counters, params, StoreError};
+use crate::{StoreError, counters, params};
 
 /// Identities the indexer has seen, so a known customer costs no lookup. While Siyu
 /// runs the indexer is the only writer of identities: it updates the cache when it
@@ -56,10 +56,10 @@ impl IdentityCache {
 }
 
 async fn lookup(db: &mut dyn Db, cache: &mut Option<&mut IdentityCache>, identity: &Identity) -> Result<Option<ProfileId>, StoreError> {
-    if let Some(c) = cache.as_deref() {
-        if let Some(p) = c.map.get(identity) {
-            return Ok(Some(*p));
-        }
+    if let Some(c) = cache.as_deref()
+        && let Some(p) = c.map.get(identity)
+    {
+        return Ok(Some(*p));
     }
     let found = crate::profiles::find_by_identity(db, identity).await?;
     if let (Some(c), Some(p)) = (cache.as_deref_mut(), found) {
@@ -89,10 +89,10 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut Iden
     let mut profiles: Vec<ProfileId> = Vec::new();
     for identity in &msg.identities {
         let p = lookup(db, &mut cache, identity).await?;
-        if let Some(p) = p {
-            if !profiles.contains(&p) {
-                profiles.push(p);
-            }
+        if let Some(p) = p
+            && !profiles.contains(&p)
+        {
+            profiles.push(p);
         }
         found.push(p);
     }
@@ -153,7 +153,7 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut Iden
     }
     if let Some(prev) = unattached_previous {
         attach(db, survivor, &prev, at).await?;
-        if let Some(c) = cache.as_deref_mut() {
+        if let Some(c) = cache {
             c.map.insert(prev.clone(), survivor);
         }
         attached.push(prev);
@@ -163,12 +163,7 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut Iden
 
 /// The found profiles this message may join: those without a user id, or with the
 /// message's own (or, without one, the strongest found profile's).
-async fn compatible_profiles(
-    db: &mut dyn Db,
-    msg: &Message,
-    profiles: &[ProfileId],
-    found: &[Option<ProfileId>],
-) -> Result<Vec<ProfileId>, StoreError> {
+async fn compatible_profiles(db: &mut dyn Db, msg: &Message, profiles: &[ProfileId], found: &[Option<ProfileId>]) -> Result<Vec<ProfileId>, StoreError> {
     let user_id_unfound = msg.identities.iter().zip(found).any(|(i, f)| i.kind == IdentityKind::UserId && f.is_none());
     if profiles.len() == 1 && !user_id_unfound {
         return Ok(profiles.to_vec());
@@ -178,34 +173,18 @@ async fn compatible_profiles(
         user_ids.push(user_id_of(db, p).await?);
     }
     let wanted = msg.user_id.clone().or_else(|| user_ids.iter().flatten().next().cloned());
-    Ok(profiles
-        .iter()
-        .zip(&user_ids)
-        .filter(|(_, uid)| uid.is_none() || *uid == &wanted)
-        .map(|(p, _)| *p)
-        .collect())
+    Ok(profiles.iter().zip(&user_ids).filter(|(_, uid)| uid.is_none() || *uid == &wanted).map(|(p, _)| *p).collect())
 }
 
 async fn user_id_of(db: &mut dyn Db, profile: ProfileId) -> Result<Option<String>, StoreError> {
-    db.query_opt(
-        "SELECT value FROM identities WHERE profile_id = $1 AND kind = 'user_id' LIMIT 1",
-        params![profile],
-    )
-    .await?
-    .map(|r| r.text(0))
-    .transpose()
+    db.query_opt("SELECT value FROM identities WHERE profile_id = $1 AND kind = 'user_id' LIMIT 1", params![profile]).await?.map(|r| r.text(0)).transpose()
 }
 
 pub async fn create_profile(db: &mut dyn Db, at: Timestamp) -> Result<ProfileId, StoreError> {
     // Version 7 starts with the time: new profiles' uuids go to the end of the unique
     // index instead of a random page each (a 10M-profile index has ~100,000 of them).
     let uuid = uuid::Uuid::now_v7().to_string();
-    let row = db
-        .query_one(
-            "INSERT INTO profiles (uuid, created_at) VALUES ($1, $2) RETURNING id",
-            params![&uuid, at.0],
-        )
-        .await?;
+    let row = db.query_one("INSERT INTO profiles (uuid, created_at) VALUES ($1, $2) RETURNING id", params![&uuid, at.0]).await?;
     crate::counters::add(db, crate::counters::PROFILES, 1).await?;
     row.int(0)
 }
@@ -221,14 +200,7 @@ pub async fn attach(db: &mut dyn Db, profile: ProfileId, identity: &Identity, at
 }
 
 /// Moves everything of `merged` to `survivor` and records the merge.
-pub async fn merge(
-    db: &mut dyn Db,
-    survivor: ProfileId,
-    merged: ProfileId,
-    message_id: Option<&str>,
-    reason: &str,
-    at: Timestamp,
-) -> Result<(), StoreError> {
+pub async fn merge(db: &mut dyn Db, survivor: ProfileId, merged: ProfileId, message_id: Option<&str>, reason: &str, at: Timestamp) -> Result<(), StoreError> {
     db.execute("UPDATE identities SET profile_id = $1 WHERE profile_id = $2", params![survivor, merged]).await?;
     db.execute("UPDATE events SET profile_id = $1 WHERE profile_id = $2", params![survivor, merged]).await?;
     db.execute(
@@ -256,8 +228,7 @@ pub async fn merge(
     )
     .await?;
     db.execute("DELETE FROM staff_customers WHERE profile_id = $1", params![merged]).await?;
-    db.execute("UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2", params![survivor, merged])
-        .await?;
+    db.execute("UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2", params![survivor, merged]).await?;
     db.execute(
         "INSERT INTO merges (survivor, merged, message_id, reason, merged_at) VALUES ($1, $2, $3, $4, $5)",
         params![survivor, merged, message_id, reason, at.0],

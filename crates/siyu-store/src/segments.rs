@@ -5,7 +5,7 @@ use siyu_core::Timestamp;
 use utoipa::ToSchema;
 
 use crate::sql::Db;
-use crate::{params, StoreError};
+use crate::{StoreError, params};
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredSegment {
@@ -33,11 +33,7 @@ pub async fn list(db: &mut dyn Db) -> Result<Vec<StoredSegment>, StoreError> {
 }
 
 pub async fn get(db: &mut dyn Db, name: &str) -> Result<Option<StoredSegment>, StoreError> {
-    db.query_opt("SELECT name, description, rule, created_at, updated_at FROM segments WHERE name = $1", params![name])
-        .await?
-        .as_ref()
-        .map(row)
-        .transpose()
+    db.query_opt("SELECT name, description, rule, created_at, updated_at FROM segments WHERE name = $1", params![name]).await?.as_ref().map(row).transpose()
 }
 
 /// Creates or replaces; returns whether it was new.
@@ -60,10 +56,7 @@ pub async fn delete(db: &mut dyn Db, name: &str) -> Result<bool, StoreError> {
 
 /// The members last reported for a segment (a serialized bitmap) and their version.
 pub async fn snapshot(db: &mut dyn Db, name: &str) -> Result<Option<(i64, String)>, StoreError> {
-    db.query_opt("SELECT version, members FROM segment_snapshots WHERE name = $1", params![name])
-        .await?
-        .map(|r| Ok((r.int(0)?, r.text(1)?)))
-        .transpose()
+    db.query_opt("SELECT version, members FROM segment_snapshots WHERE name = $1", params![name]).await?.map(|r| Ok((r.int(0)?, r.text(1)?))).transpose()
 }
 
 pub async fn save_snapshot(db: &mut dyn Db, name: &str, version: i64, members: &str, at: Timestamp) -> Result<(), StoreError> {

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use crate::sql::{Backend, Db, Param, Row, Value};
 use crate::StoreError;
+use crate::sql::{Backend, Db, Param, Row, Value};
 
 pub const DB_FILE: &str = "siyu.db";
 
@@ -208,7 +208,6 @@ impl SqlitePool {
     }
 }
 
-
 /// Runs passive checkpoints every 50 ms on its own connection, until the process exits.
 /// The WAL file keeps its size while writes keep coming (see the writer's pragmas), and
 /// is truncated once fully copied and quiet for 5 seconds (longer than an index batch
@@ -230,10 +229,11 @@ pub fn spawn_checkpointer(path: PathBuf) -> Result<(), StoreError> {
                             last = (log, std::time::Instant::now());
                         }
                         let quiet = log > 0 && last.1.elapsed() >= QUIET;
-                        if copied == log && (log >= TRUNCATE_FRAMES || quiet) {
-                            if let Err(e) = db.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                                tracing::debug!(error = %e, "WAL truncate deferred");
-                            }
+                        if copied == log
+                            && (log >= TRUNCATE_FRAMES || quiet)
+                            && let Err(e) = db.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                        {
+                            tracing::debug!(error = %e, "WAL truncate deferred");
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),

@@ -5,8 +5,8 @@ use siyu_core::Timestamp;
 use utoipa::ToSchema;
 
 use crate::outreach::DeliveryRow;
-use crate::sql::{int_list, Db, Row};
-use crate::{params, StoreError};
+use crate::sql::{Db, Row, int_list};
+use crate::{StoreError, params};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ContactWay {
@@ -190,7 +190,14 @@ pub async fn recent_transfers(db: &mut dyn Db, profiles: &[i64], since: Timestam
 
 /// Records the answer to one transfer request, per customer: errcode 0 means WeCom
 /// accepted it and the takeover is waiting.
-pub async fn record_transfers(db: &mut dyn Db, handover: &str, takeover: &str, resigned: bool, answers: &[(i64, String, i64)], at: Timestamp) -> Result<(), StoreError> {
+pub async fn record_transfers(
+    db: &mut dyn Db,
+    handover: &str,
+    takeover: &str,
+    resigned: bool,
+    answers: &[(i64, String, i64)],
+    at: Timestamp,
+) -> Result<(), StoreError> {
     for (profile, external, errcode) in answers {
         let status = if *errcode == 0 { "waiting" } else { "refused" };
         db.execute(

@@ -1,12 +1,12 @@
 //! The store suite: every test runs on SQLite and on PostgreSQL.
 
 use serde_json::json;
-use siyu_core::message::{parse_batch, ParseContext};
+use siyu_core::message::{ParseContext, parse_batch};
 use siyu_core::org::{Staff, StaffRole, Store as StoreInfo};
 use siyu_core::{Identity, IdentityKind, Message, Timestamp};
 use siyu_store::ingest::{self, Outcome};
 use siyu_store::profiles::{self, EventCursor};
-use siyu_store::{both_backends, org, Store};
+use siyu_store::{Store, both_backends, org};
 
 /// Parses a Segment batch the way the HTTP layer does.
 fn messages(batch: serde_json::Value) -> Vec<Message> {
@@ -110,10 +110,7 @@ both_backends!(a_large_batch_is_applied_as_one_by_one_would, |store: Store, _log
         batch.push(json!({"type": "track", "userId": "member-7", "event": "Order Completed", "messageId": format!("o{i}")}));
     }
     let msgs = messages(json!(batch));
-    let out = store
-        .transaction(move |db| Box::pin(async move { ingest::apply_all(db, &msgs.iter().collect::<Vec<_>>(), None).await }))
-        .await
-        .unwrap();
+    let out = store.transaction(move |db| Box::pin(async move { ingest::apply_all(db, &msgs.iter().collect::<Vec<_>>(), None).await })).await.unwrap();
     assert_eq!(out.len(), 230);
     assert!(out[..220].iter().all(|o| !o.is_duplicate()));
     assert!(out[220].is_duplicate(), "repeated inside the batch");
@@ -125,26 +122,30 @@ both_backends!(a_large_batch_is_applied_as_one_by_one_would, |store: Store, _log
     assert_eq!(load(&store, member).await.traits["tier"], json!("gold"));
 
     // A messageId repeated inside one multi-row statement (a full chunk of 100).
-    let repeated: Vec<serde_json::Value> = (0..100).map(|i| json!({"type": "track", "userId": "u-chunk", "event": "Page", "messageId": format!("c{}", i % 99)})).collect();
+    let repeated: Vec<serde_json::Value> =
+        (0..100).map(|i| json!({"type": "track", "userId": "u-chunk", "event": "Page", "messageId": format!("c{}", i % 99)})).collect();
     let msgs = messages(json!(repeated));
-    let out = store
-        .transaction(move |db| Box::pin(async move { ingest::apply_all(db, &msgs.iter().collect::<Vec<_>>(), None).await }))
-        .await
-        .unwrap();
+    let out = store.transaction(move |db| Box::pin(async move { ingest::apply_all(db, &msgs.iter().collect::<Vec<_>>(), None).await })).await.unwrap();
     assert_eq!(out.iter().filter(|o| o.is_duplicate()).count(), 1, "the second c0 only");
     assert!(out[99].is_duplicate());
 });
 
 both_backends!(latest_trait_wins_even_out_of_order, |store: Store, _log: std::path::PathBuf| async move {
-    apply(&store, json!([
-        {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T10:00:00Z", "traits": {"tier": "gold", "city": "Hangzhou"}},
-        {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z", "traits": {"tier": "silver", "language": "Cantonese"}},
-    ]))
+    apply(
+        &store,
+        json!([
+            {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T10:00:00Z", "traits": {"tier": "gold", "city": "Hangzhou"}},
+            {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z", "traits": {"tier": "silver", "language": "Cantonese"}},
+        ]),
+    )
     .await;
-    apply(&store, json!([
-        {"type": "track", "userId": "u1", "event": "Checked In", "timestamp": "2024-04-01T00:00:00Z",
-         "context": {"traits": {"city": "Suzhou"}}},
-    ]))
+    apply(
+        &store,
+        json!([
+            {"type": "track", "userId": "u1", "event": "Checked In", "timestamp": "2024-04-01T00:00:00Z",
+             "context": {"traits": {"city": "Suzhou"}}},
+        ]),
+    )
     .await;
     let id = lookup(&store, IdentityKind::UserId, "u1").await.unwrap();
     let p = load(&store, id).await;
@@ -156,12 +157,15 @@ both_backends!(latest_trait_wins_even_out_of_order, |store: Store, _log: std::pa
 });
 
 both_backends!(alias_merges_the_anonymous_profile_into_the_user, |store: Store, _log: std::path::PathBuf| async move {
-    apply(&store, json!([
-        {"type": "page", "anonymousId": "anon-9", "name": "Menu", "timestamp": "2024-05-01T08:00:00Z"},
-        {"type": "track", "anonymousId": "anon-9", "event": "Product Viewed", "timestamp": "2024-05-01T08:01:00Z",
-         "context": {"traits": {"favourite": "oat latte"}}},
-        {"type": "identify", "userId": "member-7", "timestamp": "2024-05-01T09:00:00Z", "traits": {"name": "Chen"}},
-    ]))
+    apply(
+        &store,
+        json!([
+            {"type": "page", "anonymousId": "anon-9", "name": "Menu", "timestamp": "2024-05-01T08:00:00Z"},
+            {"type": "track", "anonymousId": "anon-9", "event": "Product Viewed", "timestamp": "2024-05-01T08:01:00Z",
+             "context": {"traits": {"favourite": "oat latte"}}},
+            {"type": "identify", "userId": "member-7", "timestamp": "2024-05-01T09:00:00Z", "traits": {"name": "Chen"}},
+        ]),
+    )
     .await;
     let anon = lookup(&store, IdentityKind::AnonymousId, "anon-9").await.unwrap();
     let user = lookup(&store, IdentityKind::UserId, "member-7").await.unwrap();
@@ -190,22 +194,28 @@ async fn stats_profiles(store: &Store) -> i64 {
 
 both_backends!(shared_external_ids_merge_profiles, |store: Store, _log: std::path::PathBuf| async move {
     // The mini program knows the customer by unionid; the WeCom side by external_userid.
-    apply(&store, json!([
-        {"type": "track", "anonymousId": "mp-device-1", "event": "Order Completed",
-         "context": {"externalIds": [{"id": "oUnion42", "type": "unionid"}]}},
-        {"type": "track", "userId": "u42", "event": "Contact Added",
-         "properties": {"staff_userid": "guide-1"},
-         "context": {"externalIds": [{"id": "wmGuest42", "type": "external_userid"}]}},
-    ]))
+    apply(
+        &store,
+        json!([
+            {"type": "track", "anonymousId": "mp-device-1", "event": "Order Completed",
+             "context": {"externalIds": [{"id": "oUnion42", "type": "unionid"}]}},
+            {"type": "track", "userId": "u42", "event": "Contact Added",
+             "properties": {"staff_userid": "guide-1"},
+             "context": {"externalIds": [{"id": "wmGuest42", "type": "external_userid"}]}},
+        ]),
+    )
     .await;
     let a = lookup(&store, IdentityKind::Unionid, "oUnion42").await.unwrap();
     let b = lookup(&store, IdentityKind::UserId, "u42").await.unwrap();
     assert_ne!(a, b);
     // A later message names both: they are one customer.
-    let out = apply(&store, json!([
-        {"type": "identify", "userId": "u42",
-         "context": {"externalIds": [{"id": "oUnion42", "type": "unionid"}]}},
-    ]))
+    let out = apply(
+        &store,
+        json!([
+            {"type": "identify", "userId": "u42",
+             "context": {"externalIds": [{"id": "oUnion42", "type": "unionid"}]}},
+        ]),
+    )
     .await;
     let survivor = a.min(b);
     assert_eq!(out[0].profile_id, Some(survivor));
@@ -267,14 +277,17 @@ both_backends!(guides_own_customers_through_contact_events, |store: Store, _log:
         })
         .await
         .unwrap();
-    apply(&store, json!([
-        {"type": "track", "userId": "c1", "event": "Contact Added", "timestamp": "2024-05-01T00:00:00Z",
-         "properties": {"staff_userid": "zhangwei", "state": "SH001-table-card"}},
-        {"type": "track", "userId": "c2", "event": "Contact Added", "timestamp": "2024-05-01T00:00:00Z",
-         "properties": {"staff_userid": "zhangwei"}},
-        {"type": "track", "userId": "c2", "event": "Contact Deleted", "timestamp": "2024-05-03T00:00:00Z",
-         "properties": {"staff_userid": "zhangwei"}},
-    ]))
+    apply(
+        &store,
+        json!([
+            {"type": "track", "userId": "c1", "event": "Contact Added", "timestamp": "2024-05-01T00:00:00Z",
+             "properties": {"staff_userid": "zhangwei", "state": "SH001-table-card"}},
+            {"type": "track", "userId": "c2", "event": "Contact Added", "timestamp": "2024-05-01T00:00:00Z",
+             "properties": {"staff_userid": "zhangwei"}},
+            {"type": "track", "userId": "c2", "event": "Contact Deleted", "timestamp": "2024-05-03T00:00:00Z",
+             "properties": {"staff_userid": "zhangwei"}},
+        ]),
+    )
     .await;
     let c1 = lookup(&store, IdentityKind::UserId, "c1").await.unwrap();
     let p = load(&store, c1).await;
@@ -303,18 +316,17 @@ both_backends!(guides_own_customers_through_contact_events, |store: Store, _log:
 
 both_backends!(the_timeline_pages_newest_first, |store: Store, _log: std::path::PathBuf| async move {
     let batch: Vec<_> = (0..25)
-        .map(|i| json!({"type": "track", "userId": "u1", "event": format!("E{i}"),
-                        "timestamp": format!("2024-05-01T00:{i:02}:00Z")}))
+        .map(|i| {
+            json!({"type": "track", "userId": "u1", "event": format!("E{i}"),
+                        "timestamp": format!("2024-05-01T00:{i:02}:00Z")})
+        })
         .collect();
     apply(&store, json!(batch)).await;
     let id = lookup(&store, IdentityKind::UserId, "u1").await.unwrap();
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store
-            .run(move |db| Box::pin(async move { profiles::events_page(db, id, cursor, 10).await }))
-            .await
-            .unwrap();
+        let page = store.run(move |db| Box::pin(async move { profiles::events_page(db, id, cursor, 10).await })).await.unwrap();
         if page.is_empty() {
             break;
         }
@@ -332,8 +344,10 @@ both_backends!(the_pipeline_acknowledges_durably_and_applies_everything, |store:
     for r in 0..40 {
         let pipeline = pipeline.clone();
         let batch: Vec<_> = (0..25)
-            .map(|i| json!({"type": "track", "userId": format!("u{}", (r * 25 + i) % 300), "event": "Order Completed",
-                            "messageId": format!("w-{r}-{i}")}))
+            .map(|i| {
+                json!({"type": "track", "userId": format!("u{}", (r * 25 + i) % 300), "event": "Order Completed",
+                            "messageId": format!("w-{r}-{i}")})
+            })
             .collect();
         let msgs = messages(json!(batch));
         tasks.push(tokio::spawn(async move { pipeline.submit(msgs).await }));
@@ -343,10 +357,7 @@ both_backends!(the_pipeline_acknowledges_durably_and_applies_everything, |store:
     }
     pipeline.settle().await;
     // A retry of an acknowledged message stores nothing new.
-    pipeline
-        .submit_and_apply(messages(json!([{"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "w-0-1"}])))
-        .await
-        .unwrap();
+    pipeline.submit_and_apply(messages(json!([{"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "w-0-1"}]))).await.unwrap();
     let s = stats(&store).await;
     assert_eq!((s.profiles, s.events), (300, 1000));
     assert_eq!(pipeline.indexed(), 1001);
@@ -362,8 +373,10 @@ both_backends!(an_indexer_behind_its_feed_reads_the_log_in_order, |store: Store,
         // One timestamp for all: of equal timestamps the message applied last sets the
         // trait, so a customer's trait tells which of their messages was applied last.
         let batch: Vec<_> = (0..20)
-            .map(|i| json!({"type": "identify", "userId": format!("u{}", r % 7), "messageId": format!("f-{r}-{i}"),
-                            "timestamp": "2026-11-30T08:00:00Z", "traits": {"request": r, "message": i}}))
+            .map(|i| {
+                json!({"type": "identify", "userId": format!("u{}", r % 7), "messageId": format!("f-{r}-{i}"),
+                            "timestamp": "2026-11-30T08:00:00Z", "traits": {"request": r, "message": i}})
+            })
             .collect();
         tasks.push(tokio::spawn(async move { (r, pipeline.submit(messages(json!(batch))).await.unwrap()) }));
     }
@@ -447,7 +460,8 @@ both_backends!(observers_hear_each_message_acknowledged_before_committed, |store
     let heard = heard.lock().unwrap().clone();
     for seq in 1..=51u64 {
         let at = |what: &str| {
-            let found: Vec<(usize, &String)> = heard.iter().enumerate().filter(|(_, (w, s, _))| *w == what && *s == seq).map(|(i, (_, _, id))| (i, id)).collect();
+            let found: Vec<(usize, &String)> =
+                heard.iter().enumerate().filter(|(_, (w, s, _))| *w == what && *s == seq).map(|(i, (_, _, id))| (i, id)).collect();
             assert_eq!(found.len(), 1, "seq {seq} {what} once: {heard:?}");
             found[0]
         };

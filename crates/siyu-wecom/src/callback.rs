@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use quick_xml::events::Event as XmlEvent;
 use quick_xml::Reader;
+use quick_xml::events::Event as XmlEvent;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum XmlError {
@@ -110,7 +110,15 @@ pub enum CallbackEvent {
     TransferFailed { staff: String, external_userid: String, reason: Option<String> },
     /// `change_external_chat`: `create`, `update` (`add_member`/`del_member` with the
     /// members who joined or left, `change_owner`, `change_name`, …), `dismiss`.
-    Group { chat_id: String, change: String, update_detail: Option<String>, join_scene: Option<String>, quit_scene: Option<String>, member_change_count: Option<u32>, members: Vec<String> },
+    Group {
+        chat_id: String,
+        change: String,
+        update_detail: Option<String>,
+        join_scene: Option<String>,
+        quit_scene: Option<String>,
+        member_change_count: Option<u32>,
+        members: Vec<String>,
+    },
     /// `change_external_tag`: create, update, delete, shuffle.
     Tag { id: String, tag_type: String, change: String },
     /// Anything else, kept for the record.
@@ -128,9 +136,15 @@ impl CallbackEvent {
             (Some("change_external_contact"), Some("add_external_contact" | "add_half_external_contact")) => {
                 CallbackEvent::ContactAdded { staff: s("UserID")?, external_userid: s("ExternalUserID")?, state: o("State"), welcome_code: o("WelcomeCode") }
             }
-            (Some("change_external_contact"), Some("edit_external_contact")) => CallbackEvent::ContactEdited { staff: s("UserID")?, external_userid: s("ExternalUserID")? },
-            (Some("change_external_contact"), Some("del_follow_user")) => CallbackEvent::ContactDeletedByCustomer { staff: s("UserID")?, external_userid: s("ExternalUserID")? },
-            (Some("change_external_contact"), Some("del_external_contact")) => CallbackEvent::ContactDeletedByStaff { staff: s("UserID")?, external_userid: s("ExternalUserID")? },
+            (Some("change_external_contact"), Some("edit_external_contact")) => {
+                CallbackEvent::ContactEdited { staff: s("UserID")?, external_userid: s("ExternalUserID")? }
+            }
+            (Some("change_external_contact"), Some("del_follow_user")) => {
+                CallbackEvent::ContactDeletedByCustomer { staff: s("UserID")?, external_userid: s("ExternalUserID")? }
+            }
+            (Some("change_external_contact"), Some("del_external_contact")) => {
+                CallbackEvent::ContactDeletedByStaff { staff: s("UserID")?, external_userid: s("ExternalUserID")? }
+            }
             (Some("change_external_contact"), Some("transfer_fail")) => {
                 CallbackEvent::TransferFailed { staff: s("UserID")?, external_userid: s("ExternalUserID")?, reason: o("FailReason") }
             }
@@ -203,7 +217,9 @@ mod tests {
         let head = "<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>1403610513</CreateTime>\
             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA]]></ChatId>\
             <ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><![CDATA[add_member]]></UpdateDetail><JoinScene>1</JoinScene><MemChangeCnt>2</MemChangeCnt>";
-        let items = format!("{head}<MemChangeList>\n  <Item><![CDATA[wmAAA]]></Item>\n  <Item><![CDATA[zhangsan]]></Item>\n</MemChangeList><LastMemVer>9c3f</LastMemVer></xml>");
+        let items = format!(
+            "{head}<MemChangeList>\n  <Item><![CDATA[wmAAA]]></Item>\n  <Item><![CDATA[zhangsan]]></Item>\n</MemChangeList><LastMemVer>9c3f</LastMemVer></xml>"
+        );
         let joined = format!("{head}<MemChangeList><![CDATA[wmAAA,zhangsan]]></MemChangeList></xml>");
         for xml in [items, joined] {
             let f = parse(&xml).unwrap();

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -93,10 +93,10 @@ impl Client {
     /// The cached access token, fetching one if there is none or it is about to expire.
     pub async fn access_token(&self) -> Result<String, WecomError> {
         let mut slot = self.token.lock().await;
-        if let Some((token, until)) = slot.as_ref() {
-            if Instant::now() < *until {
-                return Ok(token.clone());
-            }
+        if let Some((token, until)) = slot.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
         }
         let url = format!("{}/cgi-bin/gettoken", self.base);
         let v = self.send_with_retries(|| self.http.get(&url).query(&[("corpid", &self.corp_id), ("corpsecret", &self.secret)])).await?;
@@ -247,7 +247,8 @@ impl Client {
     }
 
     pub async fn mark_tag(&self, userid: &str, external_userid: &str, add: &[String], remove: &[String]) -> Result<Value, WecomError> {
-        self.post("/cgi-bin/externalcontact/mark_tag", json!({"userid": userid, "external_userid": external_userid, "add_tag": add, "remove_tag": remove})).await
+        self.post("/cgi-bin/externalcontact/mark_tag", json!({"userid": userid, "external_userid": external_userid, "add_tag": add, "remove_tag": remove}))
+            .await
     }
 
     // ---- contact ways (渠道活码) ----
@@ -255,7 +256,10 @@ impl Client {
     /// A QR code for one or more guides with a `state` that comes back on the add callback.
     pub async fn add_contact_way(&self, users: &[&str], state: &str, remark: &str) -> Result<(String, String), WecomError> {
         let v = self
-            .post("/cgi-bin/externalcontact/add_contact_way", json!({"type": if users.len() > 1 { 2 } else { 1 }, "scene": 2, "state": state, "user": users, "remark": remark, "skip_verify": true}))
+            .post(
+                "/cgi-bin/externalcontact/add_contact_way",
+                json!({"type": if users.len() > 1 { 2 } else { 1 }, "scene": 2, "state": state, "user": users, "remark": remark, "skip_verify": true}),
+            )
             .await?;
         let id = v["config_id"].as_str().ok_or_else(|| WecomError::Decode("add_contact_way without config_id".into()))?;
         Ok((id.to_string(), v["qr_code"].as_str().unwrap_or_default().to_string()))
@@ -285,7 +289,9 @@ impl Client {
     /// the userids WeCom could not reach (lower-cased, as WeCom reports them). When it can
     /// reach none, WeCom answers errcode 81013.
     pub async fn send_text_message(&self, agentid: i64, touser: &[&str], content: &str) -> Result<Vec<String>, WecomError> {
-        let v = self.post("/cgi-bin/message/send", json!({"touser": touser.join("|"), "msgtype": "text", "agentid": agentid, "text": {"content": content}})).await?;
+        let v = self
+            .post("/cgi-bin/message/send", json!({"touser": touser.join("|"), "msgtype": "text", "agentid": agentid, "text": {"content": content}}))
+            .await?;
         Ok(v["invaliduser"].as_str().unwrap_or_default().split('|').filter(|u| !u.is_empty()).map(str::to_string).collect())
     }
 
@@ -293,7 +299,12 @@ impl Client {
 
     /// A guide's mass message to some of their customers: returns the `msgid`.
     pub async fn add_msg_template(&self, sender: &str, external_userids: &[String], text: &str) -> Result<(String, Vec<String>), WecomError> {
-        let v = self.post("/cgi-bin/externalcontact/add_msg_template", json!({"chat_type": "single", "sender": sender, "external_userid": external_userids, "text": {"content": text}})).await?;
+        let v = self
+            .post(
+                "/cgi-bin/externalcontact/add_msg_template",
+                json!({"chat_type": "single", "sender": sender, "external_userid": external_userids, "text": {"content": text}}),
+            )
+            .await?;
         let msgid = v["msgid"].as_str().ok_or_else(|| WecomError::Decode("add_msg_template without msgid".into()))?.to_string();
         Ok((msgid, strings(&v["fail_list"])))
     }
@@ -304,7 +315,11 @@ impl Client {
     }
 
     pub async fn get_groupmsg_list_v2(&self, start_time: i64, end_time: i64, cursor: &str) -> Result<Value, WecomError> {
-        self.post("/cgi-bin/externalcontact/get_groupmsg_list_v2", json!({"chat_type": "single", "start_time": start_time, "end_time": end_time, "cursor": cursor, "limit": 100})).await
+        self.post(
+            "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+            json!({"chat_type": "single", "start_time": start_time, "end_time": end_time, "cursor": cursor, "limit": 100}),
+        )
+        .await
     }
 
     pub async fn get_groupmsg_task(&self, msgid: &str, cursor: &str) -> Result<Value, WecomError> {
@@ -316,7 +331,9 @@ impl Client {
         let mut out = Vec::new();
         let mut cursor = String::new();
         loop {
-            let v = self.post("/cgi-bin/externalcontact/get_groupmsg_send_result", json!({"msgid": msgid, "userid": userid, "cursor": cursor, "limit": 1000})).await?;
+            let v = self
+                .post("/cgi-bin/externalcontact/get_groupmsg_send_result", json!({"msgid": msgid, "userid": userid, "cursor": cursor, "limit": 1000}))
+                .await?;
             out.extend(v["send_list"].as_array().cloned().unwrap_or_default());
             match v["next_cursor"].as_str() {
                 Some(c) if !c.is_empty() => cursor = c.to_string(),
@@ -344,12 +361,19 @@ impl Client {
     }
 
     pub async fn transfer_customer(&self, handover: &str, takeover: &str, external_userids: &[String]) -> Result<Value, WecomError> {
-        self.post("/cgi-bin/externalcontact/transfer_customer", json!({"handover_userid": handover, "takeover_userid": takeover, "external_userid": external_userids})).await
+        self.post(
+            "/cgi-bin/externalcontact/transfer_customer",
+            json!({"handover_userid": handover, "takeover_userid": takeover, "external_userid": external_userids}),
+        )
+        .await
     }
 
     pub async fn resigned_transfer_customer(&self, handover: &str, takeover: &str, external_userids: &[String]) -> Result<Value, WecomError> {
-        self.post("/cgi-bin/externalcontact/resigned/transfer_customer", json!({"handover_userid": handover, "takeover_userid": takeover, "external_userid": external_userids}))
-            .await
+        self.post(
+            "/cgi-bin/externalcontact/resigned/transfer_customer",
+            json!({"handover_userid": handover, "takeover_userid": takeover, "external_userid": external_userids}),
+        )
+        .await
     }
 
     pub async fn transfer_result(&self, handover: &str, takeover: &str, cursor: &str) -> Result<Value, WecomError> {
@@ -358,7 +382,8 @@ impl Client {
 
     /// The takeover status of a resigned member's customers (离职继承 has its own query).
     pub async fn resigned_transfer_result(&self, handover: &str, takeover: &str, cursor: &str) -> Result<Value, WecomError> {
-        self.post("/cgi-bin/externalcontact/resigned/transfer_result", json!({"handover_userid": handover, "takeover_userid": takeover, "cursor": cursor})).await
+        self.post("/cgi-bin/externalcontact/resigned/transfer_result", json!({"handover_userid": handover, "takeover_userid": takeover, "cursor": cursor}))
+            .await
     }
 }
 

@@ -6,9 +6,9 @@
 //!   AES-256-CBC without further padding, then base64.
 //! - msg_signature = hex(SHA-1(concat(sort([token, timestamp, nonce, ciphertext])))).
 
-use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
-use base64::engine::general_purpose::STANDARD;
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::NoPadding};
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
 
 type Encryptor = cbc::Encryptor<aes::Aes256>;
@@ -59,7 +59,8 @@ impl MsgCrypt {
         }
         // Real keys end in a character whose low bits are not zero: decode as leniently
         // as WeCom's own samples (Python's b64decode) do.
-        let lenient = base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
+        let lenient =
+            base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
         let bytes = lenient.decode(format!("{encoding_aes_key}=")).map_err(|_| CryptoError::BadKey)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey)?;
         Ok(MsgCrypt { token: token.to_string(), key, receive_id: receive_id.to_string() })
@@ -98,9 +99,8 @@ impl MsgCrypt {
         if data.is_empty() || data.len() % 16 != 0 {
             return Err(CryptoError::BadEnvelope("not a whole number of AES blocks"));
         }
-        let plain = Decryptor::new(&self.key.into(), self.key[..16].into())
-            .decrypt_padded_mut::<NoPadding>(&mut data)
-            .map_err(|_| CryptoError::BadEnvelope("AES"))?;
+        let plain =
+            Decryptor::new(&self.key.into(), self.key[..16].into()).decrypt_padded_mut::<NoPadding>(&mut data).map_err(|_| CryptoError::BadEnvelope("AES"))?;
         let pad = *plain.last().ok_or(CryptoError::BadEnvelope("empty"))? as usize;
         if pad == 0 || pad > BLOCK || pad > plain.len() || !plain[plain.len() - pad..].iter().all(|&b| b as usize == pad) {
             return Err(CryptoError::BadEnvelope("padding"));
@@ -133,7 +133,8 @@ impl MsgCrypt {
         let pad = BLOCK - plain.len() % BLOCK;
         plain.extend(std::iter::repeat_n(pad as u8, pad));
         let len = plain.len();
-        let cipher = Encryptor::new(&self.key.into(), self.key[..16].into()).encrypt_padded_mut::<NoPadding>(&mut plain, len).expect("a whole number of blocks");
+        let cipher =
+            Encryptor::new(&self.key.into(), self.key[..16].into()).encrypt_padded_mut::<NoPadding>(&mut plain, len).expect("a whole number of blocks");
         STANDARD.encode(cipher)
     }
 

@@ -2,12 +2,12 @@
 //! `external_userid`). The message id is the callback's dedupe key, so WeCom's retries
 //! are stored once.
 
+use serde_json::{Value, json};
+use siyu_core::Timestamp;
 use siyu_core::identity::{Identity, IdentityKind};
 use siyu_core::message::{Message, MessageKind};
-use siyu_core::Timestamp;
-use serde_json::{json, Value};
 
-use crate::callback::{dedupe_key, CallbackEvent, Fields};
+use crate::callback::{CallbackEvent, Fields, dedupe_key};
 
 /// A contact way's `state` as Siyu writes it: `STORE-channel` (e.g. `SH001-table_card`).
 pub fn attribution(state: &str) -> (Option<&str>, Option<&str>) {
@@ -77,7 +77,9 @@ pub fn to_messages(fields: &Fields, event: &CallbackEvent, received_at: Timestam
         CallbackEvent::ContactDeletedByStaff { staff, external_userid } => {
             contact(external_userid, "Contact Deleted", json!({"staff_userid": staff, "initiator": "staff"}))
         }
-        CallbackEvent::TransferFailed { staff, external_userid, reason } => contact(external_userid, "Transfer Failed", json!({"staff_userid": staff, "reason": reason})),
+        CallbackEvent::TransferFailed { staff, external_userid, reason } => {
+            contact(external_userid, "Transfer Failed", json!({"staff_userid": staff, "reason": reason}))
+        }
         CallbackEvent::Group { chat_id, change, update_detail, join_scene, quit_scene, members, .. } if change == "update" => {
             let (name, props) = match update_detail.as_deref() {
                 Some("add_member") => ("Group Joined", json!({"chat_id": chat_id, "join_scene": join_scene, "source": "wecom"})),

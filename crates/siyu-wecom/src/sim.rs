@@ -22,7 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::crypto::MsgCrypt;
 
@@ -346,7 +346,14 @@ impl Simulator {
         let envelope = crypt.seal(&xml, &ts, &nonce);
         let f = crate::callback::parse(&envelope).map_err(|e| e.to_string())?;
         let sig = f.get("MsgSignature").unwrap_or_default().to_string();
-        let resp = self.http.post(url).query(&[("msg_signature", sig.as_str()), ("timestamp", ts.as_str()), ("nonce", nonce.as_str())]).body(envelope).send().await.map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .post(url)
+            .query(&[("msg_signature", sig.as_str()), ("timestamp", ts.as_str()), ("nonce", nonce.as_str())])
+            .body(envelope)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if resp.status().is_success() { Ok(()) } else { Err(format!("callback answered {}", resp.status())) }
     }
 
@@ -362,7 +369,10 @@ impl Simulator {
     /// `change_external_chat` / `update`: members joined (`add_member`) or left (`del_member`).
     fn group_xml(&self, chat_id: &str, detail: &str, scene: &str, members: &[String]) -> String {
         let items: String = members.iter().map(|m| format!("<Item><![CDATA[{m}]]></Item>")).collect();
-        let extra = format!("<UpdateDetail><![CDATA[{detail}]]></UpdateDetail>{scene}<MemChangeCnt>{}</MemChangeCnt><MemChangeList>{items}</MemChangeList>", members.len());
+        let extra = format!(
+            "<UpdateDetail><![CDATA[{detail}]]></UpdateDetail>{scene}<MemChangeCnt>{}</MemChangeCnt><MemChangeList>{items}</MemChangeList>",
+            members.len()
+        );
         self.chat_xml(chat_id, "update", &extra)
     }
 
@@ -662,7 +672,17 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
             }
             let id = Simulator::next_id(&mut c, "msg");
             let sent = !c.hold_sends;
-            c.mass.insert(id.clone(), MassMessage { reminders: Vec::new(), sender, text: body["text"]["content"].as_str().unwrap_or_default().to_string(), created: now, results, sent });
+            c.mass.insert(
+                id.clone(),
+                MassMessage {
+                    reminders: Vec::new(),
+                    sender,
+                    text: body["text"]["content"].as_str().unwrap_or_default().to_string(),
+                    created: now,
+                    results,
+                    sent,
+                },
+            );
             ok(json!({"msgid": id, "fail_list": fail}))
         }
         "remind_groupmsg_send" => {
@@ -681,16 +701,26 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
             }
         }
         "get_groupmsg_list_v2" => {
-            let list: Vec<Value> = c.mass.iter().map(|(id, m)| json!({"msgid": id, "creator": m.sender, "create_type": 0, "create_time": m.created, "text": {"content": m.text}})).collect();
+            let list: Vec<Value> = c
+                .mass
+                .iter()
+                .map(|(id, m)| json!({"msgid": id, "creator": m.sender, "create_type": 0, "create_time": m.created, "text": {"content": m.text}}))
+                .collect();
             ok(json!({"group_msg_list": list, "next_cursor": ""}))
         }
         "get_groupmsg_task" => match c.mass.get(&s("msgid")) {
-            Some(m) => ok(json!({"task_list": [{"userid": m.sender, "status": if m.sent { 2 } else { 0 }, "send_time": if m.sent { m.created } else { 0 }}], "next_cursor": ""})),
+            Some(m) => ok(
+                json!({"task_list": [{"userid": m.sender, "status": if m.sent { 2 } else { 0 }, "send_time": if m.sent { m.created } else { 0 }}], "next_cursor": ""}),
+            ),
             None => err(40058, "no such msgid"),
         },
         "get_groupmsg_send_result" => match c.mass.get(&s("msgid")) {
             Some(m) if m.sender == s("userid") => {
-                let list: Vec<Value> = m.results.iter().map(|(e, st)| json!({"external_userid": e, "userid": m.sender, "status": if m.sent { *st } else { 0 }, "send_time": m.created})).collect();
+                let list: Vec<Value> = m
+                    .results
+                    .iter()
+                    .map(|(e, st)| json!({"external_userid": e, "userid": m.sender, "status": if m.sent { *st } else { 0 }, "send_time": m.created}))
+                    .collect();
                 ok(json!({"send_list": list, "next_cursor": ""}))
             }
             Some(_) => ok(json!({"send_list": [], "next_cursor": ""})),
@@ -733,7 +763,14 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
                             40058
                         } else if cu.follows.iter().any(|f| f.userid == from) {
                             cu.transfers.push(now);
-                            c.transfer_log.push(Transfer { handover: from.clone(), takeover: to.clone(), external_userid: e.clone(), at: now, status: 2, takeover_time: None });
+                            c.transfer_log.push(Transfer {
+                                handover: from.clone(),
+                                takeover: to.clone(),
+                                external_userid: e.clone(),
+                                at: now,
+                                status: 2,
+                                takeover_time: None,
+                            });
                             0
                         } else {
                             84061
@@ -941,7 +978,10 @@ async fn sim_admin_delete_tag(State(sim): State<Sim>, Json(t): Json<TagName>) ->
         for f in c.customers.values_mut().flat_map(|cu| cu.follows.iter_mut()) {
             f.tags.retain(|x| *x != id);
         }
-        sim.system_event("change_external_tag", &format!("<Id><![CDATA[{id}]]></Id><TagType><![CDATA[tag]]></TagType><ChangeType><![CDATA[delete]]></ChangeType>"))
+        sim.system_event(
+            "change_external_tag",
+            &format!("<Id><![CDATA[{id}]]></Id><TagType><![CDATA[tag]]></TagType><ChangeType><![CDATA[delete]]></ChangeType>"),
+        )
     };
     sim.notify(xml).await
 }

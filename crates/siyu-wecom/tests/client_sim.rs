@@ -15,7 +15,15 @@ async fn start() -> (Arc<Simulator>, String) {
 }
 
 async fn scan(base: &str, config_id: &str, external: &str) {
-    let v: serde_json::Value = reqwest::Client::new().post(format!("{base}/sim/scan")).json(&json!({"config_id": config_id, "external_userid": external, "name": external})).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/sim/scan"))
+        .json(&json!({"config_id": config_id, "external_userid": external, "name": external}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["errcode"], json!(0), "{v}");
 }
 
@@ -23,7 +31,12 @@ async fn scan(base: &str, config_id: &str, external: &str) {
 async fn one_token_shared_refreshed_once_and_retries() {
     let (sim, base) = start().await;
     let client = Arc::new(Client::new(&base, "wwsim", "sim-secret"));
-    let calls: Vec<_> = (0..20).map(|_| { let c = client.clone(); tokio::spawn(async move { c.get_follow_user_list().await }) }).collect();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.get_follow_user_list().await })
+        })
+        .collect();
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap(), vec!["li.sh0052".to_string(), "wang.sh0001".to_string()]);
     }
@@ -69,13 +82,21 @@ async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
 
     let group = client.add_corp_tag("口味", &["燕麦奶", "美式"]).await.unwrap();
     let tag = group["tag_group"]["tag"][0]["id"].as_str().unwrap().to_string();
-    client.mark_tag("li.sh0052", "wm0001", &[tag.clone()], &[]).await.unwrap();
+    client.mark_tag("li.sh0052", "wm0001", std::slice::from_ref(&tag), &[]).await.unwrap();
     assert_eq!(client.get_external_contact("wm0001").await.unwrap()["follow_user"][0]["tags"][0]["tag_id"], json!(tag));
     client.edit_corp_tag(&tag, "燕麦").await.unwrap();
     assert_eq!(client.get_corp_tag_list(&[]).await.unwrap()["tag_group"][0]["tag"][0]["name"], json!("燕麦"));
 
     // A welcome code works once.
-    let code: serde_json::Value = reqwest::Client::new().post(format!("{base}/sim/scan")).json(&json!({"config_id": config_id, "external_userid": "wmNew", "name": "new"})).send().await.unwrap().json().await.unwrap();
+    let code: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/sim/scan"))
+        .json(&json!({"config_id": config_id, "external_userid": "wmNew", "name": "new"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let code = code["welcome_code"].as_str().unwrap();
     client.send_welcome_msg(code, "欢迎").await.unwrap();
     assert_eq!(client.send_welcome_msg(code, "欢迎").await.unwrap_err().code(), Some(41051));

@@ -31,7 +31,8 @@ fn wechatpy_encrypts_and_siyu_decrypts() {
     for message in [EVENT, "你好，岚山咖啡", "x"] {
         let envelope = wechatpy(&py, &["encrypt", TOKEN, KEY, CORP, "nonce42", "1700000000"], message);
         let f = callback::parse(&envelope).unwrap();
-        let opened = siyu.open(f.require("MsgSignature").unwrap(), f.require("TimeStamp").unwrap(), f.require("Nonce").unwrap(), f.require("Encrypt").unwrap()).unwrap();
+        let opened =
+            siyu.open(f.require("MsgSignature").unwrap(), f.require("TimeStamp").unwrap(), f.require("Nonce").unwrap(), f.require("Encrypt").unwrap()).unwrap();
         assert_eq!(opened, message);
     }
 }

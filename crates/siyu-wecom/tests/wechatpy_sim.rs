@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use siyu_store::testing::python_with;
 use siyu_wecom::sim::{SimConfig, Simulator};
 
@@ -17,7 +17,8 @@ async fn wechatpy_drives_the_simulator() {
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/wecom_sim_client.py");
     let b = base.clone();
-    let out = tokio::task::spawn_blocking(move || Command::new(&py).arg(script).args([&b, "wwsim", "sim-secret", "li.sh0052"]).output().unwrap()).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(&py).arg(script).args([&b, "wwsim", "sim-secret", "li.sh0052"]).output().unwrap()).await.unwrap();
     assert!(out.status.success(), "wechatpy failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["follow_user"], json!(["li.sh0052"]));

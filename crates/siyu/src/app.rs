@@ -3,16 +3,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use siyu_core::message::{Message, MessageKind};
 use siyu_core::Timestamp;
+use siyu_core::message::{Message, MessageKind};
 use siyu_engine::{Clock, Engine, LifecycleConfig, MembershipChange, Spec};
 use siyu_store::ingest::{self, CommitObserver, Committed, IngestHandle};
-use siyu_store::{admin, Store, StoreConfig};
+use siyu_store::{Store, StoreConfig, admin};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -99,7 +99,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     tokio::spawn(minute_ticks(engine.clone()));
     let wecom = crate::wecom::WecomCallbacks::load(&opts.data_dir)?.map(Arc::new);
     let wecom_client = wecom.as_ref().and_then(|w| w.client.clone());
-    let outreach = crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir, wecom_client).await.context("starting outreach")?;
+    let outreach =
+        crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir, wecom_client).await.context("starting outreach")?;
     tokio::spawn(crate::outreach::run(outreach.clone()));
     let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom });
 
@@ -136,7 +137,7 @@ async fn start_engine(store: &Store, lifecycle: LifecycleConfig, changes: tokio:
     bar.set_style(ProgressStyle::with_template("{spinner} segment engine: indexing {msg}").expect("template"));
     let b = bar.clone();
     let progress = Box::new(move |what: &str, n: u64| {
-        if n % 20_000 == 0 {
+        if n.is_multiple_of(20_000) {
             b.set_message(format!("{what} ({n})"));
             b.tick();
         }
@@ -147,9 +148,7 @@ async fn start_engine(store: &Store, lifecycle: LifecycleConfig, changes: tokio:
     // Every campaign plan reads customers' own time zones: index them with the rest,
     // not in a second pass over the traits at the first campaign.
     let spec = Spec { traits: vec![crate::outreach::audience::TIMEZONE_TRAIT.to_string()], ..Spec::default() };
-    let engine = Engine::start(store.clone(), lifecycle, spec, Timestamp::now(), progress, sink)
-        .await
-        .context("building the segment engine")?;
+    let engine = Engine::start(store.clone(), lifecycle, spec, Timestamp::now(), progress, sink).await.context("building the segment engine")?;
     bar.finish_and_clear();
     let (profiles, memory, segments) = {
         let state = engine.read();

@@ -11,14 +11,14 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use siyu_core::message::{parse_message, ParseContext, Rejection};
-use siyu_core::org::{Staff, StaffRole, Store as StoreInfo, DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE};
+use siyu_core::message::{ParseContext, Rejection, parse_message};
+use siyu_core::org::{DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE, Staff, StaffRole, Store as StoreInfo};
 use siyu_core::{IdentityKind, Timestamp};
-use siyu_store::{counters, ingest, org, profiles, Db, Store, StoreError};
+use siyu_store::{Db, Store, StoreError, counters, ingest, org, profiles};
 
 use crate::http::admin::validate_tag;
 use crate::http::org::validate_time_zone;
@@ -105,9 +105,7 @@ pub async fn run(store: &Store, kind: ImportKind, path: &Path, opts: ImportOptio
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = if opts.progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
-            .expect("progress template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})").expect("progress template").progress_chars("=> "),
     );
     bar.set_message(format!("{kind:?}").to_lowercase());
     let counting = CountingReader { inner: file, bar: bar.clone() };
@@ -217,10 +215,10 @@ async fn import_row(db: &mut dyn Db, kind: ImportKind, format: Format, rec: Reco
         },
         ImportKind::Staff => match staff_row(&rec) {
             Ok(s) => {
-                if let Some(store_id) = &s.store_id {
-                    if org::get_store(db, store_id).await?.is_none() {
-                        return Ok(Err(format!("store {store_id:?} does not exist (import stores first)")));
-                    }
+                if let Some(store_id) = &s.store_id
+                    && org::get_store(db, store_id).await?.is_none()
+                {
+                    return Ok(Err(format!("store {store_id:?} does not exist (import stores first)")));
                 }
                 org::upsert_staff(db, &s, now).await.map(|_| Ok(Applied::Stored))
             }
@@ -400,11 +398,7 @@ fn csv_event(rec: Record) -> Result<Value, String> {
 
 /// Validates a message like the tracking API does, gives it a content-derived
 /// messageId if it has none, and stores it.
-async fn apply_message(
-    db: &mut dyn Db,
-    msg: &Value,
-    now: Timestamp,
-) -> Result<Result<(Applied, Option<siyu_core::ProfileId>), String>, StoreError> {
+async fn apply_message(db: &mut dyn Db, msg: &Value, now: Timestamp) -> Result<Result<(Applied, Option<siyu_core::ProfileId>), String>, StoreError> {
     let body = serde_json::to_vec(msg).expect("JSON");
     let derived = content_message_id(&body);
     let id = || derived.clone();

@@ -60,11 +60,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         };
         let _ = writeln!(out, "# HELP siyu_tracking_requests_total Tracking API requests by result.\n# TYPE siyu_tracking_requests_total counter");
-        for (result, v) in [
-            ("ok", &self.tracking_requests_ok),
-            ("rejected", &self.tracking_requests_rejected),
-            ("failed", &self.tracking_requests_failed),
-        ] {
+        for (result, v) in [("ok", &self.tracking_requests_ok), ("rejected", &self.tracking_requests_rejected), ("failed", &self.tracking_requests_failed)] {
             let _ = writeln!(out, "siyu_tracking_requests_total{{result=\"{result}\"}} {}", v.load(Ordering::Relaxed));
         }
         counter(&mut out, "siyu_messages_stored_total", "Tracked messages stored.", &self.messages_stored);
@@ -75,10 +71,25 @@ impl Metrics {
         counter(&mut out, "siyu_admin_requests_total", "Authenticated admin API requests.", &self.admin_requests);
         counter(&mut out, "siyu_admin_unauthorized_total", "Admin API requests refused for a missing or wrong token.", &self.admin_unauthorized);
         self.ingest_latency.render(&mut out, "siyu_ingest_seconds", "Time from a tracking request's arrival to its durable acknowledgement.");
-        let _ = writeln!(out, "# HELP siyu_ingest_lag_messages Acknowledged messages not yet applied to the store.\n# TYPE siyu_ingest_lag_messages gauge\nsiyu_ingest_lag_messages {}", ingest.0.saturating_sub(ingest.1));
-        let _ = writeln!(out, "# HELP siyu_engine_early_total Messages the segment engine applied on acknowledgement, before the store.\n# TYPE siyu_engine_early_total counter\nsiyu_engine_early_total {}", engine.early);
-        let _ = writeln!(out, "# HELP siyu_engine_early_taken_back_total Messages applied early that the store then applied otherwise (retries).\n# TYPE siyu_engine_early_taken_back_total counter\nsiyu_engine_early_taken_back_total {}", engine.taken_back);
-        let _ = writeln!(out, "# HELP siyu_engine_waited_total Acknowledged messages the engine left for the store, by reason.\n# TYPE siyu_engine_waited_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP siyu_ingest_lag_messages Acknowledged messages not yet applied to the store.\n# TYPE siyu_ingest_lag_messages gauge\nsiyu_ingest_lag_messages {}",
+            ingest.0.saturating_sub(ingest.1)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP siyu_engine_early_total Messages the segment engine applied on acknowledgement, before the store.\n# TYPE siyu_engine_early_total counter\nsiyu_engine_early_total {}",
+            engine.early
+        );
+        let _ = writeln!(
+            out,
+            "# HELP siyu_engine_early_taken_back_total Messages applied early that the store then applied otherwise (retries).\n# TYPE siyu_engine_early_taken_back_total counter\nsiyu_engine_early_taken_back_total {}",
+            engine.taken_back
+        );
+        let _ = writeln!(
+            out,
+            "# HELP siyu_engine_waited_total Acknowledged messages the engine left for the store, by reason.\n# TYPE siyu_engine_waited_total counter"
+        );
         for (reason, n) in [("uncertain", engine.waits.uncertain), ("unsettled", engine.waits.unsettled), ("unattachable", engine.waits.unattachable)] {
             let _ = writeln!(out, "siyu_engine_waited_total{{reason=\"{reason}\"}} {n}");
         }

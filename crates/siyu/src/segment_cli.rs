@@ -8,12 +8,12 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use siyu_core::rule::{parse, Rule};
 use siyu_core::Timestamp;
+use siyu_core::rule::{Rule, parse};
 use siyu_engine::eval::series_key;
-use siyu_engine::{load, SegmentDef, Segments, Spec, State};
+use siyu_engine::{SegmentDef, Segments, Spec, State, load};
 use siyu_store::segments as stored;
-use siyu_store::{profiles, Store};
+use siyu_store::{Store, profiles};
 
 use crate::cli::StoreArgs;
 

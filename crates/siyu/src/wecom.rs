@@ -104,21 +104,21 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
 
     app.ingest.wait_indexed(seq).await;
     // WeCom's callback carries no name: read the contact, so templates can greet them.
-    if let Some(client) = app.wecom.as_ref().and_then(|w| w.client.clone()) {
-        if let Ok(contact) = client.get_external_contact(external).await {
-            if let Some(name) = contact["external_contact"]["name"].as_str().filter(|n| !n.is_empty()) {
-                let now = siyu_core::Timestamp::now();
-                let base = siyu_wecom::events::about_contact(external, format!("wecom:contact:{external}:{seq}"), now, now, "wecom").ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
-                let message = siyu_core::message::Message {
-                    kind: siyu_core::message::MessageKind::Identify,
-                    payload: serde_json::json!({"name": name}).to_string(),
-                    traits: vec![("name".to_string(), serde_json::json!(name))],
-                    ..base
-                };
-                let receipt = app.ingest.submit(vec![message]).await?;
-                app.ingest.wait_indexed(receipt.last_seq).await;
-            }
-        }
+    if let Some(client) = app.wecom.as_ref().and_then(|w| w.client.clone())
+        && let Ok(contact) = client.get_external_contact(external).await
+        && let Some(name) = contact["external_contact"]["name"].as_str().filter(|n| !n.is_empty())
+    {
+        let now = siyu_core::Timestamp::now();
+        let base = siyu_wecom::events::about_contact(external, format!("wecom:contact:{external}:{seq}"), now, now, "wecom")
+            .ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
+        let message = siyu_core::message::Message {
+            kind: siyu_core::message::MessageKind::Identify,
+            payload: serde_json::json!({"name": name}).to_string(),
+            traits: vec![("name".to_string(), serde_json::json!(name))],
+            ..base
+        };
+        let receipt = app.ingest.submit(vec![message]).await?;
+        app.ingest.wait_indexed(receipt.last_seq).await;
     }
     let Some(state) = state else { return Ok(()) };
     let identity = Identity::new(IdentityKind::ExternalUserid, external, None)?;
@@ -146,7 +146,10 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
     let (Some(template), Some(code), Some(client)) = (way.welcome, welcome_code, app.wecom.as_ref().and_then(|w| w.client.clone())) else { return Ok(()) };
     let template = siyu_outreach::template::Template::parse(&template).map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = format!("welcome:{state}:{external}:{code}");
-    let text = crate::outreach::render::render_many(&app.outreach, &template, None, &[(profile, Some(staff.to_string()), key.clone())]).await?.pop().unwrap_or_default();
+    let text = crate::outreach::render::render_many(&app.outreach, &template, None, &[(profile, Some(staff.to_string()), key.clone())])
+        .await?
+        .pop()
+        .unwrap_or_default();
     let (status, reason) = match client.send_welcome_msg(&code, &text).await {
         Ok(_) => ("sent", None),
         Err(e) => ("failed", Some(format!("wecom_{}", e.code().unwrap_or(0)))),

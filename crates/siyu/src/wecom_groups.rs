@@ -10,10 +10,10 @@
 //!   to apply what was acknowledged) gets `Group Left`, recorded before WeCom is
 //!   answered.
 
-use serde_json::{json, Value};
-use siyu_core::message::Message;
+use serde_json::{Value, json};
 use siyu_core::Timestamp;
-use siyu_wecom::callback::{dedupe_key, Fields};
+use siyu_core::message::Message;
+use siyu_wecom::callback::{Fields, dedupe_key};
 
 use crate::app::App;
 
@@ -65,7 +65,12 @@ pub async fn dismissed(app: &App, fields: &Fields, chat_id: &str, received_at: T
         .into_iter()
         .map(|p| {
             let props = json!({"chat_id": chat_id, "quit_scene": "dismissed", "source": "wecom"});
-            Message { timestamp: at, received_at, context: Some(r#"{"source":"wecom"}"#.to_string()), ..crate::app::internal_event(p, "Group Left", format!("{key}:{p}"), props, at) }
+            Message {
+                timestamp: at,
+                received_at,
+                context: Some(r#"{"source":"wecom"}"#.to_string()),
+                ..crate::app::internal_event(p, "Group Left", format!("{key}:{p}"), props, at)
+            }
         })
         .collect())
 }

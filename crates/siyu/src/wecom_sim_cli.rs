@@ -37,7 +37,12 @@ pub struct WecomSimArgs {
 }
 
 pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
-    let sim = Simulator::new(SimConfig { receive_limit_per_month: args.receive_limit, callback_url: args.callback_url.clone(), agent_id: args.agent_id, ..SimConfig::new(&args.corp_id, &args.secret, &args.token, &args.aes_key) });
+    let sim = Simulator::new(SimConfig {
+        receive_limit_per_month: args.receive_limit,
+        callback_url: args.callback_url.clone(),
+        agent_id: args.agent_id,
+        ..SimConfig::new(&args.corp_id, &args.secret, &args.token, &args.aes_key)
+    });
     let staff: Vec<&str> = args.staff.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     sim.add_staff(&staff);
     for g in &args.groups {
@@ -46,9 +51,15 @@ pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("WeCom simulator for corp {} on http://{}", args.corp_id, listener.local_addr()?);
-    println!("  point Siyu at it with SIYU_WECOM_API_BASE=http://{} (and SIYU_WECOM_AGENT_ID={} for app messages to staff, listed at GET /sim/app_messages)", listener.local_addr()?, args.agent_id);
+    println!(
+        "  point Siyu at it with SIYU_WECOM_API_BASE=http://{} (and SIYU_WECOM_AGENT_ID={} for app messages to staff, listed at GET /sim/app_messages)",
+        listener.local_addr()?,
+        args.agent_id
+    );
     if let Some(url) = &args.callback_url {
-        println!("  callbacks go to {url}; play a customer with POST /sim/scan {{\"config_id\",\"external_userid\",\"name\"}}, /sim/join_group {{\"chat_id\",\"external_userid\"}}");
+        println!(
+            "  callbacks go to {url}; play a customer with POST /sim/scan {{\"config_id\",\"external_userid\",\"name\"}}, /sim/join_group {{\"chat_id\",\"external_userid\"}}"
+        );
     }
     siyu_wecom::sim::serve(sim, listener).await?;
     Ok(ExitCode::SUCCESS)

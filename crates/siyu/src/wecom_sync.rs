@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::json;
-use siyu_core::message::Message;
 use siyu_core::Timestamp;
+use siyu_core::message::Message;
 use siyu_store::admin;
 use utoipa::ToSchema;
 
@@ -58,7 +58,15 @@ impl SyncState {
 
 /// A Siyu event about the customer with this `external_userid`, read from WeCom's API
 /// (`source`: `wecom_sync`, or `wecom` when a callback led to the read).
-pub fn event(external: &str, name: &str, message_id: String, at: Timestamp, props: serde_json::Value, traits: Vec<(String, serde_json::Value)>, source: &str) -> Option<Message> {
+pub fn event(
+    external: &str,
+    name: &str,
+    message_id: String,
+    at: Timestamp,
+    props: serde_json::Value,
+    traits: Vec<(String, serde_json::Value)>,
+    source: &str,
+) -> Option<Message> {
     let base = siyu_wecom::events::about_contact(external, message_id, at, Timestamp::now(), source)?;
     Some(Message { event: Some(name.to_string()), payload: props.to_string(), traits, ..base })
 }
@@ -85,12 +93,8 @@ async fn sync(app: &App) -> anyhow::Result<()> {
     let update = |f: &dyn Fn(&mut SyncProgress)| state.update(f);
     let client = app.wecom.as_ref().and_then(|w| w.client.clone()).ok_or_else(|| anyhow::anyhow!("WeCom API is not configured"))?;
     let guides = client.get_follow_user_list().await?;
-    let done: BTreeSet<String> = app
-        .store
-        .run(|db| Box::pin(admin::get_setting(db, DONE)))
-        .await?
-        .map(|t| serde_json::from_str(&t).unwrap_or_default())
-        .unwrap_or_default();
+    let done: BTreeSet<String> =
+        app.store.run(|db| Box::pin(admin::get_setting(db, DONE))).await?.map(|t| serde_json::from_str(&t).unwrap_or_default()).unwrap_or_default();
     let (total, already) = (guides.len(), done.len());
     update(&|p| {
         p.guides_total = total;

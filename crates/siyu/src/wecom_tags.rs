@@ -132,9 +132,8 @@ async fn try_push(store: &Store, client: &Client, profile: ProfileId, tag: &str,
     if !synced(store).await?.contains(tag) {
         return Ok(());
     }
-    let (identities, owners) = store
-        .run(move |db| Box::pin(async move { Ok((stored::identities_of(db, &[profile]).await?, profiles::owners(db, profile).await?)) }))
-        .await?;
+    let (identities, owners) =
+        store.run(move |db| Box::pin(async move { Ok((stored::identities_of(db, &[profile]).await?, profiles::owners(db, profile).await?)) })).await?;
     let Some(external) = identities.get(&profile).and_then(|m| m.get("external_userid")).and_then(|v| v.as_str()).map(str::to_string) else { return Ok(()) };
     let ids = corp_tags(store, client, &[tag.to_string()]).await?;
     let id = ids.get(tag).cloned().ok_or_else(|| anyhow::anyhow!("corp tag {tag:?} could not be created"))?;
@@ -176,7 +175,9 @@ async fn try_pull(app: &App, seq: u64, external: &str) -> anyhow::Result<()> {
         let t = tag.clone();
         let changed = app
             .store
-            .run(move |db| Box::pin(async move { if on { profiles::add_tag(db, profile, &t, "wecom", now).await } else { profiles::remove_tag(db, profile, &t).await } }))
+            .run(move |db| {
+                Box::pin(async move { if on { profiles::add_tag(db, profile, &t, "wecom", now).await } else { profiles::remove_tag(db, profile, &t).await } })
+            })
             .await?;
         if changed {
             app.engine.set_tag(profile as u32, tag, on);

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use serde_json::json;
 use siyu_core::Timestamp;
-use siyu_store::wecom as wstore;
 use siyu_store::Store;
+use siyu_store::wecom as wstore;
 use siyu_wecom::client::Client;
 use utoipa::ToSchema;
 
@@ -74,8 +74,14 @@ pub async fn request(store: &Store, client: &Client, from: &str, to: &str, resig
     let customers = to_ask;
     for chunk in customers.chunks(PER_CALL) {
         let externals: Vec<String> = chunk.iter().map(|(_, e)| e.clone()).collect();
-        let answer = if resigned { client.resigned_transfer_customer(from, to, &externals).await? } else { client.transfer_customer(from, to, &externals).await? };
-        let codes: HashMap<&str, i64> = answer["customer"].as_array().into_iter().flatten().filter_map(|c| Some((c["external_userid"].as_str()?, c["errcode"].as_i64().unwrap_or(0)))).collect();
+        let answer =
+            if resigned { client.resigned_transfer_customer(from, to, &externals).await? } else { client.transfer_customer(from, to, &externals).await? };
+        let codes: HashMap<&str, i64> = answer["customer"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["external_userid"].as_str()?, c["errcode"].as_i64().unwrap_or(0))))
+            .collect();
         // A customer WeCom's answer leaves out was not transferred.
         let answers: Vec<(i64, String, i64)> = chunk.iter().map(|(p, e)| (*p, e.clone(), codes.get(e.as_str()).copied().unwrap_or(-1))).collect();
         for (_, e, code) in &answers {
@@ -128,7 +134,12 @@ pub async fn settle(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Re
 }
 
 /// external_userid → (status, takeover time in seconds) for one handover and takeover.
-async fn transfer_results(client: &Client, from: &str, to: &str, resigned: bool) -> Result<HashMap<String, (i64, Option<i64>)>, siyu_wecom::client::WecomError> {
+async fn transfer_results(
+    client: &Client,
+    from: &str,
+    to: &str,
+    resigned: bool,
+) -> Result<HashMap<String, (i64, Option<i64>)>, siyu_wecom::client::WecomError> {
     let mut out = HashMap::new();
     let mut cursor = String::new();
     loop {

@@ -4,7 +4,7 @@
 mod common;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use siyu_store::admin;
 
 use common::ADMIN_TOKEN;
@@ -49,13 +49,26 @@ app_test!(every_admin_route_needs_a_valid_token, |app| {
 });
 
 app_test!(lookup_finds_a_profile_by_any_identity, |app| {
-    app.send("/v1/identify", &json!({"userId": "u1", "anonymousId": "a1", "traits": {"name": "周航", "phone": "+86 137 0000 1234"},
+    app.send(
+        "/v1/identify",
+        &json!({"userId": "u1", "anonymousId": "a1", "traits": {"name": "周航", "phone": "+86 137 0000 1234"},
         "context": {"externalIds": [
             {"id": "wmZ1", "type": "external_userid"}, {"id": "unZ1", "type": "unionid"},
-            {"id": "opZ1", "type": "openid", "appId": "wxapp"}, {"id": "VIP-9", "type": "member_no"}]}})).await;
+            {"id": "opZ1", "type": "openid", "appId": "wxapp"}, {"id": "VIP-9", "type": "member_no"}]}}),
+    )
+    .await;
     let (_, p) = app.lookup("user_id=u1").await;
-    for q in ["anonymous_id=a1", "external_userid=wmZ1", "unionid=unZ1", "openid=opZ1&app_id=wxapp", "openid=wxapp:opZ1",
-              "member_no=VIP-9", "phone=13700001234", "phone=%2B8613700001234", "phone=0086-137-0000-1234"] {
+    for q in [
+        "anonymous_id=a1",
+        "external_userid=wmZ1",
+        "unionid=unZ1",
+        "openid=opZ1&app_id=wxapp",
+        "openid=wxapp:opZ1",
+        "member_no=VIP-9",
+        "phone=13700001234",
+        "phone=%2B8613700001234",
+        "phone=0086-137-0000-1234",
+    ] {
         let (status, found) = app.lookup(q).await;
         assert_eq!(status, StatusCode::OK, "{q}: {found}");
         assert_eq!(found["id"], p["id"], "{q}");
@@ -80,8 +93,10 @@ app_test!(lookup_finds_a_profile_by_any_identity, |app| {
 
 app_test!(the_timeline_pages_over_http, |app| {
     let batch: Vec<Value> = (0..120)
-        .map(|i| json!({"type": "track", "userId": "busy", "event": "Product Viewed", "properties": {"n": i},
-                        "timestamp": format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60)}))
+        .map(|i| {
+            json!({"type": "track", "userId": "busy", "event": "Product Viewed", "properties": {"n": i},
+                        "timestamp": format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60)})
+        })
         .collect();
     app.send("/v1/batch", &json!({"batch": batch})).await;
     let (_, p) = app.lookup("user_id=busy").await;
@@ -211,9 +226,17 @@ app_test!(metrics_and_health, |app| {
     app.send("/v1/track", &json!({"userId": "m1", "event": "Order Completed", "properties": {"revenue_fen": 2900}})).await;
     app.settle_all().await;
     let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for line in ["siyu_tracking_requests_total{result=\"ok\"} 2", "siyu_tracking_requests_total{result=\"rejected\"} 1",
-                 "siyu_messages_stored_total 2", "siyu_profiles 1", "siyu_events 2", "siyu_ingest_lag_messages 0",
-                 "siyu_engine_early_total 1", "siyu_engine_early_taken_back_total 0", "siyu_engine_waited_total{reason=\"uncertain\"} 1"] {
+    for line in [
+        "siyu_tracking_requests_total{result=\"ok\"} 2",
+        "siyu_tracking_requests_total{result=\"rejected\"} 1",
+        "siyu_messages_stored_total 2",
+        "siyu_profiles 1",
+        "siyu_events 2",
+        "siyu_ingest_lag_messages 0",
+        "siyu_engine_early_total 1",
+        "siyu_engine_early_taken_back_total 0",
+        "siyu_engine_waited_total{reason=\"uncertain\"} 1",
+    ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
     let (status, h) = common::into_json(app.client.get(app.url("/healthz")).send().await.unwrap()).await;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use siyu_store::{both_backends, Store};
+use siyu_store::{Store, both_backends};
 
 async fn fingerprint(store: &Store) -> Vec<(String, i64)> {
     store
@@ -42,7 +42,17 @@ both_backends!(the_demo_brand_is_realistic_and_deterministic, |store: Store, _lo
     assert_eq!(get("profiles"), 3_000);
     assert_eq!(get("stores"), 300);
     assert!((1_900..2_600).contains(&get("staff")));
-    for event in ["Order Completed", "Contact Added", "Contact Deleted", "Coupon Redeemed", "Shared", "Referred", "Group Joined", "Checked In", "Official Account Followed"] {
+    for event in [
+        "Order Completed",
+        "Contact Added",
+        "Contact Deleted",
+        "Coupon Redeemed",
+        "Shared",
+        "Referred",
+        "Group Joined",
+        "Checked In",
+        "Official Account Followed",
+    ] {
         assert!(get(event) > 0, "{event} missing: {print:?}");
     }
     let stats = store.run(|db| Box::pin(siyu_store::profiles::stats(db))).await.unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::wait_ready;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use siyu_store::{Store, StoreConfig};
 
 const WRITE_KEY: &str = "wk_durability";
@@ -45,8 +45,10 @@ async fn run(database_url: Option<String>, store_config: StoreConfig, data_dir: 
                 let batch: Vec<Value> = ids
                     .iter()
                     .enumerate()
-                    .map(|(i, id)| json!({"type": "track", "userId": format!("cust-{}", (s * 7919 + b * 31 + i) % 5000),
-                        "event": "Order Completed", "messageId": id, "properties": {"revenue_fen": 2900}}))
+                    .map(|(i, id)| {
+                        json!({"type": "track", "userId": format!("cust-{}", (s * 7919 + b * 31 + i) % 5000),
+                        "event": "Order Completed", "messageId": id, "properties": {"revenue_fen": 2900}})
+                    })
                     .collect();
                 let sent = client.post(format!("{base}/v1/batch")).basic_auth(WRITE_KEY, Some("")).json(&json!({"batch": batch})).send().await;
                 match sent {
@@ -83,9 +85,7 @@ async fn run(database_url: Option<String>, store_config: StoreConfig, data_dir: 
     let store = Store::open(&store_config).await.unwrap();
     let stored: Vec<String> = store
         .run(|db| {
-            Box::pin(async move {
-                db.query("SELECT message_id FROM events WHERE message_id LIKE 'dur-%'", &[]).await?.iter().map(|r| r.text(0)).collect()
-            })
+            Box::pin(async move { db.query("SELECT message_id FROM events WHERE message_id LIKE 'dur-%'", &[]).await?.iter().map(|r| r.text(0)).collect() })
         })
         .await
         .unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use siyu::import::{self, ImportKind, ImportOptions};
 use siyu_core::{Identity, IdentityKind};
-use siyu_store::{both_backends, profiles, Store};
+use siyu_store::{Store, both_backends, profiles};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -40,23 +40,38 @@ async fn stats(store: &Store) -> (i64, i64) {
 
 both_backends!(organisation_then_customers_from_csv, |store: Store, _log: PathBuf| async move {
     let dir = tempfile::tempdir().unwrap();
-    let stores = write(dir.path(), "stores.csv", "id,name,city,time_zone\nSH001,静安寺店,Shanghai,Asia/Shanghai\nGZ001,天河城店,Guangzhou,\nXX1,Nowhere,,\nBAD,Bad zone,Beijing,Asia/Atlantis\n");
+    let stores = write(
+        dir.path(),
+        "stores.csv",
+        "id,name,city,time_zone\nSH001,静安寺店,Shanghai,Asia/Shanghai\nGZ001,天河城店,Guangzhou,\nXX1,Nowhere,,\nBAD,Bad zone,Beijing,Asia/Atlantis\n",
+    );
     let r = run(&store, ImportKind::Stores, &stores, false).await.unwrap();
     assert_eq!((r.rows, r.imported), (4, 2));
     assert_eq!(r.errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![4, 5]);
     assert!(r.errors[0].reason.contains("city"), "{}", r.errors[0].reason);
     assert!(r.errors[1].reason.contains("Asia/Atlantis"), "{}", r.errors[1].reason);
 
-    let staff = write(dir.path(), "staff.csv", "userid,name,store_id,role,customer_cap\nwang.sh,王芳,SH001,guide,\nli.gz,李娜,GZ001,店长,\nghost,Ghost,ZZ999,guide,\nodd,Odd,SH001,janitor,\n");
+    let staff = write(
+        dir.path(),
+        "staff.csv",
+        "userid,name,store_id,role,customer_cap\nwang.sh,王芳,SH001,guide,\nli.gz,李娜,GZ001,店长,\nghost,Ghost,ZZ999,guide,\nodd,Odd,SH001,janitor,\n",
+    );
     let r = run(&store, ImportKind::Staff, &staff, false).await.unwrap();
     assert_eq!(r.imported, 2);
-    assert_eq!(r.errors.iter().map(|e| (e.line, e.reason.contains("import stores first") || e.reason.contains("janitor"))).collect::<Vec<_>>(), vec![(4, true), (5, true)]);
+    assert_eq!(
+        r.errors.iter().map(|e| (e.line, e.reason.contains("import stores first") || e.reason.contains("janitor"))).collect::<Vec<_>>(),
+        vec![(4, true), (5, true)]
+    );
 
-    let customers = write(dir.path(), "customers.csv", "user_id,phone,name,city,tags,staff_userid,unionid\n\
+    let customers = write(
+        dir.path(),
+        "customers.csv",
+        "user_id,phone,name,city,tags,staff_userid,unionid\n\
         c1,13800000001,张三,Shanghai,说粤语;燕麦奶,wang.sh,ouA\n\
         ,13800000002,李四,Guangzhou,,li.gz,\n\
         c3,not-a-phone,王五,Shanghai,,,\n\
-        ,,,Nowhere,,,\n");
+        ,,,Nowhere,,,\n",
+    );
     let r = run(&store, ImportKind::Customers, &customers, false).await.unwrap();
     assert_eq!((r.rows, r.imported), (4, 2), "{:?}", r.errors);
     assert_eq!(r.errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![4, 5]);
@@ -79,13 +94,20 @@ both_backends!(organisation_then_customers_from_csv, |store: Store, _log: PathBu
 
 both_backends!(strict_mode_and_fatal_errors_import_nothing, |store: Store, _log: PathBuf| async move {
     let dir = tempfile::tempdir().unwrap();
-    let events = write(dir.path(), "events.jsonl", concat!(
-        r#"{"type":"track","userId":"e1","event":"Order Completed","properties":{"revenue_fen":2900},"messageId":"imp-1"}"#, "\n",
-        "\n",
-        r#"{"type":"identify","userId":"e1","traits":{"tier":"gold"},"messageId":"imp-2"}"#, "\n",
-        r#"{"type":"track","event":"no id","messageId":"imp-3"}"#, "\n",
-        "{not json\n",
-    ));
+    let events = write(
+        dir.path(),
+        "events.jsonl",
+        concat!(
+            r#"{"type":"track","userId":"e1","event":"Order Completed","properties":{"revenue_fen":2900},"messageId":"imp-1"}"#,
+            "\n",
+            "\n",
+            r#"{"type":"identify","userId":"e1","traits":{"tier":"gold"},"messageId":"imp-2"}"#,
+            "\n",
+            r#"{"type":"track","event":"no id","messageId":"imp-3"}"#,
+            "\n",
+            "{not json\n",
+        ),
+    );
     let err = run(&store, ImportKind::Events, &events, true).await.unwrap_err();
     assert!(err.to_string().contains("--strict"), "{err}");
     assert_eq!(stats(&store).await, (0, 0), "strict: nothing imported");
@@ -96,7 +118,11 @@ both_backends!(strict_mode_and_fatal_errors_import_nothing, |store: Store, _log:
     assert!(r.errors[0].reason.contains("userId"), "{}", r.errors[0].reason);
     assert_eq!(stats(&store).await, (1, 2));
 
-    let csv = write(dir.path(), "events.csv", "type,event,user_id,timestamp,revenue_fen,properties\ntrack,Coupon Redeemed,e1,2026-05-01T08:00:00Z,0,\"{\"\"coupon_code\"\":\"\"C1\"\"}\"\ntrack,Shared,e1,yesterday,,\n");
+    let csv = write(
+        dir.path(),
+        "events.csv",
+        "type,event,user_id,timestamp,revenue_fen,properties\ntrack,Coupon Redeemed,e1,2026-05-01T08:00:00Z,0,\"{\"\"coupon_code\"\":\"\"C1\"\"}\"\ntrack,Shared,e1,yesterday,,\n",
+    );
     let r = run(&store, ImportKind::Events, &csv, false).await.unwrap();
     assert_eq!(r.imported, 1);
     assert_eq!(r.errors[0].line, 3);

@@ -7,7 +7,7 @@ mod common;
 use chrono::NaiveTime;
 use common::{Receiver, TestApp};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use siyu_core::Timestamp;
 use siyu_outreach::quiet::{next_local_time, zone};
 use siyu_store::admin;
@@ -107,7 +107,8 @@ async fn policy_scenario(store: TestStore) {
     assert_eq!(preview["audience"], json!(4));
     assert_eq!(preview["would_send"], json!(2), "{preview}");
     assert_eq!(preview["deferred_by_quiet_hours"], json!(1), "London is asleep: {preview}");
-    let reasons: Vec<(String, u64)> = preview["suppressed"].as_array().unwrap().iter().map(|s| (s["reason"].as_str().unwrap().to_string(), s["count"].as_u64().unwrap())).collect();
+    let reasons: Vec<(String, u64)> =
+        preview["suppressed"].as_array().unwrap().iter().map(|s| (s["reason"].as_str().unwrap().to_string(), s["count"].as_u64().unwrap())).collect();
     assert_eq!(reasons, vec![("no_consent".into(), 1), ("block_cooldown".into(), 1)]);
     assert!(preview["suppressed"][0]["why"].as_str().unwrap().contains("consent"));
     let sample = preview["sample"].as_array().unwrap();
@@ -259,7 +260,8 @@ async fn tasks_scenario(store: TestStore) {
         let (_, t) = app.get(&format!("/api/v1/tasks/{ldn_task}")).await;
         t["items"][0]["delivery_id"].as_i64().unwrap()
     };
-    let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::POST, &format!("/api/v1/tasks/{ldn_task}/items/{ldn_item}"), Some(json!({"action": "confirm"}))).await;
+    let (s, _) =
+        as_staff(&app, "tok-sh", reqwest::Method::POST, &format!("/api/v1/tasks/{ldn_task}/items/{ldn_item}"), Some(json!({"action": "confirm"}))).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "a guide cannot confirm another guide's task");
     let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::GET, "/api/v1/campaigns", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -373,7 +375,8 @@ async fn holdout_groups_measure_lift() {
     for u in &users {
         user_of.insert(profile_id(&app, u).await, u.clone());
     }
-    for d in receiver.got.lock().unwrap().clone() {
+    let got = receiver.got.lock().unwrap().clone();
+    for d in got {
         let user = &user_of[&d["profile_id"].as_i64().unwrap()];
         app.send("/v1/track", &json!({"userId": user, "event": "Order Completed", "properties": {"revenue_fen": 1500}})).await;
     }
@@ -391,23 +394,28 @@ async fn a_journey_welcomes_waits_branches_and_exits() {
     let app = spawn(TestStore::sqlite().await, &receiver, json!({"policy": {"quiet_hours": null, "caps": {"daily": 5, "weekly": 10}}})).await;
     brand(&app, &[("ann", "g.sh", true)]).await;
     let journey = json!({"spec": {
-        "name": "welcome",
-        "trigger": {"event": {"event": "Signed Up"}},
-        "exit_on": {"event": "Order Completed"},
-        "reentry": "once",
-        "steps": [
-            {"send": {"channel": "sms", "content": "Welcome {{ traits.first_name }}"}},
-            {"tag": {"add": "welcomed"}},
-            {"wait": {"hours": 24}},
-            {"branch": {"rule": "consent(sms)", "then": 4, "otherwise": 5}},
-            {"send": {"channel": "sms", "content": "Day two, {{ traits.first_name }}"}},
-            {"coupon": {"code": "WELCOME"}},
-            {"wait": {"hours": 24}},
-            {"send": {"channel": "sms", "content": "Day three"}}
-        ]}});
+    "name": "welcome",
+    "trigger": {"event": {"event": "Signed Up"}},
+    "exit_on": {"event": "Order Completed"},
+    "reentry": "once",
+    "steps": [
+        {"send": {"channel": "sms", "content": "Welcome {{ traits.first_name }}"}},
+        {"tag": {"add": "welcomed"}},
+        {"wait": {"hours": 24}},
+        {"branch": {"rule": "consent(sms)", "then": 4, "otherwise": 5}},
+        {"send": {"channel": "sms", "content": "Day two, {{ traits.first_name }}"}},
+        {"coupon": {"code": "WELCOME"}},
+        {"wait": {"hours": 24}},
+        {"send": {"channel": "sms", "content": "Day three"}}
+    ]}});
     let (s, j) = app.post("/api/v1/journeys", &journey).await;
     assert_eq!(s, StatusCode::OK, "{j}");
-    let (s, e) = app.post("/api/v1/journeys", &json!({"spec": {"name": "bad", "trigger": {"event": {"event": "X"}}, "steps": [{"branch": {"rule": "city = ", "then": 1}}]}})).await;
+    let (s, e) = app
+        .post(
+            "/api/v1/journeys",
+            &json!({"spec": {"name": "bad", "trigger": {"event": {"event": "X"}}, "steps": [{"branch": {"rule": "city = ", "then": 1}}]}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let jid = j["id"].as_i64().unwrap();
     tick(&app).await; // the runner starts reading events from here on
@@ -479,7 +487,11 @@ async fn date_segment_and_recurring_triggers() {
     let today = app.engine().now().to_datetime().with_timezone(&zone(None)).date_naive();
     let birthday = format!("1990-{}", today.format("%m-%d"));
     app.send("/v1/identify", &json!({"userId": "bea", "traits": {"birthday": birthday}})).await;
-    app.send("/v1/identify", &json!({"userId": "cal", "traits": {"birthday": "1990-01-01", "child_birth_date": (today - chrono::Duration::days(180)).to_string()}})).await;
+    app.send(
+        "/v1/identify",
+        &json!({"userId": "cal", "traits": {"birthday": "1990-01-01", "child_birth_date": (today - chrono::Duration::days(180)).to_string()}}),
+    )
+    .await;
     app.settle_all().await;
     let journeys = [
         json!({"spec": {"name": "birthday", "trigger": {"date": {"trait": "birthday", "yearly": true}}, "reentry": {"after_days": 300},

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{spawn_server, wait_ready, Receiver};
-use serde_json::{json, Value};
+use common::{Receiver, spawn_server, wait_ready};
+use serde_json::{Value, json};
 use siyu_store::testing::TestStore;
 
 const WRITE_KEY: &str = "wk_outreach_restart";

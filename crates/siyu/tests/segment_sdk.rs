@@ -21,9 +21,7 @@ fn client_script() -> PathBuf {
 
 async fn send_with_sdk(app: &TestApp, python: &str, run: &str) {
     let (python, script, host, run) = (python.to_string(), client_script(), app.base.clone(), run.to_string());
-    let out = tokio::task::spawn_blocking(move || Command::new(python).arg(script).args([&host, WRITE_KEY, &run]).output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || Command::new(python).arg(script).args([&host, WRITE_KEY, &run]).output().unwrap()).await.unwrap();
     assert!(out.status.success(), "SDK client failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 

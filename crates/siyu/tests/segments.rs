@@ -4,7 +4,7 @@
 mod common;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use siyu_core::Timestamp;
 
 use common::TestApp;
@@ -12,8 +12,11 @@ use common::TestApp;
 async fn order(app: &TestApp, user: &str, days_ago: i64, category: &str) {
     let ts = Timestamp(Timestamp::now().0 - days_ago * 86_400_000).to_rfc3339();
     let (status, body) = app
-        .send("/v1/track", &json!({"userId": user, "event": "Order Completed", "timestamp": ts,
-            "properties": {"revenue_fen": 2900, "category": category}}))
+        .send(
+            "/v1/track",
+            &json!({"userId": user, "event": "Order Completed", "timestamp": ts,
+            "properties": {"revenue_fen": 2900, "category": category}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
@@ -61,8 +64,11 @@ app_test!(preview_counts_samples_and_times_a_rule_in_either_form, |app| {
 
 app_test!(live_membership_produces_entered_and_exited_events, |app| {
     let (status, s) = app
-        .post("/api/v1/segments", &json!({"name": "regulars", "description": "two orders in a month",
-            "rule": r#"count(Order Completed, 30d) >= 2 and not tag = "staff""#}))
+        .post(
+            "/api/v1/segments",
+            &json!({"name": "regulars", "description": "two orders in a month",
+            "rule": r#"count(Order Completed, 30d) >= 2 and not tag = "staff""#}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{s}");
     assert_eq!(s["members"], json!(0));
@@ -110,7 +116,11 @@ app_test!(time_moves_customers_between_segments_without_events, |app| {
 
 app_test!(segments_of_segments_members_and_exports, |app| {
     for i in 0..25 {
-        app.send("/v1/identify", &json!({"userId": format!("m{i:02}"), "traits": {"city": if i % 5 == 0 { "Beijing" } else { "Shanghai" }, "name": format!("顾客,{i}")}})).await;
+        app.send(
+            "/v1/identify",
+            &json!({"userId": format!("m{i:02}"), "traits": {"city": if i % 5 == 0 { "Beijing" } else { "Shanghai" }, "name": format!("顾客,{i}")}}),
+        )
+        .await;
     }
     app.settle_all().await;
     let (status, _) = app.post("/api/v1/segments", &json!({"name": "sh", "rule": {"field": "traits.city", "op": "=", "value": "Shanghai"}})).await;
@@ -145,7 +155,8 @@ app_test!(segments_of_segments_members_and_exports, |app| {
     assert_eq!(text.lines().count(), 21, "{text}");
     assert!(text.starts_with("id,uuid,user_id,name,city,phone\n"));
     assert!(text.contains("\"顾客,1\""), "commas are quoted: {text}");
-    let jsonl = app.client.get(app.url("/api/v1/segments/sh_new/export?format=jsonl")).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
+    let jsonl =
+        app.client.get(app.url("/api/v1/segments/sh_new/export?format=jsonl")).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
     let rows: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 20);
     assert_eq!(rows[0]["city"], json!("Shanghai"));

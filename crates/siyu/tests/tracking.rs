@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use common::WRITE_KEY;
 
@@ -46,7 +46,8 @@ app_test!(batches_take_the_write_key_from_the_body_and_gzip, |app| {
     assert_eq!(resp.status(), StatusCode::OK);
     // Gzip.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(serde_json::to_string(&json!({"batch": [{"type": "track", "userId": "u2", "event": "Shared", "messageId": "b-4"}]})).unwrap().as_bytes()).unwrap();
+    gz.write_all(serde_json::to_string(&json!({"batch": [{"type": "track", "userId": "u2", "event": "Shared", "messageId": "b-4"}]})).unwrap().as_bytes())
+        .unwrap();
     let resp = app
         .client
         .post(app.url("/v1/batch"))
@@ -67,10 +68,15 @@ app_test!(a_message_id_seen_before_is_acknowledged_and_stored_once, |app| {
         let (status, _) = app.send("/v1/track", &msg).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, _) = app.send("/v1/batch", &json!({"batch": [
-        {"type": "track", "userId": "u3", "event": "Order Completed", "messageId": "retry-me"},
-        {"type": "track", "userId": "u3", "event": "Order Completed", "messageId": "retry-me"},
-    ]})).await;
+    let (status, _) = app
+        .send(
+            "/v1/batch",
+            &json!({"batch": [
+                {"type": "track", "userId": "u3", "event": "Order Completed", "messageId": "retry-me"},
+                {"type": "track", "userId": "u3", "event": "Order Completed", "messageId": "retry-me"},
+            ]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.counts().await, (1, 1));
 });
@@ -79,18 +85,65 @@ app_test!(bad_input_gets_a_clear_4xx_and_changes_nothing, |app| {
     app.send("/v1/identify", &json!({"userId": "existing"})).await;
     let before = app.counts().await;
     let big = "x".repeat(33 * 1024);
-    let huge_batch: Vec<Value> = (0..20).map(|i| json!({"type": "track", "userId": "u", "event": "E", "properties": {"p": "y".repeat(30 * 1024)}, "messageId": format!("h{i}")})).collect();
+    let huge_batch: Vec<Value> = (0..20)
+        .map(|i| json!({"type": "track", "userId": "u", "event": "E", "properties": {"p": "y".repeat(30 * 1024)}, "messageId": format!("h{i}")}))
+        .collect();
     let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode, &str)> = vec![
-        ("malformed JSON", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).body("{\"userId\": "), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("missing ids", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"event": "E"})), StatusCode::BAD_REQUEST, "missing_identity"),
-        ("oversize message", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u", "event": "E", "properties": {"p": big}})), StatusCode::BAD_REQUEST, "payload_too_large"),
-        ("oversize batch", app.client.post(app.url("/v1/batch")).basic_auth(WRITE_KEY, Some("")).json(&json!({"batch": huge_batch})), StatusCode::BAD_REQUEST, "payload_too_large"),
-        ("wrong write key", app.client.post(app.url("/v1/track")).basic_auth("not-the-key", Some("")).json(&json!({"userId": "u", "event": "E"})), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("wrong key in body", app.client.post(app.url("/v1/batch")).json(&json!({"writeKey": "nope", "batch": [{"type": "track", "userId": "u", "event": "E"}]})), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            "malformed JSON",
+            app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).body("{\"userId\": "),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "missing ids",
+            app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"event": "E"})),
+            StatusCode::BAD_REQUEST,
+            "missing_identity",
+        ),
+        (
+            "oversize message",
+            app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u", "event": "E", "properties": {"p": big}})),
+            StatusCode::BAD_REQUEST,
+            "payload_too_large",
+        ),
+        (
+            "oversize batch",
+            app.client.post(app.url("/v1/batch")).basic_auth(WRITE_KEY, Some("")).json(&json!({"batch": huge_batch})),
+            StatusCode::BAD_REQUEST,
+            "payload_too_large",
+        ),
+        (
+            "wrong write key",
+            app.client.post(app.url("/v1/track")).basic_auth("not-the-key", Some("")).json(&json!({"userId": "u", "event": "E"})),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "wrong key in body",
+            app.client.post(app.url("/v1/batch")).json(&json!({"writeKey": "nope", "batch": [{"type": "track", "userId": "u", "event": "E"}]})),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
         ("no write key", app.client.post(app.url("/v1/track")).json(&json!({"userId": "u", "event": "E"})), StatusCode::UNAUTHORIZED, "unauthorized"),
-        ("broken gzip", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).header("content-encoding", "gzip").body("not gzip"), StatusCode::BAD_REQUEST, "invalid_gzip"),
-        ("track without event", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u"})), StatusCode::BAD_REQUEST, "missing_event"),
-        ("bad timestamp", app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u", "event": "E", "timestamp": "next tuesday"})), StatusCode::BAD_REQUEST, "invalid_field"),
+        (
+            "broken gzip",
+            app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).header("content-encoding", "gzip").body("not gzip"),
+            StatusCode::BAD_REQUEST,
+            "invalid_gzip",
+        ),
+        (
+            "track without event",
+            app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u"})),
+            StatusCode::BAD_REQUEST,
+            "missing_event",
+        ),
+        (
+            "bad timestamp",
+            app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&json!({"userId": "u", "event": "E", "timestamp": "next tuesday"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
     ];
     for (name, req, status, code) in cases {
         let (got, body) = common::into_json(req.send().await.unwrap()).await;
@@ -103,12 +156,15 @@ app_test!(bad_input_gets_a_clear_4xx_and_changes_nothing, |app| {
 
 app_test!(a_batch_with_bad_messages_names_each_and_stores_none, |app| {
     let (status, body) = app
-        .send("/v1/batch", &json!({"batch": [
-            {"type": "track", "userId": "u", "event": "Fine", "messageId": "ok-1"},
-            {"type": "track", "event": "No id", "messageId": "bad-1"},
-            {"type": "teleport", "userId": "u", "messageId": "bad-2"},
-            {"type": "track", "userId": "u", "event": "Fine too", "messageId": "ok-2"},
-        ]}))
+        .send(
+            "/v1/batch",
+            &json!({"batch": [
+                {"type": "track", "userId": "u", "event": "Fine", "messageId": "ok-1"},
+                {"type": "track", "event": "No id", "messageId": "bad-1"},
+                {"type": "teleport", "userId": "u", "messageId": "bad-2"},
+                {"type": "track", "userId": "u", "event": "Fine too", "messageId": "ok-2"},
+            ]}),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let rejected = body["error"]["rejected"].as_array().unwrap();
@@ -122,12 +178,20 @@ app_test!(a_batch_with_bad_messages_names_each_and_stores_none, |app| {
 });
 
 app_test!(identities_from_external_ids_merge_profiles_over_http, |app| {
-    app.send("/v1/track", &json!({"anonymousId": "mp-1", "event": "Product Viewed",
-        "context": {"externalIds": [{"id": "oUNI", "type": "unionid", "collection": "users", "encoding": "none"}]}})).await;
+    app.send(
+        "/v1/track",
+        &json!({"anonymousId": "mp-1", "event": "Product Viewed",
+        "context": {"externalIds": [{"id": "oUNI", "type": "unionid", "collection": "users", "encoding": "none"}]}}),
+    )
+    .await;
     app.send("/v1/identify", &json!({"userId": "member-1", "traits": {"phone": "13900001111"}})).await;
     assert_eq!(app.counts().await.0, 2);
-    app.send("/v1/identify", &json!({"userId": "member-1",
-        "context": {"externalIds": [{"id": "oUNI", "type": "unionid"}, {"id": "wmX", "type": "external_userid"}]}})).await;
+    app.send(
+        "/v1/identify",
+        &json!({"userId": "member-1",
+        "context": {"externalIds": [{"id": "oUNI", "type": "unionid"}, {"id": "wmX", "type": "external_userid"}]}}),
+    )
+    .await;
     assert_eq!(app.counts().await.0, 1);
     let (_, a) = app.lookup("phone=%2B86%20139%200000%201111").await;
     let (_, b) = app.lookup("anonymous_id=mp-1").await;

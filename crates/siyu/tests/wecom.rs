@@ -62,7 +62,13 @@ async fn callbacks(store: TestStore) {
 
     // A customer adds the guide through the store's table-card QR code.
     let created = Timestamp::now().0 / 1000;
-    let add = event_xml("add_external_contact", "li.sh0052", "wmCustomer001", "<State><![CDATA[SH001-table_card]]></State><WelcomeCode><![CDATA[WC1]]></WelcomeCode>", created);
+    let add = event_xml(
+        "add_external_contact",
+        "li.sh0052",
+        "wmCustomer001",
+        "<State><![CDATA[SH001-table_card]]></State><WelcomeCode><![CDATA[WC1]]></WelcomeCode>",
+        created,
+    );
     assert_eq!(post_event(&app, &crypt, &add, "n1").await, (StatusCode::OK, "success".to_string()));
     // WeCom retries (new nonce, same event): stored once.
     assert_eq!(post_event(&app, &crypt, &add, "n2").await.0, StatusCode::OK);
@@ -110,7 +116,13 @@ async fn callbacks(store: TestStore) {
     let ts = now_secs();
     let junk = "bm90IGEgcmVhbCBtZXNzYWdlIGF0IGFsbCEhISEhIQ==";
     let sig = crypt.sign(&ts, "n7", junk);
-    let r = app.client.post(app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce=n7"))).body(format!("<xml><Encrypt><![CDATA[{junk}]]></Encrypt></xml>")).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce=n7")))
+        .body(format!("<xml><Encrypt><![CDATA[{junk}]]></Encrypt></xml>"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "undecryptable");
     let r = app.client.post(app.url("/wecom/callback")).body("<xml/>").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no signature");
@@ -137,7 +149,11 @@ async fn callbacks(store: TestStore) {
     let (_, preview) = app.post(&format!("/api/v1/campaigns/{}/preview", c["id"]), &json!({})).await;
     // Our customer consented but is in the cooldown; the other (no consent) is not sent either.
     assert_eq!(preview["would_send"], json!(0), "{preview}");
-    assert_eq!(preview["suppressed"][1], json!({"reason": "block_cooldown", "count": 1, "why": "the customer removed their guide or complained recently"}), "{preview}");
+    assert_eq!(
+        preview["suppressed"][1],
+        json!({"reason": "block_cooldown", "count": 1, "why": "the customer removed their guide or complained recently"}),
+        "{preview}"
+    );
     app.shutdown().await;
 }
 
@@ -181,8 +197,13 @@ async fn with_simulator(store: TestStore) {
     app.put("/api/v1/staff/li.sh0052", Some(&json!({"name": "李晨", "store_id": "SH001"}))).await;
 
     // HQ creates the store's table-card QR code for the guide.
-    let (s, way) = app.post("/api/v1/wecom/contact-ways", &json!({"guide": "li.sh0052", "channel": "table_card", "tags": ["门店桌卡"],
-        "welcome": "{{ traits.name }}，{{ owner.name }}：欢迎来{{ store.name }}！"})).await;
+    let (s, way) = app
+        .post(
+            "/api/v1/wecom/contact-ways",
+            &json!({"guide": "li.sh0052", "channel": "table_card", "tags": ["门店桌卡"],
+        "welcome": "{{ traits.name }}，{{ owner.name }}：欢迎来{{ store.name }}！"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{way}");
     assert_eq!(way["state"], json!("SH001-table_card"));
     let (s, _) = app.post("/api/v1/wecom/contact-ways", &json!({"guide": "li.sh0052", "channel": "table_card"})).await;
@@ -190,7 +211,15 @@ async fn with_simulator(store: TestStore) {
 
     // A customer scans it.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let r: serde_json::Value = http.post(format!("{sim_base}/sim/scan")).json(&json!({"config_id": way["config_id"], "external_userid": "wmTea01", "name": "周思远"})).send().await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = http
+        .post(format!("{sim_base}/sim/scan"))
+        .json(&json!({"config_id": way["config_id"], "external_userid": "wmTea01", "name": "周思远"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
     let mut welcomed = false;
     for _ in 0..100 {
@@ -213,7 +242,12 @@ async fn with_simulator(store: TestStore) {
     // mass message through WeCom and records the result.
     app.engine().tick().await.unwrap();
     app.post("/api/v1/segments", &json!({"name": "table_card", "rule": "tag = \"门店桌卡\""})).await;
-    let (_, c) = app.post("/api/v1/campaigns", &json!({"name": "新豆", "audience": {"segment": "table_card"}, "channel": "wecom", "content": "秋季新豆到店", "task_deadline_hours": 3})).await;
+    let (_, c) = app
+        .post(
+            "/api/v1/campaigns",
+            &json!({"name": "新豆", "audience": {"segment": "table_card"}, "channel": "wecom", "content": "秋季新豆到店", "task_deadline_hours": 3}),
+        )
+        .await;
     let cid = c["id"].as_i64().unwrap();
     app.post(&format!("/api/v1/campaigns/{cid}/actions/schedule"), &json!({})).await;
     let outreach = app.running.as_ref().unwrap().state.outreach.clone();
@@ -264,19 +298,33 @@ async fn with_simulator(store: TestStore) {
     let mut mirrored = false;
     for _ in 0..100 {
         let tags = client.get_corp_tag_list(&[]).await.unwrap();
-        let vip = tags["tag_group"].as_array().unwrap().iter().filter(|g| g["group_name"] == json!("Siyu")).flat_map(|g| g["tag"].as_array().unwrap().clone()).find(|t| t["name"] == json!("VIP"));
+        let vip = tags["tag_group"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["group_name"] == json!("Siyu"))
+            .flat_map(|g| g["tag"].as_array().unwrap().clone())
+            .find(|t| t["name"] == json!("VIP"));
         let contact = client.get_external_contact("wmTea01").await.unwrap();
-        if let Some(vip) = vip {
-            if contact["follow_user"][0]["tags"].as_array().unwrap().iter().any(|t| t["tag_id"] == vip["id"]) {
-                mirrored = true;
-                break;
-            }
+        if let Some(vip) = vip
+            && contact["follow_user"][0]["tags"].as_array().unwrap().iter().any(|t| t["tag_id"] == vip["id"])
+        {
+            mirrored = true;
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(mirrored, "the guide's contact carries the VIP corp tag");
     // …and WeCom → Siyu when a guide tags the customer in WeCom.
-    let r: serde_json::Value = http.post(format!("{sim_base}/sim/guide_tag")).json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01", "tag_name": "燕麦奶"})).send().await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = http
+        .post(format!("{sim_base}/sim/guide_tag"))
+        .json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01", "tag_name": "燕麦奶"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
     let mut pulled = false;
     for _ in 0..100 {
@@ -291,7 +339,8 @@ async fn with_simulator(store: TestStore) {
 
     // An administrator deletes the corp tag in WeCom: Siyu stops mirroring that tag
     // (and does not re-create it), keeps the others, and keeps the tag on its profile.
-    let r: serde_json::Value = http.post(format!("{sim_base}/sim/admin_delete_tag")).json(&json!({"tag_name": "燕麦奶"})).send().await.unwrap().json().await.unwrap();
+    let r: serde_json::Value =
+        http.post(format!("{sim_base}/sim/admin_delete_tag")).json(&json!({"tag_name": "燕麦奶"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
     let mut synced = json!(null);
     for _ in 0..100 {
@@ -309,14 +358,36 @@ async fn with_simulator(store: TestStore) {
     // change names its members, so the events land on the customer's profile.
     sim.add_group("wrJingan01", "静安店福利群", "li.sh0052", &[]);
     for path in ["join_group", "leave_group"] {
-        let r: serde_json::Value = http.post(format!("{sim_base}/sim/{path}")).json(&json!({"chat_id": "wrJingan01", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
+        let r: serde_json::Value = http
+            .post(format!("{sim_base}/sim/{path}"))
+            .json(&json!({"chat_id": "wrJingan01", "external_userid": "wmTea01"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(r["errcode"], json!(0), "{path}: {r}");
     }
-    let r: serde_json::Value = http.post(format!("{sim_base}/sim/leave_group")).json(&json!({"chat_id": "wrJingan01", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = http
+        .post(format!("{sim_base}/sim/leave_group"))
+        .json(&json!({"chat_id": "wrJingan01", "external_userid": "wmTea01"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["errcode"], json!(40058), "leaving twice: {r}");
     app.settle_all().await;
     let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
-    let group: Vec<(String, serde_json::Value)> = events["events"].as_array().unwrap().iter().filter(|e| e["name"].as_str().unwrap_or("").starts_with("Group")).map(|e| (e["name"].as_str().unwrap().to_string(), e["payload"]["chat_id"].clone())).collect();
+    let group: Vec<(String, serde_json::Value)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"].as_str().unwrap_or("").starts_with("Group"))
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["payload"]["chat_id"].clone()))
+        .collect();
     assert_eq!(group.len(), 2, "{events}");
     assert!(group.contains(&("Group Joined".into(), json!("wrJingan01"))) && group.contains(&("Group Left".into(), json!("wrJingan01"))), "{group:?}");
 
@@ -324,7 +395,13 @@ async fn with_simulator(store: TestStore) {
     // callback names the members. Siyu reads the new group from WeCom, and knows from
     // its own events who was in the dismissed one.
     let group_events = |events: &serde_json::Value, chat: &str| -> Vec<String> {
-        events["events"].as_array().unwrap().iter().filter(|e| e["payload"]["chat_id"] == json!(chat)).map(|e| e["name"].as_str().unwrap().to_string()).collect()
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["payload"]["chat_id"] == json!(chat))
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
     };
     let r: serde_json::Value = http
         .post(format!("{sim_base}/sim/create_group"))
@@ -347,7 +424,8 @@ async fn with_simulator(store: TestStore) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(joined, vec!["Group Joined".to_string()], "a new group's customers are read from WeCom");
-    let r: serde_json::Value = http.post(format!("{sim_base}/sim/dismiss_group")).json(&json!({"chat_id": "wrJingan02"})).send().await.unwrap().json().await.unwrap();
+    let r: serde_json::Value =
+        http.post(format!("{sim_base}/sim/dismiss_group")).json(&json!({"chat_id": "wrJingan02"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
     app.settle_all().await;
     let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
@@ -357,7 +435,15 @@ async fn with_simulator(store: TestStore) {
     assert_eq!(group_events(&events, "wrJingan01").len(), 2, "other groups are untouched");
 
     // The customer removes the guide.
-    let r: serde_json::Value = http.post(format!("{sim_base}/sim/remove_guide")).json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01"})).send().await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = http
+        .post(format!("{sim_base}/sim/remove_guide"))
+        .json(&json!({"userid": "li.sh0052", "external_userid": "wmTea01"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
     app.settle_all().await;
     let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
@@ -401,7 +487,11 @@ async fn full_sync_then_transfer(store: TestStore) {
     for (guide, n) in [("g1", 150), ("g2", 30)] {
         let (config_id, _) = client.add_contact_way(&[guide], &format!("S1-{guide}"), "x").await.unwrap();
         for i in 0..n {
-            http.post(format!("{sim_base}/sim/scan")).json(&json!({"config_id": config_id, "external_userid": format!("wm{guide}{i:03}"), "name": format!("客{i}")})).send().await.unwrap();
+            http.post(format!("{sim_base}/sim/scan"))
+                .json(&json!({"config_id": config_id, "external_userid": format!("wm{guide}{i:03}"), "name": format!("客{i}")}))
+                .send()
+                .await
+                .unwrap();
         }
     }
     sim.add_group("wrGroup1", "静安店福利群", "g1", &["wmg1000", "wmg1001"]);
@@ -417,7 +507,11 @@ async fn full_sync_then_transfer(store: TestStore) {
             let (_, p) = app.get("/api/v1/wecom/sync").await;
             state = p["state"].as_str().unwrap().to_string();
             if state != "running" {
-                assert_eq!((p["guides_total"].as_u64(), p["contacts"].as_u64(), p["group_members"].as_u64()), (Some(2), Some(180), Some(2)), "round {round}: {p}");
+                assert_eq!(
+                    (p["guides_total"].as_u64(), p["contacts"].as_u64(), p["group_members"].as_u64()),
+                    (Some(2), Some(180), Some(2)),
+                    "round {round}: {p}"
+                );
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

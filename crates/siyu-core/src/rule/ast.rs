@@ -89,8 +89,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] =
-        [Stage::Prospect, Stage::NewContact, Stage::FirstPurchase, Stage::Repeat, Stage::Loyal, Stage::AtRisk, Stage::Lapsed];
+    pub const ALL: [Stage; 7] = [Stage::Prospect, Stage::NewContact, Stage::FirstPurchase, Stage::Repeat, Stage::Loyal, Stage::AtRisk, Stage::Lapsed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -181,10 +180,11 @@ impl Op {
     }
 
     pub fn parse(s: &str) -> Option<Op> {
-        [Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge, Op::In, Op::Contains, Op::Exists, Op::Between]
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .or(if s == "==" { Some(Op::Eq) } else { None })
+        [Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge, Op::In, Op::Contains, Op::Exists, Op::Between].into_iter().find(|o| o.as_str() == s).or(if s == "==" {
+            Some(Op::Eq)
+        } else {
+            None
+        })
     }
 
     pub fn is_comparison(self) -> bool {

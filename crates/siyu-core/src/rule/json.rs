@@ -14,10 +14,10 @@
 //! for `in`, `[low, high]` for `between`, none for `exists`. Windows: `"ever"`, `"30d"`,
 //! `{"since": "2024-05-01"}`, `{"between": ["2024-05-01", "2024-06-01"]}`.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::ast::*;
-use super::{validate, RuleError};
+use super::{RuleError, validate};
 use crate::time::Timestamp;
 
 impl Rule {
@@ -127,10 +127,9 @@ fn rule(v: &Value, path: &str) -> Result<Rule, RuleError> {
     if let Some(kind) = m.get("has") {
         only_keys(m, &["has"], path)?;
         let p = kind.as_str().and_then(Presence::parse);
-        return p.map(Rule::Has).map_or_else(
-            || err(&format!("{path}.has"), "use wecom, user_id, phone, unionid, openid, external_userid, member_no or anonymous_id"),
-            Ok,
-        );
+        return p
+            .map(Rule::Has)
+            .map_or_else(|| err(&format!("{path}.has"), "use wecom, user_id, phone, unionid, openid, external_userid, member_no or anonymous_id"), Ok);
     }
     if let Some(ch) = m.get("consent") {
         only_keys(m, &["consent"], path)?;
@@ -162,10 +161,10 @@ fn only_keys(m: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<(),
 fn condition(m: &Map<String, Value>, path: &str) -> Result<(Op, Operand), RuleError> {
     let op_path = format!("{path}.op");
     let Some(op) = m.get("op") else { return err(&op_path, "missing; use =, !=, <, <=, >, >=, in, contains, exists or between") };
-    let op = op.as_str().and_then(Op::parse).map_or_else(
-        || err(&op_path, format!("{op} is not an operator; use =, !=, <, <=, >, >=, in, contains, exists or between")),
-        Ok,
-    )?;
+    let op = op
+        .as_str()
+        .and_then(Op::parse)
+        .map_or_else(|| err(&op_path, format!("{op} is not an operator; use =, !=, <, <=, >, >=, in, contains, exists or between")), Ok)?;
     let vpath = format!("{path}.value");
     let value = match (op, m.get("value")) {
         (Op::Exists, None) => Operand::None,
@@ -207,10 +206,7 @@ fn date(v: &Value, path: &str) -> Result<Timestamp, RuleError> {
 
 fn aggregate(m: &Map<String, Value>, func: &Value, path: &str) -> Result<Rule, RuleError> {
     only_keys(m, &["aggregate", "event", "where", "measure", "window", "op", "value"], path)?;
-    let func = func.as_str().and_then(AggFn::parse).map_or_else(
-        || err(&format!("{path}.aggregate"), "use count, sum, min, max, first or last"),
-        Ok,
-    )?;
+    let func = func.as_str().and_then(AggFn::parse).map_or_else(|| err(&format!("{path}.aggregate"), "use count, sum, min, max, first or last"), Ok)?;
     let Some(event) = m.get("event").and_then(Value::as_str) else {
         return err(&format!("{path}.event"), "the event name, e.g. \"Order Completed\"");
     };
@@ -248,9 +244,7 @@ fn aggregate(m: &Map<String, Value>, func: &Value, path: &str) -> Result<Rule, R
         },
         Some(Value::Object(o)) if o.len() == 1 && o.contains_key("since") => Window::Since(date(&o["since"], &format!("{wpath}.since"))?),
         Some(Value::Object(o)) if o.len() == 1 && o.contains_key("between") => match &o["between"] {
-            Value::Array(b) if b.len() == 2 => {
-                Window::Between(date(&b[0], &format!("{wpath}.between[0]"))?, date(&b[1], &format!("{wpath}.between[1]"))?)
-            }
+            Value::Array(b) if b.len() == 2 => Window::Between(date(&b[0], &format!("{wpath}.between[0]"))?, date(&b[1], &format!("{wpath}.between[1]"))?),
             _ => return err(&format!("{wpath}.between"), "two dates"),
         },
         Some(_) => return err(&wpath, "use \"ever\", \"30d\", {\"since\": …} or {\"between\": [a, b]}"),

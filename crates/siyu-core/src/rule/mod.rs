@@ -24,11 +24,11 @@
 //!   ends; `since A` is from A to now.
 
 mod ast;
-mod validate;
 mod json;
 mod parse;
 mod print;
 pub mod semantics;
+mod validate;
 
 pub use ast::*;
 pub use parse::parse;

@@ -19,7 +19,7 @@
 //! Keywords are case-insensitive.
 
 use super::ast::*;
-use super::{validate, RuleError};
+use super::{RuleError, validate};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,20 +110,19 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, RuleError> {
                 let end = chars.get(j).map(|(b, _)| *b).unwrap_or(src.len());
                 let number = &src[at..end];
                 // A unit right after the digits makes a duration: 30d, 12h.
-                if let Some(&(_, u)) = chars.get(j) {
-                    if u.is_alphabetic() {
-                        let mut k = j;
-                        while k < chars.len() && chars[k].1.is_alphanumeric() {
-                            k += 1;
-                        }
-                        let end = chars.get(k).map(|(b, _)| *b).unwrap_or(src.len());
-                        let text = &src[at..end];
-                        let ms = parse_duration(text)
-                            .ok_or_else(|| RuleError::text(src, at, format!("{text:?} is not a duration; write 30d, 12h, 90m or 2w")))?;
-                        lx.toks.push((Tok::Duration(ms), at));
-                        i = k;
-                        continue;
+                if let Some(&(_, u)) = chars.get(j)
+                    && u.is_alphabetic()
+                {
+                    let mut k = j;
+                    while k < chars.len() && chars[k].1.is_alphanumeric() {
+                        k += 1;
                     }
+                    let end = chars.get(k).map(|(b, _)| *b).unwrap_or(src.len());
+                    let text = &src[at..end];
+                    let ms = parse_duration(text).ok_or_else(|| RuleError::text(src, at, format!("{text:?} is not a duration; write 30d, 12h, 90m or 2w")))?;
+                    lx.toks.push((Tok::Duration(ms), at));
+                    i = k;
+                    continue;
                 }
                 let n: f64 = number.parse().map_err(|_| RuleError::text(src, at, format!("{number:?} is not a number")))?;
                 lx.toks.push((Tok::Num(n), at));
@@ -257,7 +256,12 @@ impl Parser<'_> {
                     self.pos += 2;
                     let (word, at) = self.word("what to have, e.g. has(wecom), has(phone)")?;
                     let presence = Presence::parse(&word).map_or_else(
-                        || self.err_at(at, format!("has({word}) is unknown; use wecom, user_id, phone, unionid, openid, external_userid, member_no or anonymous_id")),
+                        || {
+                            self.err_at(
+                                at,
+                                format!("has({word}) is unknown; use wecom, user_id, phone, unionid, openid, external_userid, member_no or anonymous_id"),
+                            )
+                        },
                         Ok,
                     )?;
                     self.expect(Tok::RParen, "a closing )")?;
@@ -266,10 +270,8 @@ impl Parser<'_> {
                 "consent" => {
                     self.pos += 2;
                     let (word, at) = self.word("a channel, e.g. consent(sms)")?;
-                    let channel = Channel::parse(&word).map_or_else(
-                        || self.err_at(at, format!("consent({word}) is unknown; use wecom, sms, email, official_account or webhook")),
-                        Ok,
-                    )?;
+                    let channel = Channel::parse(&word)
+                        .map_or_else(|| self.err_at(at, format!("consent({word}) is unknown; use wecom, sms, email, official_account or webhook")), Ok)?;
                     self.expect(Tok::RParen, "a closing )")?;
                     return Ok(Rule::Consent(channel));
                 }
@@ -286,12 +288,12 @@ impl Parser<'_> {
 
     /// `traits."odd name"` reads a quoted trait name after the dot.
     fn field_after(&mut self, name: String, start: usize) -> Result<Field, RuleError> {
-        if name == "traits." {
-            if let Some(Tok::Str(s)) = self.peek() {
-                let s = s.clone();
-                self.pos += 1;
-                return Ok(Field::Trait(s));
-            }
+        if name == "traits."
+            && let Some(Tok::Str(s)) = self.peek()
+        {
+            let s = s.clone();
+            self.pos += 1;
+            return Ok(Field::Trait(s));
         }
         Field::parse_name(&name).or_else(|m| self.err_at(start, m))
     }
@@ -383,8 +385,8 @@ impl Parser<'_> {
                     return self.err("date takes a quoted ISO-8601 date: date(\"2024-05-01\")");
                 };
                 self.pos += 1;
-                let t = Timestamp::parse_iso8601(&text)
-                    .map_or_else(|| self.err_at(inner, format!("{text:?} is not an ISO-8601 date such as 2024-05-01")), Ok)?;
+                let t =
+                    Timestamp::parse_iso8601(&text).map_or_else(|| self.err_at(inner, format!("{text:?} is not an ISO-8601 date such as 2024-05-01")), Ok)?;
                 self.expect(Tok::RParen, "a closing )")?;
                 Ok(Scalar::Date(t))
             }

@@ -4,9 +4,8 @@ use std::fmt::{self, Display, Formatter, Write};
 
 use super::ast::*;
 
-const KEYWORDS: [&str; 16] = [
-    "and", "or", "not", "in", "contains", "exists", "between", "where", "true", "false", "ever", "since", "date", "ago", "has", "consent",
-];
+const KEYWORDS: [&str; 16] =
+    ["and", "or", "not", "in", "contains", "exists", "between", "where", "true", "false", "ever", "since", "date", "ago", "has", "consent"];
 
 impl Display for Rule {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
@@ -74,11 +73,7 @@ fn is_plain_name(s: &str) -> bool {
 }
 
 fn write_name(f: &mut Formatter<'_>, name: &str) -> fmt::Result {
-    if is_plain_name(name) {
-        f.write_str(name)
-    } else {
-        write_str(f, name)
-    }
+    if is_plain_name(name) { f.write_str(name) } else { write_str(f, name) }
 }
 
 fn write_field(f: &mut Formatter<'_>, field: &Field) -> fmt::Result {
@@ -148,11 +143,7 @@ fn date(t: crate::time::Timestamp) -> String {
 }
 
 pub(crate) fn number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
 }
 
 fn write_scalar(f: &mut Formatter<'_>, s: &Scalar) -> fmt::Result {

@@ -13,8 +13,7 @@ fn day(s: &str) -> Timestamp {
 fn the_operators_question_parses() {
     // "Shanghai customers who ordered at least twice in the last 30 days, speak
     // Cantonese, are owned by a guide of store S12, and are not in the VIP segment".
-    let r = parse(r#"city = "Shanghai" and count(Order Completed, 30d) >= 2 and tag = "说粤语" and owner.store = "S12" and not segment = "vip""#)
-        .unwrap();
+    let r = parse(r#"city = "Shanghai" and count(Order Completed, 30d) >= 2 and tag = "说粤语" and owner.store = "S12" and not segment = "vip""#).unwrap();
     let Rule::And(items) = &r else { panic!("{r:?}") };
     assert_eq!(items.len(), 5);
     assert_eq!(
@@ -31,10 +30,7 @@ fn the_operators_question_parses() {
     );
     assert_eq!(r.segment_refs(), vec!["vip".to_string()]);
     assert!(r.depends_on_time());
-    assert_eq!(
-        r.to_string(),
-        r#"city = "Shanghai" and count("Order Completed", 30d) >= 2 and tag = "说粤语" and owner.store = "S12" and not segment = "vip""#
-    );
+    assert_eq!(r.to_string(), r#"city = "Shanghai" and count("Order Completed", 30d) >= 2 and tag = "说粤语" and owner.store = "S12" and not segment = "vip""#);
 }
 
 #[test]
@@ -181,8 +177,11 @@ fn arb_leaf() -> impl Strategy<Value = Rule> {
         ("[a-z]{1,4}", arb_condition()).prop_map(|(t, (op, value))| Rule::Field(FieldPredicate { field: Field::Trait(format!("odd key {t}")), op, value })),
         arb_str().prop_map(|t| Rule::Field(FieldPredicate { field: Field::Tag, op: Op::Eq, value: Operand::One(Scalar::Str(t)) })),
         (1u8..=5).prop_map(|n| Rule::Field(FieldPredicate { field: Field::Rfm(RfmPart::Frequency), op: Op::Ge, value: Operand::One(Scalar::Num(n as f64)) })),
-        prop::sample::select(Stage::ALL.to_vec())
-            .prop_map(|s| Rule::Field(FieldPredicate { field: Field::Stage, op: Op::Eq, value: Operand::One(Scalar::Str(s.as_str().into())) })),
+        prop::sample::select(Stage::ALL.to_vec()).prop_map(|s| Rule::Field(FieldPredicate {
+            field: Field::Stage,
+            op: Op::Eq,
+            value: Operand::One(Scalar::Str(s.as_str().into()))
+        })),
         Just(Rule::Has(Presence::Wecom)),
         Just(Rule::Consent(Channel::Sms)),
         (

@@ -5,11 +5,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
-use siyu_core::rule::{semantics, AggFn, Channel, Field, Op, Operand, Presence, Rule, Scalar, ScoreKind, Stage, Window};
+use siyu_core::rule::{AggFn, Channel, Field, Op, Operand, Presence, Rule, Scalar, ScoreKind, Stage, Window, semantics};
 use siyu_core::{IdentityKind, Timestamp};
 use siyu_engine::lifecycle::{self, Cutoffs, Inputs, LifecycleConfig};
 use siyu_engine::time::{instant, secs};
-use siyu_store::{params, Store};
+use siyu_store::{Store, params};
 
 #[derive(Debug, Default, Clone)]
 pub struct Profile {
@@ -145,9 +145,9 @@ impl World {
                     },
                     Field::OwnerGuide => set_rule(&|n| p.guides.contains(n)),
                     Field::OwnerStore => set_rule(&|n| p.guides.iter().any(|g| self.staff_store.get(g).is_some_and(|s| s == n))),
-                    Field::OwnerCity => set_rule(&|n| {
-                        p.guides.iter().any(|g| self.staff_store.get(g).and_then(|s| self.store_city.get(s)).is_some_and(|c| c == n))
-                    }),
+                    Field::OwnerCity => {
+                        set_rule(&|n| p.guides.iter().any(|g| self.staff_store.get(g).and_then(|s| self.store_city.get(s)).is_some_and(|c| c == n)))
+                    }
                     Field::Segment => {
                         let id = self.id_of(p);
                         set_rule(&|n| self.segment_members.get(n).is_some_and(|m| m.contains(&id)))
@@ -176,10 +176,8 @@ impl World {
                     .iter()
                     .filter(|(n, t, props)| *n == a.event && t.0 >= lo && t.0 <= hi && a.filters.iter().all(|f| semantics::filter_matches(props, f, now)))
                     .collect();
-                let measures: Vec<f64> = events
-                    .iter()
-                    .filter_map(|(_, _, props)| a.measure.as_ref().and_then(|m| semantics::measure_value(props, m)))
-                    .collect();
+                let measures: Vec<f64> =
+                    events.iter().filter_map(|(_, _, props)| a.measure.as_ref().and_then(|m| semantics::measure_value(props, m))).collect();
                 match a.func {
                     AggFn::Count => semantics::number_matches(Some(events.len() as f64), a.op, &a.value),
                     AggFn::Sum => semantics::number_matches(Some(measures.iter().sum()), a.op, &a.value),

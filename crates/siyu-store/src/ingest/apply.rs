@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value as Json};
 use siyu_core::{Identity, Message, MessageKind, ProfileId, Timestamp};
 
-use crate::resolve::{resolve, IdentityCache, Resolution};
+use crate::resolve::{IdentityCache, Resolution, resolve};
 use crate::sql::{Backend, Db, Param};
-use crate::{params, StoreError};
+use crate::{StoreError, params};
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +76,7 @@ const ROWS_PER_STATEMENT: usize = 100;
 
 /// `($1, $2), ($3, $4), …`: `rows` groups of `width` placeholders.
 fn placeholders(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (0..rows).map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join(", ")
 }
 
 /// A statement's text for SQLite and for PostgreSQL, each built on first use.
@@ -210,7 +207,6 @@ async fn apply_relationship(db: &mut dyn Db, profile: ProfileId, msg: &Message) 
     }
     Ok(())
 }
-
 
 async fn apply_transfer(db: &mut dyn Db, profile: ProfileId, msg: &Message) -> Result<(), StoreError> {
     let props: Map<String, Json> = serde_json::from_str(&msg.payload).unwrap_or_default();

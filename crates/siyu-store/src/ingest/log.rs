@@ -56,8 +56,8 @@ impl IngestLog {
             for (seq, payload) in records {
                 next_seq = next_seq.max(seq + 1);
                 if seq > applied {
-                    let msg: Message = serde_json::from_slice(&payload)
-                        .map_err(|e| StoreError::Io(format!("ingest log record {seq} in {}: {e}", path.display())))?;
+                    let msg: Message =
+                        serde_json::from_slice(&payload).map_err(|e| StoreError::Io(format!("ingest log record {seq} in {}: {e}", path.display())))?;
                     pending.push((seq, msg));
                 }
             }
@@ -124,7 +124,6 @@ impl IngestLog {
         }
         Ok(())
     }
-
 }
 
 /// First sequence numbers of the segments in `dir`, in no particular order.
@@ -184,8 +183,7 @@ impl LogReader {
             match read_record(reader)? {
                 Some((seq, _)) if seq < self.next_seq => continue,
                 Some((seq, payload)) => {
-                    let msg: Message = serde_json::from_slice(&payload)
-                        .map_err(|e| StoreError::Io(format!("ingest log record {seq}: {e}")))?;
+                    let msg: Message = serde_json::from_slice(&payload).map_err(|e| StoreError::Io(format!("ingest log record {seq}: {e}")))?;
                     out.push((seq, msg));
                     self.next_seq = seq + 1;
                 }
@@ -261,14 +259,82 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the directory", e))
 }
 
+type Records = Vec<(u64, Message)>;
+
+/// A [`LogReader`] on its own thread, reading one batch ahead of the indexer. When the
+/// indexer has fallen behind its in-memory feed, every batch comes from the log, and
+/// reading and parsing 50,000 records took a fifth of its time; ahead of time, that
+/// work runs on the other core while the batch before is applied.
+pub struct LogPrefetch {
+    requests: std::sync::mpsc::Sender<(u64, u64, usize)>,
+    results: std::sync::mpsc::Receiver<Result<Records, StoreError>>,
+    /// Where the read in flight starts, if one is.
+    in_flight: Option<u64>,
+}
+
+impl LogPrefetch {
+    pub fn start(dir: &Path) -> Result<LogPrefetch, StoreError> {
+        let (requests, wanted) = std::sync::mpsc::channel::<(u64, u64, usize)>();
+        let (done, results) = std::sync::mpsc::channel();
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("ingest-log-read".into())
+            .spawn(move || {
+                let mut reader: Option<LogReader> = None;
+                // Ends when the indexer drops its LogPrefetch.
+                while let Ok((from, until, max)) = wanted.recv() {
+                    let r = match &mut reader {
+                        Some(r) if r.next_seq() == from => r,
+                        _ => reader.insert(LogReader::new(&dir, from)),
+                    };
+                    let read = r.read(until, max);
+                    if read.is_err() {
+                        reader = None;
+                    }
+                    if done.send(read).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| io("starting the ingest-log reader", e))?;
+        Ok(LogPrefetch { requests, results, in_flight: None })
+    }
+
+    /// Records from `from` up to `until`, at most `max`: the read ahead if it started
+    /// at `from` (it may stop short of `until`), otherwise a read now.
+    pub fn read(&mut self, from: u64, until: u64, max: usize) -> Result<Records, StoreError> {
+        if self.in_flight.is_some_and(|ahead| ahead != from) {
+            self.take()?; // read for a position the indexer has moved past
+        }
+        self.ahead(from, until, max);
+        self.take()?.ok_or_else(|| StoreError::Io("the ingest-log reader stopped".into()))?
+    }
+
+    /// The result of the read in flight, if one is.
+    fn take(&mut self) -> Result<Option<Result<Records, StoreError>>, StoreError> {
+        let Some(_) = self.in_flight.take() else { return Ok(None) };
+        let read = self.results.recv().map_err(|_| StoreError::Io("the ingest-log reader stopped".into()))?;
+        Ok(Some(read))
+    }
+
+    /// Starts reading records from `from` up to `until`, at most `max`, for a later
+    /// [`LogPrefetch::read`].
+    pub fn ahead(&mut self, from: u64, until: u64, max: usize) {
+        if self.in_flight.is_none() && self.requests.send((from, until, max)).is_ok() {
+            self.in_flight = Some(from);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use siyu_core::message::{parse_batch, ParseContext};
     use siyu_core::Timestamp;
+    use siyu_core::message::{ParseContext, parse_batch};
 
     fn msgs(n: usize) -> Vec<Message> {
-        let batch: Vec<_> = (0..n).map(|i| serde_json::json!({"type": "track", "userId": format!("u{i}"), "event": "E", "messageId": format!("m{i}")})).collect();
+        let batch: Vec<_> =
+            (0..n).map(|i| serde_json::json!({"type": "track", "userId": format!("u{i}"), "event": "E", "messageId": format!("m{i}")})).collect();
         let body = serde_json::to_vec(&serde_json::json!({ "batch": batch })).unwrap();
         parse_batch(&body, &ParseContext { received_at: Timestamp(1), new_message_id: &|| "x".into() }).unwrap().messages
     }
@@ -374,72 +440,5 @@ mod tests {
         drop(log);
         let (_, pending) = IngestLog::open(dir.path(), 5).unwrap();
         assert_eq!(pending.len(), 2);
-    }
-}
-
-type Records = Vec<(u64, Message)>;
-
-/// A [`LogReader`] on its own thread, reading one batch ahead of the indexer. When the
-/// indexer has fallen behind its in-memory feed, every batch comes from the log, and
-/// reading and parsing 50,000 records took a fifth of its time; ahead of time, that
-/// work runs on the other core while the batch before is applied.
-pub struct LogPrefetch {
-    requests: std::sync::mpsc::Sender<(u64, u64, usize)>,
-    results: std::sync::mpsc::Receiver<Result<Records, StoreError>>,
-    /// Where the read in flight starts, if one is.
-    in_flight: Option<u64>,
-}
-
-impl LogPrefetch {
-    pub fn start(dir: &Path) -> Result<LogPrefetch, StoreError> {
-        let (requests, wanted) = std::sync::mpsc::channel::<(u64, u64, usize)>();
-        let (done, results) = std::sync::mpsc::channel();
-        let dir = dir.to_path_buf();
-        std::thread::Builder::new()
-            .name("ingest-log-read".into())
-            .spawn(move || {
-                let mut reader: Option<LogReader> = None;
-                // Ends when the indexer drops its LogPrefetch.
-                while let Ok((from, until, max)) = wanted.recv() {
-                    let r = match &mut reader {
-                        Some(r) if r.next_seq() == from => r,
-                        _ => reader.insert(LogReader::new(&dir, from)),
-                    };
-                    let read = r.read(until, max);
-                    if read.is_err() {
-                        reader = None;
-                    }
-                    if done.send(read).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| io("starting the ingest-log reader", e))?;
-        Ok(LogPrefetch { requests, results, in_flight: None })
-    }
-
-    /// Records from `from` up to `until`, at most `max`: the read ahead if it started
-    /// at `from` (it may stop short of `until`), otherwise a read now.
-    pub fn read(&mut self, from: u64, until: u64, max: usize) -> Result<Records, StoreError> {
-        if self.in_flight.is_some_and(|ahead| ahead != from) {
-            self.take()?; // read for a position the indexer has moved past
-        }
-        self.ahead(from, until, max);
-        self.take()?.ok_or_else(|| StoreError::Io("the ingest-log reader stopped".into()))?
-    }
-
-    /// The result of the read in flight, if one is.
-    fn take(&mut self) -> Result<Option<Result<Records, StoreError>>, StoreError> {
-        let Some(_) = self.in_flight.take() else { return Ok(None) };
-        let read = self.results.recv().map_err(|_| StoreError::Io("the ingest-log reader stopped".into()))?;
-        Ok(Some(read))
-    }
-
-    /// Starts reading records from `from` up to `until`, at most `max`, for a later
-    /// [`LogPrefetch::read`].
-    pub fn ahead(&mut self, from: u64, until: u64, max: usize) {
-        if self.in_flight.is_none() && self.requests.send((from, until, max)).is_ok() {
-            self.in_flight = Some(from);
-        }
     }
 }

@@ -16,20 +16,20 @@ pub mod apply;
 pub mod log;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use siyu_core::{Message, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use apply::{apply, apply_all, set_trait, Outcome};
 use crate::resolve::IdentityCache;
+pub use apply::{Outcome, apply, apply_all, set_trait};
 use log::{IngestLog, LogPrefetch};
 
-use crate::sql::{finish, Db};
+use crate::sql::{Db, finish};
 use crate::sqlite::{ConnRole, SqliteDb};
-use crate::{counters, params, Store, StoreError};
+use crate::{Store, StoreError, counters, params};
 
 /// The most messages one index transaction applies: large enough that each index page
 /// is rewritten once for many events, small enough to keep profiles fresh.
@@ -188,7 +188,13 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Obse
     }
     let appended = log.next_seq() - 1;
     let (indexed, _) = watch::channel(applied);
-    let progress = Arc::new(Progress { appended: AtomicU64::new(appended), indexed, log_failed: AtomicBool::new(false), in_feed: AtomicUsize::new(replay.len()), feed_limit: options.feed_messages });
+    let progress = Arc::new(Progress {
+        appended: AtomicU64::new(appended),
+        indexed,
+        log_failed: AtomicBool::new(false),
+        in_feed: AtomicUsize::new(replay.len()),
+        feed_limit: options.feed_messages,
+    });
 
     let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
     if !replay.is_empty() {
@@ -196,7 +202,15 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Obse
         tell_acknowledged(&acknowledged, &replay);
         to_indexer.send(replay).await.map_err(|_| StoreError::WriterStopped)?;
     }
-    let indexer = Indexer { progress: progress.clone(), observers, log_dir: log_dir.to_path_buf(), next: applied + 1, prefetch: None, backend: store.backend(), identities: IdentityCache::default() };
+    let indexer = Indexer {
+        progress: progress.clone(),
+        observers,
+        log_dir: log_dir.to_path_buf(),
+        next: applied + 1,
+        prefetch: None,
+        backend: store.backend(),
+        identities: IdentityCache::default(),
+    };
     if let Some(path) = store.sqlite_path() {
         let mut db = SqliteDb::open(path, ConnRole::Writer)?;
         crate::sqlite::spawn_checkpointer(path.to_path_buf())?;
@@ -218,7 +232,13 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Obse
     Ok(IngestHandle { queue, progress })
 }
 
-fn append_loop(mut log: IngestLog, mut rx: mpsc::Receiver<Pending>, to_indexer: mpsc::Sender<Vec<(u64, Message)>>, progress: Arc<Progress>, observers: Vec<AckObserver>) {
+fn append_loop(
+    mut log: IngestLog,
+    mut rx: mpsc::Receiver<Pending>,
+    to_indexer: mpsc::Sender<Vec<(u64, Message)>>,
+    progress: Arc<Progress>,
+    observers: Vec<AckObserver>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut size = first.messages.len();
         let mut group = vec![first];
@@ -511,4 +531,3 @@ async fn apply_isolated(db: &mut dyn Db, batch: &[(u64, Message)]) -> Result<Vec
     }
     Ok(outcomes)
 }
-

@@ -12,7 +12,7 @@ use siyu_core::rule::parse;
 use siyu_engine::SegmentDef;
 use siyu_store::{Store, StoreConfig};
 
-use super::ingest::{build_bodies, IngestBench};
+use super::ingest::{IngestBench, build_bodies};
 use super::percentile;
 use super::segments::SegmentsBench;
 use crate::app::{self, ServeOptions};
@@ -142,25 +142,28 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
-    let probes = probes.lock().expect("lock");
-    println!("  background load: {} events in {load_seconds:.1} s ({:.0} events/s)", load.events, load.events as f64 / load_seconds);
-    let (ingest_lag, engine_lag) = *lags.lock().expect("lock");
-    println!("  largest backlog: {ingest_lag} messages waiting for the store, {engine_lag} applied but not yet in the engine");
-    let (applied, taken_back, waits) = {
-        let state = engine.read();
-        (state.index.early_applied - early_before.0, state.index.early_taken_back - early_before.1, state.index.early_waits())
-    };
-    let before = early_before.2;
-    println!(
-        "  messages applied by the engine on acknowledgement, before the store: {applied} ({taken_back} taken back); waited for the store: {} new customers or possible merges, {} behind such a message, {} with a new identity not surely attached",
-        waits.uncertain - before.uncertain,
-        waits.unsettled - before.unsettled,
-        waits.unattachable - before.unattachable
-    );
-    let members: Vec<(Instant, Option<Instant>)> = probes.members.iter().map(|m| (m.sent, m.reached)).collect();
-    report("a known customer's event", &members);
-    let newcomers: Vec<(Instant, Option<Instant>)> = probes.newcomers_sent.iter().enumerate().map(|(k, s)| (*s, probes.newcomers_reached.get(k).copied())).collect();
-    report("a new customer's first event", &newcomers);
+    {
+        let probes = probes.lock().expect("lock");
+        println!("  background load: {} events in {load_seconds:.1} s ({:.0} events/s)", load.events, load.events as f64 / load_seconds);
+        let (ingest_lag, engine_lag) = *lags.lock().expect("lock");
+        println!("  largest backlog: {ingest_lag} messages waiting for the store, {engine_lag} applied but not yet in the engine");
+        let (applied, taken_back, waits) = {
+            let state = engine.read();
+            (state.index.early_applied - early_before.0, state.index.early_taken_back - early_before.1, state.index.early_waits())
+        };
+        let before = early_before.2;
+        println!(
+            "  messages applied by the engine on acknowledgement, before the store: {applied} ({taken_back} taken back); waited for the store: {} new customers or possible merges, {} behind such a message, {} with a new identity not surely attached",
+            waits.uncertain - before.uncertain,
+            waits.unsettled - before.unsettled,
+            waits.unattachable - before.unattachable
+        );
+        let members: Vec<(Instant, Option<Instant>)> = probes.members.iter().map(|m| (m.sent, m.reached)).collect();
+        report("a known customer's event", &members);
+        let newcomers: Vec<(Instant, Option<Instant>)> =
+            probes.newcomers_sent.iter().enumerate().map(|(k, s)| (*s, probes.newcomers_reached.get(k).copied())).collect();
+        report("a new customer's first event", &newcomers);
+    }
     running.stop().await;
     Ok(())
 }

@@ -9,11 +9,11 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -73,8 +73,15 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
     };
 
     let requests = args.events.div_ceil(args.batch);
-    println!("siyu bench ingest: {} events in {} batches of {} over {} connections, {} customers{}",
-        args.events, requests, args.batch, args.connections, args.customers, if args.gzip { ", gzip" } else { "" });
+    println!(
+        "siyu bench ingest: {} events in {} batches of {} over {} connections, {} customers{}",
+        args.events,
+        requests,
+        args.batch,
+        args.connections,
+        args.customers,
+        if args.gzip { ", gzip" } else { "" }
+    );
     let bodies = Arc::new(build_bodies(&args, requests)?);
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(args.connections).build()?;
     let before = stats(&client, &base_url, &admin_token).await?;
@@ -131,14 +138,33 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
     writeln!(out, "\nresults ({} backend)", after.2)?;
     writeln!(out, "  events acknowledged   {}", args.events)?;
     writeln!(out, "  events stored         {stored}{}", if stored as u64 == args.events { "" } else { "  (MISMATCH)" })?;
-    writeln!(out, "  acknowledged          {:.0} events/s ({:.0} requests/s) over {elapsed:.2} s", args.events as f64 / elapsed, latencies.len() as f64 / elapsed)?;
-    writeln!(out, "  sustained (applied)   {:.0} events/s: all {} events in profiles after {applied_after:.2} s", args.events as f64 / applied_after, args.events)?;
-    writeln!(out, "  request latency       p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
-        percentile(&latencies, 50.0) as f64 / 1000.0, percentile(&latencies, 99.0) as f64 / 1000.0,
-        latencies.last().copied().unwrap_or(0) as f64 / 1000.0)?;
+    writeln!(
+        out,
+        "  acknowledged          {:.0} events/s ({:.0} requests/s) over {elapsed:.2} s",
+        args.events as f64 / elapsed,
+        latencies.len() as f64 / elapsed
+    )?;
+    writeln!(
+        out,
+        "  sustained (applied)   {:.0} events/s: all {} events in profiles after {applied_after:.2} s",
+        args.events as f64 / applied_after,
+        args.events
+    )?;
+    writeln!(
+        out,
+        "  request latency       p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+        percentile(&latencies, 50.0) as f64 / 1000.0,
+        percentile(&latencies, 99.0) as f64 / 1000.0,
+        latencies.last().copied().unwrap_or(0) as f64 / 1000.0
+    )?;
     if stored > 0 {
-        writeln!(out, "  bytes on disk / event {:.0} ({:.1} MiB for {} events in the store, at rest)",
-            after.1 as f64 / after.0.max(1) as f64, mib(after.1), after.0)?;
+        writeln!(
+            out,
+            "  bytes on disk / event {:.0} ({:.1} MiB for {} events in the store, at rest)",
+            after.1 as f64 / after.0.max(1) as f64,
+            mib(after.1),
+            after.0
+        )?;
     }
     if let Some(s) = &server {
         writeln!(out, "  server peak memory    {:.0} MiB", mib(s.peak_rss().unwrap_or(0)))?;
@@ -208,17 +234,35 @@ fn message(out: &mut String, rng: &mut Rng, customers: u64, message_id: &str, ts
     let who = if known { format!(r#""userId":"m{:08}""#, customer + 1) } else { format!(r#""anonymousId":"anon-{customer}""#) };
     let context = format!(
         r#"{{"library":{{"name":"analytics-python","version":"2.3.4"}},"ip":"10.{}.{}.{}","externalIds":[{{"id":"ou{customer:026}","type":"unionid","collection":"users","encoding":"none"}}]}}"#,
-        rng.below(256), rng.below(256), rng.below(256)
+        rng.below(256),
+        rng.below(256),
+        rng.below(256)
     );
     let roll = rng.below(100);
     if roll < 40 {
         let sku = rng.below(14);
-        write!(out, r#"{{"type":"track","event":"Product Viewed","messageId":"{message_id}",{who},"timestamp":"{ts}","properties":{{"sku":"SKU-{sku}","category":"coffee","price_fen":{}}},"context":{context}}}"#, 1800 + sku * 100)
+        write!(
+            out,
+            r#"{{"type":"track","event":"Product Viewed","messageId":"{message_id}",{who},"timestamp":"{ts}","properties":{{"sku":"SKU-{sku}","category":"coffee","price_fen":{}}},"context":{context}}}"#,
+            1800 + sku * 100
+        )
     } else if roll < 55 {
-        write!(out, r#"{{"type":"track","event":"Order Completed","messageId":"{message_id}",{who},"timestamp":"{ts}","properties":{{"order_id":"{message_id}","revenue_fen":{},"currency":"CNY","store_id":"SH0{:02}","products":[{{"sku":"LT-001","name":"生椰拿铁","category":"coffee","price_fen":2900,"quantity":1}}]}},"context":{context}}}"#, 1500 + rng.below(4000), rng.below(45) + 1)
+        write!(
+            out,
+            r#"{{"type":"track","event":"Order Completed","messageId":"{message_id}",{who},"timestamp":"{ts}","properties":{{"order_id":"{message_id}","revenue_fen":{},"currency":"CNY","store_id":"SH0{:02}","products":[{{"sku":"LT-001","name":"生椰拿铁","category":"coffee","price_fen":2900,"quantity":1}}]}},"context":{context}}}"#,
+            1500 + rng.below(4000),
+            rng.below(45) + 1
+        )
     } else if roll < 85 {
-        write!(out, r#"{{"type":"page","name":"Menu","messageId":"{message_id}",{who},"timestamp":"{ts}","properties":{{"path":"/pages/menu/index","referrer":"/pages/home/index","title":"菜单"}},"context":{context}}}"#)
+        write!(
+            out,
+            r#"{{"type":"page","name":"Menu","messageId":"{message_id}",{who},"timestamp":"{ts}","properties":{{"path":"/pages/menu/index","referrer":"/pages/home/index","title":"菜单"}},"context":{context}}}"#
+        )
     } else {
-        write!(out, r#"{{"type":"identify","messageId":"{message_id}",{who},"timestamp":"{ts}","traits":{{"city":"Shanghai","tier":"gold","taste":"latte","store_id":"SH0{:02}"}},"context":{context}}}"#, rng.below(45) + 1)
+        write!(
+            out,
+            r#"{{"type":"identify","messageId":"{message_id}",{who},"timestamp":"{ts}","traits":{{"city":"Shanghai","tier":"gold","taste":"latte","store_id":"SH0{:02}"}},"context":{context}}}"#,
+            rng.below(45) + 1
+        )
     }
 }

@@ -7,20 +7,20 @@
 //! synthetic sets shaped like the demo brand: 2,000 guides in 300 stores, 90% of
 //! customers with a guide, 85% consent, 1% inside the block cooldown.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use roaring::RoaringBitmap;
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 use siyu_outreach::ledger::DAY_MS;
-use siyu_outreach::plan::{plan, Audience, Owners, PlanOptions};
+use siyu_outreach::plan::{Audience, Owners, PlanOptions, plan};
 use siyu_outreach::quiet::zone;
 use siyu_outreach::{ContactLedger, ContactPolicy, TouchKind};
-use siyu_store::outreach::{self as stored, NewDelivery};
 use siyu_store::StoreConfig;
+use siyu_store::outreach::{self as stored, NewDelivery};
 
 use super::mib;
 use crate::app::{self, ServeOptions};
@@ -97,18 +97,27 @@ fn plan_phase(args: &OutreachBench) -> anyhow::Result<()> {
         let channel = if rng.chance(0.7) { Channel::Wecom } else { Channel::Sms };
         ledger.record(p, at, channel);
     }
-    println!("  synthetic brand and history built in {:.1} s ({} profiles with history; RSS {:.0} MiB)", started.elapsed().as_secs_f64(), ledger.profiles(), rss_mib());
+    println!(
+        "  synthetic brand and history built in {:.1} s ({} profiles with history; RSS {:.0} MiB)",
+        started.elapsed().as_secs_f64(),
+        ledger.profiles(),
+        rss_mib()
+    );
 
     // WeCom mass messages are confirmed by a guide in one go (up to 10,000 customers per
     // task), so a broadcast uses a generous per-guide capacity.
     let policy = ContactPolicy { guide_daily_capacity: 5_000, ..ContactPolicy::default() };
-    println!("  policy: caps {}/day {}/week, WeCom {}/month, cooldown {} days, quiet hours 21:00-09:00, guide capacity {}/day, holdout 10%", policy.caps.daily, policy.caps.weekly, policy.wecom_monthly_cap, policy.block_cooldown_days, policy.guide_daily_capacity);
+    println!(
+        "  policy: caps {}/day {}/week, WeCom {}/month, cooldown {} days, quiet hours 21:00-09:00, guide capacity {}/day, holdout 10%",
+        policy.caps.daily, policy.caps.weekly, policy.wecom_monthly_cap, policy.block_cooldown_days, policy.guide_daily_capacity
+    );
     let rss_before = rss_mib();
     let t0 = Instant::now();
     let guides: Vec<(&str, &RoaringBitmap)> = names.iter().map(String::as_str).zip(guide_sets.iter()).collect();
     let owners = Owners::build(guides, |g| zone(Some(ZONES[g.bytes().map(usize::from).sum::<usize>() % ZONES.len()])), &members);
     let owners_secs = t0.elapsed().as_secs_f64();
-    let audience = Audience { members: &members, consent: &consent, blocked: &blocked, owners: &owners, own_zones: &Default::default(), default_zone: zone(None) };
+    let audience =
+        Audience { members: &members, consent: &consent, blocked: &blocked, owners: &owners, own_zones: &Default::default(), default_zone: zone(None) };
     let opts = PlanOptions { channel: Channel::Wecom, kind: TouchKind::Marketing, now, source: "campaign:1:run:1".into(), holdout_percent: 10.0 };
     let t1 = Instant::now();
     let (outcomes, summary) = plan(&policy, &audience, &opts, &mut ledger);
@@ -124,7 +133,13 @@ fn plan_phase(args: &OutreachBench) -> anyhow::Result<()> {
     println!("  owners from guides    {:.2} s", owners_secs);
     println!("  policy over audience  {:.2} s ({:.0} decisions/s)", plan_secs, summary.audience as f64 / plan_secs);
     println!("  full plan             {:.2} s (target ≤ 10 s)", total);
-    println!("  memory                {:.0} MiB added by the plan (outcomes {:.0} MiB); RSS {:.0} MiB, peak {:.0} MiB", rss_mib() - rss_before, mib((outcomes.capacity() * std::mem::size_of_val(&outcomes[0])) as u64), rss_mib(), mib(peak_rss_bytes().unwrap_or(0)));
+    println!(
+        "  memory                {:.0} MiB added by the plan (outcomes {:.0} MiB); RSS {:.0} MiB, peak {:.0} MiB",
+        rss_mib() - rss_before,
+        mib((outcomes.capacity() * std::mem::size_of_val(&outcomes[0])) as u64),
+        rss_mib(),
+        mib(peak_rss_bytes().unwrap_or(0))
+    );
     Ok(())
 }
 

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
-use siyu_core::message::{Message, MessageKind};
-use siyu_core::rule::{parse, Rule, Stage};
+use serde_json::{Value, json};
 use siyu_core::Timestamp;
+use siyu_core::message::{Message, MessageKind};
+use siyu_core::rule::{Rule, Stage, parse};
 use siyu_engine::build::IndexBuilder;
 use siyu_engine::index::{Index, Org};
 use siyu_engine::{LifecycleConfig, SegmentDef, Segments, State};
@@ -366,7 +366,8 @@ fn duckdb_comparison(rules: &[(&str, &str, Rule)], vip: &Rule, now: Timestamp, d
     println!("\nDuckDB on the same data (exported to {}; loading not timed)", dir.display());
     let segments = vec![("vip".to_string(), vip.clone())];
     let sql = Sql { now, segments: &segments, trait_columns: &TRAIT_COLUMNS };
-    let queries: Vec<Value> = rules.iter().map(|(n, _, r)| Ok(json!({"name": n, "sql": sql.count_query(r)?}))).collect::<Result<_, String>>().map_err(|e| anyhow::anyhow!(e))?;
+    let queries: Vec<Value> =
+        rules.iter().map(|(n, _, r)| Ok(json!({"name": n, "sql": sql.count_query(r)?}))).collect::<Result<_, String>>().map_err(|e| anyhow::anyhow!(e))?;
     let qpath = dir.join("queries.json");
     std::fs::write(&qpath, serde_json::to_vec_pretty(&queries)?)?;
     let python = duckdb_python()?;
@@ -392,10 +393,7 @@ fn duckdb_comparison(rules: &[(&str, &str, Rule)], vip: &Rule, now: Timestamp, d
         slowest_ratio = slowest_ratio.min(ratio);
         let same = duck_count == *count;
         all_equal &= same;
-        println!(
-            "  {name:<16} {count:>9} {duck_count:>9} {median:>9.2} ms {duck_median:>9.2} ms {ratio:>8.0}x{}",
-            if same { "" } else { "  COUNTS DIFFER" }
-        );
+        println!("  {name:<16} {count:>9} {duck_count:>9} {median:>9.2} ms {duck_median:>9.2} ms {ratio:>8.0}x{}", if same { "" } else { "  COUNTS DIFFER" });
     }
     println!("  counts {}; Siyu is at least {slowest_ratio:.0}x faster on every rule", if all_equal { "equal on every rule" } else { "DIFFER" });
     if !all_equal {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 pub struct ChildServer {
     pub child: Child,
@@ -45,10 +45,10 @@ impl ChildServer {
         let client = reqwest::Client::builder().no_proxy().build()?;
         let started = Instant::now();
         while started.elapsed() < limit {
-            if let Ok(r) = client.get(format!("{}/healthz", self.base_url)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = client.get(format!("{}/healthz", self.base_url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -9,8 +9,8 @@
 //! Aggregates become `id IN (SELECT profile_id … GROUP BY profile_id HAVING …)`, or its
 //! complement when the comparison also holds for customers with no such events.
 
-use siyu_core::rule::*;
 use siyu_core::Timestamp;
+use siyu_core::rule::*;
 
 pub struct Sql<'a> {
     pub now: Timestamp,
@@ -62,12 +62,12 @@ impl Sql<'_> {
                 Field::Score(k) => format!("coalesce({}, false)", cmp(&format!("p.score_{}", k.as_str()), f.op, &f.value, now)),
                 Field::Tag => self.set(f, |name| format!("SELECT profile_id FROM tags WHERE tag = {}", lit(name, now)))?,
                 Field::OwnerGuide => self.set(f, |name| format!("SELECT profile_id FROM guides WHERE guide = {}", lit(name, now)))?,
-                Field::OwnerStore => self.set(f, |name| {
-                    format!("SELECT g.profile_id FROM guides g JOIN staff s ON s.guide = g.guide WHERE s.store = {}", lit(name, now))
-                })?,
-                Field::OwnerCity => self.set(f, |name| {
-                    format!("SELECT g.profile_id FROM guides g JOIN staff s ON s.guide = g.guide WHERE s.city = {}", lit(name, now))
-                })?,
+                Field::OwnerStore => {
+                    self.set(f, |name| format!("SELECT g.profile_id FROM guides g JOIN staff s ON s.guide = g.guide WHERE s.store = {}", lit(name, now)))?
+                }
+                Field::OwnerCity => {
+                    self.set(f, |name| format!("SELECT g.profile_id FROM guides g JOIN staff s ON s.guide = g.guide WHERE s.city = {}", lit(name, now)))?
+                }
                 Field::Segment => {
                     let (Op::Eq | Op::Ne, Operand::One(Scalar::Str(name))) = (f.op, &f.value) else { return Err("segment: only = and !=".into()) };
                     let (_, rule) = self.segments.iter().find(|(n, _)| n == name).ok_or(format!("no segment {name}"))?;
@@ -123,10 +123,6 @@ impl Sql<'_> {
         let test = cmp(&agg, a.op, &a.value, now);
         let empty_matches = empty.is_some_and(|e| siyu_core::rule::semantics::number_matches(Some(e), a.op, &a.value));
         let events = format!("SELECT profile_id FROM events WHERE {} GROUP BY profile_id HAVING", conditions.join(" AND "));
-        Ok(if empty_matches {
-            format!("p.id NOT IN ({events} NOT ({test}))")
-        } else {
-            format!("p.id IN ({events} {test})")
-        })
+        Ok(if empty_matches { format!("p.id NOT IN ({events} NOT ({test}))") } else { format!("p.id IN ({events} {test})") })
     }
 }

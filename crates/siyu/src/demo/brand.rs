@@ -26,16 +26,15 @@ pub const CITIES: [(&str, &str, u32, &[&str], f64); 12] = [
     ("Xiamen", "XM", 15, &["中山路", "软件园", "思明", "集美"], 0.05),
 ];
 
-const SURNAMES: [&str; 24] = [
-    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林", "罗", "高", "梁", "郑", "谢", "宋",
-];
+const SURNAMES: [&str; 24] =
+    ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林", "罗", "高", "梁", "郑", "谢", "宋"];
 const GIVEN: [&str; 40] = [
-    "芳", "伟", "娜", "敏", "静", "丽", "强", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "秀英", "霞", "平", "刚", "桂英", "婷", "雪",
-    "慧", "欣怡", "子涵", "浩然", "一诺", "梓萱", "宇轩", "雨桐", "思远", "嘉怡", "晨", "悦", "佳琪", "俊杰", "诗涵", "文博",
+    "芳", "伟", "娜", "敏", "静", "丽", "强", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "秀英", "霞", "平", "刚", "桂英", "婷", "雪", "慧",
+    "欣怡", "子涵", "浩然", "一诺", "梓萱", "宇轩", "雨桐", "思远", "嘉怡", "晨", "悦", "佳琪", "俊杰", "诗涵", "文博",
 ];
 const PINYIN: [&str; 24] = [
-    "wang", "li", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou", "xu", "sun", "ma", "zhu", "hu", "guo", "he", "lin", "luo", "gao",
-    "liang", "zheng", "xie", "song",
+    "wang", "li", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou", "xu", "sun", "ma", "zhu", "hu", "guo", "he", "lin", "luo", "gao", "liang",
+    "zheng", "xie", "song",
 ];
 
 pub fn person_name(rng: &mut Rng) -> (String, &'static str) {
@@ -74,14 +73,8 @@ pub const MENU_WEIGHTS: [u32; 14] = [18, 16, 14, 8, 10, 6, 7, 4, 5, 2, 1, 5, 3, 
 pub const TASTES: [(&str, u32); 6] = [("latte", 30), ("americano", 20), ("oat milk", 15), ("cold brew", 10), ("fruit tea", 15), ("matcha", 10)];
 
 /// How a customer first reached the brand: the contact way (渠道活码) they scanned.
-pub const CHANNELS: [(&str, u32); 6] = [
-    ("table_card", 30),
-    ("poster", 12),
-    ("parcel_insert", 10),
-    ("official_account", 18),
-    ("mini_program", 20),
-    ("referral", 10),
-];
+pub const CHANNELS: [(&str, u32); 6] =
+    [("table_card", 30), ("poster", 12), ("parcel_insert", 10), ("official_account", 18), ("mini_program", 20), ("referral", 10)];
 
 pub const ACTIVITIES: [&str; 4] = ["拉花体验课", "周年庆打卡", "新品品鉴会", "咖啡豆烘焙课"];
 

@@ -4,12 +4,12 @@
 use std::ops::Range;
 
 use chrono::{NaiveDate, TimeZone};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use siyu_core::phone::hash_e164;
 use siyu_core::time::MS_PER_DAY;
 use siyu_store::bulk::{Batch, EventRow, IdentityRow, ProfileRow, RelationshipRow, TagRow, TraitRow};
 
-use super::brand::{self, Org, CHANNELS, CITIES, MENU, MENU_WEIGHTS, MINI_PROGRAM_APP_ID, TASTES};
+use super::brand::{self, CHANNELS, CITIES, MENU, MENU_WEIGHTS, MINI_PROGRAM_APP_ID, Org, TASTES};
 use super::rng::Rng;
 
 const HOUR: i64 = 3_600_000;
@@ -132,7 +132,13 @@ impl Generator {
             let (payload, coupon) = self.order(&mut rng, &order_id, &store.id);
             events.push("track", Some("Order Completed"), *t, payload, SOURCE_MINI_PROGRAM);
             if let Some((code, discount)) = coupon {
-                events.push("track", Some("Coupon Redeemed"), *t, json!({"coupon_code": code, "discount_fen": discount, "order_id": order_id}).to_string(), SOURCE_MINI_PROGRAM);
+                events.push(
+                    "track",
+                    Some("Coupon Redeemed"),
+                    *t,
+                    json!({"coupon_code": code, "discount_fen": discount, "order_id": order_id}).to_string(),
+                    SOURCE_MINI_PROGRAM,
+                );
             }
             orders_total += 1;
         }
@@ -172,7 +178,13 @@ impl Generator {
         if rng.chance(0.15) {
             for _ in 0..1 + rng.below(3) {
                 let t = self.later(&mut rng, origin.join, 300);
-                events.push("track", Some("Checked In"), t, json!({"activity": rng.pick(&brand::ACTIVITIES), "store_id": store.id}).to_string(), SOURCE_MINI_PROGRAM);
+                events.push(
+                    "track",
+                    Some("Checked In"),
+                    t,
+                    json!({"activity": rng.pick(&brand::ACTIVITIES), "store_id": store.id}).to_string(),
+                    SOURCE_MINI_PROGRAM,
+                );
             }
         }
         if rng.chance(0.2) {
@@ -283,7 +295,8 @@ impl Generator {
         let revenue = subtotal - coupon.as_ref().map(|c| c.1).unwrap_or(0);
         let channel = *rng.weighted(&[("mini_program", 70), ("pos", 20), ("delivery", 10)]);
         // The order's main category: what the costliest line was.
-        let category = products.iter().max_by_key(|p| p["price_fen"].as_i64().unwrap_or(0)).and_then(|p| p["category"].as_str()).unwrap_or("coffee").to_string();
+        let category =
+            products.iter().max_by_key(|p| p["price_fen"].as_i64().unwrap_or(0)).and_then(|p| p["category"].as_str()).unwrap_or("coffee").to_string();
         let mut payload = json!({
             "order_id": order_id, "revenue_fen": revenue, "currency": "CNY", "store_id": store_id,
             "channel": channel, "category": category, "products": products,
@@ -366,7 +379,12 @@ mod tests {
     fn the_same_seed_makes_the_same_brand() {
         let a = generator().batch(0..200);
         let b = generator().batch(100..200);
-        let a_tail: Vec<_> = a.events.iter().filter(|e| e.message_id.split('-').nth(2).unwrap().parse::<u64>().unwrap() >= 100).map(|e| (&e.message_id, &e.payload, e.ts)).collect();
+        let a_tail: Vec<_> = a
+            .events
+            .iter()
+            .filter(|e| e.message_id.split('-').nth(2).unwrap().parse::<u64>().unwrap() >= 100)
+            .map(|e| (&e.message_id, &e.payload, e.ts))
+            .collect();
         let b_all: Vec<_> = b.events.iter().map(|e| (&e.message_id, &e.payload, e.ts)).collect();
         assert_eq!(a_tail, b_all, "a customer is the same whatever batch it is generated in");
     }

@@ -10,22 +10,22 @@
 pub mod brand;
 pub mod generate;
 pub mod outreach;
-pub mod wecom;
 pub mod rng;
+pub mod wecom;
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use siyu_core::Timestamp;
 use siyu_store::bulk::BulkLoader;
-use siyu_store::{admin, org, Store};
+use siyu_store::{Store, admin, org};
 
 use crate::app::{self, ServeOptions};
-use crate::cli::{admin_token_from_env, print_banner, ServeArgs};
+use crate::cli::{ServeArgs, admin_token_from_env, print_banner};
 use crate::http::auth::ADMIN_ROLE;
 use crate::metrics::peak_rss_bytes;
 use crate::secrets::random_token;
@@ -103,11 +103,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         (None, None) => {
             let t = random_token("siyu_admin_");
             let stored = t.clone();
-            running
-                .state
-                .store
-                .run(move |db| Box::pin(async move { admin::add_token(db, &stored, ADMIN_ROLE, None, "demo session").await }))
-                .await?;
+            running.state.store.run(move |db| Box::pin(async move { admin::add_token(db, &stored, ADMIN_ROLE, None, "demo session").await })).await?;
             Some(t)
         }
     };
@@ -121,10 +117,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some((base, _)) = &sim {
         println!("\nWeCom simulator on {base} (Siyu is connected to it). Create a QR code and play a customer:");
-        println!("  curl -s -X POST -H 'Authorization: Bearer TOKEN' -H 'content-type: application/json' http://{}/api/v1/wecom/contact-ways -d '{{\"guide\":\"GUIDE\",\"channel\":\"table_card\",\"welcome\":\"欢迎！\"}}'", running.addr);
-        println!("  curl -s -X POST -H 'content-type: application/json' {base}/sim/scan -d '{{\"config_id\":\"CONFIG_ID\",\"external_userid\":\"wmDemo1\",\"name\":\"小林\"}}'");
-        println!("  curl -s -X POST -H 'content-type: application/json' {base}/sim/join_group -d '{{\"chat_id\":\"wrSTORE_ID\",\"external_userid\":\"wmDemo1\"}}'   # the store's community group");
-        println!("  curl -s -X POST -H 'content-type: application/json' {base}/sim/resign -d '{{\"userid\":\"GUIDE\"}}'   # a guide leaves; hand over with resigned: true");
+        println!(
+            "  curl -s -X POST -H 'Authorization: Bearer TOKEN' -H 'content-type: application/json' http://{}/api/v1/wecom/contact-ways -d '{{\"guide\":\"GUIDE\",\"channel\":\"table_card\",\"welcome\":\"欢迎！\"}}'",
+            running.addr
+        );
+        println!(
+            "  curl -s -X POST -H 'content-type: application/json' {base}/sim/scan -d '{{\"config_id\":\"CONFIG_ID\",\"external_userid\":\"wmDemo1\",\"name\":\"小林\"}}'"
+        );
+        println!(
+            "  curl -s -X POST -H 'content-type: application/json' {base}/sim/join_group -d '{{\"chat_id\":\"wrSTORE_ID\",\"external_userid\":\"wmDemo1\"}}'   # the store's community group"
+        );
+        println!(
+            "  curl -s -X POST -H 'content-type: application/json' {base}/sim/resign -d '{{\"userid\":\"GUIDE\"}}'   # a guide leaves; hand over with resigned: true"
+        );
         println!("  curl -s -X POST {base}/sim/complete_transfers   # customer transfers complete now instead of after WeCom's 24 hours");
         println!("  curl -s {base}/sim/app_messages   # task reminders the guides received in WeCom");
     }

@@ -8,11 +8,11 @@
 //! - 秋季新豆 Autumn beans: a WeCom broadcast (a draft) to oat-milk lovers in Shanghai,
 //!   10% held out to measure lift.
 
-use serde_json::{json, Value};
-use siyu_core::rule::parse;
+use serde_json::{Value, json};
 use siyu_core::Timestamp;
+use siyu_core::rule::parse;
 use siyu_store::outreach as stored;
-use siyu_store::{segments, Store};
+use siyu_store::{Store, segments};
 
 pub const BROADCAST: &str = "秋季新豆 Autumn beans";
 
@@ -67,8 +67,10 @@ fn broadcast() -> Value {
 /// Saves the demo's segments, journeys and broadcast (idempotent by name).
 pub async fn seed(store: &Store) -> anyhow::Result<()> {
     let now = Timestamp::now();
-    let segs: Vec<(String, String, Value)> =
-        segments_to_seed().iter().map(|(n, d, r)| Ok((n.to_string(), d.to_string(), parse(r)?.to_json()))).collect::<Result<_, siyu_core::rule::RuleError>>()?;
+    let segs: Vec<(String, String, Value)> = segments_to_seed()
+        .iter()
+        .map(|(n, d, r)| Ok((n.to_string(), d.to_string(), parse(r)?.to_json())))
+        .collect::<Result<_, siyu_core::rule::RuleError>>()?;
     for spec in [welcome(), bean_reminder()] {
         crate::outreach::journeys::read_spec(&spec).map_err(|e| anyhow::anyhow!("demo journey: {e}"))?;
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use siyu_core::{Identity, IdentityKind, ProfileId, Timestamp};
 use siyu_engine::Lifecycle;
 use siyu_store::profiles::{self, EventCursor, EventView, ProfileView, Stats};
-use siyu_store::{org, Db, StoreError};
+use siyu_store::{Db, StoreError, org};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::App;
@@ -98,11 +98,7 @@ pub struct LookupQuery {
     params(LookupQuery),
     responses((status = 200, body = ProfileDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn lookup(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<ProfileDetail>> {
+pub async fn lookup(State(app): State<App>, Extension(caller): Extension<Caller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<ProfileDetail>> {
     let app_id = q.get("app_id").map(String::as_str);
     let mut identities = Vec::new();
     for (key, value) in &q {
@@ -187,9 +183,7 @@ pub async fn events(
     };
     let id = resolve_profile(&app, &caller, &id).await?;
     let events = app.store.run(move |db| Box::pin(async move { profiles::events_page(db, id, before, limit).await })).await?;
-    let next = (events.len() as i64 == limit)
-        .then(|| events.last().map(|e| EventCursor { ts: e.timestamp.0, id: e.id }.encode()))
-        .flatten();
+    let next = (events.len() as i64 == limit).then(|| events.last().map(|e| EventCursor { ts: e.timestamp.0, id: e.id }.encode())).flatten();
     Ok(Json(EventPage { events, next }))
 }
 
@@ -204,29 +198,18 @@ pub struct TagChange {
 /// Tags are short labels a person reads: 1–64 characters, no control characters.
 pub fn validate_tag(tag: &str) -> ApiResult<()> {
     let ok = !tag.trim().is_empty() && tag.chars().count() <= 64 && !tag.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request("invalid_tag", "a tag is 1 to 64 characters without control characters"))
-    }
+    if ok { Ok(()) } else { Err(ApiError::bad_request("invalid_tag", "a tag is 1 to 64 characters without control characters")) }
 }
 
 #[utoipa::path(put, path = "/api/v1/profiles/{id}/tags/{tag}", tag = "profiles", summary = "Add a manual tag",
     params(("id" = String, Path, description = "Profile id or UUID"), ("tag" = String, Path)),
     responses((status = 200, body = TagChange), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn add_tag(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path((id, tag)): Path<(String, String)>,
-) -> ApiResult<Json<TagChange>> {
+pub async fn add_tag(State(app): State<App>, Extension(caller): Extension<Caller>, Path((id, tag)): Path<(String, String)>) -> ApiResult<Json<TagChange>> {
     validate_tag(&tag)?;
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let t = tag.clone();
-    let changed = app
-        .store
-        .run(move |db| Box::pin(async move { profiles::add_tag(db, profile_id, &t, "manual", Timestamp::now()).await }))
-        .await?;
+    let changed = app.store.run(move |db| Box::pin(async move { profiles::add_tag(db, profile_id, &t, "manual", Timestamp::now()).await })).await?;
     app.engine.set_tag(profile_id as u32, &tag, true);
     tokio::spawn(crate::wecom_tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), true));
     Ok(Json(TagChange { profile_id, tag, changed }))
@@ -236,11 +219,7 @@ pub async fn add_tag(
     params(("id" = String, Path, description = "Profile id or UUID"), ("tag" = String, Path)),
     responses((status = 200, body = TagChange), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn remove_tag(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path((id, tag)): Path<(String, String)>,
-) -> ApiResult<Json<TagChange>> {
+pub async fn remove_tag(State(app): State<App>, Extension(caller): Extension<Caller>, Path((id, tag)): Path<(String, String)>) -> ApiResult<Json<TagChange>> {
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::remove_tag(db, profile_id, &t).await })).await?;

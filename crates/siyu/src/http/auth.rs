@@ -57,10 +57,10 @@ pub async fn require_token(State(app): State<App>, mut req: Request, next: Next)
 }
 
 async fn identify(app: &App, token: String) -> Result<Option<Caller>, ApiError> {
-    if let Some(admin_token) = &app.admin_token {
-        if constant_time_eq(admin_token, &token) {
-            return Ok(Some(Caller::Admin));
-        }
+    if let Some(admin_token) = &app.admin_token
+        && constant_time_eq(admin_token, &token)
+    {
+        return Ok(Some(Caller::Admin));
     }
     // Stored tokens are looked up by hash, so the comparison never sees the secret.
     let grant = app.store.run(move |db| Box::pin(async move { admin::find_token(db, &token).await })).await?;

@@ -1,9 +1,9 @@
 //! Every HTTP error is `{"error": {"code": "...", "message": "..."}}` with the right
 //! status, and a message a person can act on.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use serde_json::json;
 use siyu_core::message::Rejection;

@@ -15,13 +15,18 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{middleware, Json, Router};
+use axum::{Json, Router, middleware};
 use serde_json::json;
 
 use crate::app::App;
 
 pub fn router(app: App) -> Router {
-    let admin_api = admin::routes().merge(org::routes()).merge(segments::routes()).merge(outreach::routes()).merge(wecom::admin_routes()).route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
+    let admin_api = admin::routes()
+        .merge(org::routes())
+        .merge(segments::routes())
+        .merge(outreach::routes())
+        .merge(wecom::admin_routes())
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .merge(tracking::routes())
         .merge(wecom::routes())

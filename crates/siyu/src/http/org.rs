@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use siyu_core::org::{Staff, Store as StoreInfo, DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE};
+use siyu_core::org::{DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE, Staff, Store as StoreInfo};
 use siyu_core::{ProfileId, Timestamp};
 use siyu_store::org::{self, StaffCustomer, StaffView, StoreSummary, StoreView};
 use utoipa::{IntoParams, ToSchema};
@@ -146,10 +146,10 @@ pub async fn put_staff(
         .store
         .transaction(move |db| {
             Box::pin(async move {
-                if let Some(store_id) = &staff.store_id {
-                    if org::get_store(db, store_id).await?.is_none() {
-                        return Err(siyu_store::StoreError::Invalid(format!("store {store_id:?} does not exist; create it first")));
-                    }
+                if let Some(store_id) = &staff.store_id
+                    && org::get_store(db, store_id).await?.is_none()
+                {
+                    return Err(siyu_store::StoreError::Invalid(format!("store {store_id:?} does not exist; create it first")));
                 }
                 org::upsert_staff(db, &staff, Timestamp::now()).await?;
                 org::get_staff(db, &userid).await
@@ -193,10 +193,7 @@ pub async fn staff_customers(
         return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 1000"));
     }
     let include_deleted = page.include_deleted.unwrap_or(false);
-    let customers = app
-        .store
-        .run(move |db| Box::pin(async move { org::staff_customers(db, &userid, include_deleted, page.after, limit).await }))
-        .await?;
+    let customers = app.store.run(move |db| Box::pin(async move { org::staff_customers(db, &userid, include_deleted, page.after, limit).await })).await?;
     let next = (customers.len() as i64 == limit).then(|| customers.last().map(|c| c.profile_id)).flatten();
     Ok(Json(StaffCustomers { customers, next }))
 }

@@ -7,8 +7,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use siyu_outreach::campaign::Action;
 use siyu_outreach::ContactPolicy;
+use siyu_outreach::campaign::Action;
 use siyu_store::outreach::{self as stored, AuditEntry, CampaignRow, Completion, DeliveryRow, JourneyRow, JourneyState, TaskRow};
 use utoipa::{IntoParams, ToSchema};
 
@@ -55,7 +55,6 @@ fn actor(caller: &Caller) -> String {
     }
 }
 
-
 // ---------- campaigns ----------
 
 #[utoipa::path(get, path = "/api/v1/campaigns", tag = "outreach", summary = "All campaigns",
@@ -68,7 +67,11 @@ pub async fn list_campaigns(State(app): State<App>, Extension(caller): Extension
 #[utoipa::path(post, path = "/api/v1/campaigns", tag = "outreach", summary = "Create a campaign (a draft)",
     request_body(content = Object, description = "A CampaignSpec: name, audience {segment, snapshot}, channel, content, coupon, schedule {at, every_days}, holdout_percent, guardrail, conversion_event, task_deadline_hours"),
     responses((status = 201, body = CampaignRow), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn create_campaign(State(app): State<App>, Extension(caller): Extension<Caller>, Json(spec): Json<Value>) -> ApiResult<(StatusCode, Json<CampaignRow>)> {
+pub async fn create_campaign(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Json(spec): Json<Value>,
+) -> ApiResult<(StatusCode, Json<CampaignRow>)> {
     caller.require_admin()?;
     Ok((StatusCode::CREATED, Json(campaigns::create(&app.outreach, spec, actor(&caller)).await?)))
 }
@@ -83,7 +86,12 @@ pub async fn show_campaign(State(app): State<App>, Extension(caller): Extension<
 #[utoipa::path(put, path = "/api/v1/campaigns/{id}", tag = "outreach", summary = "Edit a draft campaign",
     params(("id" = i64, Path)), request_body = Object,
     responses((status = 200, body = CampaignRow), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn update_campaign(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>, Json(spec): Json<Value>) -> ApiResult<Json<CampaignRow>> {
+pub async fn update_campaign(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    Json(spec): Json<Value>,
+) -> ApiResult<Json<CampaignRow>> {
     caller.require_admin()?;
     Ok(Json(campaigns::update(&app.outreach, id, spec, actor(&caller)).await?))
 }
@@ -96,7 +104,12 @@ pub struct PreviewParams {
 
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/preview", tag = "outreach", summary = "Dry run: who would get it, who is suppressed and why",
     params(("id" = i64, Path), PreviewParams), responses((status = 200, body = Preview), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn preview_campaign(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>, Query(q): Query<PreviewParams>) -> ApiResult<Json<Preview>> {
+pub async fn preview_campaign(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    Query(q): Query<PreviewParams>,
+) -> ApiResult<Json<Preview>> {
     caller.require_admin()?;
     Ok(Json(campaigns::preview(&app.outreach, id, q.sample.unwrap_or(5).min(50)).await?))
 }
@@ -119,7 +132,11 @@ pub async fn campaign_audit(State(app): State<App>, Extension(caller): Extension
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/actions/{action}", tag = "outreach", summary = "schedule · unschedule · pause · resume · complete",
     params(("id" = i64, Path), ("action" = String, Path)),
     responses((status = 200, body = CampaignRow), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn campaign_action(State(app): State<App>, Extension(caller): Extension<Caller>, Path((id, action)): Path<(i64, String)>) -> ApiResult<Json<CampaignRow>> {
+pub async fn campaign_action(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(i64, String)>,
+) -> ApiResult<Json<CampaignRow>> {
     caller.require_admin()?;
     let action: Action = serde_json::from_value(Value::String(action.clone()))
         .map_err(|_| ApiError::bad_request("unknown_action", format!("unknown action {action:?}; use schedule, unschedule, pause, resume or complete")))?;
@@ -169,7 +186,8 @@ pub async fn put_journey(State(app): State<App>, Extension(caller): Extension<Ca
 }
 
 async fn journey_view(app: &App, id: i64) -> ApiResult<JourneyView> {
-    let (journey, counts) = app.store.run(move |db| Box::pin(async move { Ok((stored::get_journey(db, id).await?, stored::journey_counts(db, id).await?)) })).await?;
+    let (journey, counts) =
+        app.store.run(move |db| Box::pin(async move { Ok((stored::get_journey(db, id).await?, stored::journey_counts(db, id).await?)) })).await?;
     let journey = journey.ok_or_else(|| ApiError::not_found(format!("no journey {id}")))?;
     Ok(JourneyView { journey, customers: counts.into_iter().collect() })
 }
@@ -197,7 +215,9 @@ pub async fn profile_deliveries(State(app): State<App>, Extension(caller): Exten
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let (deliveries, journeys) = app
         .store
-        .run(move |db| Box::pin(async move { Ok((stored::deliveries_of_profile(db, profile_id, 200).await?, stored::states_of_profile(db, profile_id).await?)) }))
+        .run(move |db| {
+            Box::pin(async move { Ok((stored::deliveries_of_profile(db, profile_id, 200).await?, stored::states_of_profile(db, profile_id).await?)) })
+        })
         .await?;
     Ok(Json(ProfileDeliveries { profile_id, deliveries, journeys }))
 }
@@ -308,7 +328,12 @@ pub struct ItemResult {
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/items/{delivery}", tag = "tasks", summary = "Confirm or skip one customer of a task",
     params(("id" = i64, Path), ("delivery" = i64, Path)), request_body = ItemAction,
     responses((status = 200, body = ItemResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn resolve_item(State(app): State<App>, Extension(caller): Extension<Caller>, Path((id, delivery)): Path<(i64, i64)>, Json(a): Json<ItemAction>) -> ApiResult<Json<ItemResult>> {
+pub async fn resolve_item(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((id, delivery)): Path<(i64, i64)>,
+    Json(a): Json<ItemAction>,
+) -> ApiResult<Json<ItemResult>> {
     let confirmed = match a.action.as_str() {
         "confirm" => true,
         "skip" => false,

@@ -5,15 +5,15 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::StatusCode;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use siyu_core::rule::{parse, Rule, RuleError};
+use siyu_core::rule::{Rule, RuleError, parse};
 use siyu_core::{ProfileId, Timestamp};
 use siyu_engine::{EngineError, Missing, SegmentDef};
 use siyu_store::profiles::{self, ProfileSummary};
@@ -143,11 +143,7 @@ pub struct SegmentInput {
 
 fn valid_name(name: &str) -> ApiResult<()> {
     let ok = !name.trim().is_empty() && name.chars().count() <= 64 && !name.chars().any(|c| c.is_control() || c == '/');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request("invalid_name", "a segment name is 1 to 64 characters, without / or control characters"))
-    }
+    if ok { Ok(()) } else { Err(ApiError::bad_request("invalid_name", "a segment name is 1 to 64 characters, without / or control characters")) }
 }
 
 async fn save(app: &App, name: String, description: String, rule: Rule) -> ApiResult<SegmentView> {
@@ -164,7 +160,11 @@ async fn save(app: &App, name: String, description: String, rule: Rule) -> ApiRe
     request_body = SegmentInput,
     responses((status = 201, body = SegmentView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create(State(app): State<App>, Extension(caller): Extension<Caller>, Json(input): Json<SegmentInput>) -> ApiResult<(StatusCode, Json<SegmentView>)> {
+pub async fn create(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Json(input): Json<SegmentInput>,
+) -> ApiResult<(StatusCode, Json<SegmentView>)> {
     caller.require_admin()?;
     let name = input.name.clone().ok_or_else(|| ApiError::bad_request("invalid_name", "a segment needs a name"))?;
     valid_name(&name)?;
@@ -240,17 +240,18 @@ fn page_ids(members: &RoaringBitmap, after: Option<ProfileId>, limit: usize) -> 
 
 fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
     let limit = limit.unwrap_or(100);
-    if (1..=1000).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 1000"))
-    }
+    if (1..=1000).contains(&limit) { Ok(limit) } else { Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 1000")) }
 }
 
 #[utoipa::path(get, path = "/api/v1/segments/{name}/members", tag = "segments", summary = "A page of a segment's members",
     params(("name" = String, Path), Page),
     responses((status = 200, body = MemberPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn members(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>, Query(page): Query<Page>) -> ApiResult<Json<MemberPage>> {
+pub async fn members(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<MemberPage>> {
     caller.require_admin()?;
     let limit = check_limit(page.limit)?;
     let (ids, total) = {
@@ -275,7 +276,12 @@ pub struct ExportQuery {
     params(("name" = String, Path), ExportQuery),
     responses((status = 200, description = "text/csv or application/x-ndjson"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn export(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
+pub async fn export(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
     caller.require_admin()?;
     let csv = match q.format.as_deref().unwrap_or("csv") {
         "csv" => true,
@@ -308,10 +314,7 @@ pub async fn export(State(app): State<App>, Extension(caller): Extension<Caller>
         Some((Ok(chunk), (app, members, last, None, false)))
     });
     let (content_type, ext) = if csv { ("text/csv; charset=utf-8", "csv") } else { ("application/x-ndjson", "jsonl") };
-    Ok((
-        [(CONTENT_TYPE, content_type.to_string()), (CONTENT_DISPOSITION, format!("attachment; filename=\"segment.{ext}\""))],
-        Body::from_stream(stream),
-    )
+    Ok(([(CONTENT_TYPE, content_type.to_string()), (CONTENT_DISPOSITION, format!("attachment; filename=\"segment.{ext}\""))], Body::from_stream(stream))
         .into_response())
 }
 

@@ -16,8 +16,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
-use siyu_core::message::{self, MessageKind, ParseContext, ParsedRequest, RequestError, MAX_BATCH_BYTES};
 use siyu_core::Timestamp;
+use siyu_core::message::{self, MAX_BATCH_BYTES, MessageKind, ParseContext, ParsedRequest, RequestError};
 use utoipa::ToSchema;
 
 use crate::app::App;
@@ -88,11 +88,9 @@ pub struct SegmentBatch {
 
 macro_rules! single_endpoint {
     ($fn:ident, $kind:expr, $path:literal, $summary:literal) => {
-        #[utoipa::path(post, path = $path, tag = "tracking", summary = $summary,
-            request_body = SegmentMessage,
-            responses((status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody),
-                      (status = 401, body = crate::http::error::ErrorBody)),
-            security(("write_key" = [])))]
+        #[utoipa::path(post, path = $path, tag = "tracking", summary = $summary, request_body = SegmentMessage, responses(
+                    (status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody), (status = 401, body = crate::http::error::ErrorBody)
+                ), security(("write_key" = [])))]
         pub async fn $fn(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Json<Accepted>> {
             receive(&app, &headers, body, Some($kind)).await
         }
@@ -135,9 +133,9 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body, kind: Option<Message
     if let Some(key) = &header_key {
         check_key(app, key)?;
     }
-    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES + 1).await.map_err(|_| {
-        ApiError::bad_request("payload_too_large", format!("the request body is over {MAX_BATCH_BYTES} bytes (or was cut off)"))
-    })?;
+    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES + 1)
+        .await
+        .map_err(|_| ApiError::bad_request("payload_too_large", format!("the request body is over {MAX_BATCH_BYTES} bytes (or was cut off)")))?;
     let body = decode(headers, raw)?;
     let parsed = parse(&body, kind)?;
     authorize(app, header_key.is_some(), &parsed)?;
@@ -172,11 +170,7 @@ fn basic_auth_user(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 fn check_key(app: &App, key: &str) -> ApiResult<()> {
-    if constant_time_eq(key, &app.write_key) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("the write key is not valid for this Siyu source"))
-    }
+    if constant_time_eq(key, &app.write_key) { Ok(()) } else { Err(ApiError::unauthorized("the write key is not valid for this Siyu source")) }
 }
 
 /// Every write key the request carries must be right, and there must be at least one:
@@ -192,9 +186,7 @@ fn authorize(app: &App, header_checked: bool, parsed: &ParsedRequest) -> ApiResu
     if header_checked || parsed.body_write_key.is_some() || every_message_keyed {
         Ok(())
     } else {
-        Err(ApiError::unauthorized(
-            "no write key: send it as the HTTP Basic user name with an empty password, or as writeKey in the body",
-        ))
+        Err(ApiError::unauthorized("no write key: send it as the HTTP Basic user name with an empty password, or as writeKey in the body"))
     }
 }
 
@@ -210,10 +202,7 @@ fn decode(headers: &HeaderMap, raw: Bytes) -> ApiResult<Bytes> {
                 .map_err(|e| ApiError::bad_request("invalid_gzip", format!("the gzip body could not be decompressed: {e}")))?;
             Ok(Bytes::from(out))
         }
-        Some(other) => Err(ApiError::bad_request(
-            "unsupported_encoding",
-            format!("Content-Encoding {other:?} is not supported; send plain JSON or gzip"),
-        )),
+        Some(other) => Err(ApiError::bad_request("unsupported_encoding", format!("Content-Encoding {other:?} is not supported; send plain JSON or gzip"))),
     }
 }
 

@@ -4,12 +4,12 @@
 //! ingest pipeline (its message id is the callback's dedupe key, so WeCom's retries are
 //! stored once) and answered at once; profiles are updated by the indexer.
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
 use siyu_core::Timestamp;
 use siyu_wecom::callback::{self, CallbackEvent};
@@ -42,20 +42,20 @@ fn crypto_status(e: &CryptoError) -> StatusCode {
     }
 }
 
-fn params(q: &CallbackQuery) -> Result<(&str, &str, &str), Response> {
+/// The signature, timestamp and nonce every callback carries.
+fn params(q: &CallbackQuery) -> Option<(&str, &str, &str)> {
     match (&q.msg_signature, &q.timestamp, &q.nonce) {
-        (Some(s), Some(t), Some(n)) => Ok((s, t, n)),
-        _ => Err(reject(StatusCode::BAD_REQUEST, "msg_signature, timestamp and nonce are required")),
+        (Some(s), Some(t), Some(n)) => Some((s, t, n)),
+        _ => None,
     }
 }
+
+const MISSING_PARAMS: &str = "msg_signature, timestamp and nonce are required";
 
 /// URL verification: return the decrypted `echostr`.
 async fn verify_url(State(app): State<App>, Query(q): Query<CallbackQuery>) -> Response {
     let Some(wecom) = &app.wecom else { return reject(StatusCode::NOT_FOUND, "WeCom is not configured on this server") };
-    let (sig, ts, nonce) = match params(&q) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let Some((sig, ts, nonce)) = params(&q) else { return reject(StatusCode::BAD_REQUEST, MISSING_PARAMS) };
     let Some(echostr) = &q.echostr else { return reject(StatusCode::BAD_REQUEST, "echostr is required") };
     if let Err(why) = wecom.admit(ts, nonce, Timestamp::now().0 / 1000) {
         return reject(StatusCode::FORBIDDEN, why);
@@ -69,10 +69,7 @@ async fn verify_url(State(app): State<App>, Query(q): Query<CallbackQuery>) -> R
 /// An encrypted event.
 async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: Bytes) -> Response {
     let Some(wecom) = &app.wecom else { return reject(StatusCode::NOT_FOUND, "WeCom is not configured on this server") };
-    let (sig, ts, nonce) = match params(&q) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let Some((sig, ts, nonce)) = params(&q) else { return reject(StatusCode::BAD_REQUEST, MISSING_PARAMS) };
     let Ok(text) = std::str::from_utf8(&body) else { return reject(StatusCode::BAD_REQUEST, "the body is not UTF-8") };
     let envelope = match callback::parse(text) {
         Ok(f) => f,
@@ -190,9 +187,17 @@ pub struct ContactWayView {
 #[utoipa::path(post, path = "/api/v1/wecom/contact-ways", tag = "wecom", summary = "Create a live QR code (contact way) for a guide and channel",
     request_body = ContactWayInput, responses((status = 201, body = ContactWay), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_contact_way(State(app): State<App>, Extension(caller): Extension<Caller>, Json(input): Json<ContactWayInput>) -> ApiResult<(StatusCode, Json<ContactWay>)> {
+pub async fn create_contact_way(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Json(input): Json<ContactWayInput>,
+) -> ApiResult<(StatusCode, Json<ContactWay>)> {
     caller.require_admin()?;
-    let client = app.wecom.as_ref().and_then(|w| w.client.clone()).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id, secret, token and key first (see README)"))?;
+    let client = app
+        .wecom
+        .as_ref()
+        .and_then(|w| w.client.clone())
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id, secret, token and key first (see README)"))?;
     if input.channel.is_empty() || input.channel.contains('-') || !input.channel.is_ascii() {
         return Err(ApiError::bad_request("invalid_channel", "channel: ASCII without '-', e.g. table_card"));
     }
@@ -200,7 +205,11 @@ pub async fn create_contact_way(State(app): State<App>, Extension(caller): Exten
         siyu_outreach::template::Template::parse(w).map_err(|e| ApiError::bad_request("invalid_welcome", e.to_string()))?;
     }
     let g = input.guide.clone();
-    let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &g).await })).await?.ok_or_else(|| ApiError::bad_request("unknown_guide", format!("no staff {:?}", input.guide)))?;
+    let staff = app
+        .store
+        .run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &g).await }))
+        .await?
+        .ok_or_else(|| ApiError::bad_request("unknown_guide", format!("no staff {:?}", input.guide)))?;
     let store = input.store_id.clone().or(staff.store_id).ok_or_else(|| ApiError::bad_request("missing_store", "the guide has no store; give store_id"))?;
     // WeCom allows 30 characters of state; Siyu's is `STORE-channel`.
     let state = format!("{store}-{}", input.channel);
@@ -215,7 +224,17 @@ pub async fn create_contact_way(State(app): State<App>, Extension(caller): Exten
         .add_contact_way(&[input.guide.as_str()], &state, &input.channel)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "wecom_error", e.to_string()))?;
-    let way = ContactWay { config_id, state, store_id: Some(store), guide: input.guide, channel: input.channel, tags: input.tags, welcome: input.welcome, qr_code, created_at: Timestamp::now() };
+    let way = ContactWay {
+        config_id,
+        state,
+        store_id: Some(store),
+        guide: input.guide,
+        channel: input.channel,
+        tags: input.tags,
+        welcome: input.welcome,
+        qr_code,
+        created_at: Timestamp::now(),
+    };
     let w = way.clone();
     app.store.run(move |db| Box::pin(async move { wstore::add_contact_way(db, &w).await })).await?;
     Ok((StatusCode::CREATED, Json(way)))
@@ -267,7 +286,11 @@ pub async fn list_synced_tags(State(app): State<App>, Extension(caller): Extensi
 
 #[utoipa::path(put, path = "/api/v1/wecom/synced-tags/{tag}", tag = "wecom", summary = "Mirror a tag to WeCom (group \"Siyu\") and back",
     params(("tag" = String, Path)), responses((status = 200, body = [String])), security(("bearer" = [])))]
-pub async fn sync_tag(State(app): State<App>, Extension(caller): Extension<Caller>, axum::extract::Path(tag): axum::extract::Path<String>) -> ApiResult<Json<Vec<String>>> {
+pub async fn sync_tag(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(tag): axum::extract::Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
     caller.require_admin()?;
     crate::http::admin::validate_tag(&tag)?;
     Ok(Json(crate::wecom_tags::set_synced(&app, &tag, true).await.map_err(ApiError::internal)?.into_iter().collect()))
@@ -275,11 +298,14 @@ pub async fn sync_tag(State(app): State<App>, Extension(caller): Extension<Calle
 
 #[utoipa::path(delete, path = "/api/v1/wecom/synced-tags/{tag}", tag = "wecom", summary = "Stop mirroring a tag",
     params(("tag" = String, Path)), responses((status = 200, body = [String])), security(("bearer" = [])))]
-pub async fn unsync_tag(State(app): State<App>, Extension(caller): Extension<Caller>, axum::extract::Path(tag): axum::extract::Path<String>) -> ApiResult<Json<Vec<String>>> {
+pub async fn unsync_tag(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(tag): axum::extract::Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
     caller.require_admin()?;
     Ok(Json(crate::wecom_tags::set_synced(&app, &tag, false).await.map_err(ApiError::internal)?.into_iter().collect()))
 }
-
 
 // ---------- customer transfers ----------
 
@@ -299,7 +325,11 @@ pub struct TransferRequest {
     request_body = TransferRequest,
     responses((status = 200, body = crate::wecom_transfer::Requested), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn request_transfer(State(app): State<App>, Extension(caller): Extension<Caller>, Json(req): Json<TransferRequest>) -> ApiResult<Json<crate::wecom_transfer::Requested>> {
+pub async fn request_transfer(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<TransferRequest>,
+) -> ApiResult<Json<crate::wecom_transfer::Requested>> {
     caller.require_admin()?;
     let Some(client) = app.wecom.as_ref().and_then(|w| w.client.as_ref()) else {
         return Err(ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id and secret first (see README)"));
@@ -325,7 +355,11 @@ pub struct TransferQuery {
 
 #[utoipa::path(get, path = "/api/v1/wecom/transfers", tag = "wecom", summary = "Customer transfers, newest first, with their status",
     params(TransferQuery), responses((status = 200, body = [siyu_store::wecom::Transfer])), security(("bearer" = [])))]
-pub async fn list_transfers(State(app): State<App>, Extension(caller): Extension<Caller>, Query(q): Query<TransferQuery>) -> ApiResult<Json<Vec<siyu_store::wecom::Transfer>>> {
+pub async fn list_transfers(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<TransferQuery>,
+) -> ApiResult<Json<Vec<siyu_store::wecom::Transfer>>> {
     caller.require_admin()?;
     Ok(Json(app.store.run(move |db| Box::pin(async move { wstore::transfers(db, q.from.as_deref(), 1000).await })).await?))
 }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use chrono_tz::Tz;
 use roaring::RoaringBitmap;
-use siyu_core::rule::{parse, Channel, Rule};
 use siyu_core::Timestamp;
+use siyu_core::rule::{Channel, Rule, parse};
 use siyu_outreach::plan::Owners;
 use siyu_outreach::quiet::zone;
 use siyu_store::org;

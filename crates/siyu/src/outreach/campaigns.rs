@@ -6,19 +6,19 @@ use std::time::Instant;
 
 use roaring::RoaringBitmap;
 use serde::Serialize;
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 use siyu_engine::{decode_members, encode_members};
 use siyu_outreach::campaign::{Action, CampaignSpec, Status};
 use siyu_outreach::guardrail::{Lift, Metrics};
-use siyu_outreach::plan::{dry_run, plan, Audience, Outcome, PlanOptions, PlanSummary};
+use siyu_outreach::plan::{Audience, Outcome, PlanOptions, PlanSummary, dry_run, plan};
 use siyu_outreach::policy::{Decision, Reason};
 use siyu_outreach::quiet::zone;
 use siyu_outreach::template::Template;
 use siyu_store::outreach::{self as stored, CampaignRow, NewDelivery, NewTask, StatusChange};
 use utoipa::ToSchema;
 
-use super::{audience, render, Outreach};
+use super::{Outreach, audience, render};
 
 /// Why a campaign request cannot be done, in words for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,14 @@ pub async fn preview(o: &Outreach, id: i64, sample: usize) -> Result<Preview, Ca
     let opts = options(&c, &spec, now);
     let (outcomes, summary) = {
         let mut ledger = o.ledger.lock().await;
-        let aud = Audience { members: &members, consent: &facts.consent, blocked: &facts.blocked, owners: &facts.owners, own_zones: &facts.own_zones, default_zone: zone(None) };
+        let aud = Audience {
+            members: &members,
+            consent: &facts.consent,
+            blocked: &facts.blocked,
+            owners: &facts.owners,
+            own_zones: &facts.own_zones,
+            default_zone: zone(None),
+        };
         dry_run(o.policy(), &aud, &opts, &mut ledger)
     };
     let picked: Vec<&Outcome> = outcomes.iter().filter(|x| matches!(x.decision, Decision::Send { .. })).take(sample).collect();
@@ -240,13 +247,21 @@ pub async fn run_one(o: &Outreach, c: CampaignRow, now: Timestamp) -> anyhow::Re
     let opts = options(&c, &spec, now);
     let mut ledger = o.ledger.lock().await;
     let (outcomes, summary) = {
-        let aud = Audience { members: &members, consent: &facts.consent, blocked: &facts.blocked, owners: &facts.owners, own_zones: &facts.own_zones, default_zone: zone(None) };
+        let aud = Audience {
+            members: &members,
+            consent: &facts.consent,
+            blocked: &facts.blocked,
+            owners: &facts.owners,
+            own_zones: &facts.own_zones,
+            default_zone: zone(None),
+        };
         plan(o.policy(), &aud, &opts, &mut ledger)
     };
     let (rows, groups) = deliveries(&c, &spec, &opts, &outcomes, &facts.owners.guides, o.policy().wecom_task_limit);
     let recurring = spec.schedule.every_days.map(|d| Timestamp(c.next_run_at.unwrap_or(now).0 + d as i64 * 86_400_000));
     let (id, name, deadline) = (c.id, spec.name.clone(), Timestamp(now.0 + spec.task_deadline_hours as i64 * 3_600_000));
-    let detail = format!("run {}: {} sends ({} deferred by quiet hours), {} suppressed", c.runs + 1, summary.sends, summary.deferred, summary.audience - summary.sends);
+    let detail =
+        format!("run {}: {} sends ({} deferred by quiet hours), {} suppressed", c.runs + 1, summary.sends, summary.deferred, summary.audience - summary.sends);
     let result = o
         .store
         .transaction(move |db| {
@@ -276,7 +291,14 @@ pub async fn run_one(o: &Outreach, c: CampaignRow, now: Timestamp) -> anyhow::Re
 
 /// Delivery rows for a plan, and for WeCom the guide tasks they go into (chunks of at
 /// most the per-task limit): (guide, row indexes).
-pub fn deliveries(c: &CampaignRow, spec: &CampaignSpec, opts: &PlanOptions, outcomes: &[Outcome], guides: &[String], task_limit: usize) -> (Vec<NewDelivery>, Vec<(String, Vec<usize>)>) {
+pub fn deliveries(
+    c: &CampaignRow,
+    spec: &CampaignSpec,
+    opts: &PlanOptions,
+    outcomes: &[Outcome],
+    guides: &[String],
+    task_limit: usize,
+) -> (Vec<NewDelivery>, Vec<(String, Vec<usize>)>) {
     let wecom = spec.channel == Channel::Wecom;
     let mut by_guide: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     let rows: Vec<NewDelivery> = outcomes
@@ -371,7 +393,8 @@ pub async fn report(o: &Outreach, id: i64) -> Result<Report, CampaignError> {
     let spec = read_spec(&campaign.spec)?;
     let (metrics, deliveries, suppressed) = metrics(o, &campaign, &spec).await?;
     let event = spec.conversion_event.clone();
-    let (sent, sent_converted, holdout, holdout_converted) = o.store.run(move |db| Box::pin(async move { stored::campaign_conversions(db, id, &event).await })).await?;
+    let (sent, sent_converted, holdout, holdout_converted) =
+        o.store.run(move |db| Box::pin(async move { stored::campaign_conversions(db, id, &event).await })).await?;
     let lift = Lift::compute(&spec.conversion_event, sent as u64, sent_converted as u64, holdout as u64, holdout_converted as u64);
     Ok(Report { campaign, metrics, lift, deliveries, suppressed })
 }
@@ -388,7 +411,8 @@ pub async fn watch(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
             o.store
                 .run(move |db| {
                     Box::pin(async move {
-                        let change = StatusChange { status: Status::Paused.as_str(), reason: Some(&why), next_run_at: None, actor: "guardrail", action: "pause" };
+                        let change =
+                            StatusChange { status: Status::Paused.as_str(), reason: Some(&why), next_run_at: None, actor: "guardrail", action: "pause" };
                         stored::set_status(db, id, change, now).await
                     })
                 })

@@ -7,17 +7,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use siyu_core::rule::{parse, Channel, Rule};
 use siyu_core::Timestamp;
+use siyu_core::rule::{Channel, Rule, parse};
 use siyu_engine::eval::eval_one;
-use siyu_outreach::journey::{wake_after, JourneySpec, Step};
-use siyu_outreach::policy::{decide, Decision, Facts, Touch};
+use siyu_outreach::journey::{JourneySpec, Step, wake_after};
+use siyu_outreach::policy::{Decision, Facts, Touch, decide};
 use siyu_outreach::quiet::zone;
 use siyu_outreach::template::Template;
 use siyu_store::outreach::{self as stored, JourneyRow, JourneyState, NewDelivery, NewTask};
 use siyu_store::profiles;
 
-use super::{audience, render, Outreach};
+use super::{Outreach, audience, render};
 
 const CURSOR: &str = "journeys";
 const EVENTS_PER_ROUND: i64 = 10_000;
@@ -75,7 +75,8 @@ pub async fn tick(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
 /// changes are written with the cursor in one short transaction, so ingest never waits
 /// behind the runner's reading.
 async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Timestamp) -> anyhow::Result<()> {
-    let mut names: Vec<String> = journeys.iter().flat_map(|(_, s)| s.trigger.as_event().map(|e| e.event).into_iter().chain(s.exit_on.iter().map(|e| e.event.clone()))).collect();
+    let mut names: Vec<String> =
+        journeys.iter().flat_map(|(_, s)| s.trigger.as_event().map(|e| e.event).into_iter().chain(s.exit_on.iter().map(|e| e.event.clone()))).collect();
     names.sort();
     names.dedup();
     let ids: Vec<i64> = journeys.iter().map(|(j, _)| j.id).collect();
@@ -140,7 +141,16 @@ async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Times
 /// The customer's new position if the event is the journey's trigger and re-entry
 /// allows it; `None` leaves the position as it is.
 #[allow(clippy::too_many_arguments)]
-fn entry(journey: i64, spec: &JourneySpec, profile: i64, name: &str, props: &serde_json::Value, state: Option<&JourneyState>, now: Timestamp, just_exited: bool) -> Option<JourneyState> {
+fn entry(
+    journey: i64,
+    spec: &JourneySpec,
+    profile: i64,
+    name: &str,
+    props: &serde_json::Value,
+    state: Option<&JourneyState>,
+    now: Timestamp,
+    just_exited: bool,
+) -> Option<JourneyState> {
     if !spec.trigger.as_event().is_some_and(|t| t.matches(name, props)) {
         return None;
     }
@@ -176,7 +186,11 @@ async fn date_entries(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now:
         let having = o.engine.evaluate(&rule, now).await?;
         let entering: Vec<i64> = {
             let st = o.engine.read();
-            having.iter().filter(|&p| st.index.trait_value(&trigger.trait_name, p).and_then(|v| v.as_str()).is_some_and(|v| trigger.matches(v, today))).map(i64::from).collect()
+            having
+                .iter()
+                .filter(|&p| st.index.trait_value(&trigger.trait_name, p).and_then(|v| v.as_str()).is_some_and(|v| trigger.matches(v, today)))
+                .map(i64::from)
+                .collect()
         };
         let jid = j.id;
         let (entering, states) = o.store.run(move |db| Box::pin(async move { stored::states_of(db, &[jid], &entering).await.map(|s| (entering, s)) })).await?;
@@ -287,11 +301,21 @@ async fn save(o: &Outreach, state: JourneyState, now: Timestamp) -> anyhow::Resu
 
 async fn recorded(o: &Outreach, key: &str) -> anyhow::Result<bool> {
     let key = key.to_string();
-    Ok(o.store.run(move |db| Box::pin(async move { Ok(db.query_opt("SELECT 1 FROM deliveries WHERE key = $1", siyu_store::params![&key]).await?.is_some()) })).await?)
+    Ok(o.store
+        .run(move |db| Box::pin(async move { Ok(db.query_opt("SELECT 1 FROM deliveries WHERE key = $1", siyu_store::params![&key]).await?.is_some()) }))
+        .await?)
 }
 
 /// A journey touch through the same policy and ledger as campaigns.
-async fn send(o: &Outreach, state: &JourneyState, key: &str, channel: Channel, content: &str, kind: siyu_outreach::TouchKind, now: Timestamp) -> anyhow::Result<()> {
+async fn send(
+    o: &Outreach,
+    state: &JourneyState,
+    key: &str,
+    channel: Channel,
+    content: &str,
+    kind: siyu_outreach::TouchKind,
+    now: Timestamp,
+) -> anyhow::Result<()> {
     let p = state.profile_id;
     if recorded(o, key).await? {
         return Ok(()); // done before a restart
@@ -330,12 +354,14 @@ async fn send(o: &Outreach, state: &JourneyState, key: &str, channel: Channel, c
         .transaction(move |db| {
             Box::pin(async move {
                 let mut row = row;
-                if row.status == "pending_staff" {
-                    if let Some(g) = &row.guide {
-                        let deadline = Timestamp(due.0 + 24 * 3_600_000);
-                        let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: g, title: "journey message", deadline }, now).await?;
-                        row.task_id = Some(task);
-                    }
+                if row.status == "pending_staff"
+                    && let Some(g) = &row.guide
+                {
+                    let deadline = Timestamp(due.0 + 24 * 3_600_000);
+                    let task =
+                        stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: g, title: "journey message", deadline }, now)
+                            .await?;
+                    row.task_id = Some(task);
                 }
                 stored::insert_deliveries(db, &[row]).await
             })
@@ -362,7 +388,8 @@ async fn task(o: &Outreach, state: &JourneyState, key: &str, title: &str, conten
         .transaction(move |db| {
             Box::pin(async move {
                 let deadline = Timestamp(now.0 + deadline_hours as i64 * 3_600_000);
-                let task = stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: &guide, title: &title, deadline }, now).await?;
+                let task =
+                    stored::create_task(db, NewTask { campaign_id: None, journey_id: Some(journey), guide: &guide, title: &title, deadline }, now).await?;
                 let row = NewDelivery {
                     key,
                     profile_id: p,

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Deserialize;
-use siyu_core::rule::Channel;
 use siyu_core::Timestamp;
+use siyu_core::rule::Channel;
 use siyu_engine::Engine;
 use siyu_outreach::ledger::HORIZON_MS;
 use siyu_outreach::policy::local_day;
@@ -86,14 +86,30 @@ pub struct Outreach {
 const DISPATCH_BATCH: i64 = 2000;
 
 impl Outreach {
-    pub async fn start(store: Store, engine: Engine, ingest: IngestHandle, data_dir: &Path, wecom: Option<Arc<siyu_wecom::client::Client>>) -> anyhow::Result<Arc<Outreach>> {
+    pub async fn start(
+        store: Store,
+        engine: Engine,
+        ingest: IngestHandle,
+        data_dir: &Path,
+        wecom: Option<Arc<siyu_wecom::client::Client>>,
+    ) -> anyhow::Result<Arc<Outreach>> {
         let config = OutreachConfig::load(data_dir)?;
         let sender: Arc<dyn Sender> = match &config.webhook_url {
             Some(url) => Arc::new(Webhook::new(url.clone())),
             None => Arc::new(Outbox { path: data_dir.join("outbox.jsonl") }),
         };
         tracing::info!(channel = %sender.name(), "outreach deliveries go to");
-        let outreach = Arc::new(Outreach { store, engine, ingest, config, ledger: Mutex::new(ContactLedger::new()), sender, wecom, ticking: Mutex::new(()), last_watch: std::sync::Mutex::new(None) });
+        let outreach = Arc::new(Outreach {
+            store,
+            engine,
+            ingest,
+            config,
+            ledger: Mutex::new(ContactLedger::new()),
+            sender,
+            wecom,
+            ticking: Mutex::new(()),
+            last_watch: std::sync::Mutex::new(None),
+        });
         outreach.rebuild_ledger().await?;
         Ok(outreach)
     }
@@ -217,16 +233,25 @@ impl Outreach {
     async fn remind_in_wecom(&self, task: &stored::TaskRow) {
         let Some((client, agent)) = self.wecom.as_ref().and_then(|c| c.agent_id.map(|a| (c, a))) else { return };
         let store_id = task.store_id.clone();
-        let zone = self.store.run(move |db| Box::pin(async move {
-            Ok(match store_id { Some(id) => siyu_store::org::get_store(db, &id).await?.map(|s| s.time_zone), None => None })
-        }))
-        .await
-        .ok()
-        .flatten();
+        let zone = self
+            .store
+            .run(move |db| {
+                Box::pin(async move {
+                    Ok(match store_id {
+                        Some(id) => siyu_store::org::get_store(db, &id).await?.map(|s| s.time_zone),
+                        None => None,
+                    })
+                })
+            })
+            .await
+            .ok()
+            .flatten();
         let text = reminder_text(task, siyu_outreach::quiet::zone(zone.as_deref()));
         match client.send_text_message(agent, &[task.guide.as_str()], &text).await {
             Ok(invalid) if invalid.is_empty() => tracing::info!(task = task.id, guide = %task.guide, "task reminder sent to the guide's WeCom"),
-            Ok(_) => tracing::warn!(task = task.id, guide = %task.guide, "WeCom could not reach the guide with the task reminder (not in the app's visible range?)"),
+            Ok(_) => {
+                tracing::warn!(task = task.id, guide = %task.guide, "WeCom could not reach the guide with the task reminder (not in the app's visible range?)")
+            }
             Err(e) => tracing::warn!(task = task.id, guide = %task.guide, error = %e, "the task reminder could not be sent through WeCom"),
         }
     }

@@ -4,18 +4,19 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use siyu_outreach::campaign::CampaignSpec;
 use siyu_outreach::template::Template;
 use siyu_store::outreach::{self as stored, DeliveryRow, Directory};
 
-use super::channels::Outgoing;
 use super::Outreach;
+use super::channels::Outgoing;
 
 /// The variables of one message.
 pub fn vars(traits: Option<&serde_json::Map<String, Value>>, guide: Option<&str>, dir: &Directory, coupon: Option<String>, profile_id: i64) -> Value {
     let owner = guide.and_then(|g| dir.staff.get(g).map(|(name, store)| (g, name, store.clone())));
-    let store = owner.as_ref().and_then(|(_, _, s)| s.as_ref()).and_then(|s| dir.stores.get(s).map(|(name, city)| json!({"id": s, "name": name, "city": city})));
+    let store =
+        owner.as_ref().and_then(|(_, _, s)| s.as_ref()).and_then(|s| dir.stores.get(s).map(|(name, city)| json!({"id": s, "name": name, "city": city})));
     json!({
         "traits": traits.cloned().map(Value::Object).unwrap_or_else(|| json!({})),
         "owner": owner.map(|(g, name, _)| json!({"userid": g, "name": name})).unwrap_or(Value::Null),
@@ -35,10 +36,7 @@ pub fn coupon_code(prefix: &str, key: &str) -> String {
 pub async fn render_many(o: &Outreach, template: &Template, coupon: Option<&str>, targets: &[(i64, Option<String>, String)]) -> anyhow::Result<Vec<String>> {
     let ids: Vec<i64> = targets.iter().map(|t| t.0).collect();
     let (traits, dir) = o.store.run(move |db| Box::pin(async move { Ok((stored::traits_of(db, &ids).await?, stored::directory(db).await?)) })).await?;
-    Ok(targets
-        .iter()
-        .map(|(p, guide, key)| template.render(&vars(traits.get(p), guide.as_deref(), &dir, coupon.map(|c| coupon_code(c, key)), *p)))
-        .collect())
+    Ok(targets.iter().map(|(p, guide, key)| template.render(&vars(traits.get(p), guide.as_deref(), &dir, coupon.map(|c| coupon_code(c, key)), *p))).collect())
 }
 
 /// Deliveries as they go to a channel, content rendered.
@@ -70,7 +68,9 @@ pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<O
         .map(|d| {
             let content = match (&d.content, d.campaign_id.and_then(|c| templates.get(&c))) {
                 (Some(c), _) => c.clone(),
-                (None, Some((t, coupon))) => t.render(&vars(traits.get(&d.profile_id), d.guide.as_deref(), &dir, coupon.as_deref().map(|c| coupon_code(c, &d.key)), d.profile_id)),
+                (None, Some((t, coupon))) => {
+                    t.render(&vars(traits.get(&d.profile_id), d.guide.as_deref(), &dir, coupon.as_deref().map(|c| coupon_code(c, &d.key)), d.profile_id))
+                }
                 (None, None) => String::new(),
             };
             Outgoing {

@@ -12,11 +12,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use siyu_core::Timestamp;
-use siyu_wecom::client::Client;
 use siyu_store::outreach::DeliveryRow;
 use siyu_store::{outreach as stored, wecom as wstore};
+use siyu_wecom::client::Client;
 
-use super::{render, Outreach};
+use super::{Outreach, render};
 
 const PER_MESSAGE: usize = 10_000;
 
@@ -82,7 +82,8 @@ pub async fn collect(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::R
                 Box::pin(async move {
                     let mut out = HashMap::new();
                     for e in externals {
-                        let id = siyu_core::identity::Identity::new(siyu_core::identity::IdentityKind::ExternalUserid, &e, None).map_err(|x| siyu_store::StoreError::Invalid(x.to_string()))?;
+                        let id = siyu_core::identity::Identity::new(siyu_core::identity::IdentityKind::ExternalUserid, &e, None)
+                            .map_err(|x| siyu_store::StoreError::Invalid(x.to_string()))?;
                         if let Some(p) = siyu_store::profiles::find_by_identity(db, &id).await? {
                             out.insert(e, p);
                         }

@@ -169,10 +169,10 @@ pub fn spawn_server(data_dir: &std::path::Path, port: u16, database_url: Option<
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     let started = std::time::Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(60) {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -212,4 +212,3 @@ impl Receiver {
         self.got.lock().unwrap().iter().filter(|d| d["profile_id"] == serde_json::json!(p)).cloned().collect()
     }
 }
-
