@@ -39,7 +39,7 @@ pub use build::Spec;
 pub use eval::Missing;
 pub use index::{Index, Lifecycle, MemoryUse};
 pub use lifecycle::LifecycleConfig;
-pub use segments::{MembershipChange, SegmentDef, Segments};
+pub use segments::{MembershipChange, MembershipReport, SegmentDef, Segments};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -73,8 +73,8 @@ impl State {
     }
 }
 
-/// Where membership changes go (the server turns them into events).
-pub type ChangeSink = Box<dyn Fn(Vec<MembershipChange>) + Send>;
+/// Where membership reports go (the server turns them into events).
+pub type ChangeSink = Box<dyn Fn(MembershipReport) + Send>;
 
 /// The engine's notion of now: the wall clock, moved forward by an offset that tests
 /// (and a demo's "time travel") can set. Every evaluation and tick reads this one clock.
@@ -100,6 +100,8 @@ enum Command {
     Remove(String, oneshot::Sender<Result<(), EngineError>>),
     Tick(oneshot::Sender<()>),
     Sync(oneshot::Sender<()>),
+    ReportCurrent,
+    Stop(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
@@ -129,8 +131,9 @@ fn in_dependency_order(defs: Vec<SegmentDef>) -> Vec<SegmentDef> {
 }
 
 impl Engine {
-    /// Loads the index from the store, restores the segments and reports the changes
-    /// since their last snapshot, then starts the engine thread.
+    /// Loads the index from the store and defines the saved segments, then starts the
+    /// engine thread. (What changed while Siyu was down is found by whoever keeps the
+    /// reported membership: see [`Engine::report_current`].)
     pub async fn start(
         store: Store,
         config: LifecycleConfig,
@@ -156,31 +159,13 @@ impl Engine {
         }
         let index = load::load(&store, config, spec, now, progress).await?;
         let mut state = State { index, segments: Segments::default() };
-        let mut changes = Vec::new();
         for def in in_dependency_order(defs) {
             let name = def.name.clone();
             if let Err(e) = state.segments.define(&state.index, def, now) {
                 tracing::error!(segment = %name, error = %e, "stored segment cannot be defined");
-                continue;
-            }
-            let n = name.clone();
-            if let Some((_, saved)) = store.run(move |db| Box::pin(async move { stored::snapshot(db, &n).await })).await? {
-                let current = state.segments.get(&name).expect("defined").members.clone();
-                let previous = decode_members(&saved);
-                for p in &current - &previous {
-                    changes.push(MembershipChange { segment: name.clone(), profile: p, entered: true });
-                }
-                for p in (&previous - &current).iter().filter(|p| state.index.alive().contains(*p)) {
-                    changes.push(MembershipChange { segment: name.clone(), profile: p, entered: false });
-                }
             }
         }
-        if !changes.is_empty() {
-            tracing::info!(changes = changes.len(), "segment changes while Siyu was down");
-            sink(changes);
-        }
-        let engine = Engine::from_state(state, Some(store), sink);
-        Ok(engine)
+        Ok(Engine::from_state(state, Some(store), sink))
     }
 
     /// An engine over an index built elsewhere (the benchmark builds one in memory).
@@ -188,8 +173,7 @@ impl Engine {
         let state = Arc::new(RwLock::new(state));
         let (commands, rx) = mpsc::channel();
         let clock = Clock::default();
-        let worker =
-            Worker { state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), snapshot_version: 0, clock: clock.clone() };
+        let worker = Worker { state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), clock: clock.clone() };
         std::thread::Builder::new().name("segment-engine".into()).spawn(move || worker.run(rx)).expect("engine thread");
         Engine { state, commands, clock }
     }
@@ -279,6 +263,18 @@ impl Engine {
     pub async fn sync(&self) -> Result<(), EngineError> {
         self.ask(Command::Sync).await
     }
+
+    /// Reports every segment's members ([`MembershipReport::Current`]) to the sink, in
+    /// order with the changes: what was reported before it is included, what after is not.
+    pub fn report_current(&self) {
+        let _ = self.commands.send(Command::ReportCurrent);
+    }
+
+    /// Stops the engine thread once everything sent before is applied; later calls
+    /// find it stopped.
+    pub async fn stop(&self) {
+        let _ = self.ask(Command::Stop).await;
+    }
 }
 
 pub fn encode_members(members: &RoaringBitmap) -> String {
@@ -296,7 +292,6 @@ struct Worker {
     store: Option<Store>,
     sink: ChangeSink,
     runtime: Option<tokio::runtime::Handle>,
-    snapshot_version: i64,
     clock: Clock,
 }
 
@@ -321,12 +316,31 @@ impl Worker {
                 Command::Define(def, reply) => {
                     let mut state = self.state.write().expect("engine lock");
                     let State { index, segments } = &mut *state;
-                    let result = segments.define(index, def, self.clock.now()).map(|s| s.members.len()).map_err(EngineError::from);
-                    let _ = reply.send(result);
+                    let result = segments.define(index, def, self.clock.now()).map(|s| (s.def.name.clone(), s.def.rule.to_string(), s.members.clone()));
+                    drop(state);
+                    let _ = reply.send(match result {
+                        Ok((segment, rule, members)) => {
+                            let n = members.len();
+                            (self.sink)(MembershipReport::Defined { segment, rule, members });
+                            Ok(n)
+                        }
+                        Err(e) => Err(e.into()),
+                    });
                 }
                 Command::Remove(name, reply) => {
-                    let mut state = self.state.write().expect("engine lock");
-                    let _ = reply.send(state.segments.remove(&name).map_err(EngineError::from));
+                    let result = self.state.write().expect("engine lock").segments.remove(&name);
+                    if result.is_ok() {
+                        (self.sink)(MembershipReport::Removed(name));
+                    }
+                    let _ = reply.send(result.map_err(EngineError::from));
+                }
+                Command::ReportCurrent => {
+                    let current = self.state.read().expect("engine lock").segments.current();
+                    (self.sink)(MembershipReport::Current(current));
+                }
+                Command::Stop(reply) => {
+                    let _ = reply.send(());
+                    return;
                 }
                 Command::Tick(reply) => {
                     self.tick(self.clock.now());
@@ -412,33 +426,13 @@ impl Worker {
         state.index.refresh_lifecycle(now);
         let State { index, segments } = &mut *state;
         let changes = segments.refresh_time(index, now);
-        let snapshots: Vec<(String, String)> = segments.names().map(|n| (n.clone(), encode_members(&segments.get(n).expect("named").members))).collect();
         drop(state);
         self.emit(changes);
-        self.snapshot_version += 1;
-        if let Some(store) = self.store.clone() {
-            let version = self.snapshot_version;
-            let saved = self.block_on(async move {
-                store
-                    .run(move |db| {
-                        Box::pin(async move {
-                            for (name, members) in &snapshots {
-                                stored::save_snapshot(db, name, version, members, now).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .await
-            });
-            if let Some(Err(e)) = saved {
-                tracing::warn!(error = %e, "could not save segment snapshots");
-            }
-        }
     }
 
     fn emit(&self, changes: Vec<MembershipChange>) {
         if !changes.is_empty() {
-            (self.sink)(changes);
+            (self.sink)(MembershipReport::Changes(changes));
         }
     }
 }

@@ -36,6 +36,24 @@ pub struct MembershipChange {
     pub entered: bool,
 }
 
+/// What the engine reports about membership, in the order it happened, so whoever
+/// turns it into events can keep an exact copy of what it has reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MembershipReport {
+    /// Profiles moved in or out.
+    Changes(Vec<MembershipChange>),
+    /// A segment was defined or redefined: its members began here (they did not enter).
+    Defined {
+        segment: String,
+        rule: String,
+        members: RoaringBitmap,
+    },
+    Removed(String),
+    /// Every segment's rule and members at this point of the stream (asked for with
+    /// [`crate::Engine::report_current`]).
+    Current(Vec<(String, String, RoaringBitmap)>),
+}
+
 #[derive(Debug, Default)]
 pub struct Segments {
     states: BTreeMap<String, SegmentState>,
@@ -114,11 +132,9 @@ impl Segments {
         Ok(&self.states[&name])
     }
 
-    /// Restores members saved before a restart, so changes since can be reported.
-    pub fn restore_members(&mut self, name: &str, members: RoaringBitmap) {
-        if let Some(s) = self.states.get_mut(name) {
-            s.members = members;
-        }
+    /// Every segment's name, rule (text form) and members.
+    pub fn current(&self) -> Vec<(String, String, RoaringBitmap)> {
+        self.states.values().map(|s| (s.def.name.clone(), s.def.rule.to_string(), s.members.clone())).collect()
     }
 
     pub fn remove(&mut self, name: &str) -> Result<(), DefineError> {

@@ -50,6 +50,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_transfers.sql"),
         postgres: include_str!("../migrations/postgres/0006_transfers.sql"),
     },
+    Migration {
+        version: 7,
+        name: "reported_membership",
+        sqlite: include_str!("../migrations/sqlite/0007_reported_membership.sql"),
+        postgres: include_str!("../migrations/postgres/0007_reported_membership.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied.

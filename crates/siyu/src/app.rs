@@ -1,5 +1,7 @@
-//! Starting the server: open the store, settle the write key and the admin token,
-//! start the ingest writer, bind the listener.
+//! Starting and stopping the server: lock the data directory, open the store, settle
+//! the write key and the admin token, build the segment engine, start ingest, the
+//! membership reporter and the outreach runner, bind the listener; and on stop, the
+//! same in reverse, so a restart has nothing to replay or report twice.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,11 +12,12 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use siyu_core::Timestamp;
 use siyu_core::message::{Message, MessageKind};
-use siyu_engine::{Clock, Engine, LifecycleConfig, MembershipChange, Spec};
+use siyu_engine::{Engine, LifecycleConfig, MembershipReport, Spec};
 use siyu_store::ingest::{self, CommitObserver, Committed, IngestHandle};
 use siyu_store::{Store, StoreConfig, admin};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::http::auth::ADMIN_ROLE;
 use crate::metrics::Metrics;
@@ -35,6 +38,11 @@ pub struct AppState {
     pub outreach: Arc<crate::outreach::Outreach>,
     /// WeCom callbacks, when configured.
     pub wecom: Option<Arc<crate::wecom::WecomCallbacks>>,
+    /// Cancelled when the server stops: background loops end their round and return.
+    pub stop: CancellationToken,
+    /// Work started by requests that outlives them (welcome messages, tag pushes, the
+    /// WeCom sync): waited for at shutdown, so none of it is cut off half-way.
+    pub tasks: TaskTracker,
 }
 
 pub type App = Arc<AppState>;
@@ -49,6 +57,8 @@ pub struct ServeOptions {
     pub write_key: Option<String>,
     /// `SIYU_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// Timeouts and concurrency limits of the HTTP server.
+    pub limits: crate::http::server::Limits,
 }
 
 pub struct Running {
@@ -58,17 +68,37 @@ pub struct Running {
     pub generated_admin_token: Option<String>,
     /// Set when this start generated the write key.
     pub generated_write_key: bool,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
+    server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    reporter: JoinHandle<()>,
+    reporter_stop: CancellationToken,
+    _lock: crate::datadir::DataDirLock,
 }
 
 impl Running {
-    /// Stops accepting connections and waits for in-flight requests.
+    /// A clean stop: no new connections, in-flight requests and background work finish,
+    /// the engine's last membership changes are reported, and ingest applies everything
+    /// it acknowledged. The next start has nothing to replay.
     pub async fn stop(mut self) {
         if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
         let _ = self.server.await;
+        let state = &self.state;
+        state.stop.cancel();
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
+        state.tasks.close();
+        state.tasks.wait().await;
+        // What ingest acknowledged reaches the engine, which then reports its last changes.
+        state.ingest.settle().await;
+        state.engine.stop().await;
+        self.reporter_stop.cancel();
+        let _ = (&mut self.reporter).await;
+        state.ingest.close().await;
+        tracing::info!("stopped");
     }
 
     /// Serves until Ctrl-C or SIGTERM.
@@ -82,6 +112,7 @@ impl Running {
 const WRITE_KEY_SETTING: &str = "write_key";
 
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
+    let lock = crate::datadir::DataDirLock::acquire(&opts.data_dir)?;
     let store = Store::open(&opts.store).await.context("opening the store")?;
     let (write_key, generated_write_key) = settle_write_key(&store, opts.write_key).await?;
     let generated_admin_token = match &opts.admin_token {
@@ -89,34 +120,35 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         None => ensure_admin_token(&store).await?,
     };
     let metrics = Arc::new(Metrics::default());
-    // Membership changes become events once ingest is running.
-    let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<MembershipChange>>();
-    let engine = start_engine(&store, lifecycle_config(&opts.data_dir)?, changes_tx).await?;
+    // Membership reports become events once ingest is running.
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<MembershipReport>();
+    let engine = start_engine(&store, lifecycle_config(&opts.data_dir)?, reports_tx).await?;
     let observers: Vec<CommitObserver> = vec![count_commits(metrics.clone()), engine.observer()];
     let observers = ingest::Observers { acknowledged: vec![engine.acknowledged_observer()], committed: observers };
     let ingest = ingest::start(&store, &opts.data_dir.join("ingest-log"), observers).await.context("starting ingest")?;
-    tokio::spawn(membership_events(changes_rx, ingest.clone(), engine.clock().clone()));
-    tokio::spawn(minute_ticks(engine.clone()));
+    // After the log is replayed into the store: what was reported before is all there.
+    let reporter = crate::membership::Reporter::load(store.clone(), ingest.clone(), engine.clock().clone()).await.context("loading reported membership")?;
+    let reporter_stop = CancellationToken::new();
+    let reporter = tokio::spawn(reporter.run(engine.clone(), reports_rx, reporter_stop.clone()));
+    let stop = CancellationToken::new();
+    let mut background = vec![tokio::spawn(minute_ticks(engine.clone(), stop.clone()))];
     let wecom = crate::wecom::WecomCallbacks::load(&opts.data_dir)?.map(Arc::new);
     let wecom_client = wecom.as_ref().and_then(|w| w.client.clone());
-    let outreach =
-        crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir, wecom_client).await.context("starting outreach")?;
-    tokio::spawn(crate::outreach::run(outreach.clone()));
-    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom });
+    let tasks = TaskTracker::new();
+    let outreach = crate::outreach::Outreach::start(store.clone(), engine.clone(), ingest.clone(), &opts.data_dir, wecom_client, tasks.clone())
+        .await
+        .context("starting outreach")?;
+    background.push(tokio::spawn(crate::outreach::run(outreach.clone(), stop.clone())));
+    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom, stop, tasks });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    let router = crate::http::router(state.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (shutdown, stopped) = tokio::sync::watch::channel(false);
+    let router = crate::http::router(state.clone(), &opts.limits);
+    let server = tokio::spawn(crate::http::server::serve(listener, router, opts.limits, stopped));
+    lock.record_address(addr);
     tracing::info!(%addr, backend = ?state.store.backend(), "serving");
-    Ok(Running { addr, state, generated_admin_token, generated_write_key, shutdown: Some(shutdown), server })
+    Ok(Running { addr, state, generated_admin_token, generated_write_key, shutdown: Some(shutdown), server, background, reporter, reporter_stop, _lock: lock })
 }
 
 /// Lifecycle thresholds: `lifecycle.json` in the data directory overrides any of the
@@ -131,7 +163,7 @@ pub fn lifecycle_config(data_dir: &std::path::Path) -> anyhow::Result<LifecycleC
 }
 
 /// Builds the segment engine from the store, with a progress bar and the time it took.
-async fn start_engine(store: &Store, lifecycle: LifecycleConfig, changes: tokio::sync::mpsc::UnboundedSender<Vec<MembershipChange>>) -> anyhow::Result<Engine> {
+async fn start_engine(store: &Store, lifecycle: LifecycleConfig, reports: tokio::sync::mpsc::UnboundedSender<MembershipReport>) -> anyhow::Result<Engine> {
     let started = std::time::Instant::now();
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} segment engine: indexing {msg}").expect("template"));
@@ -142,8 +174,8 @@ async fn start_engine(store: &Store, lifecycle: LifecycleConfig, changes: tokio:
             b.tick();
         }
     });
-    let sink = Box::new(move |c: Vec<MembershipChange>| {
-        let _ = changes.send(c);
+    let sink = Box::new(move |r: MembershipReport| {
+        let _ = reports.send(r);
     });
     // Every campaign plan reads customers' own time zones: index them with the rest,
     // not in a second pass over the traits at the first campaign.
@@ -163,26 +195,6 @@ async fn start_engine(store: &Store, lifecycle: LifecycleConfig, changes: tokio:
         "segment engine ready"
     );
     Ok(engine)
-}
-
-/// `Segment Entered` / `Segment Exited` events, into the same pipeline as every event,
-/// so they are stored, deduplicated and visible to journeys like any other.
-async fn membership_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<MembershipChange>>, ingest: IngestHandle, clock: Clock) {
-    while let Some(changes) = rx.recv().await {
-        let now = clock.now();
-        let minute = now.0 / 60_000;
-        let messages: Vec<Message> = changes.iter().map(|c| membership_message(c, now, minute)).collect();
-        for chunk in messages.chunks(10_000) {
-            if let Err(e) = ingest.submit(chunk.to_vec()).await {
-                tracing::error!(error = %e, "could not record segment membership events");
-            }
-        }
-    }
-}
-
-pub fn membership_message(c: &MembershipChange, now: Timestamp, minute: i64) -> Message {
-    let (event, dir) = if c.entered { ("Segment Entered", "in") } else { ("Segment Exited", "out") };
-    internal_event(c.profile as i64, event, format!("segment:{}:{}:{dir}:{minute}", c.segment, c.profile), serde_json::json!({ "segment": c.segment }), now)
 }
 
 /// An event Siyu itself records about a profile (segment membership, journeys, coupons).
@@ -206,11 +218,14 @@ pub fn internal_event(profile: i64, event: &str, message_id: String, properties:
 }
 
 /// Once a minute: time moves customers between stages and clock-dependent segments.
-async fn minute_ticks(engine: Engine) {
+async fn minute_ticks(engine: Engine, stop: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     every.tick().await;
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
         if engine.tick().await.is_err() {
             return;
         }

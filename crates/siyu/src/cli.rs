@@ -133,6 +133,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         write_key: args.write_key.clone(),
         admin_token: admin_token_from_env(),
+        limits: crate::http::server::Limits::from_env(),
     })
     .await?;
     print_banner(&running, &args.store.describe(), None);

@@ -254,6 +254,7 @@ async fn an_admin_token_is_generated_once_when_none_is_configured() {
         listen: "127.0.0.1:0".parse().unwrap(),
         write_key: None,
         admin_token: None,
+        limits: Default::default(),
     };
     let first = siyu::app::start(opts(&store)).await.unwrap();
     let token = first.generated_admin_token.clone().expect("generated at first start");

@@ -16,6 +16,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::MAX_DEPTH;
 use super::ast::*;
 use super::{RuleError, validate};
 use crate::time::Timestamp;
@@ -71,7 +72,7 @@ impl Rule {
 
     /// Reads the JSON form; errors name the path of the offending part.
     pub fn from_json(value: &Value) -> Result<Rule, RuleError> {
-        rule(value, "rule")
+        rule(value, "rule", 0)
     }
 }
 
@@ -105,7 +106,10 @@ fn err<T>(path: &str, message: impl Into<String>) -> Result<T, RuleError> {
     Err(RuleError::Json { path: path.to_string(), message: message.into() })
 }
 
-fn rule(v: &Value, path: &str) -> Result<Rule, RuleError> {
+fn rule(v: &Value, path: &str, depth: usize) -> Result<Rule, RuleError> {
+    if depth > MAX_DEPTH {
+        return err(path, format!("rules nest at most {MAX_DEPTH} levels of and, or and not"));
+    }
     let Value::Object(m) = v else {
         return err(path, "a rule is an object such as {\"field\": \"traits.city\", \"op\": \"=\", \"value\": \"Shanghai\"}");
     };
@@ -116,13 +120,13 @@ fn rule(v: &Value, path: &str) -> Result<Rule, RuleError> {
             if items.is_empty() {
                 return err(&format!("{path}.{key}"), "needs at least one rule");
             }
-            let rules = items.iter().enumerate().map(|(i, r)| rule(r, &format!("{path}.{key}[{i}]"))).collect::<Result<Vec<_>, _>>()?;
+            let rules = items.iter().enumerate().map(|(i, r)| rule(r, &format!("{path}.{key}[{i}]"), depth + 1)).collect::<Result<Vec<_>, _>>()?;
             return Ok(if build { Rule::And(rules) } else { Rule::Or(rules) });
         }
     }
     if let Some(inner) = m.get("not") {
         only_keys(m, &["not"], path)?;
-        return Ok(Rule::Not(Box::new(rule(inner, &format!("{path}.not"))?)));
+        return Ok(Rule::Not(Box::new(rule(inner, &format!("{path}.not"), depth + 1)?)));
     }
     if let Some(kind) = m.get("has") {
         only_keys(m, &["has"], path)?;

@@ -33,6 +33,12 @@ mod validate;
 pub use ast::*;
 pub use parse::parse;
 
+/// How deeply `and`, `or`, `not` and parentheses may nest. Real rules nest a few
+/// levels; the limit keeps every reader of a rule (parsers, printers, the evaluators,
+/// and serde_json's 128-level limit on the stored JSON form, where one level of `and`
+/// is two levels of JSON) far from its stack's end.
+pub const MAX_DEPTH: usize = 32;
+
 /// What is wrong with a rule, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {

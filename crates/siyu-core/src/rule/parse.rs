@@ -19,7 +19,7 @@
 //! Keywords are case-insensitive.
 
 use super::ast::*;
-use super::{RuleError, validate};
+use super::{MAX_DEPTH, RuleError, validate};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,7 @@ fn push(lx: &mut Lexer, t: Tok, at: usize, i: &mut usize) {
 /// Parses the text form.
 pub fn parse(src: &str) -> Result<Rule, RuleError> {
     let toks = lex(src)?;
-    let mut p = Parser { src, toks, pos: 0 };
+    let mut p = Parser { src, toks, pos: 0, depth: 0 };
     if p.toks.is_empty() {
         return Err(RuleError::text(src, 0, "the rule is empty"));
     }
@@ -166,6 +166,8 @@ struct Parser<'a> {
     src: &'a str,
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// `not`s and open parentheses around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -224,16 +226,22 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Rule, RuleError> {
-        if self.eat_keyword("not") {
-            return Ok(Rule::Not(Box::new(self.unary()?)));
+        let nests = self.keyword("not") || self.peek() == Some(&Tok::LParen);
+        if !nests {
+            return self.predicate();
         }
-        if self.peek() == Some(&Tok::LParen) {
+        if self.depth >= MAX_DEPTH {
+            return self.err(format!("rules nest at most {MAX_DEPTH} levels of not and parentheses"));
+        }
+        self.depth += 1;
+        let r = if self.eat_keyword("not") {
+            self.unary().map(|r| Rule::Not(Box::new(r)))
+        } else {
             self.pos += 1;
-            let r = self.or()?;
-            self.expect(Tok::RParen, "a closing )")?;
-            return Ok(r);
-        }
-        self.predicate()
+            self.or().and_then(|r| self.expect(Tok::RParen, "a closing )").map(|()| r))
+        };
+        self.depth -= 1;
+        r
     }
 
     fn predicate(&mut self) -> Result<Rule, RuleError> {

@@ -243,3 +243,103 @@ proptest! {
         prop_assert_eq!(from_json.to_string(), text);
     }
 }
+
+/// A chain of `depth` connectives around one leaf: not, and, or in turn.
+fn nested(depth: usize) -> Rule {
+    let leaf = parse(r#"city = "Shanghai""#).unwrap();
+    (0..depth).fold(leaf, |inner, i| match i % 3 {
+        0 => Rule::Not(Box::new(inner)),
+        1 => Rule::And(vec![parse("tag = \"vip\"").unwrap(), inner]),
+        _ => Rule::Or(vec![inner, parse("has(wecom)").unwrap()]),
+    })
+}
+
+#[test]
+fn deep_nesting_is_refused_with_its_position_not_a_crash() {
+    // What the issue saw abort the server: 4,000 nots and 1,400 parentheses.
+    let nots = format!("{}city = \"x\"", "not ".repeat(4_000));
+    match parse(&nots) {
+        Err(RuleError::Text { message, column, .. }) => {
+            assert!(message.contains("at most 32"), "{message}");
+            assert_eq!(column, 4 * MAX_DEPTH + 1, "points at the first not too many");
+        }
+        other => panic!("{other:?}"),
+    }
+    let parens = format!("{}city = \"x\"{}", "(".repeat(1_400), ")".repeat(1_400));
+    assert!(matches!(parse(&parens), Err(RuleError::Text { column: 33, .. })));
+    // The JSON form: a tree built in memory (serde_json itself stops at 128 levels).
+    let deep = (0..500).fold(serde_json::json!({"field": "traits.city", "op": "exists"}), |inner, _| serde_json::json!({ "not": inner }));
+    match Rule::from_json(&deep) {
+        Err(RuleError::Json { path, message }) => {
+            assert!(message.contains("at most 32"), "{message}");
+            assert_eq!(path, format!("rule{}", ".not".repeat(MAX_DEPTH + 1)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_deepest_accepted_rule_reads_back_in_both_forms() {
+    let rule = nested(MAX_DEPTH);
+    let stored = serde_json::to_string(&rule.to_json()).unwrap();
+    // What the store keeps must be readable by serde_json's default limits.
+    let value: serde_json::Value = serde_json::from_str(&stored).expect("stored JSON reads back");
+    let back = Rule::from_json(&value).expect("JSON form reads back");
+    assert_eq!(back, rule);
+    let text = rule.to_string();
+    assert_eq!(flatten(parse(&text).expect("text form reads back")), flatten(rule));
+    assert!(Rule::from_json(&nested(MAX_DEPTH + 1).to_json()).is_err());
+}
+
+fn arb_noise() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("(".to_string()),
+        Just(")".to_string()),
+        Just("not ".to_string()),
+        Just(" and ".to_string()),
+        Just(" or ".to_string()),
+        Just("city = \"x\"".to_string()),
+        Just("count(Order Completed, 30d) >= ".to_string()),
+        Just("\"".to_string()),
+        Just("[".to_string()),
+        "[a-z0-9 =<>!,.'\"()\\[\\]\\\\-]{0,6}",
+    ];
+    prop::collection::vec(token, 0..300).prop_map(|t| t.concat())
+}
+
+fn arb_json_noise() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    let leaf = prop_oneof![
+        Just(json!({"field": "traits.city", "op": "=", "value": "x"})),
+        Just(json!({"has": "wecom"})),
+        Just(json!(null)),
+        Just(json!([])),
+        Just(json!({"aggregate": "count", "event": "X", "op": ">=", "value": 1})),
+        "[a-z]{0,4}".prop_map(serde_json::Value::String),
+    ];
+    leaf.prop_recursive(80, 400, 3, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|r| json!({ "not": r })),
+            prop::collection::vec(inner.clone(), 0..3).prop_map(|v| json!({ "and": v })),
+            prop::collection::vec(inner.clone(), 0..3).prop_map(|v| json!({ "or": v })),
+            inner.prop_map(|r| json!({ "not": r, "extra": 1 })),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Random and deeply nested input never panics either parser; what parses prints
+    /// back to something that parses again.
+    #[test]
+    fn parsers_never_panic(text in arb_noise(), deep in 0usize..3_000, json in arb_json_noise()) {
+        if let Ok(rule) = parse(&text) {
+            prop_assert!(parse(&rule.to_string()).is_ok(), "{}", rule);
+        }
+        let _ = parse(&format!("{}{text}", "not (".repeat(deep)));
+        if let Ok(rule) = Rule::from_json(&json) {
+            prop_assert!(Rule::from_json(&rule.to_json()).is_ok());
+        }
+    }
+}

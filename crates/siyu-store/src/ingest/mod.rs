@@ -101,6 +101,14 @@ struct Pending {
     ack: oneshot::Sender<Result<Receipt, StoreError>>,
 }
 
+/// What the appender is asked to do, in order.
+enum Queued {
+    Append(Pending),
+    /// Stop after everything queued before: the indexer then applies what is logged
+    /// and stops too.
+    Close,
+}
+
 struct Progress {
     appended: AtomicU64,
     indexed: watch::Sender<u64>,
@@ -110,12 +118,14 @@ struct Progress {
     /// Messages in the in-memory feed to the indexer.
     in_feed: AtomicUsize,
     feed_limit: usize,
+    /// Set once the indexer has stopped (after [`IngestHandle::close`]).
+    indexer_stopped: watch::Sender<bool>,
 }
 
 /// Hands messages to the pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct IngestHandle {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Queued>,
     progress: Arc<Progress>,
 }
 
@@ -126,8 +136,17 @@ impl IngestHandle {
             return Ok(Receipt { last_seq: self.appended() });
         }
         let (ack, done) = oneshot::channel();
-        self.queue.send(Pending { messages, ack }).await.map_err(|_| StoreError::WriterStopped)?;
+        self.queue.send(Queued::Append(Pending { messages, ack })).await.map_err(|_| StoreError::WriterStopped)?;
         done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Stops taking messages, and returns once everything acknowledged before is
+    /// applied to the store and the appender and indexer have stopped (a clean
+    /// shutdown: the next start has nothing to replay). Later submissions fail.
+    pub async fn close(&self) {
+        let _ = self.queue.send(Queued::Close).await;
+        let mut stopped = self.progress.indexer_stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 
     /// The last durable sequence number.
@@ -194,6 +213,7 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Obse
         log_failed: AtomicBool::new(false),
         in_feed: AtomicUsize::new(replay.len()),
         feed_limit: options.feed_messages,
+        indexer_stopped: watch::channel(false).0,
     });
 
     let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
@@ -234,19 +254,28 @@ pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Obse
 
 fn append_loop(
     mut log: IngestLog,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Queued>,
     to_indexer: mpsc::Sender<Vec<(u64, Message)>>,
     progress: Arc<Progress>,
     observers: Vec<AckObserver>,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    let mut closing = false;
+    while !closing {
+        let first = match rx.blocking_recv() {
+            Some(Queued::Append(p)) => p,
+            Some(Queued::Close) | None => break,
+        };
         let mut size = first.messages.len();
         let mut group = vec![first];
         while size < MAX_APPEND_GROUP {
             match rx.try_recv() {
-                Ok(p) => {
+                Ok(Queued::Append(p)) => {
                     size += p.messages.len();
                     group.push(p);
+                }
+                Ok(Queued::Close) => {
+                    closing = true;
+                    break;
                 }
                 Err(_) => break,
             }
@@ -350,7 +379,10 @@ impl Indexer {
             let t0 = std::time::Instant::now();
             let batch = match self.next_batch(&mut rx).await {
                 Some(b) => b,
-                None => return,
+                None => {
+                    self.progress.indexer_stopped.send_replace(true);
+                    return;
+                }
             };
             if batch.is_empty() {
                 continue;

@@ -34,6 +34,7 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         write_key: Some(WRITE_KEY.into()),
         admin_token: Some(crate::secrets::random_token("siyu_admin_")),
+        limits: Default::default(),
     })
     .await?;
     let engine = running.state.engine.clone();

@@ -175,6 +175,7 @@ async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         write_key: Some("wk_bench_outreach".into()),
         admin_token: Some(crate::secrets::random_token("siyu_admin_")),
+        limits: Default::default(),
     })
     .await?;
     let outreach = running.state.outreach.clone();

@@ -94,6 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         listen: args.serve.listen,
         write_key: args.serve.write_key.clone(),
         admin_token: admin_token_from_env(),
+        limits: crate::http::server::Limits::from_env(),
     })
     .await?;
     // A demo is for trying things: give this session a token to use right away.

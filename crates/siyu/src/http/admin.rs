@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, put};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use siyu_core::{Identity, IdentityKind, ProfileId, Timestamp};
 use siyu_engine::Lifecycle;
@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Json, Path, Query};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -211,7 +212,7 @@ pub async fn add_tag(State(app): State<App>, Extension(caller): Extension<Caller
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::add_tag(db, profile_id, &t, "manual", Timestamp::now()).await })).await?;
     app.engine.set_tag(profile_id as u32, &tag, true);
-    tokio::spawn(crate::wecom_tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), true));
+    app.tasks.spawn(crate::wecom_tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), true));
     Ok(Json(TagChange { profile_id, tag, changed }))
 }
 
@@ -225,7 +226,7 @@ pub async fn remove_tag(State(app): State<App>, Extension(caller): Extension<Cal
     let changed = app.store.run(move |db| Box::pin(async move { profiles::remove_tag(db, profile_id, &t).await })).await?;
     app.engine.set_tag(profile_id as u32, &tag, false);
     if changed {
-        tokio::spawn(crate::wecom_tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), false));
+        app.tasks.spawn(crate::wecom_tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), false));
     }
     if !changed {
         return Err(ApiError::not_found(format!("the profile has no tag {tag:?}")));

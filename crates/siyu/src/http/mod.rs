@@ -4,10 +4,12 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod openapi;
 pub mod org;
 pub mod outreach;
 pub mod segments;
+pub mod server;
 pub mod tracking;
 pub mod wecom;
 
@@ -20,7 +22,7 @@ use serde_json::json;
 
 use crate::app::App;
 
-pub fn router(app: App) -> Router {
+pub fn router(app: App, limits: &server::Limits) -> Router {
     let admin_api = admin::routes()
         .merge(org::routes())
         .merge(segments::routes())
@@ -35,6 +37,11 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies the handlers read whole (admin JSON, WeCom callbacks); the tracking API
+        // checks its own, smaller limits.
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn_with_state(server::Guard::new(limits), server::guard))
         .with_state(app)
 }
 
@@ -56,6 +63,10 @@ async fn healthz(State(app): State<App>) -> impl IntoResponse {
     let ok = app.store.run(|db| Box::pin(async move { db.query_one("SELECT 1", &[]).await })).await.is_ok();
     let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "status": if ok { "ok" } else { "store unavailable" } })))
+}
+
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method; see /api/openapi.json")
 }
 
 async fn not_found() -> error::ApiError {

@@ -1,8 +1,8 @@
 //! Stores and staff: `/api/v1/stores…`, `/api/v1/staff…`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use siyu_core::org::{DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE, Staff, Store as StoreInfo};
 use siyu_core::{ProfileId, Timestamp};
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Json, Path, Query};
 
 pub fn routes() -> Router<App> {
     Router::new()

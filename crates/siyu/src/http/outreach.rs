@@ -1,10 +1,10 @@
 //! Outreach: campaigns (`/api/v1/campaigns…`), journeys, guide tasks, and every touch
 //! of a profile with why it was or was not sent.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use siyu_outreach::ContactPolicy;
@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::http::admin::resolve_profile;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Json, Path, Query};
 use crate::outreach::campaigns::{self, CampaignError, Preview, Report};
 use crate::outreach::{journeys, render};
 

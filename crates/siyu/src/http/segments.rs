@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Json, Path, Query};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -105,13 +106,25 @@ pub struct SegmentView {
     pub time_dependent: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Set when the stored segment cannot be evaluated (its rule cannot be read, or
+    /// names a segment that is gone): it has no members until it is replaced (PUT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
 }
 
 fn view(app: &App, s: stored::StoredSegment) -> SegmentView {
     let state = app.engine.read();
     let live = state.segments.get(&s.name);
-    let rule_text = Rule::from_json(&s.rule).map(|r| r.to_string()).unwrap_or_default();
+    let parsed = Rule::from_json(&s.rule);
+    let broken = match (&s.broken, &parsed, live) {
+        (Some(why), _, _) => Some(why.clone()),
+        (None, Err(e), _) => Some(format!("the stored rule is not valid: {e}")),
+        (None, Ok(_), None) => Some("the segment could not be defined when Siyu started (see the server log); save it again".to_string()),
+        (None, Ok(_), Some(_)) => None,
+    };
+    let rule_text = parsed.map(|r| r.to_string()).unwrap_or_default();
     SegmentView {
+        broken,
         members: live.map_or(0, |l| l.members.len()),
         time_dependent: live.is_some_and(|l| l.time_dependent),
         name: s.name,

@@ -117,16 +117,16 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
     // WeCom wants it fast.
     match event {
         CallbackEvent::ContactAdded { staff, external_userid, state, welcome_code } => {
-            tokio::spawn(crate::wecom::after_contact_added(app.clone(), last_seq, staff, external_userid, state, welcome_code));
+            app.tasks.spawn(crate::wecom::after_contact_added(app.clone(), last_seq, staff, external_userid, state, welcome_code));
         }
         CallbackEvent::ContactEdited { external_userid, .. } => {
-            tokio::spawn(crate::wecom_tags::pull(app.clone(), last_seq, external_userid));
+            app.tasks.spawn(crate::wecom_tags::pull(app.clone(), last_seq, external_userid));
         }
         CallbackEvent::Group { chat_id, change, .. } if change == "create" => {
-            tokio::spawn(crate::wecom_groups::created(app.clone(), chat_id));
+            app.tasks.spawn(crate::wecom_groups::created(app.clone(), chat_id));
         }
         CallbackEvent::Tag { id, tag_type, change } if tag_type == "tag" && (change == "update" || change == "delete") => {
-            tokio::spawn(crate::wecom_tags::corp_tag_changed(app.clone(), id, change));
+            app.tasks.spawn(crate::wecom_tags::corp_tag_changed(app.clone(), id, change));
         }
         _ => {}
     }
@@ -141,8 +141,9 @@ fn not_recorded(error: &str) -> Response {
 
 // ---------- live QR codes (contact ways), admin API ----------
 
+use crate::http::extract::Json;
+use axum::Extension;
 use axum::routing::post;
-use axum::{Extension, Json};
 use serde::Serialize;
 use siyu_store::wecom::{self as wstore, ContactWay};
 use utoipa::ToSchema;
@@ -265,7 +266,7 @@ pub async fn start_sync(State(app): State<App>, Extension(caller): Extension<Cal
     if !wecom.sync.begin() {
         return Err(ApiError::new(StatusCode::CONFLICT, "sync_running", "a sync is already running"));
     }
-    tokio::spawn(crate::wecom_sync::run(app.clone()));
+    app.tasks.spawn(crate::wecom_sync::run(app.clone()));
     Ok((StatusCode::ACCEPTED, Json(wecom.sync.progress())))
 }
 
@@ -289,7 +290,7 @@ pub async fn list_synced_tags(State(app): State<App>, Extension(caller): Extensi
 pub async fn sync_tag(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    axum::extract::Path(tag): axum::extract::Path<String>,
+    crate::http::extract::Path(tag): crate::http::extract::Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
     caller.require_admin()?;
     crate::http::admin::validate_tag(&tag)?;
@@ -301,7 +302,7 @@ pub async fn sync_tag(
 pub async fn unsync_tag(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    axum::extract::Path(tag): axum::extract::Path<String>,
+    crate::http::extract::Path(tag): crate::http::extract::Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
     caller.require_admin()?;
     Ok(Json(crate::wecom_tags::set_synced(&app, &tag, false).await.map_err(ApiError::internal)?.into_iter().collect()))
@@ -358,7 +359,7 @@ pub struct TransferQuery {
 pub async fn list_transfers(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<TransferQuery>,
+    crate::http::extract::Query(q): crate::http::extract::Query<TransferQuery>,
 ) -> ApiResult<Json<Vec<siyu_store::wecom::Transfer>>> {
     caller.require_admin()?;
     Ok(Json(app.store.run(move |db| Box::pin(async move { wstore::transfers(db, q.from.as_deref(), 1000).await })).await?))

@@ -273,7 +273,7 @@ async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now:
                     .await?;
                 for (tag, on) in add.iter().map(|t| (t, true)).chain(remove.iter().map(|t| (t, false))) {
                     o.engine.set_tag(p as u32, tag, on);
-                    tokio::spawn(crate::wecom_tags::push(o.store.clone(), o.wecom.clone(), p, tag.clone(), on));
+                    o.tasks.spawn(crate::wecom_tags::push(o.store.clone(), o.wecom.clone(), p, tag.clone(), on));
                 }
             }
             Step::Coupon { code } => {

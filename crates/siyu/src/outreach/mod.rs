@@ -76,6 +76,8 @@ pub struct Outreach {
     pub sender: Arc<dyn Sender>,
     /// WeCom's API: confirmed guide tasks become mass messages through it.
     pub wecom: Option<Arc<siyu_wecom::client::Client>>,
+    /// Background work the runner starts (tag pushes), waited for at shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
     /// One tick at a time (the background loop and tests calling `tick` directly).
     ticking: Mutex<()>,
     /// When running campaigns were last checked against their guardrails.
@@ -92,6 +94,7 @@ impl Outreach {
         ingest: IngestHandle,
         data_dir: &Path,
         wecom: Option<Arc<siyu_wecom::client::Client>>,
+        tasks: tokio_util::task::TaskTracker,
     ) -> anyhow::Result<Arc<Outreach>> {
         let config = OutreachConfig::load(data_dir)?;
         let sender: Arc<dyn Sender> = match &config.webhook_url {
@@ -107,6 +110,7 @@ impl Outreach {
             ledger: Mutex::new(ContactLedger::new()),
             sender,
             wecom,
+            tasks,
             ticking: Mutex::new(()),
             last_watch: std::sync::Mutex::new(None),
         });
@@ -264,12 +268,15 @@ fn reminder_text(task: &stored::TaskRow, zone: chrono_tz::Tz) -> String {
     format!("任务提醒：「{}」将于 {deadline} 截止，请尽快在 Siyu 导购任务中确认或跳过待发送的客户。", task.title)
 }
 
-/// The background loop.
-pub async fn run(outreach: Arc<Outreach>) {
+/// The background loop, until `stop` (a round under way finishes first).
+pub async fn run(outreach: Arc<Outreach>, stop: tokio_util::sync::CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
         if let Err(e) = outreach.tick().await {
             tracing::warn!(error = %e, "outreach round failed");
         }

@@ -5,6 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use siyu::app::{self, Running, ServeOptions};
+pub use siyu::http::server::Limits;
 use siyu_store::testing::TestStore;
 
 pub const WRITE_KEY: &str = "wk_test_source";
@@ -19,15 +20,12 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(store: TestStore) -> TestApp {
-        let running = app::start(ServeOptions {
-            store: store.config.clone(),
-            data_dir: store.dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            write_key: Some(WRITE_KEY.to_string()),
-            admin_token: Some(ADMIN_TOKEN.to_string()),
-        })
-        .await
-        .expect("server starts");
+        TestApp::spawn_with(store, Limits::default()).await
+    }
+
+    /// The server with other HTTP limits (shorter timeouts for the tests of them).
+    pub async fn spawn_with(store: TestStore, limits: Limits) -> TestApp {
+        let running = start(&store, limits).await;
         let base = format!("http://{}", running.addr);
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         TestApp { base, client, running: Some(running), store }
@@ -39,6 +37,17 @@ impl TestApp {
 
     pub async fn postgres() -> Option<TestApp> {
         Some(TestApp::spawn(TestStore::postgres().await?).await)
+    }
+
+    /// Stops the server (gracefully) and starts it again on the same store and data
+    /// directory, as an operator's restart would.
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        let running = start(&self.store, Limits::default()).await;
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
     }
 
     pub async fn shutdown(mut self) {
@@ -118,6 +127,19 @@ impl TestApp {
     }
 }
 
+async fn start(store: &TestStore, limits: Limits) -> Running {
+    app::start(ServeOptions {
+        store: store.config.clone(),
+        data_dir: store.dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        write_key: Some(WRITE_KEY.to_string()),
+        admin_token: Some(ADMIN_TOKEN.to_string()),
+        limits,
+    })
+    .await
+    .expect("server starts")
+}
+
 pub async fn into_json(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let text = resp.text().await.unwrap();
@@ -135,14 +157,16 @@ macro_rules! app_test {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let $app = $crate::common::TestApp::sqlite().await;
+                #[allow(unused_mut)]
+                let mut $app = $crate::common::TestApp::sqlite().await;
                 $body
                 $app.shutdown().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some($app) = $crate::common::TestApp::postgres().await else { return };
+                #[allow(unused_mut)]
+                let Some(mut $app) = $crate::common::TestApp::postgres().await else { return };
                 $body
                 $app.shutdown().await;
             }
