@@ -93,6 +93,8 @@ pub enum IdentityError {
     OpenidWithoutApp(String),
     #[error("{kind} is longer than 256 characters")]
     TooLong { kind: IdentityKind },
+    #[error("{kind} holds a NUL or other control character")]
+    ControlCharacter { kind: IdentityKind },
 }
 
 pub const MAX_IDENTITY_LEN: usize = 256;
@@ -106,6 +108,9 @@ impl Identity {
         }
         if raw.len() > MAX_IDENTITY_LEN {
             return Err(IdentityError::TooLong { kind });
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(IdentityError::ControlCharacter { kind });
         }
         let value = match kind {
             IdentityKind::Phone => {

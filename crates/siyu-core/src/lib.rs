@@ -6,6 +6,7 @@
 //! - [`org`]: stores, staff and their roles.
 
 pub mod identity;
+pub mod json_check;
 pub mod message;
 pub mod org;
 pub mod phone;

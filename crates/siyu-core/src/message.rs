@@ -298,6 +298,9 @@ fn wire_message(raw: &RawValue) -> Result<WireMessage<'_>, String> {
     if !raw.get().trim_start().starts_with('{') {
         return Err("a message must be a JSON object".into());
     }
+    // Valid JSON that could not be stored or read back faithfully (too deep, a NUL, a
+    // lone surrogate) is refused here, for every field alike.
+    crate::json_check::check(raw.get()).map_err(|e| e.to_string())?;
     serde_json::from_str(raw.get()).map_err(|e| e.to_string())
 }
 

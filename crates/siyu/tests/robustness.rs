@@ -156,3 +156,44 @@ async fn slow_clients_cannot_starve_others() {
     assert!(answer.contains("\"code\":\"busy\"") && answer.to_ascii_lowercase().contains("retry-after"), "{answer}");
     app.shutdown().await;
 }
+
+app_test!(json_that_could_not_be_stored_faithfully_is_refused_everywhere, |app| {
+    let deep = (0..130).fold(json!(1), |inner, _| json!({ "a": inner }));
+    let deep_text = deep.to_string();
+    let bodies = [
+        ("/v1/track", format!(r#"{{"userId":"u1","event":"Deep","properties":{deep_text}}}"#)),
+        ("/v1/track", format!(r#"{{"userId":"u1","event":"Deep","context":{deep_text}}}"#)),
+        ("/v1/identify", format!(r#"{{"userId":"u1","traits":{deep_text}}}"#)),
+        ("/v1/track", r#"{"userId":"u1","event":"Lone","properties":{"note":"\udc00"}}"#.to_string()),
+        ("/v1/track", r#"{"userId":"a\u0000b","event":"Nul"}"#.to_string()),
+        ("/v1/batch", r#"{"batch":[{"type":"track","userId":"u2","event":"Ok"},{"type":"track","userId":"u3","event":"X","properties":{"p":"\ud800"}}]}"#.to_string()),
+    ];
+    for (path, body) in &bodies {
+        let resp = app.client.post(app.url(path)).basic_auth(common::WRITE_KEY, Some("")).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        let (status, v) = common::into_json(resp).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {}: {v}", &body[..body.len().min(80)]);
+        assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    }
+    assert_eq!(app.counts().await, (0, 0), "nothing of a refused request is stored");
+    // The admin API and lookups refuse the same input.
+    let resp = app
+        .client
+        .put(app.url("/api/v1/stores/S1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"name":"Jing\u0000an","city":"Shanghai"}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = common::into_json(resp).await;
+    assert_eq!((status, error_code(&v)), (StatusCode::BAD_REQUEST, "invalid_json"), "{v}");
+    let (status, v) = app.lookup("user_id=a%00b").await;
+    assert_eq!((status, error_code(&v)), (StatusCode::BAD_REQUEST, "invalid_identity"), "{v}");
+    // Depth within the limit is stored and reads back as an object.
+    let ok = (0..40).fold(json!("leaf"), |inner, _| json!({ "a": inner }));
+    let (status, _) = app.send("/v1/track", &json!({"userId": "u9", "event": "Nested", "properties": ok})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, p) = app.lookup("user_id=u9").await;
+    let (_, events) = app.get(&format!("/api/v1/profiles/{}/events", p["id"])).await;
+    assert!(events["events"][0]["payload"].is_object(), "{events}");
+});
