@@ -178,6 +178,24 @@ pub enum Step {
 }
 
 impl JourneySpec {
+    /// Saved segments the journey uses: its trigger and its branch rules.
+    pub fn segment_refs(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Trigger::SegmentEntered(s) = &self.trigger {
+            out.push(s.clone());
+        }
+        for step in &self.steps {
+            if let Step::Branch { rule, .. } = step {
+                let rule = match rule {
+                    Value::String(text) => siyu_core::rule::parse(text),
+                    other => siyu_core::rule::Rule::from_json(other),
+                };
+                out.extend(rule.map(|r| r.segment_refs()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("name: a journey needs a name".into());

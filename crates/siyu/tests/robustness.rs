@@ -166,10 +166,21 @@ app_test!(json_that_could_not_be_stored_faithfully_is_refused_everywhere, |app| 
         ("/v1/identify", format!(r#"{{"userId":"u1","traits":{deep_text}}}"#)),
         ("/v1/track", r#"{"userId":"u1","event":"Lone","properties":{"note":"\udc00"}}"#.to_string()),
         ("/v1/track", r#"{"userId":"a\u0000b","event":"Nul"}"#.to_string()),
-        ("/v1/batch", r#"{"batch":[{"type":"track","userId":"u2","event":"Ok"},{"type":"track","userId":"u3","event":"X","properties":{"p":"\ud800"}}]}"#.to_string()),
+        (
+            "/v1/batch",
+            r#"{"batch":[{"type":"track","userId":"u2","event":"Ok"},{"type":"track","userId":"u3","event":"X","properties":{"p":"\ud800"}}]}"#.to_string(),
+        ),
     ];
     for (path, body) in &bodies {
-        let resp = app.client.post(app.url(path)).basic_auth(common::WRITE_KEY, Some("")).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        let resp = app
+            .client
+            .post(app.url(path))
+            .basic_auth(common::WRITE_KEY, Some(""))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
         let (status, v) = common::into_json(resp).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {}: {v}", &body[..body.len().min(80)]);
         assert!(v["error"]["message"].as_str().is_some(), "{v}");
@@ -196,4 +207,30 @@ app_test!(json_that_could_not_be_stored_faithfully_is_refused_everywhere, |app| 
     let (_, p) = app.lookup("user_id=u9").await;
     let (_, events) = app.get(&format!("/api/v1/profiles/{}/events", p["id"])).await;
     assert!(events["events"][0]["payload"].is_object(), "{events}");
+});
+
+app_test!(a_segment_in_use_cannot_be_deleted, |app| {
+    for (name, rule) in [("beans", "tag = \"beans\""), ("vip", "tag = \"vip\""), ("spare", "tag = \"spare\"")] {
+        let (status, v) = app.post("/api/v1/segments", &json!({"name": name, "rule": rule})).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    let (status, c) = app.post("/api/v1/campaigns", &json!({"name": "秋季新豆", "audience": {"segment": "beans"}, "channel": "sms", "content": "hi"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let journey = json!({"spec": {"name": "vip care", "trigger": {"event": {"event": "Order Completed"}},
+        "steps": [{"branch": {"rule": "segment = \"vip\"", "then": 1}}, {"send": {"channel": "sms", "content": "thanks"}}]}});
+    let (status, j) = app.post("/api/v1/journeys", &journey).await;
+    assert_eq!(status, StatusCode::OK, "{j}");
+    let (status, v) = app.delete("/api/v1/segments/beans").await;
+    assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "segment_in_use"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&format!("campaign {} (秋季新豆)", c["id"])), "{v}");
+    let (status, v) = app.delete("/api/v1/segments/vip").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("journey"), "{v}");
+    // Still there, and still schedulable.
+    let (status, _) = app.get("/api/v1/segments/beans").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = app.post(&format!("/api/v1/campaigns/{}/actions/schedule", c["id"]), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, _) = app.delete("/api/v1/segments/spare").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 });

@@ -3,11 +3,11 @@
 //! query parameter) answer in the documented error form
 //! `{"error": {"code", "message"}}` instead of axum's plain text.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::error::ApiError;

@@ -215,7 +215,7 @@ pub async fn update(
     Ok(Json(save(&app, name, input.description.unwrap_or_default(), rule).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/segments/{name}", tag = "segments", summary = "Delete a segment no other segment uses",
+#[utoipa::path(delete, path = "/api/v1/segments/{name}", tag = "segments", summary = "Delete a segment no other segment, campaign or journey uses",
     params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn remove(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult<StatusCode> {
@@ -223,9 +223,37 @@ pub async fn remove(State(app): State<App>, Extension(caller): Extension<Caller>
     if app.engine.read().segments.get(&name).is_none() {
         return Err(ApiError::not_found("no such segment"));
     }
+    let users = users_of(&app, &name).await?;
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "segment_in_use",
+            format!("segment {name:?} is used by {}; change or delete them first", users.join(", ")),
+        ));
+    }
     app.engine.remove(&name).await.map_err(engine_error)?;
     app.store.run(move |db| Box::pin(async move { stored::delete(db, &name).await })).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Campaigns (not yet completed) and journeys that name the segment.
+async fn users_of(app: &App, segment: &str) -> ApiResult<Vec<String>> {
+    use siyu_store::outreach as outreach_store;
+    let (campaigns, journeys) =
+        app.store.run(|db| Box::pin(async move { Ok((outreach_store::list_campaigns(db).await?, outreach_store::list_journeys(db).await?)) })).await?;
+    let mut users = Vec::new();
+    for c in campaigns.iter().filter(|c| c.status != "completed") {
+        if c.spec["audience"]["segment"].as_str() == Some(segment) {
+            users.push(format!("campaign {} ({})", c.id, c.name));
+        }
+    }
+    for j in &journeys {
+        let refs = serde_json::from_value::<siyu_outreach::journey::JourneySpec>(j.spec.clone()).map(|s| s.segment_refs()).unwrap_or_default();
+        if refs.iter().any(|r| r == segment) {
+            users.push(format!("journey {} ({})", j.id, j.name));
+        }
+    }
+    Ok(users)
 }
 
 #[derive(Deserialize, IntoParams)]
