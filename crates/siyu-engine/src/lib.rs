@@ -109,6 +109,42 @@ pub struct Engine {
     state: Arc<RwLock<State>>,
     commands: mpsc::Sender<Command>,
     clock: Clock,
+    feed: Arc<Feed>,
+}
+
+/// Messages handed to the engine thread and not yet applied, at most [`FEED_LIMIT`]:
+/// past it, whoever hands more (the ingest appender and indexer) waits, so memory
+/// stays bounded however far the engine falls behind.
+const FEED_LIMIT: usize = 400_000;
+
+#[derive(Default)]
+struct Feed {
+    queued: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    /// The engine thread has stopped: nothing waits for it any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Feed {
+    /// Waits until `n` more messages fit (one batch always fits an empty feed).
+    fn take(&self, n: usize) {
+        let mut queued = self.queued.lock().expect("feed lock");
+        while *queued > 0 && *queued + n > FEED_LIMIT && !self.closed.load(Ordering::Acquire) {
+            queued = self.freed.wait(queued).expect("feed lock");
+        }
+        *queued += n;
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.freed.notify_all();
+    }
+
+    fn give_back(&self, n: usize) {
+        let mut queued = self.queued.lock().expect("feed lock");
+        *queued = queued.saturating_sub(n);
+        self.freed.notify_all();
+    }
 }
 
 /// Segment definitions with references first, so each can be defined in turn.
@@ -173,9 +209,26 @@ impl Engine {
         let state = Arc::new(RwLock::new(state));
         let (commands, rx) = mpsc::channel();
         let clock = Clock::default();
-        let worker = Worker { state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), clock: clock.clone() };
-        std::thread::Builder::new().name("segment-engine".into()).spawn(move || worker.run(rx)).expect("engine thread");
-        Engine { state, commands, clock }
+        let feed = Arc::new(Feed::default());
+        let worker =
+            Worker { feed: feed.clone(), state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), clock: clock.clone() };
+        std::thread::Builder::new()
+            .name("segment-engine".into())
+            .spawn(move || {
+                let feed = worker.feed.clone();
+                // A panic here would leave the index half-changed behind poisoned locks:
+                // stop the whole process instead, loudly. A restart rebuilds the index
+                // from the store and replays the ingest log; nothing acknowledged is lost.
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || worker.run(rx))) {
+                    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                    tracing::error!(panic = %what, "the segment engine failed; stopping Siyu (restart it: nothing acknowledged is lost)");
+                    eprintln!("error: the segment engine failed ({what}); stopping");
+                    feed.close();
+                    std::process::exit(70);
+                }
+            })
+            .expect("engine thread");
+        Engine { state, commands, clock, feed }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -192,18 +245,25 @@ impl Engine {
 
     /// Feeds the engine every committed ingest batch.
     pub fn observer(&self) -> CommitObserver {
-        let tx = self.commands.clone();
+        let (tx, feed) = (self.commands.clone(), self.feed.clone());
         Box::new(move |c: &Arc<Committed>| {
-            let _ = tx.send(Command::Apply(c.clone()));
+            feed.take(c.messages.len());
+            if tx.send(Command::Apply(c.clone())).is_err() {
+                feed.give_back(c.messages.len());
+            }
         })
     }
 
     /// Feeds the engine every acknowledged message, so a known customer's events count
     /// before the store has applied them (see [`early`]).
     pub fn acknowledged_observer(&self) -> AckObserver {
-        let tx = self.commands.clone();
+        let (tx, feed) = (self.commands.clone(), self.feed.clone());
         Box::new(move |a: Arc<Acknowledged>| {
-            let _ = tx.send(Command::Acknowledged(a));
+            let n = a.messages.len();
+            feed.take(n);
+            if tx.send(Command::Acknowledged(a)).is_err() {
+                feed.give_back(n);
+            }
         })
     }
 
@@ -288,6 +348,7 @@ pub fn decode_members(text: &str) -> RoaringBitmap {
 }
 
 struct Worker {
+    feed: Arc<Feed>,
     state: Arc<RwLock<State>>,
     store: Option<Store>,
     sink: ChangeSink,
@@ -299,8 +360,14 @@ impl Worker {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         while let Ok(cmd) = rx.recv() {
             match cmd {
-                Command::Acknowledged(a) => self.acknowledged(&a),
-                Command::Apply(c) => self.apply(&c),
+                Command::Acknowledged(a) => {
+                    self.acknowledged(&a);
+                    self.feed.give_back(a.messages.len());
+                }
+                Command::Apply(c) => {
+                    self.apply(&c);
+                    self.feed.give_back(c.messages.len());
+                }
                 Command::Ensure(missing, reply) => {
                     let _ = reply.send(self.ensure(missing));
                 }
@@ -339,6 +406,7 @@ impl Worker {
                     (self.sink)(MembershipReport::Current(current));
                 }
                 Command::Stop(reply) => {
+                    self.feed.close();
                     let _ = reply.send(());
                     return;
                 }

@@ -400,7 +400,7 @@ both_backends!(an_indexer_behind_its_feed_reads_the_log_in_order, |store: Store,
 
 both_backends!(unapplied_log_records_are_replayed_at_start, |store: Store, log: std::path::PathBuf| async move {
     // Records made durable by a process that died before its indexer applied them.
-    let (mut writer, _) = ingest::log::IngestLog::open(&log, 0).unwrap();
+    let mut writer = ingest::log::IngestLog::open(&log, 0).unwrap();
     for m in messages(json!([
         {"type": "identify", "userId": "late", "messageId": "r-1", "traits": {"tier": "gold"}},
         {"type": "track", "userId": "late", "event": "Order Completed", "messageId": "r-2"},
@@ -424,7 +424,7 @@ both_backends!(unapplied_log_records_are_replayed_at_start, |store: Store, log: 
 
 both_backends!(observers_hear_each_message_acknowledged_before_committed, |store: Store, log: std::path::PathBuf| async move {
     // One record left unapplied by an earlier process: replayed, and heard of like the rest.
-    let (mut writer, _) = ingest::log::IngestLog::open(&log, 0).unwrap();
+    let mut writer = ingest::log::IngestLog::open(&log, 0).unwrap();
     for m in messages(json!([{"type": "track", "userId": "early", "event": "Shared", "messageId": "o-0"}])) {
         writer.append(&m).unwrap();
     }

@@ -34,6 +34,8 @@ pub struct AppState {
     /// `SIYU_ADMIN_TOKEN`, when set; tokens in the store are checked too.
     pub admin_token: Option<String>,
     pub metrics: Arc<Metrics>,
+    /// The HTTP limits, the ingest backlog limit among them.
+    pub limits: crate::http::server::Limits,
     /// Campaigns, journeys, the contact policy, guide tasks.
     pub outreach: Arc<crate::outreach::Outreach>,
     /// WeCom callbacks, when configured.
@@ -139,7 +141,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         .await
         .context("starting outreach")?;
     background.push(tokio::spawn(crate::outreach::run(outreach.clone(), stop.clone())));
-    let state = Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom, stop, tasks });
+    let state =
+        Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom, stop, tasks, limits: opts.limits });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;

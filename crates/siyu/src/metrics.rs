@@ -42,6 +42,8 @@ pub struct Metrics {
     pub tracking_requests_ok: AtomicU64,
     pub tracking_requests_rejected: AtomicU64,
     pub tracking_requests_failed: AtomicU64,
+    /// Refused with 503 because the store's backlog was past its limit.
+    pub tracking_backlog_refused: AtomicU64,
     pub messages_stored: AtomicU64,
     pub messages_duplicate: AtomicU64,
     pub messages_failed: AtomicU64,
@@ -60,7 +62,12 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         };
         let _ = writeln!(out, "# HELP siyu_tracking_requests_total Tracking API requests by result.\n# TYPE siyu_tracking_requests_total counter");
-        for (result, v) in [("ok", &self.tracking_requests_ok), ("rejected", &self.tracking_requests_rejected), ("failed", &self.tracking_requests_failed)] {
+        for (result, v) in [
+            ("ok", &self.tracking_requests_ok),
+            ("rejected", &self.tracking_requests_rejected),
+            ("failed", &self.tracking_requests_failed),
+            ("backlog_full", &self.tracking_backlog_refused),
+        ] {
             let _ = writeln!(out, "siyu_tracking_requests_total{{result=\"{result}\"}} {}", v.load(Ordering::Relaxed));
         }
         counter(&mut out, "siyu_messages_stored_total", "Tracked messages stored.", &self.messages_stored);

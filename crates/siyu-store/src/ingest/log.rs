@@ -40,26 +40,22 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 }
 
 impl IngestLog {
-    /// Opens the log in `dir`, returning it with every record after `applied` (the
-    /// store's last applied sequence number) for replay.
-    pub fn open(dir: &Path, applied: u64) -> Result<(IngestLog, Vec<(u64, Message)>), StoreError> {
+    /// Opens the log in `dir`, checking every record and cutting off a torn one at the
+    /// end. Records after `applied` (the store's last applied sequence number) are left
+    /// in the log for the indexer to read back in batches: a long backlog is never
+    /// held in memory at once.
+    pub fn open(dir: &Path, applied: u64) -> Result<IngestLog, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io("creating the directory", e))?;
         let mut segments = segment_firsts(dir)?;
         segments.sort_unstable();
 
-        let mut pending = Vec::new();
         let mut next_seq = applied + 1;
         for (i, &first) in segments.iter().enumerate() {
             let last_segment = i + 1 == segments.len();
             let path = segment_path(dir, first);
-            let (records, valid_len) = read_segment(&path)?;
-            for (seq, payload) in records {
-                next_seq = next_seq.max(seq + 1);
-                if seq > applied {
-                    let msg: Message =
-                        serde_json::from_slice(&payload).map_err(|e| StoreError::Io(format!("ingest log record {seq} in {}: {e}", path.display())))?;
-                    pending.push((seq, msg));
-                }
+            let (last_seq, valid_len) = scan_segment(&path)?;
+            if let Some(last) = last_seq {
+                next_seq = next_seq.max(last + 1);
             }
             let len = fs::metadata(&path).map_err(|e| io("reading a segment", e))?.len();
             if valid_len < len {
@@ -82,7 +78,7 @@ impl IngestLog {
         let written = file.metadata().map_err(|e| io("reading the active segment", e))?.len();
         sync_dir(dir)?;
         let log = IngestLog { dir: dir.to_path_buf(), writer: BufWriter::with_capacity(1 << 20, file), written, next_seq };
-        Ok((log, pending))
+        Ok(log)
     }
 
     /// The sequence number the next record will get.
@@ -230,16 +226,18 @@ fn read_record(reader: &mut impl Read) -> Result<Option<(u64, Vec<u8>)>, StoreEr
 }
 
 /// The records of one segment and the length of its valid prefix.
-fn read_segment(path: &Path) -> Result<(Vec<(u64, Vec<u8>)>, u64), StoreError> {
+/// The last sequence number in a segment and the length of its whole records, read
+/// one record at a time.
+fn scan_segment(path: &Path) -> Result<(Option<u64>, u64), StoreError> {
     let file = File::open(path).map_err(|e| io("opening a segment", e))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut records = Vec::new();
+    let mut last = None;
     let mut valid = 0u64;
     while let Some((seq, payload)) = read_record(&mut reader)? {
         valid += (HEADER + payload.len()) as u64;
-        records.push((seq, payload));
+        last = Some(seq);
     }
-    Ok((records, valid))
+    Ok((last, valid))
 }
 
 /// Fills `buf`; `Ok(false)` if the file ended first (a torn or absent record).
@@ -339,17 +337,22 @@ mod tests {
         parse_batch(&body, &ParseContext { received_at: Timestamp(1), new_message_id: &|| "x".into() }).unwrap().messages
     }
 
+    /// What the store has not applied, read back from `applied + 1`.
+    fn pending(dir: &Path, applied: u64) -> Vec<(u64, Message)> {
+        LogReader::new(dir, applied + 1).read(u64::MAX, usize::MAX).unwrap()
+    }
+
     #[test]
     fn replays_what_the_store_has_not_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, pending) = IngestLog::open(dir.path(), 0).unwrap();
-        assert!(pending.is_empty());
+        let mut log = IngestLog::open(dir.path(), 0).unwrap();
         for m in &msgs(10) {
             log.append(m).unwrap();
         }
         log.sync().unwrap();
         drop(log);
-        let (log, pending) = IngestLog::open(dir.path(), 4).unwrap();
+        let log = IngestLog::open(dir.path(), 4).unwrap();
+        let pending = pending(dir.path(), 4);
         assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (5..=10).collect::<Vec<_>>());
         assert_eq!(pending[0].1.message_id, "m4");
         assert_eq!(log.next_seq(), 11);
@@ -358,7 +361,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = IngestLog::open(dir.path(), 0).unwrap();
+        let mut log = IngestLog::open(dir.path(), 0).unwrap();
         for m in &msgs(3) {
             log.append(m).unwrap();
         }
@@ -368,19 +371,19 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
-        let (mut log, pending) = IngestLog::open(dir.path(), 0).unwrap();
-        assert_eq!(pending.len(), 3);
+        let mut log = IngestLog::open(dir.path(), 0).unwrap();
+        assert_eq!(pending(dir.path(), 0).len(), 3);
         log.append(&msgs(1)[0]).unwrap();
         log.sync().unwrap();
         drop(log);
-        let (_, pending) = IngestLog::open(dir.path(), 0).unwrap();
-        assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        IngestLog::open(dir.path(), 0).unwrap();
+        assert_eq!(pending(dir.path(), 0).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     }
 
     #[test]
     fn a_reader_follows_the_log_across_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = IngestLog::open(dir.path(), 0).unwrap();
+        let mut log = IngestLog::open(dir.path(), 0).unwrap();
         let all = msgs(7);
         for m in &all[..4] {
             log.append(m).unwrap();
@@ -403,7 +406,7 @@ mod tests {
     #[test]
     fn a_prefetch_reads_ahead_and_drops_a_read_the_indexer_moved_past() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = IngestLog::open(dir.path(), 0).unwrap();
+        let mut log = IngestLog::open(dir.path(), 0).unwrap();
         for m in &msgs(6) {
             log.append(m).unwrap();
         }
@@ -423,7 +426,7 @@ mod tests {
     #[test]
     fn applied_segments_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = IngestLog::open(dir.path(), 0).unwrap();
+        let mut log = IngestLog::open(dir.path(), 0).unwrap();
         for m in &msgs(5) {
             log.append(m).unwrap();
         }
@@ -438,7 +441,7 @@ mod tests {
         assert_eq!(remove_applied(dir.path(), 5).unwrap(), 1);
         assert_eq!(remove_applied(dir.path(), 7).unwrap(), 0, "the segment being written stays");
         drop(log);
-        let (_, pending) = IngestLog::open(dir.path(), 5).unwrap();
-        assert_eq!(pending.len(), 2);
+        IngestLog::open(dir.path(), 5).unwrap();
+        assert_eq!(pending(dir.path(), 5).len(), 2);
     }
 }

@@ -199,29 +199,32 @@ pub async fn start(store: &Store, log_dir: &Path, observers: impl Into<Observers
 
 /// [`start`] with other sizes (tests make the indexer read from the log).
 pub async fn start_with(store: &Store, log_dir: &Path, observers: impl Into<Observers>, options: IngestOptions) -> Result<IngestHandle, StoreError> {
-    let Observers { acknowledged, committed: observers } = observers.into();
+    let Observers { mut acknowledged, committed: observers } = observers.into();
     let applied = store.run(|db| Box::pin(counters::get(db, counters::INGEST_APPLIED_SEQ))).await? as u64;
-    let (log, replay) = IngestLog::open(log_dir, applied)?;
-    if !replay.is_empty() {
-        tracing::info!(messages = replay.len(), from = replay[0].0, "replaying the ingest log into the store");
-    }
+    let log = IngestLog::open(log_dir, applied)?;
     let appended = log.next_seq() - 1;
+    if appended > applied {
+        tracing::info!(messages = appended - applied, from = applied + 1, "replaying the ingest log into the store");
+        // Acknowledged before the crash: observers hear of them as of any other, in
+        // order and before anything new; a chunk at a time, so a long backlog is never
+        // in memory at once. (The indexer reads them back from the log itself.)
+        let dir = log_dir.to_path_buf();
+        let observers = std::mem::take(&mut acknowledged);
+        acknowledged = tokio::task::spawn_blocking(move || tell_replayed(&dir, applied + 1, appended, observers))
+            .await
+            .map_err(|e| StoreError::Io(format!("replay task: {e}")))??;
+    }
     let (indexed, _) = watch::channel(applied);
     let progress = Arc::new(Progress {
         appended: AtomicU64::new(appended),
         indexed,
         log_failed: AtomicBool::new(false),
-        in_feed: AtomicUsize::new(replay.len()),
+        in_feed: AtomicUsize::new(0),
         feed_limit: options.feed_messages,
         indexer_stopped: watch::channel(false).0,
     });
 
     let (to_indexer, index_rx) = mpsc::channel::<Vec<(u64, Message)>>(INDEX_QUEUE_DEPTH);
-    if !replay.is_empty() {
-        // Acknowledged before the crash: observers hear of them as of any other.
-        tell_acknowledged(&acknowledged, &replay);
-        to_indexer.send(replay).await.map_err(|_| StoreError::WriterStopped)?;
-    }
     let indexer = Indexer {
         progress: progress.clone(),
         observers,
@@ -332,6 +335,22 @@ fn append_loop(
             }
         }
     }
+}
+
+/// Tells observers of the records `from..=until` of the log, a batch at a time.
+fn tell_replayed(dir: &Path, from: u64, until: u64, observers: Vec<AckObserver>) -> Result<Vec<AckObserver>, StoreError> {
+    if observers.is_empty() {
+        return Ok(observers);
+    }
+    let mut reader = log::LogReader::new(dir, from);
+    while reader.next_seq() <= until {
+        let chunk = reader.read(until, MAX_INDEX_BATCH)?;
+        if chunk.is_empty() {
+            break;
+        }
+        tell_acknowledged(&observers, &chunk);
+    }
+    Ok(observers)
 }
 
 /// Hands observers a copy of acknowledged log entries (a contiguous run).

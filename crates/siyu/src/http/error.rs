@@ -17,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// Per-message reasons for a refused tracking batch.
     pub rejected: Vec<Rejection>,
+    /// Seconds to wait before retrying (`Retry-After`), for 503s that will pass.
+    pub retry_after: Option<u32>,
 }
 
 /// The error body, for the OpenAPI document.
@@ -39,7 +41,7 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), rejected: Vec::new() }
+        ApiError { status, code, message: message.into(), rejected: Vec::new(), retry_after: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -82,7 +84,11 @@ impl IntoResponse for ApiError {
         if !self.rejected.is_empty() {
             detail["rejected"] = json!(self.rejected);
         }
-        (self.status, Json(json!({ "error": detail }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": detail }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

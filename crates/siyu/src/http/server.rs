@@ -33,11 +33,15 @@ pub struct Limits {
     pub connections: usize,
     pub in_flight: usize,
     pub request: Duration,
+    /// Acknowledged messages not yet applied to the store, at most: past it the
+    /// tracking API answers 503 with `Retry-After` instead of letting the backlog (and
+    /// the memory that follows it) grow without bound while the store is slow or down.
+    pub backlog: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { header_read: Duration::from_secs(10), connections: 10_000, in_flight: 512, request: Duration::from_secs(60) }
+        Limits { header_read: Duration::from_secs(10), connections: 10_000, in_flight: 512, request: Duration::from_secs(60), backlog: 1_000_000 }
     }
 }
 
@@ -51,6 +55,9 @@ impl Limits {
         }
         if let Some(n) = num("SIYU_MAX_IN_FLIGHT") {
             l.in_flight = n as usize;
+        }
+        if let Some(n) = num("SIYU_MAX_BACKLOG") {
+            l.backlog = n;
         }
         l
     }

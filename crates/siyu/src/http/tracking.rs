@@ -119,6 +119,7 @@ async fn receive(app: &App, headers: &HeaderMap, body: Body, kind: Option<Messag
     let counter = match &result {
         Ok(()) => &app.metrics.tracking_requests_ok,
         Err(e) if e.status.is_client_error() => &app.metrics.tracking_requests_rejected,
+        Err(e) if e.code == "backlog_full" => &app.metrics.tracking_backlog_refused,
         Err(_) => &app.metrics.tracking_requests_failed,
     };
     counter.fetch_add(1, Ordering::Relaxed);
@@ -139,6 +140,12 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body, kind: Option<Message
     let body = decode(headers, raw)?;
     let parsed = parse(&body, kind)?;
     authorize(app, header_key.is_some(), &parsed)?;
+    let backlog = app.ingest.appended().saturating_sub(app.ingest.indexed());
+    if backlog > app.limits.backlog {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backlog_full", format!("{backlog} messages are waiting to be stored; retry shortly"));
+        e.retry_after = Some(5);
+        return Err(e);
+    }
 
     app.ingest.submit(parsed.messages).await.map_err(|e| {
         tracing::error!(error = %e, "ingest failed");
