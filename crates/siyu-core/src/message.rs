@@ -400,6 +400,7 @@ fn validate(path_kind: Option<MessageKind>, wire: &WireMessage, batch_sent_at: O
         let map: Map<String, Value> = serde_json::from_str(text).map_err(|e| ("invalid_field", format!("\"traits\": {e}")))?;
         traits.extend(map);
     }
+    flatten_consent(&mut traits);
     normalize_phone_trait(&mut traits);
 
     let identities = collect_identities(&user_id, &anonymous_id, wire_context.external_ids.as_ref(), &traits)?;
@@ -422,13 +423,46 @@ fn validate(path_kind: Option<MessageKind>, wire: &WireMessage, batch_sent_at: O
     })
 }
 
-/// A `phone` trait is stored in E.164 when it can be read as a phone number.
+/// Addresses are stored in one form: a `phone` trait in E.164 when it can be read as a
+/// phone number, an `email` trait trimmed and lower-cased when it looks like an address.
 fn normalize_phone_trait(traits: &mut [(String, Value)]) {
     for (key, value) in traits.iter_mut() {
-        if key == "phone"
-            && let Some(e164) = value.as_str().and_then(phone::normalize_e164)
-        {
-            *value = Value::String(e164);
+        let normal = match key.as_str() {
+            "phone" => value.as_str().and_then(phone::normalize_e164),
+            "email" => value.as_str().and_then(normalize_email),
+            _ => None,
+        };
+        if let Some(v) = normal {
+            *value = Value::String(v);
+        }
+    }
+}
+
+/// `" Li.Na@Example.COM "` → `"li.na@example.com"`; `None` unless it has the shape of
+/// an address (one `@`, something on both sides, a dot in the domain, no spaces).
+pub fn normalize_email(text: &str) -> Option<String> {
+    let t = text.trim().to_lowercase();
+    let (local, domain) = t.split_once('@')?;
+    let valid = !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !t.contains(char::is_whitespace);
+    valid.then_some(t)
+}
+
+/// Consent given the Segment way, nested (`"consent": {"sms": true}`), becomes the flat
+/// traits the contact policy reads (`consent.sms`). Flat keys given in the same message
+/// win over nested ones, whatever their order.
+fn flatten_consent(traits: &mut Vec<(String, Value)>) {
+    while let Some(i) = traits.iter().position(|(k, v)| k == "consent" && v.is_object()) {
+        let (_, Value::Object(nested)) = traits.remove(i) else { return };
+        for (channel, value) in nested {
+            let key = format!("consent.{channel}");
+            if !traits.iter().any(|(k, _)| *k == key) {
+                traits.push((key, value));
+            }
         }
     }
 }
@@ -601,6 +635,22 @@ mod tests {
         let p =
             batch(r#"{"sentAt":"2023-11-14T22:23:20Z","batch":[{"type":"track","anonymousId":"a","event":"X","timestamp":"2023-11-14T22:23:15Z"}]}"#).unwrap();
         assert_eq!(p.messages[0].timestamp, Timestamp(1_700_000_000_000 - 5_000));
+    }
+
+    #[test]
+    fn nested_consent_becomes_the_flat_traits_the_policy_reads() {
+        let p = parse_single(MessageKind::Identify, br#"{"userId":"u1","traits":{"consent":{"sms":true,"email":false},"consent.email":true}}"#, &cx()).unwrap();
+        let mut traits = p.messages[0].traits.clone();
+        traits.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(traits, vec![("consent.email".to_string(), Value::Bool(true)), ("consent.sms".to_string(), Value::Bool(true))]);
+    }
+
+    #[test]
+    fn email_traits_are_normalised() {
+        let p = parse_single(MessageKind::Identify, br#"{"userId":"u1","traits":{"email":" Li.Na@Example.COM "}}"#, &cx()).unwrap();
+        assert_eq!(p.messages[0].traits[0].1, Value::String("li.na@example.com".into()));
+        assert_eq!(normalize_email("not an address"), None);
+        assert_eq!(normalize_email("a@b"), None);
     }
 
     #[test]

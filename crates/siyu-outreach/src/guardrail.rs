@@ -67,21 +67,54 @@ pub struct Metrics {
 }
 
 /// Conversion in the sent group against the holdout group.
+///
+/// The holdout is drawn first from the eligible audience (consented, not in the block
+/// cooldown) by a stable hash, so the two groups are alike and `lift_points` is the
+/// campaign's effect: the sent group's conversion rate minus the holdout's, in
+/// percentage points, with a 95% confidence interval (normal approximation for a
+/// difference of two proportions). An interval that contains 0 means the campaign has
+/// not shown an effect yet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct Lift {
     pub event: String,
+    /// Customers who were sent the touch, and how many of them converted.
     pub sent: u64,
     pub sent_converted: u64,
+    /// Customers held out, and how many of them converted anyway.
     pub holdout: u64,
     pub holdout_converted: u64,
+    /// Conversion rates in percent (null for an empty group).
+    pub sent_rate: Option<f64>,
+    pub holdout_rate: Option<f64>,
     /// Conversion rate of the sent group minus the holdout's, in percentage points.
     pub lift_points: Option<f64>,
+    /// The 95% confidence interval of `lift_points`: [low, high].
+    pub lift_ci95: Option<[f64; 2]>,
 }
 
 impl Lift {
     pub fn compute(event: &str, sent: u64, sent_converted: u64, holdout: u64, holdout_converted: u64) -> Lift {
-        let lift_points = (sent > 0 && holdout > 0).then(|| 100.0 * (sent_converted as f64 / sent as f64 - holdout_converted as f64 / holdout as f64));
-        Lift { event: event.to_string(), sent, sent_converted, holdout, holdout_converted, lift_points }
+        let rate = |k: u64, n: u64| (n > 0).then(|| k as f64 / n as f64);
+        let (ps, ph) = (rate(sent_converted, sent), rate(holdout_converted, holdout));
+        let (lift_points, lift_ci95) = match (ps, ph) {
+            (Some(ps), Some(ph)) => {
+                let diff = ps - ph;
+                let se = (ps * (1.0 - ps) / sent as f64 + ph * (1.0 - ph) / holdout as f64).sqrt();
+                (Some(100.0 * diff), Some([100.0 * (diff - 1.96 * se), 100.0 * (diff + 1.96 * se)]))
+            }
+            _ => (None, None),
+        };
+        Lift {
+            event: event.to_string(),
+            sent,
+            sent_converted,
+            holdout,
+            holdout_converted,
+            sent_rate: ps.map(|p| 100.0 * p),
+            holdout_rate: ph.map(|p| 100.0 * p),
+            lift_points,
+            lift_ci95,
+        }
     }
 }
 
@@ -97,5 +130,18 @@ mod tests {
         let why = g.check(&Metrics { sent: 1000, blocks: 9, complaints: 3, ..Default::default() }).unwrap();
         assert!(why.contains("1.20%"), "{why}");
         assert!((Lift::compute("Order Completed", 100, 20, 50, 5).lift_points.unwrap() - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lift_has_a_95_percent_interval() {
+        // 20% of 1000 against 10% of 1000: 10 points, se = sqrt(.2*.8/1000 + .1*.9/1000) = 0.0158.
+        let l = Lift::compute("Order Completed", 1000, 200, 1000, 100);
+        let [lo, hi] = l.lift_ci95.unwrap();
+        assert!((lo - 6.901).abs() < 0.01 && (hi - 13.099).abs() < 0.01, "{lo} {hi}");
+        assert_eq!((l.sent_rate, l.holdout_rate), (Some(20.0), Some(10.0)));
+        // A small holdout gives a wide interval that spans 0: no effect shown yet.
+        let [lo, hi] = Lift::compute("Order Completed", 100, 12, 10, 1).lift_ci95.unwrap();
+        assert!(lo < 0.0 && hi > 0.0);
+        assert_eq!(Lift::compute("Order Completed", 100, 12, 0, 0).lift_ci95, None);
     }
 }

@@ -52,6 +52,18 @@ impl ContactLedger {
         list.push(PastTouch { at: at.0, channel });
     }
 
+    /// Takes back a touch that will not go out after all (stopped at send time), so the
+    /// customer's slot is free again.
+    pub fn release(&mut self, profile: u32, at: Timestamp, channel: Channel) {
+        let Some(list) = self.touches.get_mut(&profile) else { return };
+        if let Some(i) = list.iter().position(|t| t.at == at.0 && t.channel == channel) {
+            list.remove(i);
+        }
+        if list.is_empty() {
+            self.touches.remove(&profile);
+        }
+    }
+
     pub fn record_guide(&mut self, guide: &str, day: i64) {
         *self.guide_days.entry((guide.to_string(), day)).or_default() += 1;
         if let Some(undo) = &mut self.trial {
@@ -132,5 +144,19 @@ mod tests {
         assert_eq!(l.count(1, t, DAY_MS, None), 1);
         assert_eq!(l.count(9, t, DAY_MS, None), 0);
         assert_eq!(l.guide_load("g1", 5), 2);
+    }
+
+    #[test]
+    fn a_released_touch_frees_its_slot() {
+        let mut l = ContactLedger::new();
+        let t = Timestamp(100 * DAY_MS);
+        l.record(1, t, Channel::Sms);
+        l.record(1, Timestamp(t.0 + 60_000), Channel::Sms);
+        l.release(1, t, Channel::Wecom); // not that touch: nothing changes
+        assert_eq!(l.count(1, t, DAY_MS, None), 2);
+        l.release(1, t, Channel::Sms);
+        assert_eq!(l.count(1, t, DAY_MS, None), 1);
+        l.release(1, Timestamp(t.0 + 60_000), Channel::Sms);
+        assert_eq!(l.profiles(), 0);
     }
 }

@@ -103,6 +103,29 @@ pub struct PlanSummary {
     pub tasks: u64,
 }
 
+/// Why a touch that has not gone out is still waiting, stored as its delivery's
+/// `reason` beside `status: "queued"` or `"pending_staff"`.
+pub mod waiting {
+    /// Due now: goes out with the next dispatch round (within a second or two).
+    pub const DISPATCH: &str = "awaiting_dispatch";
+    /// Moved to the end of quiet hours in the customer's zone: `due_at` says when.
+    pub const QUIET_HOURS: &str = "deferred_quiet_hours";
+    /// The webhook did not accept the last attempt; retried every round.
+    pub const WEBHOOK: &str = "retrying_webhook";
+    /// A WeCom touch waiting for the guide to confirm it in their task.
+    pub const GUIDE: &str = "awaiting_guide";
+}
+
+/// How a decision is stored: (status, reason, due time).
+pub fn delivery_state(decision: &Decision, channel: Channel, now: Timestamp) -> (&'static str, &'static str, Timestamp) {
+    match *decision {
+        Decision::Send { at, .. } if channel == Channel::Wecom => ("pending_staff", waiting::GUIDE, at),
+        Decision::Send { at, deferred: true } => ("queued", waiting::QUIET_HOURS, at),
+        Decision::Send { at, deferred: false } => ("queued", waiting::DISPATCH, at),
+        Decision::Suppress(r) => ("suppressed", r.code(), now),
+    }
+}
+
 pub fn plan(policy: &ContactPolicy, audience: &Audience, opts: &PlanOptions, ledger: &mut ContactLedger) -> (Vec<Outcome>, PlanSummary) {
     let mut outcomes = Vec::with_capacity(audience.members.len() as usize);
     let mut summary = PlanSummary { audience: audience.members.len(), ..PlanSummary::default() };

@@ -105,10 +105,13 @@ pub enum Reason {
     Holdout,
     NoGuide,
     GuideCapacity,
+    /// Found at send time: the profile was merged into another (or erased) after the
+    /// touch was planned.
+    Merged,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NoConsent,
         Reason::BlockCooldown,
         Reason::DailyCap,
@@ -119,6 +122,7 @@ impl Reason {
         Reason::Holdout,
         Reason::NoGuide,
         Reason::GuideCapacity,
+        Reason::Merged,
     ];
 
     pub fn code(self) -> &'static str {
@@ -133,6 +137,7 @@ impl Reason {
             Reason::Holdout => "holdout",
             Reason::NoGuide => "no_guide",
             Reason::GuideCapacity => "guide_capacity",
+            Reason::Merged => "merged",
         }
     }
 
@@ -153,6 +158,7 @@ impl Reason {
             Reason::Holdout => "in the holdout group, kept out to measure lift",
             Reason::NoGuide => "WeCom messages go through a guide, and the customer has none",
             Reason::GuideCapacity => "the customer's guide has reached their daily task capacity",
+            Reason::Merged => "the customer's profile was merged into another after the touch was planned",
         }
     }
 }
@@ -218,7 +224,10 @@ pub fn evaluate(policy: &ContactPolicy, touch: &Touch, facts: &Facts, ledger: &C
     if touch.kind == TouchKind::Service {
         return Decision::Send { at: touch.now, deferred: false };
     }
-    let checks = [cooldown(facts), frequency_caps(policy, touch, ledger), platform_rules(policy, touch, ledger)];
+    // The holdout is drawn from the eligible audience (consented, not blocked) before
+    // any cap, so held-out customers take no slot and the two groups are alike: the
+    // sent group is then the eligible audience minus the holdout, less whoever caps stop.
+    let checks = [cooldown(facts), holdout(touch), frequency_caps(policy, touch, ledger), platform_rules(policy, touch, ledger)];
     if let Some(Err(r)) = checks.into_iter().find(Result::is_err) {
         return Decision::Suppress(r);
     }
@@ -226,9 +235,6 @@ pub fn evaluate(policy: &ContactPolicy, touch: &Touch, facts: &Facts, ledger: &C
         Some(until) => (until, true),
         None => (touch.now, false),
     };
-    if let Err(r) = holdout(touch) {
-        return Decision::Suppress(r);
-    }
     if let Err(r) = staff(policy, touch, facts, ledger, at) {
         return Decision::Suppress(r);
     }

@@ -112,6 +112,30 @@ fn holdout_is_stable_and_about_the_right_size() {
 }
 
 #[test]
+fn the_holdout_is_drawn_from_the_eligible_audience_before_any_cap() {
+    let p = ContactPolicy::default();
+    let held = (0..10_000u32)
+        .find(|&i| {
+            evaluate(&p, &Touch { holdout_percent: 50.0, ..touch(i, Channel::Sms, morning()) }, &facts(), &ContactLedger::new())
+                == Decision::Suppress(Reason::Holdout)
+        })
+        .unwrap();
+    let t = Touch { holdout_percent: 50.0, ..touch(held, Channel::Sms, morning()) };
+    // Already touched today: still in the holdout (not "daily_cap"), so the holdout
+    // group does not depend on what other campaigns did.
+    let mut l = ContactLedger::new();
+    l.record(held, morning(), Channel::Email);
+    assert_eq!(evaluate(&p, &t, &facts(), &l), Decision::Suppress(Reason::Holdout));
+    // Held out takes no slot: the customer can still be reached by another campaign.
+    let mut l = ContactLedger::new();
+    assert_eq!(decide(&p, &t, &facts(), &mut l), Decision::Suppress(Reason::Holdout));
+    assert_eq!(decide(&p, &touch(held, Channel::Sms, morning()), &facts(), &mut l), send_at(morning()));
+    // Not eligible (no consent, blocked) is never counted as held out.
+    assert_eq!(evaluate(&p, &t, &Facts { consent: false, ..facts() }, &l), Decision::Suppress(Reason::NoConsent));
+    assert_eq!(evaluate(&p, &t, &Facts { recently_blocked: true, ..facts() }, &l), Decision::Suppress(Reason::BlockCooldown));
+}
+
+#[test]
 fn wecom_needs_a_guide_with_capacity() {
     let p = ContactPolicy { guide_daily_capacity: 2, ..ContactPolicy::default() };
     let mut l = ContactLedger::new();

@@ -280,10 +280,51 @@ pub async fn due_deliveries(db: &mut dyn Db, now: Timestamp, limit: i64) -> Resu
     db.query(&sql, params![now.0, limit]).await?.iter().map(delivery).collect()
 }
 
+/// Settles deliveries: `sent` (reason cleared), `failed` with what went wrong.
 pub async fn mark_deliveries(db: &mut dyn Db, ids: &[i64], status: &str, reason: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
-        let sql = format!("UPDATE deliveries SET status = $1, reason = COALESCE($2, reason), sent_at = $3 WHERE id IN ({})", int_list(chunk));
+        let sql = format!("UPDATE deliveries SET status = $1, reason = $2, sent_at = $3 WHERE id IN ({})", int_list(chunk));
         db.execute(&sql, params![status, reason, at.0]).await?;
+    }
+    Ok(())
+}
+
+/// Touches stopped at send time, each with its policy reason. Only rows still in
+/// `status` (queued, or confirmed by a guide) change. Returns the ids that did.
+pub async fn suppress_unsent(db: &mut dyn Db, status: &str, stopped: &[(i64, &str)]) -> Result<Vec<i64>, StoreError> {
+    let mut done = Vec::new();
+    for (id, reason) in stopped {
+        let changed =
+            db.execute("UPDATE deliveries SET status = 'suppressed', reason = $2 WHERE id = $1 AND status = $3", params![*id, *reason, status]).await?;
+        if changed > 0 {
+            done.push(*id);
+        }
+    }
+    Ok(done)
+}
+
+/// Why queued touches are still waiting (e.g. `retrying_webhook`).
+pub async fn note_waiting(db: &mut dyn Db, ids: &[i64], reason: &str) -> Result<(), StoreError> {
+    for chunk in ids.chunks(500) {
+        let sql = format!("UPDATE deliveries SET reason = $1 WHERE status = 'queued' AND id IN ({})", int_list(chunk));
+        db.execute(&sql, params![reason]).await?;
+    }
+    Ok(())
+}
+
+/// Stores rendered content on deliveries that had none, before they are sent: a touch
+/// sent again after a crash carries exactly the same words.
+pub async fn save_contents(db: &mut dyn Db, contents: &[(i64, String)]) -> Result<(), StoreError> {
+    for chunk in contents.chunks(500) {
+        let mut sql = String::from("UPDATE deliveries SET content = CASE id");
+        let mut values: Vec<Param> = Vec::with_capacity(chunk.len());
+        for (i, (id, text)) in chunk.iter().enumerate() {
+            sql.push_str(&format!(" WHEN {id} THEN ${}", i + 1));
+            values.extend_from_slice(params![text]);
+        }
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        sql.push_str(&format!(" END WHERE content IS NULL AND id IN ({})", int_list(&ids)));
+        db.execute(&sql, &values).await?;
     }
     Ok(())
 }
@@ -428,8 +469,8 @@ pub async fn resolve_item(db: &mut dyn Db, task: i64, delivery: i64, confirmed: 
     let sent_at = confirmed.then_some(at.0);
     let changed = db
         .execute(
-            "UPDATE deliveries SET status = $3, sent_at = $4 WHERE id = $2 AND task_id = $1 AND status = 'pending_staff'",
-            params![task, delivery, status, sent_at],
+            "UPDATE deliveries SET status = $3, reason = $5, sent_at = $4 WHERE id = $2 AND task_id = $1 AND status = 'pending_staff'",
+            params![task, delivery, status, sent_at, (!confirmed).then_some("skipped_by_guide")],
         )
         .await?;
     close_if_done(db, task, at).await?;
@@ -538,16 +579,32 @@ fn journey(r: &Row) -> Result<JourneyRow, StoreError> {
     })
 }
 
-/// Creates or replaces a journey by name; returns its id.
+/// Creates or replaces a journey by name; returns its id. A new journey starts from the
+/// events stored after it was created: its first event id is recorded now (and the
+/// runner's cursor, if no journey ran before), not on the runner's next round.
 pub async fn put_journey(db: &mut dyn Db, name: &str, spec: &serde_json::Value, enabled: bool, at: Timestamp) -> Result<i64, StoreError> {
     let text = spec.to_string();
-    db.query_one(
-        "INSERT INTO journeys (name, spec, enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+    let id = db
+        .query_one(
+            "INSERT INTO journeys (name, spec, enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
              ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, enabled = excluded.enabled, updated_at = excluded.updated_at RETURNING id",
-        params![name, &text, enabled as i64, at.0],
-    )
-    .await?
-    .int(0)
+            params![name, &text, enabled as i64, at.0],
+        )
+        .await?
+        .int(0)?;
+    let newest = max_event_id(db).await?;
+    for cursor in [JOURNEYS_CURSOR.to_string(), journey_start(id)] {
+        db.execute("INSERT INTO outreach_cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", params![&cursor, newest]).await?;
+    }
+    Ok(id)
+}
+
+/// The journey runner's position in the event stream.
+pub const JOURNEYS_CURSOR: &str = "journeys";
+
+/// The newest event id when a journey was created: older events never trigger it.
+pub fn journey_start(journey: i64) -> String {
+    format!("journey:{journey}:from")
 }
 
 pub async fn list_journeys(db: &mut dyn Db) -> Result<Vec<JourneyRow>, StoreError> {
@@ -638,7 +695,11 @@ pub async fn journey_counts(db: &mut dyn Db, journey: i64) -> Result<Vec<(String
 }
 
 pub async fn cursor(db: &mut dyn Db, name: &str) -> Result<i64, StoreError> {
-    Ok(db.query_opt("SELECT value FROM outreach_cursors WHERE name = $1", params![name]).await?.map(|r| r.int(0)).transpose()?.unwrap_or(0))
+    Ok(cursor_opt(db, name).await?.unwrap_or(0))
+}
+
+pub async fn cursor_opt(db: &mut dyn Db, name: &str) -> Result<Option<i64>, StoreError> {
+    db.query_opt("SELECT value FROM outreach_cursors WHERE name = $1", params![name]).await?.map(|r| r.int(0)).transpose()
 }
 
 pub async fn set_cursor(db: &mut dyn Db, name: &str, value: i64) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use common::{Receiver, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use siyu_core::Timestamp;
+use siyu_outreach::ledger::DAY_MS;
 use siyu_outreach::quiet::{next_local_time, zone};
 use siyu_store::admin;
 use siyu_store::testing::TestStore;
@@ -300,6 +301,16 @@ async fn tasks_scenario(store: TestStore) {
     assert_eq!(manager_tasks.as_array().unwrap().len(), 1);
     let (s, _) = as_staff(&app, "tok-sh", reqwest::Method::GET, "/api/v1/tasks/completion", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // The manager is demoted to guide: the same token now sees only their own tasks.
+    let (s, v) = app.put("/api/v1/staff/m.sh", Some(&json!({"name": "Manager", "store_id": "SH001", "role": "guide"}))).await;
+    assert!(s.is_success(), "{v}");
+    let (_, tasks) = as_staff(&app, "tok-msh", reqwest::Method::GET, "/api/v1/tasks", None).await;
+    assert_eq!(tasks, json!([]), "a guide with no tasks of their own");
+    let task_id = manager_tasks[0]["id"].as_i64().unwrap();
+    let (s, _) = as_staff(&app, "tok-msh", reqwest::Method::GET, &format!("/api/v1/tasks/{task_id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = as_staff(&app, "tok-msh", reqwest::Method::GET, "/api/v1/tasks/completion?by=store", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
 
     // WeCom's monthly receive cap (1 here): two days later, a second WeCom campaign
     // reaches nobody, and says so.
@@ -355,6 +366,76 @@ async fn a_campaign_pauses_itself_when_customers_block() {
     app.shutdown().await;
 }
 
+/// Touches deferred by quiet hours are checked again when they are due: consent
+/// withdrawn (flat or nested), a complaint, and a webhook that is down meanwhile.
+async fn send_time_scenario(store: TestStore) {
+    let receiver = Receiver::default();
+    let app = spawn(store, &receiver, json!({})).await;
+    brand(&app, &[("l1", "g.ldn", true), ("l2", "g.ldn", true), ("l3", "g.ldn", false), ("l4", "g.ldn", true)]).await;
+    // Consent the Segment way, nested, counts.
+    app.send("/v1/identify", &json!({"userId": "l3", "traits": {"consent": {"sms": true}}})).await;
+    app.send("/v1/identify", &json!({"userId": "l4", "traits": {"phone": "138 1234 5678", "email": " L4@Example.com"}})).await;
+    app.settle_all().await;
+    let morning = to_shanghai_morning(&app);
+    let london_nine = next_local_time(morning, NaiveTime::from_hms_opt(9, 0, 0).unwrap(), zone(Some("Europe/London")));
+    let ids = [profile_id(&app, "l1").await, profile_id(&app, "l2").await, profile_id(&app, "l3").await, profile_id(&app, "l4").await];
+    launch(&app, &sms_campaign("night")).await;
+    tick(&app).await;
+    for p in ids {
+        let d = &deliveries(&app, p).await[0];
+        assert_eq!((d["status"].as_str(), d["reason"].as_str()), (Some("queued"), Some("deferred_quiet_hours")), "{d}");
+        assert_eq!(Timestamp::parse_iso8601(d["due_at"].as_str().unwrap()).unwrap(), london_nine);
+    }
+
+    // Overnight: l1 withdraws consent, l2 complains, l3 withdraws the nested way.
+    app.send("/v1/identify", &json!({"userId": "l1", "traits": {"consent.sms": false}})).await;
+    app.send("/v1/track", &json!({"userId": "l2", "event": "Message Complained"})).await;
+    app.send("/v1/identify", &json!({"userId": "l3", "traits": {"consent": {"sms": false}}})).await;
+    app.settle_all().await;
+    let outreach = &app.running.as_ref().unwrap().state.outreach;
+    assert_eq!(outreach.ledger.lock().await.count(ids[0] as u32, london_nine, DAY_MS, None), 1, "l1's slot is held while queued");
+
+    // Morning in London, and the gateway is down.
+    app.engine().clock().advance(london_nine.0 - app.engine().now().0 + 1000);
+    receiver.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    tick(&app).await;
+    let status = |d: &Value| (d["status"].as_str().map(str::to_string), d["reason"].as_str().map(str::to_string));
+    let stopped = [(ids[0], "no_consent"), (ids[1], "block_cooldown"), (ids[2], "no_consent")];
+    for (p, why) in stopped {
+        assert_eq!(status(&deliveries(&app, p).await[0]), (Some("suppressed".into()), Some(why.into())), "profile {p}");
+        assert_eq!(outreach.ledger.lock().await.count(p as u32, london_nine, DAY_MS, None), 0, "the slot is released");
+    }
+    let waiting = deliveries(&app, ids[3]).await[0].clone();
+    assert_eq!(status(&waiting), (Some("queued".into()), Some("retrying_webhook".into())));
+    assert!(waiting["content"].as_str().unwrap().starts_with("L4, LDN01 store"), "rendered once and stored: {waiting}");
+
+    // Her name changes before the gateway is back: the touch goes out as first rendered.
+    app.send("/v1/identify", &json!({"userId": "l4", "traits": {"first_name": "CHANGED"}})).await;
+    app.settle_all().await;
+    receiver.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    tick(&app).await;
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "only l4's touch is sent: {got:?}");
+    assert_eq!(got[0]["content"], waiting["content"]);
+    assert_eq!(got[0]["to"]["phone"], json!("+8613812345678"), "{}", got[0]);
+    assert_eq!(got[0]["to"]["email"], json!("l4@example.com"));
+    assert_eq!(got[0]["to"]["user_id"], json!("l4"));
+    assert!(got[0]["to"]["phone_hash"].is_string());
+    assert_eq!(status(&deliveries(&app, ids[3]).await[0]), (Some("sent".into()), None));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_touches_are_checked_again_when_sent_sqlite() {
+    send_time_scenario(TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_touches_are_checked_again_when_sent_postgres() {
+    let Some(store) = TestStore::postgres().await else { return };
+    send_time_scenario(store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holdout_groups_measure_lift() {
     let receiver = Receiver::default();
@@ -385,6 +466,9 @@ async fn holdout_groups_measure_lift() {
     assert_eq!(report["lift"]["sent_converted"], report["lift"]["sent"], "{report}");
     assert_eq!(report["lift"]["holdout_converted"], json!(0));
     assert!((report["lift"]["lift_points"].as_f64().unwrap() - 100.0).abs() < 1e-9);
+    assert_eq!(report["lift"]["holdout"].as_u64().unwrap(), held, "both group sizes are reported");
+    let ci = report["lift"]["lift_ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= 100.0 && ci[1].as_f64().unwrap() >= 100.0, "{report}");
     app.shutdown().await;
 }
 

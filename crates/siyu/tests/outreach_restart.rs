@@ -82,7 +82,6 @@ async fn scenario(dir: &Path, database_url: Option<String>) {
     let journey = json!({"spec": {"name": "welcome", "trigger": {"event": {"event": "Signed Up"}}, "steps": [
         {"send": {"channel": "sms", "content": "welcome"}}, {"wait": {"hours": 0.002}}, {"tag": {"add": "welcomed"}}]}});
     server.admin(reqwest::Method::POST, "/api/v1/journeys", Some(journey)).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await; // the runner starts reading events
     server.track(users.iter().map(|u| json!({"type": "track", "userId": u, "event": "Signed Up"})).collect()).await;
     let campaign = json!({"name": "first", "audience": {"segment": "restart"}, "channel": "sms", "content": "hello"});
     let first = server.admin(reqwest::Method::POST, "/api/v1/campaigns", Some(campaign.clone())).await["id"].as_i64().unwrap();

@@ -64,8 +64,15 @@ async fn identify(app: &App, token: String) -> Result<Option<Caller>, ApiError> 
     }
     // Stored tokens are looked up by hash, so the comparison never sees the secret.
     let grant = app.store.run(move |db| Box::pin(async move { admin::find_token(db, &token).await })).await?;
-    Ok(grant.map(|g| match g.staff_userid {
-        Some(userid) if g.role != ADMIN_ROLE => Caller::Staff { userid, role: g.role },
-        _ => Caller::Admin,
-    }))
+    let Some(grant) = grant else { return Ok(None) };
+    match grant.staff_userid {
+        // A staff token carries who, not what: the role and store come from the staff
+        // record as it is now, so a member removed or demoted loses access at once.
+        Some(userid) if grant.role != ADMIN_ROLE => {
+            let u = userid.clone();
+            let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &u).await })).await?;
+            Ok(staff.map(|s| Caller::Staff { userid, role: s.role }))
+        }
+        _ => Ok(Some(Caller::Admin)),
+    }
 }

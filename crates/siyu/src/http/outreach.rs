@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use siyu_core::org::StaffRole;
 use siyu_outreach::ContactPolicy;
 use siyu_outreach::campaign::Action;
 use siyu_store::outreach::{self as stored, AuditEntry, CampaignRow, Completion, DeliveryRow, JourneyRow, JourneyState, TaskRow};
@@ -235,7 +236,8 @@ enum Scope {
 async fn scope(app: &App, caller: &Caller) -> ApiResult<Scope> {
     match caller {
         Caller::Admin => Ok(Scope::All),
-        Caller::Staff { userid, role } if role == "store_manager" => {
+        Caller::Staff { role, .. } if role == StaffRole::Operator.as_str() => Ok(Scope::All),
+        Caller::Staff { userid, role } if role == StaffRole::StoreManager.as_str() => {
             let u = userid.clone();
             let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &u).await })).await?;
             match staff.and_then(|s| s.store_id) {
@@ -305,7 +307,8 @@ async fn visible_task(app: &App, caller: &Caller, id: i64) -> ApiResult<TaskRow>
 pub async fn show_task(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<Json<TaskView>> {
     let task = visible_task(&app, &caller, id).await?;
     let rows = app.store.run(move |db| Box::pin(stored::deliveries_of_task(db, id))).await?;
-    let outgoing = render::outgoing(&app.outreach, &rows).await.map_err(ApiError::internal)?;
+    // What the guide is shown is stored: the mass message later carries the same words.
+    let outgoing = render::rendered_once(&app.outreach, &rows).await.map_err(ApiError::internal)?;
     let items = rows
         .iter()
         .zip(outgoing)

@@ -10,6 +10,7 @@ use roaring::RoaringBitmap;
 use siyu_core::Timestamp;
 use siyu_core::rule::{Channel, Rule, parse};
 use siyu_outreach::plan::Owners;
+use siyu_outreach::policy::Reason;
 use siyu_outreach::quiet::zone;
 use siyu_store::org;
 
@@ -120,4 +121,35 @@ pub async fn guide_of(o: &Outreach, p: u32) -> anyhow::Result<Option<(String, Tz
     let Some(guide) = guide else { return Ok(None) };
     let z = guide_zones(o).await?.get(&guide).copied().unwrap_or_else(|| zone(None));
     Ok(Some((guide, z)))
+}
+
+/// The policy again, at send time, for queued touches: the reason each one must not go
+/// out any more, if any. Between planning and sending (quiet hours, a webhook down, a
+/// long batch) a customer can withdraw consent, complain or delete their guide, and
+/// profiles can merge; caps and quiet hours were settled at planning and stay so.
+pub async fn recheck(o: &Outreach, due: &[siyu_store::outreach::DeliveryRow], now: Timestamp) -> anyhow::Result<Vec<Option<Reason>>> {
+    let cooldown = rule(&o.policy().cooldown_rule())?;
+    let mut channels: Vec<Channel> = due.iter().filter_map(|d| Channel::parse(&d.channel)).collect();
+    channels.sort_by_key(|c| c.as_str());
+    channels.dedup();
+    for r in channels.into_iter().map(Rule::Consent).chain([cooldown.clone()]) {
+        index_for(o, &r, now).await?;
+    }
+    let st = o.engine.read();
+    let cx = st.cx(now);
+    Ok(due
+        .iter()
+        .map(|d| {
+            let p = d.profile_id as u32;
+            if !st.index.alive().contains(p) {
+                return Some(Reason::Merged);
+            }
+            let consented = Channel::parse(&d.channel).is_some_and(|ch| siyu_engine::eval::eval_one(&cx, &Rule::Consent(ch), p));
+            if !consented {
+                return Some(Reason::NoConsent);
+            }
+            let marketing = d.kind == siyu_outreach::TouchKind::Marketing.as_str();
+            (marketing && siyu_engine::eval::eval_one(&cx, &cooldown, p)).then_some(Reason::BlockCooldown)
+        })
+        .collect())
 }

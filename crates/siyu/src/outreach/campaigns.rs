@@ -11,7 +11,7 @@ use siyu_core::rule::Channel;
 use siyu_engine::{decode_members, encode_members};
 use siyu_outreach::campaign::{Action, CampaignSpec, Status};
 use siyu_outreach::guardrail::{Lift, Metrics};
-use siyu_outreach::plan::{Audience, Outcome, PlanOptions, PlanSummary, dry_run, plan};
+use siyu_outreach::plan::{Audience, Outcome, PlanOptions, PlanSummary, delivery_state, dry_run, plan};
 use siyu_outreach::policy::{Decision, Reason};
 use siyu_outreach::quiet::zone;
 use siyu_outreach::template::Template;
@@ -180,7 +180,7 @@ pub async fn preview(o: &Outreach, id: i64, sample: usize) -> Result<Preview, Ca
             own_zones: &facts.own_zones,
             default_zone: zone(None),
         };
-        dry_run(o.policy(), &aud, &opts, &mut ledger)
+        super::off_the_runtime(|| dry_run(o.policy(), &aud, &opts, &mut ledger))
     };
     let picked: Vec<&Outcome> = outcomes.iter().filter(|x| matches!(x.decision, Decision::Send { .. })).take(sample).collect();
     let targets: Vec<(i64, Option<String>, String)> =
@@ -255,7 +255,7 @@ pub async fn run_one(o: &Outreach, c: CampaignRow, now: Timestamp) -> anyhow::Re
             own_zones: &facts.own_zones,
             default_zone: zone(None),
         };
-        plan(o.policy(), &aud, &opts, &mut ledger)
+        super::off_the_runtime(|| plan(o.policy(), &aud, &opts, &mut ledger))
     };
     let (rows, groups) = deliveries(&c, &spec, &opts, &outcomes, &facts.owners.guides, o.policy().wecom_task_limit);
     let recurring = spec.schedule.every_days.map(|d| Timestamp(c.next_run_at.unwrap_or(now).0 + d as i64 * 86_400_000));
@@ -305,16 +305,10 @@ pub fn deliveries(
         .iter()
         .enumerate()
         .map(|(i, x)| {
-            let (status, reason, due) = match x.decision {
-                Decision::Send { at, .. } if wecom => {
-                    if let Some(g) = x.guide {
-                        by_guide.entry(g).or_default().push(i);
-                    }
-                    ("pending_staff", None, at)
-                }
-                Decision::Send { at, .. } => ("queued", None, at),
-                Decision::Suppress(r) => ("suppressed", Some(r.code().to_string()), opts.now),
-            };
+            let (status, reason, due) = delivery_state(&x.decision, spec.channel, opts.now);
+            if let (true, Decision::Send { .. }, Some(g)) = (wecom, &x.decision, x.guide) {
+                by_guide.entry(g).or_default().push(i);
+            }
             NewDelivery {
                 key: format!("{}:{}", opts.source, x.profile),
                 profile_id: x.profile as i64,
@@ -323,7 +317,7 @@ pub fn deliveries(
                 channel: spec.channel.as_str().to_string(),
                 kind: spec.kind.as_str().into(),
                 status: status.to_string(),
-                reason,
+                reason: Some(reason.to_string()),
                 guide: x.guide.map(|g| guides[g as usize].clone()),
                 task_id: None,
                 content: None,

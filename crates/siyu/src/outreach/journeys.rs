@@ -11,7 +11,8 @@ use siyu_core::Timestamp;
 use siyu_core::rule::{Channel, Rule, parse};
 use siyu_engine::eval::eval_one;
 use siyu_outreach::journey::{JourneySpec, Step, wake_after};
-use siyu_outreach::policy::{Decision, Facts, Touch, decide};
+use siyu_outreach::plan::delivery_state;
+use siyu_outreach::policy::{Facts, Touch, decide};
 use siyu_outreach::quiet::zone;
 use siyu_outreach::template::Template;
 use siyu_store::outreach::{self as stored, JourneyRow, JourneyState, NewDelivery, NewTask};
@@ -19,7 +20,7 @@ use siyu_store::profiles;
 
 use super::{Outreach, audience, render};
 
-const CURSOR: &str = "journeys";
+const CURSOR: &str = stored::JOURNEYS_CURSOR;
 const EVENTS_PER_ROUND: i64 = 10_000;
 /// Intake rounds per tick: enough to keep up with a busy ingest, bounded so sends and
 /// tasks still get their turn every few seconds.
@@ -82,29 +83,34 @@ async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Times
     let ids: Vec<i64> = journeys.iter().map(|(j, _)| j.id).collect();
     for _ in 0..ROUNDS_PER_TICK {
         let (names, ids) = (names.clone(), ids.clone());
-        let (start, events, states) = o
+        let (start, events, states, starts) = o
             .store
             .run(move |db| {
                 Box::pin(async move {
-                    let mut cursor = stored::cursor(db, CURSOR).await?;
-                    if cursor == 0 {
-                        // Journeys start from now: history does not trigger them.
-                        cursor = stored::max_event_id(db).await?;
-                    }
+                    // Set when the first journey was created (a data directory from
+                    // before that has none: history does not trigger journeys).
+                    let cursor = match stored::cursor_opt(db, CURSOR).await? {
+                        Some(c) => c,
+                        None => stored::max_event_id(db).await?,
+                    };
                     let events = stored::events_after(db, cursor, &names, EVENTS_PER_ROUND).await?;
                     let mut profiles: Vec<i64> = events.iter().map(|e| e.1).collect();
                     profiles.sort_unstable();
                     profiles.dedup();
                     let states = stored::states_of(db, &ids, &profiles).await?;
-                    Ok((cursor, events, states))
+                    let mut starts = HashMap::new();
+                    for id in &ids {
+                        starts.insert(*id, stored::cursor(db, &stored::journey_start(*id)).await?);
+                    }
+                    Ok((cursor, events, states, starts))
                 })
             })
             .await?;
         let mut positions: HashMap<(i64, i64), JourneyState> = states.into_iter().map(|s| ((s.journey_id, s.profile_id), s)).collect();
         let mut changed = BTreeSet::new();
-        for (_, profile, name, ts, payload) in &events {
+        for (event_id, profile, name, ts, payload) in &events {
             let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
-            for (j, spec) in journeys {
+            for (j, spec) in journeys.iter().filter(|(j, _)| starts.get(&j.id).is_none_or(|from| event_id > from)) {
                 let key = (j.id, *profile);
                 let state = positions.get(&key).cloned();
                 let active = state.as_ref().filter(|s| s.status == "active");
@@ -328,11 +334,7 @@ async fn send(
     let touch = Touch { profile: p as u32, channel, kind, now, source: &source, holdout_percent: 0.0 };
     let f = Facts { consent, recently_blocked, zone: z, guide_zone, guide: guide.as_deref() };
     let decision = decide(o.policy(), &touch, &f, &mut ledger);
-    let (status, reason, due) = match decision {
-        Decision::Send { at, .. } if channel == Channel::Wecom => ("pending_staff", None, at),
-        Decision::Send { at, .. } => ("queued", None, at),
-        Decision::Suppress(r) => ("suppressed", Some(r.code().to_string()), now),
-    };
+    let (status, reason, due) = delivery_state(&decision, channel, now);
     let row = NewDelivery {
         key: key.to_string(),
         profile_id: p,
@@ -341,7 +343,7 @@ async fn send(
         channel: channel.as_str().into(),
         kind: kind.as_str().into(),
         status: status.into(),
-        reason,
+        reason: Some(reason.into()),
         guide: guide.clone(),
         task_id: None,
         content: Some(text),

@@ -23,9 +23,10 @@ use siyu_core::Timestamp;
 use siyu_core::rule::Channel;
 use siyu_engine::Engine;
 use siyu_outreach::ledger::HORIZON_MS;
+use siyu_outreach::plan::waiting;
 use siyu_outreach::policy::local_day;
 use siyu_outreach::quiet::zone;
-use siyu_outreach::{ContactLedger, ContactPolicy};
+use siyu_outreach::{ContactLedger, ContactPolicy, TouchKind};
 use siyu_store::ingest::IngestHandle;
 use siyu_store::outreach as stored;
 use siyu_store::{Store, StoreError};
@@ -187,7 +188,11 @@ impl Outreach {
         true
     }
 
-    /// Sends queued deliveries whose time has come; a failed batch is retried next tick.
+    /// Sends queued deliveries whose time has come. Each round re-checks the policy
+    /// (a touch that no longer passes is suppressed and its cap slot released), stores
+    /// the rendered content of touches that had none before sending them (so a re-send
+    /// after a crash carries the same words), and sends; a failed batch is retried
+    /// next tick.
     pub async fn dispatch(&self, now: Timestamp) -> anyhow::Result<u64> {
         let mut sent = 0;
         loop {
@@ -195,8 +200,16 @@ impl Outreach {
             if due.is_empty() {
                 return Ok(sent);
             }
-            let outgoing = render::outgoing(self, &due).await?;
+            let full_batch = due.len() as i64 == DISPATCH_BATCH;
+            let due = self.stop_what_no_longer_passes(due, "queued", now).await?;
+            let outgoing = render::rendered_once(self, &due).await?;
             let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+            if ids.is_empty() {
+                if !full_batch {
+                    return Ok(sent);
+                }
+                continue;
+            }
             match self.sender.send(&outgoing).await {
                 Ok(()) => {
                     sent += ids.len() as u64;
@@ -204,13 +217,39 @@ impl Outreach {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, deliveries = ids.len(), "dispatch failed; retrying next round");
+                    self.store.run(move |db| Box::pin(async move { stored::note_waiting(db, &ids, waiting::WEBHOOK).await })).await?;
                     return Ok(sent);
                 }
             }
-            if (due.len() as i64) < DISPATCH_BATCH {
+            if !full_batch {
                 return Ok(sent);
             }
         }
+    }
+
+    /// Suppresses the due touches (all in `status`) the policy would no longer let
+    /// through, releases their slots in the ledger, and returns the rest.
+    pub async fn stop_what_no_longer_passes(
+        &self,
+        due: Vec<stored::DeliveryRow>,
+        status: &'static str,
+        now: Timestamp,
+    ) -> anyhow::Result<Vec<stored::DeliveryRow>> {
+        let verdicts = audience::recheck(self, &due, now).await?;
+        let stopped: Vec<(i64, &'static str)> = due.iter().zip(&verdicts).filter_map(|(d, r)| r.map(|r| (d.id, r.code()))).collect();
+        if stopped.is_empty() {
+            return Ok(due);
+        }
+        let mut ledger = self.ledger.lock().await;
+        let done = self.store.transaction(move |db| Box::pin(async move { stored::suppress_unsent(db, status, &stopped).await })).await?;
+        for d in due.iter().filter(|d| done.contains(&d.id) && d.kind == TouchKind::Marketing.as_str()) {
+            if let Some(ch) = Channel::parse(&d.channel) {
+                ledger.release(d.profile_id as u32, d.due_at, ch);
+            }
+        }
+        drop(ledger);
+        tracing::info!(stopped = done.len(), status, "touches stopped at send time (consent withdrawn, blocked or merged since planning)");
+        Ok(due.into_iter().zip(verdicts).filter(|(_, r)| r.is_none()).map(|(d, _)| d).collect())
     }
 
     /// Reminders before deadlines; late tasks expire.
@@ -266,6 +305,15 @@ impl Outreach {
 fn reminder_text(task: &stored::TaskRow, zone: chrono_tz::Tz) -> String {
     let deadline = task.deadline.to_datetime().with_timezone(&zone).format("%m-%d %H:%M");
     format!("任务提醒：「{}」将于 {deadline} 截止，请尽快在 Siyu 导购任务中确认或跳过待发送的客户。", task.title)
+}
+
+/// Runs CPU-heavy work (planning millions of touches takes seconds) without holding up
+/// the runtime's worker threads: tokio moves their other tasks elsewhere meanwhile.
+pub fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// The background loop, until `stop` (a round under way finishes first).

@@ -39,6 +39,18 @@ pub async fn render_many(o: &Outreach, template: &Template, coupon: Option<&str>
     Ok(targets.iter().map(|(p, guide, key)| template.render(&vars(traits.get(p), guide.as_deref(), &dir, coupon.map(|c| coupon_code(c, key)), *p))).collect())
 }
 
+/// Deliveries as they go to a channel, with the content of those that had none
+/// rendered and stored before anything is sent: a touch sent again (after a crash, a
+/// failed batch) carries exactly the words it first had.
+pub async fn rendered_once(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<Outgoing>> {
+    let outgoing = outgoing(o, due).await?;
+    let rendered: Vec<(i64, String)> = due.iter().zip(&outgoing).filter(|(d, _)| d.content.is_none()).map(|(d, x)| (d.id, x.content.clone())).collect();
+    if !rendered.is_empty() {
+        o.store.transaction(move |db| Box::pin(async move { stored::save_contents(db, &rendered).await })).await?;
+    }
+    Ok(outgoing)
+}
+
 /// Deliveries as they go to a channel, content rendered.
 pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<Outgoing>> {
     let ids: Vec<i64> = due.iter().map(|d| d.profile_id).collect();
@@ -82,8 +94,34 @@ pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<O
                 campaign_id: d.campaign_id,
                 journey_id: d.journey_id,
                 content,
-                to: identities.get(&d.profile_id).cloned().map(Value::Object).unwrap_or_else(|| json!({})),
+                to: address(identities.get(&d.profile_id), traits.get(&d.profile_id)),
             }
         })
         .collect())
+}
+
+/// Where a gateway sends a touch: the customer's identities (`user_id`,
+/// `external_userid`, `unionid`, `member_no`), their phone in E.164 and e-mail address
+/// from their traits, and their official-account `openid` with its `appid`. (The phone
+/// identity is only a hash: it is given as `phone_hash`, never as `phone`.)
+pub fn address(identities: Option<&serde_json::Map<String, Value>>, traits: Option<&serde_json::Map<String, Value>>) -> Value {
+    let mut to = identities.cloned().unwrap_or_default();
+    if let Some(hash) = to.remove("phone") {
+        to.insert("phone_hash".into(), hash);
+    }
+    if let Some(Value::String(stored)) = to.remove("openid") {
+        let (appid, openid) = stored.split_once(':').unwrap_or(("", stored.as_str()));
+        to.insert("openid".into(), json!(openid));
+        if !appid.is_empty() {
+            to.insert("appid".into(), json!(appid));
+        }
+    }
+    let text = |key: &str| traits.and_then(|t| t.get(key)).and_then(Value::as_str);
+    if let Some(phone) = text("phone").and_then(siyu_core::phone::normalize_e164) {
+        to.insert("phone".into(), json!(phone));
+    }
+    if let Some(email) = text("email").and_then(siyu_core::message::normalize_email) {
+        to.insert("email".into(), json!(email));
+    }
+    Value::Object(to)
 }

@@ -21,12 +21,18 @@ use super::{Outreach, render};
 const PER_MESSAGE: usize = 10_000;
 
 /// Confirmed touches → mass messages.
-pub async fn push(o: &Outreach, client: &Client, _now: Timestamp) -> anyhow::Result<()> {
+pub async fn push(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Result<()> {
     let rows = o.store.run(|db| Box::pin(wstore::confirmed_unsent(db, 20_000))).await?;
     if rows.is_empty() {
         return Ok(());
     }
-    let outgoing = render::outgoing(o, &rows).await?;
+    // A guide's confirmation does not outrank the customer: one who deleted the guide
+    // or withdrew consent since the task was made is not messaged.
+    let rows = o.stop_what_no_longer_passes(rows, "confirmed", now).await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let outgoing = render::rendered_once(o, &rows).await?;
     let ids: Vec<i64> = rows.iter().map(|d| d.profile_id).collect();
     let identities = o.store.run(move |db| Box::pin(async move { stored::identities_of(db, &ids).await })).await?;
     // (guide, text) → deliveries with the customer's external_userid.

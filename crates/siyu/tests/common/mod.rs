@@ -207,18 +207,23 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
 #[derive(Clone, Default)]
 pub struct Receiver {
     pub got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// While set, the receiver answers 503 and keeps nothing (a gateway that is down).
+    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Receiver {
     pub async fn start(&self) -> String {
-        let got = self.got.clone();
+        let (got, down) = (self.got.clone(), self.down.clone());
         let router = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-                let got = got.clone();
+                let (got, down) = (got.clone(), down.clone());
                 async move {
+                    if down.load(std::sync::atomic::Ordering::SeqCst) {
+                        return reqwest::StatusCode::SERVICE_UNAVAILABLE;
+                    }
                     got.lock().unwrap().extend(body["deliveries"].as_array().cloned().unwrap_or_default());
-                    "ok"
+                    reqwest::StatusCode::OK
                 }
             }),
         );
