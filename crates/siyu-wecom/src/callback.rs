@@ -106,6 +106,9 @@ pub enum CallbackEvent {
     ContactDeletedByCustomer { staff: String, external_userid: String },
     /// `del_external_contact`: the guide removed the customer.
     ContactDeletedByStaff { staff: String, external_userid: String },
+    /// `del_external_contact` with `Source=DELETE_BY_TRANSFER`: the customer moved to
+    /// another guide (在职继承), so WeCom removed them from `staff`. Not a block.
+    ContactHandedOver { staff: String, external_userid: String },
     /// `transfer_fail`: a customer transfer to `staff` failed.
     TransferFailed { staff: String, external_userid: String, reason: Option<String> },
     /// `change_external_chat`: `create`, `update` (`add_member`/`del_member` with the
@@ -141,6 +144,9 @@ impl CallbackEvent {
             }
             (Some("change_external_contact"), Some("del_follow_user")) => {
                 CallbackEvent::ContactDeletedByCustomer { staff: s("UserID")?, external_userid: s("ExternalUserID")? }
+            }
+            (Some("change_external_contact"), Some("del_external_contact")) if f.get("Source") == Some("DELETE_BY_TRANSFER") => {
+                CallbackEvent::ContactHandedOver { staff: s("UserID")?, external_userid: s("ExternalUserID")? }
             }
             (Some("change_external_contact"), Some("del_external_contact")) => {
                 CallbackEvent::ContactDeletedByStaff { staff: s("UserID")?, external_userid: s("ExternalUserID")? }
@@ -192,6 +198,23 @@ fn dedupe_base(f: &Fields) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delete_by_transfer_is_a_hand_over_not_a_removal() {
+        let xml = |source: &str| {
+            format!(
+                "<xml><ToUserName>ww1</ToUserName><FromUserName>sys</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType>\
+                 <Event>change_external_contact</Event><ChangeType>del_external_contact</ChangeType><UserID>li</UserID>\
+                 <ExternalUserID>wm1</ExternalUserID>{source}</xml>"
+            )
+        };
+        let read = |x: String| CallbackEvent::from_fields(&parse(&x).unwrap()).unwrap();
+        assert_eq!(
+            read(xml("<Source><![CDATA[DELETE_BY_TRANSFER]]></Source>")),
+            CallbackEvent::ContactHandedOver { staff: "li".into(), external_userid: "wm1".into() }
+        );
+        assert_eq!(read(xml("")), CallbackEvent::ContactDeletedByStaff { staff: "li".into(), external_userid: "wm1".into() });
+    }
 
     #[test]
     fn reads_an_add_contact_event() {

@@ -77,6 +77,9 @@ pub fn to_messages(fields: &Fields, event: &CallbackEvent, received_at: Timestam
         CallbackEvent::ContactDeletedByStaff { staff, external_userid } => {
             contact(external_userid, "Contact Deleted", json!({"staff_userid": staff, "initiator": "staff"}))
         }
+        CallbackEvent::ContactHandedOver { staff, external_userid } => {
+            contact(external_userid, "Contact Handed Over", json!({"staff_userid": staff, "reason": "transfer", "source": "wecom"}))
+        }
         CallbackEvent::TransferFailed { staff, external_userid, reason } => {
             contact(external_userid, "Transfer Failed", json!({"staff_userid": staff, "reason": reason}))
         }

@@ -74,6 +74,8 @@ struct Transfer {
     status: u8,
     /// When it was taken over (seconds).
     takeover_time: Option<i64>,
+    /// 离职继承 (the handover resigned) rather than 在职继承.
+    resigned: bool,
 }
 
 /// How long a customer has to refuse a transfer before it completes.
@@ -114,6 +116,8 @@ impl SimConfig {
 
 #[derive(Default)]
 struct Corp {
+    /// Where callbacks go (set from the config, or later with `connect_callbacks`).
+    callback_url: Option<String>,
     staff: Vec<String>,
     /// Members who left: their customers wait for `resigned/transfer_customer`.
     resigned: Vec<String>,
@@ -183,7 +187,14 @@ fn ok(mut v: Value) -> Json<Value> {
 
 impl Simulator {
     pub fn new(config: SimConfig) -> Arc<Simulator> {
-        Arc::new(Simulator { config, corp: Mutex::new(Corp::default()), http: reqwest::Client::builder().no_proxy().build().expect("http") })
+        let corp = Corp { callback_url: config.callback_url.clone(), ..Corp::default() };
+        Arc::new(Simulator { config, corp: Mutex::new(corp), http: reqwest::Client::builder().no_proxy().build().expect("http") })
+    }
+
+    /// Starts sending callbacks to `url` (a corp whose contacts existed before Siyu
+    /// was connected, then Siyu's callback URL was configured).
+    pub fn connect_callbacks(&self, url: &str) {
+        self.corp.lock().expect("corp").callback_url = Some(url.to_string());
     }
 
     /// Adds staff with the customer-contact feature.
@@ -226,10 +237,20 @@ impl Simulator {
         }
     }
 
-    /// Every waiting transfer completes now, as if the customers' 24 hours had passed.
-    pub fn complete_transfers(&self) {
-        let mut c = self.corp.lock().expect("corp");
-        Simulator::take_over_waiting(&mut c, now_secs(), |_| true);
+    /// Every waiting transfer completes now, as if the customers' 24 hours had passed,
+    /// with WeCom's `del_external_contact` (`Source=DELETE_BY_TRANSFER`) callbacks.
+    pub async fn complete_transfers(&self) -> Result<(), String> {
+        let done = Simulator::take_over_waiting(&mut self.corp.lock().expect("corp"), now_secs(), |_| true);
+        self.handed_over(done).await
+    }
+
+    /// When a transfer completes WeCom tells the corp the handover lost the customer:
+    /// `del_external_contact` with `Source=DELETE_BY_TRANSFER`.
+    async fn handed_over(&self, done: Vec<(String, String)>) -> Result<(), String> {
+        for (handover, external) in done {
+            self.callback(self.event_xml("del_external_contact", &handover, &external, "<Source><![CDATA[DELETE_BY_TRANSFER]]></Source>")).await?;
+        }
+        Ok(())
     }
 
     /// The customer refuses their waiting transfer: they stay with the handover, and
@@ -245,16 +266,22 @@ impl Simulator {
     }
 
     /// Waiting transfers that `due` picks are taken over: the follow relationship moves
-    /// to the takeover.
-    fn take_over_waiting(c: &mut Corp, now: i64, due: impl Fn(&Transfer) -> bool) {
+    /// to the takeover. Returns (handover, external_userid) of each 在职继承.
+    fn take_over_waiting(c: &mut Corp, now: i64, due: impl Fn(&Transfer) -> bool) -> Vec<(String, String)> {
         let Corp { transfer_log, customers, .. } = c;
+        let mut done = Vec::new();
         for t in transfer_log.iter_mut().filter(|t| t.status == 2 && due(t)) {
             t.status = 1;
             t.takeover_time = Some(now);
             if let Some(f) = customers.get_mut(&t.external_userid).and_then(|cu| cu.follows.iter_mut().find(|f| f.userid == t.handover)) {
                 f.userid = t.takeover.clone();
             }
+            if !t.resigned {
+                // Only 在职继承 removes the customer from a member who is still in service.
+                done.push((t.handover.clone(), t.external_userid.clone()));
+            }
         }
+        done
     }
 
     /// App messages (`message/send`) staff received: (userid, text).
@@ -339,7 +366,7 @@ impl Simulator {
 
     /// Sends a sealed callback to the configured Siyu server.
     async fn callback(&self, xml: String) -> Result<(), String> {
-        let Some(url) = &self.config.callback_url else { return Ok(()) };
+        let Some(url) = self.corp.lock().expect("corp").callback_url.clone() else { return Ok(()) };
         let crypt = MsgCrypt::new(&self.config.callback_token, &self.config.encoding_aes_key, &self.config.corp_id).map_err(|e| e.to_string())?;
         let ts = now_secs().to_string();
         let nonce = format!("{}", rand::random::<u32>());
@@ -348,7 +375,7 @@ impl Simulator {
         let sig = f.get("MsgSignature").unwrap_or_default().to_string();
         let resp = self
             .http
-            .post(url)
+            .post(&url)
             .query(&[("msg_signature", sig.as_str()), ("timestamp", ts.as_str()), ("nonce", nonce.as_str())])
             .body(envelope)
             .send()
@@ -770,6 +797,7 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
                                 at: now,
                                 status: 2,
                                 takeover_time: None,
+                                resigned,
                             });
                             0
                         } else {
@@ -785,7 +813,15 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
         "transfer_result" | "resigned/transfer_result" => {
             let (from, to) = (s("handover_userid"), s("takeover_userid"));
             let now = now_secs();
-            Simulator::take_over_waiting(&mut c, now, |t| now - t.at >= TRANSFER_WAIT_SECS);
+            let done = Simulator::take_over_waiting(&mut c, now, |t| now - t.at >= TRANSFER_WAIT_SECS);
+            if !done.is_empty() {
+                let sim = sim.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sim.handed_over(done).await {
+                        tracing::warn!(error = %e, "the simulator could not deliver a transfer callback");
+                    }
+                });
+            }
             let list: Vec<Value> = c
                 .transfer_log
                 .iter()
@@ -850,8 +886,10 @@ async fn sim_resign(State(sim): State<Sim>, Json(r): Json<Resign>) -> Json<Value
 
 /// Waiting transfers complete now (in WeCom, 24 hours after they were asked for).
 async fn sim_complete_transfers(State(sim): State<Sim>) -> Json<Value> {
-    sim.complete_transfers();
-    ok(json!({}))
+    match sim.complete_transfers().await {
+        Ok(()) => ok(json!({})),
+        Err(e) => err(-1, &e),
+    }
 }
 
 #[derive(Deserialize)]

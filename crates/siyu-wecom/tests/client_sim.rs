@@ -126,7 +126,7 @@ async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
             assert_eq!(waiting["customer"][0]["status"], json!(2), "{waiting}");
             let again = client.transfer_customer(from, to, &one).await.unwrap();
             assert_eq!(again["customer"][0]["errcode"], json!(40129), "already being transferred");
-            sim.complete_transfers();
+            sim.complete_transfers().await.unwrap();
             let done = client.transfer_result(from, to, "").await.unwrap();
             assert_eq!(done["customer"][0]["status"], json!(1), "{done}");
         }

@@ -499,6 +499,7 @@ async fn full_sync_then_transfer(store: TestStore) {
     let config = json!({"corp_id": CORP, "token": TOKEN, "encoding_aes_key": KEY, "secret": "sim-secret", "api_base": sim_base});
     std::fs::write(store.dir.path().join("wecom.json"), config.to_string()).unwrap();
     let app = TestApp::spawn(store).await;
+    sim.connect_callbacks(&app.url("/wecom/callback"));
     for round in 0..2 {
         let (s, v) = app.post("/api/v1/wecom/sync", &json!({})).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");
@@ -551,7 +552,7 @@ async fn full_sync_then_transfer(store: TestStore) {
     assert_eq!(r["accepted"], json!(0), "{r}");
     assert!(r["refused"].as_array().unwrap().iter().all(|x| x["reason"] == json!("in_transfer")), "{r}");
     assert_eq!(r["refused"].as_array().unwrap().len(), 30, "{r}");
-    sim.complete_transfers();
+    sim.complete_transfers().await.unwrap();
     outreach.tick().await.unwrap();
     app.settle_all().await;
     let (_, done) = app.get("/api/v1/wecom/transfers?from=g2").await;
@@ -573,11 +574,19 @@ async fn full_sync_then_transfer(store: TestStore) {
     assert_eq!(r["accepted"], json!(180), "{r}");
     // One customer refuses the new guide: they stay with g1.
     assert!(sim.refuse_transfer("wmg1000").await.unwrap());
-    sim.complete_transfers();
+    sim.complete_transfers().await.unwrap();
     outreach.tick().await.unwrap();
     app.settle_all().await;
     let (_, g1) = app.get("/api/v1/staff/g1/customers?limit=500").await;
     assert_eq!(g1["customers"].as_array().unwrap().len(), 1, "{g1}");
+    // WeCom told Siyu that g1 lost them by transfer (del_external_contact,
+    // Source=DELETE_BY_TRANSFER): recorded as a hand-over, not as a block.
+    let (_, p) = app.lookup("external_userid=wmg1001").await;
+    assert!(p.to_string().contains("Contact Handed Over"), "{p}");
+    let (_, blocked) = app.post("/api/v1/segments/preview", &json!({"rule": "last(\"Contact Deleted\") >= ago(30d)"})).await;
+    assert_eq!(blocked["count"], json!(0), "a transfer starts no block cooldown: {blocked}");
+    let (_, g3) = app.post("/api/v1/segments/preview", &json!({"rule": "owner.guide = \"g3\""})).await;
+    assert_eq!(g3["count"], json!(179), "{g3}");
     let (_, all) = app.get("/api/v1/wecom/transfers?from=g1").await;
     assert_eq!(all.as_array().unwrap().iter().filter(|t| t["status"] == json!("customer_refused")).count(), 1, "{all}");
     let (_, r) = app.post("/api/v1/wecom/transfers", &json!({"from": "g3", "to": "g1"})).await;

@@ -168,17 +168,20 @@ pub async fn set_trait(db: &mut dyn Db, profile: ProfileId, key: &str, value: &J
 /// Whether a message is one of the events that change a customer's guides (applied by
 /// `apply_relationship`): whoever mirrors guides re-reads them after such a message.
 pub fn changes_guides(msg: &Message) -> bool {
-    matches!(msg.event.as_deref(), Some("Contact Added" | "Contact Deleted" | "Contact Transferred"))
+    matches!(msg.event.as_deref(), Some("Contact Added" | "Contact Deleted" | "Contact Transferred" | "Contact Handed Over"))
 }
 
 /// `Contact Added` / `Contact Deleted` keep the guide–customer relationships current.
 /// The guide is `properties.staff_userid` (or `userid`), as WeCom callbacks name them.
 /// `Contact Transferred` (a completed WeCom transfer) moves the relationship from
 /// `properties.handover_userid` to `staff_userid`, keeping the channel it came from.
+/// `Contact Handed Over` (WeCom's `del_external_contact` for a transfer) ends the
+/// relationship with `staff_userid` as transferred: the customer did not block anyone.
 async fn apply_relationship(db: &mut dyn Db, profile: ProfileId, msg: &Message) -> Result<(), StoreError> {
-    let adds = match msg.event.as_deref() {
-        Some("Contact Added") => true,
-        Some("Contact Deleted") => false,
+    let (adds, ended) = match msg.event.as_deref() {
+        Some("Contact Added") => (true, ""),
+        Some("Contact Deleted") => (false, "deleted"),
+        Some("Contact Handed Over") => (false, "transferred"),
         Some("Contact Transferred") => return apply_transfer(db, profile, msg).await,
         _ => return Ok(()),
     };
@@ -199,9 +202,9 @@ async fn apply_relationship(db: &mut dyn Db, profile: ProfileId, msg: &Message) 
         .await?;
     } else {
         db.execute(
-            "UPDATE staff_customers SET status = 'deleted', removed_at = $3
+            "UPDATE staff_customers SET status = $4, removed_at = $3
               WHERE profile_id = $1 AND staff_userid = $2 AND added_at <= $3",
-            params![profile, staff, msg.timestamp.0],
+            params![profile, staff, msg.timestamp.0, ended],
         )
         .await?;
     }
