@@ -46,3 +46,53 @@ pub async fn find_token(db: &mut dyn Db, token: &str) -> Result<Option<TokenGran
 pub async fn count_tokens(db: &mut dyn Db, role: &str) -> Result<i64, StoreError> {
     db.query_one("SELECT COUNT(*) FROM api_tokens WHERE role = $1", params![role]).await?.int(0)
 }
+
+/// A token as it is listed: never the secret, only an id made of the first characters
+/// of its hash (enough to tell tokens apart and to revoke one).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    /// `admin`, or `staff` for a token that acts as `staff_userid` with the role the
+    /// staff record has at each request.
+    pub role: String,
+    pub staff_userid: Option<String>,
+    pub label: String,
+    pub created_at: Timestamp,
+}
+
+/// How many hex characters of the hash make a token's id.
+pub const TOKEN_ID_LEN: usize = 12;
+
+pub fn token_id(token: &str) -> String {
+    hash_token(token)[..TOKEN_ID_LEN].to_string()
+}
+
+pub async fn list_tokens(db: &mut dyn Db) -> Result<Vec<TokenInfo>, StoreError> {
+    db.query("SELECT token_hash, role, staff_userid, label, created_at FROM api_tokens ORDER BY created_at, token_hash", &[])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TokenInfo {
+                id: r.text(0)?[..TOKEN_ID_LEN].to_string(),
+                role: r.text(1)?,
+                staff_userid: r.opt_text(2)?,
+                label: r.text(3)?,
+                created_at: Timestamp(r.int(4)?),
+            })
+        })
+        .collect()
+}
+
+/// Revokes the token with this id; false when there is none.
+pub async fn revoke_token(db: &mut dyn Db, id: &str) -> Result<bool, StoreError> {
+    if id.len() != TOKEN_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let pattern = format!("{}%", id.to_ascii_lowercase());
+    Ok(db.execute("DELETE FROM api_tokens WHERE token_hash LIKE $1", params![&pattern]).await? > 0)
+}
+
+/// Revokes every token of a member of staff (when they leave).
+pub async fn revoke_staff_tokens(db: &mut dyn Db, staff_userid: &str) -> Result<u64, StoreError> {
+    db.execute("DELETE FROM api_tokens WHERE staff_userid = $1", params![staff_userid]).await
+}

@@ -181,3 +181,11 @@ pub async fn can_see_customer(db: &mut dyn Db, userid: &str, profile: ProfileId)
 pub async fn store_zones(db: &mut dyn Db) -> Result<Vec<(String, String)>, StoreError> {
     db.query("SELECT id, time_zone FROM stores", &[]).await?.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
 }
+
+/// A member of staff leaves: their record and every token they held go, at once (their
+/// customer relationships stay, as WeCom's do until they are handed over).
+pub async fn remove_staff(db: &mut dyn Db, userid: &str) -> Result<bool, StoreError> {
+    let removed = db.execute("DELETE FROM staff WHERE userid = $1", params![userid]).await? > 0;
+    crate::admin::revoke_staff_tokens(db, userid).await?;
+    Ok(removed)
+}

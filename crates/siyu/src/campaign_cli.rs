@@ -27,20 +27,41 @@ pub enum CampaignCommand {
     Preview { id: i64 },
 }
 
-pub async fn run(args: CampaignArgs) -> anyhow::Result<ExitCode> {
-    let token = crate::cli::admin_token_from_env().context("set SIYU_ADMIN_TOKEN to an admin token of the server")?;
-    let client = reqwest::Client::builder().no_proxy().build()?;
-    let base = args.server.trim_end_matches('/');
-    let request = match args.what {
-        CampaignCommand::List => client.get(format!("{base}/api/v1/campaigns")),
-        CampaignCommand::Preview { id } => client.post(format!("{base}/api/v1/campaigns/{id}/preview?sample=3")),
-    };
-    let resp = request.bearer_auth(token).send().await.with_context(|| format!("reaching {base}"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("no details"));
+/// A running server's admin API, called with `SIYU_ADMIN_TOKEN`.
+pub struct AdminServer {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl AdminServer {
+    pub fn from_env(server: &str) -> anyhow::Result<AdminServer> {
+        let token = crate::cli::admin_token_from_env().context("set SIYU_ADMIN_TOKEN to an admin token of the server")?;
+        Ok(AdminServer { base: server.trim_end_matches('/').to_string(), token, client: reqwest::Client::builder().no_proxy().build()? })
     }
+
+    /// The answer's JSON; an error answer becomes an error with the server's message.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let resp = request.send().await.with_context(|| format!("reaching {}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("no details"));
+        }
+        Ok(body)
+    }
+}
+
+pub async fn run(args: CampaignArgs) -> anyhow::Result<ExitCode> {
+    let server = AdminServer::from_env(&args.server)?;
+    let body = match args.what {
+        CampaignCommand::List => server.call(reqwest::Method::GET, "/api/v1/campaigns", None).await?,
+        CampaignCommand::Preview { id } => server.call(reqwest::Method::POST, &format!("/api/v1/campaigns/{id}/preview?sample=3"), None).await?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);

@@ -63,6 +63,8 @@ enum Command {
     Segment(crate::segment_cli::SegmentArgs),
     /// Campaigns on a running server: siyu campaign preview ID
     Campaign(crate::campaign_cli::CampaignArgs),
+    /// API tokens on a running server: siyu token create --staff USERID
+    Token(crate::token_cli::TokenArgs),
     /// A WeCom simulator (the API endpoints Siyu uses, and customer callbacks).
     WecomSim(crate::wecom_sim_cli::WecomSimArgs),
     /// Benchmarks that print the figures the issues ask for.
@@ -107,6 +109,7 @@ pub fn main() -> ExitCode {
             Command::Import(args) => import(args).await,
             Command::Segment(args) => crate::segment_cli::run(args).await,
             Command::Campaign(args) => crate::campaign_cli::run(args).await,
+            Command::Token(args) => crate::token_cli::run(args).await,
             Command::WecomSim(args) => crate::wecom_sim_cli::run(args).await,
             Command::Bench { which } => crate::bench::run(which).await,
         }

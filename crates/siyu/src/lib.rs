@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod outreach;
 pub mod secrets;
 pub mod segment_cli;
+pub mod token_cli;
 pub mod wecom;
 pub mod wecom_groups;
 pub mod wecom_sim_cli;

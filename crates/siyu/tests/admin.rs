@@ -218,6 +218,64 @@ app_test!(a_guide_sees_only_their_own_customers, |app| {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND, "and cannot tag them");
 });
 
+app_test!(admins_issue_list_and_revoke_staff_tokens, |app| {
+    app.put("/api/v1/stores/SH001", Some(&json!({"name": "SH001", "city": "Shanghai"}))).await;
+    app.put("/api/v1/staff/li", Some(&json!({"name": "Li", "store_id": "SH001"}))).await;
+    app.send("/v1/track", &json!({"userId": "c1", "event": "Contact Added", "properties": {"staff_userid": "li"}})).await;
+    let (_, c1) = app.lookup("user_id=c1").await;
+    let (s, e) = app.post("/api/v1/tokens", &json!({"staff_userid": "nobody"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("no member of staff"), "{e}");
+    let (s, issued) = app.post("/api/v1/tokens", &json!({"staff_userid": "li", "label": "Li's phone"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_string();
+    let id = issued["id"].as_str().unwrap().to_string();
+    let get = |token: String, path: String| {
+        let req = app.client.get(app.url(&path)).bearer_auth(token);
+        async move { common::into_json(req.send().await.unwrap()).await }
+    };
+    let (s, _) = get(token.clone(), format!("/api/v1/profiles/{}", c1["id"])).await;
+    assert_eq!(s, StatusCode::OK, "the guide's token reads the guide's customer");
+    // Listed without the secret; a staff token cannot issue tokens.
+    let (_, list) = app.get("/api/v1/tokens").await;
+    let listed = list.as_array().unwrap().iter().find(|t| t["id"] == json!(id)).expect("listed").clone();
+    assert_eq!((listed["staff_userid"].as_str(), listed["label"].as_str()), (Some("li"), Some("Li's phone")));
+    assert!(!list.to_string().contains(&token), "never the secret");
+    let resp = app.client.post(app.url("/api/v1/tokens")).bearer_auth(&token).json(&json!({})).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // The same from the command line, against the running server.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siyu"))
+            .args(args)
+            .args(["--server", &app.base])
+            .env("SIYU_ADMIN_TOKEN", common::ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let created = tokio::task::block_in_place(|| cli(&["token", "create", "--staff", "li", "--label", "till"]));
+    assert!(created.contains("siyu_staff_") && created.contains("staff member li"), "{created}");
+    let listed = tokio::task::block_in_place(|| cli(&["token", "list"]));
+    assert!(listed.contains(&id) && listed.contains("till"), "{listed}");
+    // Revoked: it stops working at once.
+    let revoked = tokio::task::block_in_place(|| cli(&["token", "revoke", &id]));
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let (s, _) = get(token.clone(), format!("/api/v1/profiles/{}", c1["id"])).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let resp = app.client.delete(app.url(&format!("/api/v1/tokens/{id}"))).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // A member of staff who leaves loses access at once, whatever token they hold.
+    let (_, again) = app.post("/api/v1/tokens", &json!({"staff_userid": "li"})).await;
+    let token = again["token"].as_str().unwrap().to_string();
+    let resp = app.client.delete(app.url("/api/v1/staff/li")).bearer_auth(common::ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (s, _) = get(token, "/api/v1/staff/li/customers".into()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = app.get("/api/v1/staff/li").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+});
+
 app_test!(metrics_and_health, |app| {
     app.send("/v1/track", &json!({"userId": "m1", "event": "E"})).await;
     app.send("/v1/track", &json!({"event": "E"})).await;

@@ -10,6 +10,7 @@ pub mod org;
 pub mod outreach;
 pub mod segments;
 pub mod server;
+pub mod tokens;
 pub mod tracking;
 pub mod wecom;
 
@@ -25,6 +26,7 @@ use crate::app::App;
 pub fn router(app: App, limits: &server::Limits) -> Router {
     let admin_api = admin::routes()
         .merge(org::routes())
+        .merge(tokens::routes())
         .merge(segments::routes())
         .merge(outreach::routes())
         .merge(wecom::admin_routes())

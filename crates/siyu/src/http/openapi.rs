@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{admin, org, outreach, segments, tracking, wecom};
+use crate::http::{admin, org, outreach, segments, tokens, tracking, wecom};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,7 +11,8 @@ use crate::http::{admin, org, outreach, segments, tracking, wecom};
     paths(
         tracking::identify, tracking::track, tracking::page, tracking::screen, tracking::group, tracking::alias, tracking::batch,
         admin::lookup, admin::profile, admin::events, admin::add_tag, admin::remove_tag, admin::stats, admin::ingest_status,
-        org::list_stores, org::get_store, org::put_store, org::list_staff, org::get_staff, org::put_staff, org::staff_customers,
+        org::list_stores, org::get_store, org::put_store, org::list_staff, org::get_staff, org::put_staff, org::remove_staff, org::staff_customers,
+        tokens::create_token, tokens::list_tokens, tokens::revoke_token,
         segments::preview, segments::list, segments::create, segments::show, segments::update, segments::remove,
         segments::members, segments::export, segments::list_profiles,
         outreach::list_campaigns, outreach::create_campaign, outreach::show_campaign, outreach::update_campaign, outreach::preview_campaign,
@@ -27,6 +28,7 @@ use crate::http::{admin, org, outreach, segments, tracking, wecom};
         (name = "segments", description = "Live segments: rules in JSON or text form, counts, members, exports."),
         (name = "outreach", description = "Campaigns, journeys, the contact policy and every touch with why it was or was not sent."),
         (name = "wecom", description = "WeCom: live QR codes (contact ways). Callbacks arrive at /wecom/callback."),
+        (name = "tokens", description = "API tokens for staff and admins: issue, list, revoke."),
         (name = "tasks", description = "Staff-mediated sending: each guide's tasks, confirmations, completion rates."),
     )
 )]

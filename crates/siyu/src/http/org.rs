@@ -19,7 +19,7 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/stores", get(list_stores))
         .route("/api/v1/stores/{id}", get(get_store).put(put_store))
         .route("/api/v1/staff", get(list_staff))
-        .route("/api/v1/staff/{userid}", get(get_staff).put(put_staff))
+        .route("/api/v1/staff/{userid}", get(get_staff).put(put_staff).delete(remove_staff))
         .route("/api/v1/staff/{userid}/customers", get(staff_customers))
 }
 
@@ -197,4 +197,17 @@ pub async fn staff_customers(
     let customers = app.store.run(move |db| Box::pin(async move { org::staff_customers(db, &userid, include_deleted, page.after, limit).await })).await?;
     let next = (customers.len() as i64 == limit).then(|| customers.last().map(|c| c.profile_id)).flatten();
     Ok(Json(StaffCustomers { customers, next }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/staff/{userid}", tag = "organisation", summary = "A member of staff leaves: their record and tokens go at once",
+    params(("userid" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn remove_staff(State(app): State<App>, Extension(caller): Extension<Caller>, Path(userid): Path<String>) -> ApiResult<axum::http::StatusCode> {
+    caller.require_admin()?;
+    let u = userid.clone();
+    if app.store.transaction(move |db| Box::pin(async move { org::remove_staff(db, &u).await })).await? {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no member of staff {userid:?}")))
+    }
 }
