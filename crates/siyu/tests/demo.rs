@@ -69,3 +69,53 @@ both_backends!(the_demo_brand_is_realistic_and_deterministic, |store: Store, _lo
     assert_eq!(store.run(|db| Box::pin(siyu_store::admin::get_setting(db, "demo"))).await.unwrap(), marker);
     assert_eq!(fingerprint(&store).await, print);
 });
+
+/// `siyu demo` with `SIYU_ADMIN_TOKEN` set prints lines to try that name the variable,
+/// never the token, and look up a customer who exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_commands_that_work() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_siyu"))
+        .args(["demo", "--customers", "300", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("SIYU_ADMIN_TOKEN", "secret-demo-token")
+        .env("SIYU_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("/campaigns/1/preview");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let text = lines.join("\n");
+    assert!(!text.contains("secret-demo-token"), "the token is never printed: {text}");
+    let lookup = lines.iter().find(|l| l.contains("/profiles/lookup?user_id=")).unwrap_or_else(|| panic!("no lookup line: {text}"));
+    assert!(lookup.contains("Bearer $SIYU_ADMIN_TOKEN"), "{lookup}");
+    // Run the printed lookup as a shell would, with the variable set.
+    let user = lookup.split("user_id=").nth(1).unwrap().split('\'').next().unwrap();
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/api/v1/profiles/lookup?user_id={user}"))
+        .bearer_auth("secret-demo-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK, "the printed customer exists: {lookup}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

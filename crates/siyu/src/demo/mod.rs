@@ -109,12 +109,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     print_banner(&running, &args.serve.store.describe(), token.as_deref());
-    if let Some(t) = &token {
-        println!("\nTry:");
-        println!("  curl -s -H 'Authorization: Bearer {t}' http://{}/api/v1/stats", running.addr);
-        println!("  curl -s -H 'Authorization: Bearer {t}' 'http://{}/api/v1/profiles/lookup?user_id=m00000001'", running.addr);
-        println!("  curl -s -u {}: http://{}/v1/track -d '{{\"userId\":\"m00000001\",\"event\":\"Order Completed\"}}'", running.state.write_key, running.addr);
-        println!("  curl -s -X POST -H 'Authorization: Bearer {t}' http://{}/api/v1/campaigns/1/preview   # the demo broadcast's dry run", running.addr);
+    // With SIYU_ADMIN_TOKEN set the token is not printed: the lines name the variable.
+    let bearer = token.unwrap_or_else(|| "$SIYU_ADMIN_TOKEN".to_string());
+    let member = running
+        .state
+        .store
+        .run(|db| {
+            Box::pin(async move {
+                db.query_opt("SELECT value FROM identities WHERE kind = 'user_id' ORDER BY profile_id LIMIT 1", &[]).await?.map(|r| r.text(0)).transpose()
+            })
+        })
+        .await?;
+    println!("\nTry:");
+    for line in try_lines(&running.addr.to_string(), &running.state.write_key, &bearer, member.as_deref().unwrap_or("m00000001")) {
+        println!("  {line}");
     }
     if let Some((base, _)) = &sim {
         println!("\nWeCom simulator on {base} (Siyu is connected to it). Create a QR code and play a customer:");
@@ -198,4 +206,15 @@ pub async fn generate_into(store: &Store, customers: u64, seed: u64, anchor: Opt
     outreach::seed(store).await?;
     store.run(move |db| Box::pin(async move { admin::set_setting(db, DEMO_SETTING, &marker).await })).await?;
     Ok(Generated { customers, events, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Commands a newcomer can paste: they name a customer who exists (`member`, a user id).
+pub fn try_lines(addr: &str, write_key: &str, bearer: &str, member: &str) -> Vec<String> {
+    let auth = format!("-H \"Authorization: Bearer {bearer}\"");
+    vec![
+        format!("curl -s {auth} http://{addr}/api/v1/stats"),
+        format!("curl -s {auth} 'http://{addr}/api/v1/profiles/lookup?user_id={member}'"),
+        format!("curl -s -u {write_key}: http://{addr}/v1/track -d '{{\"userId\":\"{member}\",\"event\":\"Order Completed\"}}'"),
+        format!("curl -s -X POST {auth} http://{addr}/api/v1/campaigns/1/preview   # the demo broadcast's dry run"),
+    ]
 }
