@@ -92,7 +92,9 @@ pub fn rfm_raw(cfg: &LifecycleConfig, orders: &[(u32, f64)], now: u32) -> Option
     last.map(|l| ((now - l) / DAY, count, revenue))
 }
 
-/// Quintile boundaries: the values at the 20th, 40th, 60th and 80th percentile.
+/// Quintile boundaries: the highest value of each of the first four fifths of buyers
+/// sorted by value. A score counts the boundaries below a value, so buyers with the same
+/// value always share a score (a tie across a boundary goes to the lower group).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Cutoffs {
     pub recency: [f64; 4],
@@ -109,7 +111,8 @@ impl Cutoffs {
             }
             v.sort_by(|a, b| a.total_cmp(b));
             let n = v.len();
-            [1, 2, 3, 4].map(|k| v[(k * n / 5).min(n - 1)])
+            // The last value of the k-th fifth: 10 buyers → the 2nd, 4th, 6th and 8th.
+            [1, 2, 3, 4].map(|k| v[(k * n).div_ceil(5).max(1) - 1])
         }
         Cutoffs {
             recency: quintiles(raw.iter().map(|r| r.0 as f64).collect()),
@@ -223,9 +226,37 @@ mod tests {
         assert_eq!(rfm_raw(&cfg, &orders(&[400]), NOW), None, "outside the window: no RFM");
         let mut raw: Vec<(u32, u32, f64)> = (0..100).map(|i| (i, i + 1, (i * 100) as f64)).collect();
         let cut = Cutoffs::from_raw(&mut raw);
-        assert_eq!(cut.frequency, [21.0, 41.0, 61.0, 81.0]);
+        assert_eq!(cut.frequency, [20.0, 40.0, 60.0, 80.0]);
         assert_eq!(cut.score((0, 100, 9900.0)), [5, 5, 5]);
         assert_eq!(cut.score((99, 1, 0.0)), [1, 1, 1]);
+        let per_score = |raw: &[(u32, u32, f64)], cut: &Cutoffs, which: usize| {
+            let mut n = [0; 5];
+            for r in raw {
+                n[cut.score(*r)[which] as usize - 1] += 1;
+            }
+            n
+        };
+        for which in 0..3 {
+            assert_eq!(per_score(&raw, &cut, which), [20; 5], "100 buyers: 20 per score");
+        }
+        // 10 buyers spending 100…1000 fen: two in each quintile.
+        let mut ten: Vec<(u32, u32, f64)> = (1..=10).map(|i| (i, i, (i * 100) as f64)).collect();
+        let cut = Cutoffs::from_raw(&mut ten);
+        assert_eq!(per_score(&ten, &cut, 2), [2; 5]);
+        assert_eq!(per_score(&ten, &cut, 0), [2; 5]);
+        // Ties stay together: six buyers with one order and four with more.
+        let mut tied: Vec<(u32, u32, f64)> = [1, 1, 1, 1, 1, 1, 2, 3, 4, 5].iter().map(|&f| (1, f, 0.0)).collect();
+        let cut = Cutoffs::from_raw(&mut tied);
+        assert_eq!(per_score(&tied, &cut, 1), [6, 0, 0, 2, 2]);
+    }
+
+    #[test]
+    fn repurchase_is_the_share_of_months_with_an_order() {
+        let cfg = LifecycleConfig::default();
+        let rep = |o: &[(u32, f64)]| scores(&cfg, &Inputs { orders: o, ..Default::default() }, NOW)[1];
+        assert_eq!(rep(&orders(&[0, 7, 14, 21, 28, 35, 42, 49])), Some(100), "eight weekly orders: a habit");
+        assert_eq!(rep(&orders(&[10])), None, "one order 10 days ago: too early to say");
+        assert_eq!(rep(&orders(&[0, 359])), Some(9), "twice in a year: 1 of the 11 months after the first");
     }
 
     #[test]
