@@ -168,12 +168,16 @@ impl LogReader {
         self.next_seq
     }
 
-    /// Records with sequence numbers from the reader's position up to `until`, at most `max`.
+    /// Records with sequence numbers from the reader's position up to `until`, at most
+    /// `max`. Stops early at the end of what is written (a segment opened afresh that
+    /// holds nothing new), so `until` may lie beyond it.
     pub fn read(&mut self, until: u64, max: usize) -> Result<Vec<(u64, Message)>, StoreError> {
         let mut out = Vec::new();
+        let mut fresh = false;
         while self.next_seq <= until && out.len() < max {
             if self.current.is_none() {
                 self.open_segment_for(self.next_seq)?;
+                fresh = true;
             }
             let reader = self.current.as_mut().expect("open segment");
             match read_record(reader)? {
@@ -182,6 +186,12 @@ impl LogReader {
                     let msg: Message = serde_json::from_slice(&payload).map_err(|e| StoreError::Io(format!("ingest log record {seq}: {e}")))?;
                     out.push((seq, msg));
                     self.next_seq = seq + 1;
+                    fresh = false;
+                }
+                // The end of what is written: nothing new since the segment was opened.
+                None if fresh => {
+                    self.current = None;
+                    break;
                 }
                 // The end of this segment: the next one starts at next_seq.
                 None => self.current = None,
