@@ -9,7 +9,7 @@
 //! token and key `/wecom/callback` answers 404; without the secret Siyu
 //! makes no WeCom API calls (no welcome messages, contact ways or mass messages).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -37,8 +37,53 @@ pub struct WecomCallbacks {
     pub client: Option<std::sync::Arc<siyu_wecom::client::Client>>,
     /// The full sync's progress.
     pub sync: crate::wecom_sync::SyncState,
-    /// nonce → when it was seen (seconds), for replay detection.
-    seen: Mutex<HashMap<String, i64>>,
+    /// Nonces seen within the freshness window, for replay detection.
+    seen: Mutex<Nonces>,
+}
+
+/// Callback nonces seen lately: a map for lookups and a queue in arrival order, so
+/// expiry is cheap (from the front) and the memory is bounded (the oldest go first).
+#[derive(Default)]
+pub struct Nonces {
+    at: HashMap<String, i64>,
+    order: VecDeque<(i64, String)>,
+}
+
+/// At most this many nonces are remembered (WeCom sends far fewer in 10 minutes).
+pub const MAX_NONCES: usize = 200_000;
+
+impl Nonces {
+    /// Records `key` at `now`; false if it was already there (a replay).
+    pub fn spend(&mut self, key: String, now: i64) -> bool {
+        while let Some((t, k)) = self.order.front() {
+            if now - *t <= 2 * FRESHNESS_SECS && self.order.len() < MAX_NONCES {
+                break;
+            }
+            if self.at.get(k) == Some(t) {
+                self.at.remove(k);
+            }
+            self.order.pop_front();
+        }
+        if self.at.contains_key(&key) {
+            return false;
+        }
+        self.at.insert(key.clone(), now);
+        self.order.push_back((now, key));
+        true
+    }
+
+    /// Gives a nonce back: its callback was not recorded, and WeCom's retry carries it.
+    pub fn release(&mut self, key: &str) {
+        self.at.remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
 }
 
 impl WecomCallbacks {
@@ -64,15 +109,17 @@ impl WecomCallbacks {
                 let crypt = MsgCrypt::new(&token, &key, &corp).context("the WeCom EncodingAESKey")?;
                 let client = secret.map(|s| std::sync::Arc::new(siyu_wecom::client::Client::new(&base, &corp, &s).with_agent_id(agent_id)));
                 tracing::info!(corp_id = %corp, api = client.is_some(), "WeCom callbacks enabled at /wecom/callback");
-                Ok(Some(WecomCallbacks { crypt, client, sync: Default::default(), seen: Mutex::new(HashMap::new()) }))
+                Ok(Some(WecomCallbacks { crypt, client, sync: Default::default(), seen: Mutex::new(Nonces::default()) }))
             }
             (None, None, None) => Ok(None),
             _ => anyhow::bail!("WeCom callbacks need all three of corp_id, token and encoding_aes_key"),
         }
     }
 
-    /// Accepts a (timestamp, nonce) once, within the freshness window.
-    pub fn admit(&self, timestamp: &str, nonce: &str, now_secs: i64) -> Result<(), &'static str> {
+    /// Accepts a (timestamp, nonce) once, within the freshness window. Call it only for
+    /// a request whose signature is valid; give the nonce back with [`Self::release`]
+    /// if the callback could not be recorded.
+    pub fn admit(&self, timestamp: &str, nonce: &str, now_secs: i64) -> Result<String, &'static str> {
         let ts: i64 = timestamp.parse().map_err(|_| "the timestamp is not a number")?;
         if (now_secs - ts).abs() > FRESHNESS_SECS {
             return Err("the timestamp is too old (or in the future)");
@@ -80,12 +127,15 @@ impl WecomCallbacks {
         if nonce.is_empty() {
             return Err("the nonce is empty");
         }
-        let mut seen = self.seen.lock().expect("nonce lock");
-        seen.retain(|_, at| now_secs - *at <= 2 * FRESHNESS_SECS);
-        if seen.insert(format!("{timestamp}:{nonce}"), now_secs).is_some() {
+        let key = format!("{timestamp}:{nonce}");
+        if !self.seen.lock().expect("nonce lock").spend(key.clone(), now_secs) {
             return Err("this nonce was already used: a replay");
         }
-        Ok(())
+        Ok(key)
+    }
+
+    pub fn release(&self, key: &str) {
+        self.seen.lock().expect("nonce lock").release(key);
     }
 }
 
@@ -171,4 +221,27 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
     };
     app.store.run(move |db| Box::pin(async move { stored::insert_deliveries(db, &[row]).await })).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_expire_and_stay_bounded() {
+        let mut n = Nonces::default();
+        assert!(n.spend("1:a".into(), 1000));
+        assert!(!n.spend("1:a".into(), 1001), "a replay");
+        // Ten minutes on, the old nonce is forgotten without scanning everything.
+        assert!(n.spend("2:b".into(), 1000 + 2 * FRESHNESS_SECS + 1));
+        assert_eq!(n.len(), 1);
+        for i in 0..(MAX_NONCES + 10) {
+            n.spend(format!("3:{i}"), 2000);
+        }
+        assert!(n.len() <= MAX_NONCES);
+        // A nonce given back (its callback was not recorded) is accepted again.
+        n.release("3:9");
+        n.release(&format!("3:{}", MAX_NONCES + 9));
+        assert!(n.spend(format!("3:{}", MAX_NONCES + 9), 2001));
+    }
 }

@@ -57,12 +57,14 @@ async fn verify_url(State(app): State<App>, Query(q): Query<CallbackQuery>) -> R
     let Some(wecom) = &app.wecom else { return reject(StatusCode::NOT_FOUND, "WeCom is not configured on this server") };
     let Some((sig, ts, nonce)) = params(&q) else { return reject(StatusCode::BAD_REQUEST, MISSING_PARAMS) };
     let Some(echostr) = &q.echostr else { return reject(StatusCode::BAD_REQUEST, "echostr is required") };
-    if let Err(why) = wecom.admit(ts, nonce, Timestamp::now().0 / 1000) {
-        return reject(StatusCode::FORBIDDEN, why);
-    }
-    match wecom.crypt.open(sig, ts, nonce, echostr) {
-        Ok(plain) => plain.into_response(),
-        Err(e) => reject(crypto_status(&e), &e.to_string()),
+    // The signature first: an unsigned request must not use up a nonce.
+    let plain = match wecom.crypt.open(sig, ts, nonce, echostr) {
+        Ok(plain) => plain,
+        Err(e) => return reject(crypto_status(&e), &e.to_string()),
+    };
+    match wecom.admit(ts, nonce, Timestamp::now().0 / 1000) {
+        Ok(_) => plain.into_response(),
+        Err(why) => reject(StatusCode::FORBIDDEN, why),
     }
 }
 
@@ -80,20 +82,34 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
     if let Err(e) = wecom.crypt.verify(sig, ts, nonce, encrypted) {
         return reject(crypto_status(&e), &e.to_string());
     }
-    if let Err(why) = wecom.admit(ts, nonce, Timestamp::now().0 / 1000) {
-        return reject(StatusCode::FORBIDDEN, why);
+    let spent = match wecom.admit(ts, nonce, Timestamp::now().0 / 1000) {
+        Ok(key) => key,
+        Err(why) => return reject(StatusCode::FORBIDDEN, why),
+    };
+    match record(&app, wecom, sig, ts, nonce, encrypted).await {
+        Ok(response) => response,
+        Err(response) => {
+            // Not recorded: the nonce is given back so that WeCom's retry is accepted.
+            wecom.release(&spent);
+            response
+        }
     }
+}
+
+/// Decrypts, reads and records a verified callback; `Err` carries the answer for one
+/// that was not recorded.
+async fn record(app: &App, wecom: &crate::wecom::WecomCallbacks, sig: &str, ts: &str, nonce: &str, encrypted: &str) -> Result<Response, Response> {
     let message = match wecom.crypt.open(sig, ts, nonce, encrypted) {
         Ok(m) => m,
-        Err(e) => return reject(crypto_status(&e), &e.to_string()),
+        Err(e) => return Err(reject(crypto_status(&e), &e.to_string())),
     };
     let fields = match callback::parse(&message) {
         Ok(f) => f,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return Err(reject(StatusCode::BAD_REQUEST, &e.to_string())),
     };
     let event = match CallbackEvent::from_fields(&fields) {
         Ok(e) => e,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return Err(reject(StatusCode::BAD_REQUEST, &e.to_string())),
     };
     tracing::debug!(?event, "WeCom callback");
     let now = Timestamp::now();
@@ -101,16 +117,16 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
     if let CallbackEvent::Group { chat_id, change, .. } = &event
         && change == "dismiss"
     {
-        match crate::wecom_groups::dismissed(&app, &fields, chat_id, now).await {
+        match crate::wecom_groups::dismissed(app, &fields, chat_id, now).await {
             Ok(left) => messages.extend(left),
-            Err(e) => return not_recorded(&e.to_string()),
+            Err(e) => return Err(not_recorded(&e.to_string())),
         }
     }
     let mut last_seq = 0;
     if !messages.is_empty() {
         match app.ingest.submit(messages).await {
             Ok(r) => last_seq = r.last_seq,
-            Err(e) => return not_recorded(&e.to_string()),
+            Err(e) => return Err(not_recorded(&e.to_string())),
         }
     }
     // Tags, the welcome message and a new group's members happen after the answer:
@@ -130,7 +146,7 @@ async fn receive(State(app): State<App>, Query(q): Query<CallbackQuery>, body: B
         }
         _ => {}
     }
-    "success".into_response()
+    Ok("success".into_response())
 }
 
 /// Not acknowledged: WeCom retries.
