@@ -188,6 +188,9 @@ async fn apply_relationship(db: &mut dyn Db, profile: ProfileId, msg: &Message) 
     let props: Map<String, Json> = serde_json::from_str(&msg.payload).unwrap_or_default();
     let staff = ["staff_userid", "userid", "staff_id"].iter().find_map(|k| props.get(*k).and_then(Json::as_str));
     let Some(staff) = staff else { return Ok(()) };
+    // Relationship state follows event time, like traits: an add older than what the
+    // row already knows (an earlier add, or a later removal) changes nothing, and a
+    // removal that arrives before its add leaves a removed row the add cannot revive.
     if adds {
         let state = props.get("state").and_then(Json::as_str);
         db.execute(
@@ -196,14 +199,19 @@ async fn apply_relationship(db: &mut dyn Db, profile: ProfileId, msg: &Message) 
              ON CONFLICT (profile_id, staff_userid) DO UPDATE
                 SET status = 'active', added_at = excluded.added_at, removed_at = NULL,
                     state = COALESCE(excluded.state, staff_customers.state)
-              WHERE excluded.added_at >= staff_customers.added_at",
+              WHERE excluded.added_at >= staff_customers.added_at
+                AND (staff_customers.removed_at IS NULL OR excluded.added_at > staff_customers.removed_at)",
             params![profile, staff, msg.timestamp.0, state],
         )
         .await?;
     } else {
         db.execute(
-            "UPDATE staff_customers SET status = $4, removed_at = $3
-              WHERE profile_id = $1 AND staff_userid = $2 AND added_at <= $3",
+            "INSERT INTO staff_customers (profile_id, staff_userid, status, added_at, removed_at, state)
+             VALUES ($1, $2, $4, $3, $3, NULL)
+             ON CONFLICT (profile_id, staff_userid) DO UPDATE
+                SET status = excluded.status, removed_at = excluded.removed_at
+              WHERE staff_customers.added_at <= excluded.removed_at
+                AND (staff_customers.removed_at IS NULL OR staff_customers.removed_at <= excluded.removed_at)",
             params![profile, staff, msg.timestamp.0, ended],
         )
         .await?;
