@@ -31,6 +31,9 @@ pub struct AppState {
     pub engine: Engine,
     /// The tracking API's write key.
     pub write_key: String,
+    /// The client-side write key (web, mini programs): it cannot change relationships,
+    /// give consent or attribute customers to staff.
+    pub client_write_key: String,
     /// `SIYU_ADMIN_TOKEN`, when set; tokens in the store are checked too.
     pub admin_token: Option<String>,
     pub metrics: Arc<Metrics>,
@@ -57,6 +60,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// `--write-key` / `SIYU_WRITE_KEY`; otherwise the one kept in the store.
     pub write_key: Option<String>,
+    /// The client-side write key (default: the remembered one, or a new one).
+    pub client_write_key: Option<String>,
     /// `SIYU_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
     /// Timeouts and concurrency limits of the HTTP server.
@@ -112,11 +117,13 @@ impl Running {
 }
 
 const WRITE_KEY_SETTING: &str = "write_key";
+const CLIENT_WRITE_KEY_SETTING: &str = "client_write_key";
 
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let lock = crate::datadir::DataDirLock::acquire(&opts.data_dir)?;
     let store = Store::open(&opts.store).await.context("opening the store")?;
-    let (write_key, generated_write_key) = settle_write_key(&store, opts.write_key).await?;
+    let (write_key, generated_write_key) = settle_write_key(&store, WRITE_KEY_SETTING, opts.write_key, "wk_").await?;
+    let (client_write_key, _) = settle_write_key(&store, CLIENT_WRITE_KEY_SETTING, opts.client_write_key, "wkc_").await?;
     let generated_admin_token = match &opts.admin_token {
         Some(_) => None,
         None => ensure_admin_token(&store).await?,
@@ -141,8 +148,20 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         .await
         .context("starting outreach")?;
     background.push(tokio::spawn(crate::outreach::run(outreach.clone(), stop.clone())));
-    let state =
-        Arc::new(AppState { store, ingest, engine, write_key, admin_token: opts.admin_token, metrics, outreach, wecom, stop, tasks, limits: opts.limits });
+    let state = Arc::new(AppState {
+        store,
+        ingest,
+        engine,
+        write_key,
+        client_write_key,
+        admin_token: opts.admin_token,
+        metrics,
+        outreach,
+        wecom,
+        stop,
+        tasks,
+        limits: opts.limits,
+    });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
@@ -253,17 +272,17 @@ fn count_commits(metrics: Arc<Metrics>) -> CommitObserver {
     })
 }
 
-/// The write key given on the command line wins and is remembered; otherwise the
+/// A write key given on the command line wins and is remembered; otherwise the
 /// remembered one; otherwise a new one.
-async fn settle_write_key(store: &Store, given: Option<String>) -> anyhow::Result<(String, bool)> {
-    let stored = store.run(|db| Box::pin(admin::get_setting(db, WRITE_KEY_SETTING))).await?;
+async fn settle_write_key(store: &Store, setting: &'static str, given: Option<String>, prefix: &str) -> anyhow::Result<(String, bool)> {
+    let stored = store.run(move |db| Box::pin(admin::get_setting(db, setting))).await?;
     let (key, generated) = match (given, stored) {
         (Some(k), _) => (k, false),
         (None, Some(k)) => (k, false),
-        (None, None) => (random_token("wk_"), true),
+        (None, None) => (random_token(prefix), true),
     };
     let k = key.clone();
-    store.run(move |db| Box::pin(async move { admin::set_setting(db, WRITE_KEY_SETTING, &k).await })).await?;
+    store.run(move |db| Box::pin(async move { admin::set_setting(db, setting, &k).await })).await?;
     Ok((key, generated))
 }
 

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// The tracking API's write key (default: the remembered one, or a new one).
     #[arg(long, env = "SIYU_WRITE_KEY", hide_env_values = true)]
     pub write_key: Option<String>,
+    /// The write key for client-side SDKs (web, mini programs), which embed it in public
+    /// code: it cannot change relationships, give consent or attribute customers to staff.
+    #[arg(long, env = "SIYU_CLIENT_WRITE_KEY", hide_env_values = true)]
+    pub client_write_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +139,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.store.data_dir.clone(),
         listen: args.listen,
         write_key: args.write_key.clone(),
+        client_write_key: args.client_write_key.clone(),
         admin_token: admin_token_from_env(),
         limits: crate::http::server::Limits::from_env(),
     })
@@ -148,7 +153,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub fn print_banner(running: &app::Running, store: &str, admin_token: Option<&str>) {
     let url = format!("http://{}", running.addr);
     println!("Siyu is serving on {url} ({store})");
-    println!("  tracking API write key: {}", running.state.write_key);
+    println!("  tracking API write key (server side: your backend, imports): {}", running.state.write_key);
+    println!("  client write key (web and mini-program SDKs): {}", running.state.client_write_key);
     match admin_token.or(running.generated_admin_token.as_deref()) {
         Some(token) => println!("  admin token (shown once; keep it): {token}"),
         None if running.state.admin_token.is_some() => println!("  admin token: the one in SIYU_ADMIN_TOKEN"),

@@ -200,3 +200,41 @@ app_test!(identities_from_external_ids_merge_profiles_over_http, |app| {
     assert_eq!(a["id"], c["id"]);
     assert_eq!(a["merged_from"].as_array().unwrap().len(), 1);
 });
+
+app_test!(a_client_key_cannot_change_relationships_consent_or_attribution, |app| {
+    let send = |body: Value, path: &'static str| {
+        let req = app.client.post(app.url(path)).basic_auth(common::CLIENT_WRITE_KEY, Some("")).json(&body);
+        async move { common::into_json(req.send().await.unwrap()).await }
+    };
+    // What a web page may send: ordinary events, traits, withdrawing consent.
+    let (s, v) = send(json!({"userId": "web1", "event": "Product Viewed", "properties": {"sku": "A1"}}), "/v1/track").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = send(json!({"userId": "web1", "traits": {"name": "Wu", "consent.sms": false}}), "/v1/identify").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // What it may not: make a guide the owner, give consent (flat or nested), attribute.
+    for (body, path, needle) in [
+        (json!({"userId": "web1", "event": "Contact Added", "properties": {"staff_userid": "g1"}}), "/v1/track", "Contact Added"),
+        (json!({"userId": "web1", "traits": {"consent.sms": true}}), "/v1/identify", "consent.sms"),
+        (json!({"userId": "web1", "traits": {"consent": {"wecom": true}}}), "/v1/identify", "consent.wecom"),
+        (json!({"userId": "web1", "event": "Coupon Redeemed", "properties": {"staff_userid": "g1"}}), "/v1/track", "staff_userid"),
+        (
+            json!({"batch": [{"type": "track", "userId": "web1", "event": "Page Liked"}, {"type": "track", "userId": "web1", "event": "Contact Deleted"}]}),
+            "/v1/batch",
+            "batch[1]",
+        ),
+    ] {
+        let (s, e) = send(body, path).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+        assert_eq!(e["error"]["code"], json!("server_key_required"));
+        assert!(e["error"]["message"].as_str().unwrap().contains(needle), "{e}");
+    }
+    app.settle_all().await;
+    let (_, p) = app.lookup("user_id=web1").await;
+    assert!(p["owners"].as_array().unwrap().is_empty(), "{p}");
+    assert_eq!(p["traits"]["consent.sms"], json!(false));
+    let (_, events) = app.get(&format!("/api/v1/profiles/{}/events", p["id"])).await;
+    assert!(!events.to_string().contains("Page Liked"), "a refused batch stores nothing: {events}");
+    // The server key may do all of it.
+    let (s, _) = app.send("/v1/track", &json!({"userId": "web1", "event": "Contact Added", "properties": {"staff_userid": "g1"}})).await;
+    assert_eq!(s, StatusCode::OK);
+});

@@ -33,6 +33,7 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
         write_key: Some(WRITE_KEY.into()),
+        client_write_key: None,
         admin_token: Some(crate::secrets::random_token("siyu_admin_")),
         limits: Default::default(),
     })

@@ -174,6 +174,7 @@ async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
         write_key: Some("wk_bench_outreach".into()),
+        client_write_key: None,
         admin_token: Some(crate::secrets::random_token("siyu_admin_")),
         limits: Default::default(),
     })

@@ -93,6 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.serve.store.data_dir.clone(),
         listen: args.serve.listen,
         write_key: args.serve.write_key.clone(),
+        client_write_key: args.serve.client_write_key.clone(),
         admin_token: admin_token_from_env(),
         limits: crate::http::server::Limits::from_env(),
     })

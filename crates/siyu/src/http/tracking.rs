@@ -3,6 +3,11 @@
 //! The write key is the HTTP Basic user name (empty password), or `writeKey` in the body
 //! or on each message of a batch, as newer Segment and RudderStack SDKs send it. Bodies
 //! may be gzip-compressed. A 200 is sent only after the messages are committed.
+//!
+//! There are two write keys. The server-side key is for the brand's backend; the
+//! client-side key is for SDKs in web pages and mini programs, where anyone can read it,
+//! so it may not change who serves a customer, give consent or attribute a customer to
+//! staff (403 `server_key_required`).
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -17,7 +22,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
 use siyu_core::Timestamp;
-use siyu_core::message::{self, MAX_BATCH_BYTES, MessageKind, ParseContext, ParsedRequest, RequestError};
+use siyu_core::message::{self, MAX_BATCH_BYTES, Message, MessageKind, ParseContext, ParsedRequest, RequestError};
 use utoipa::ToSchema;
 
 use crate::app::App;
@@ -34,7 +39,7 @@ pub fn routes() -> Router<App> {
         .route("/v1/alias", post(alias))
         .route("/v1/batch", post(batch))
         // Segment's older name for the batch endpoint.
-        .route("/v1/import", post(batch))
+        .route("/v1/import", post(import))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -89,7 +94,8 @@ pub struct SegmentBatch {
 macro_rules! single_endpoint {
     ($fn:ident, $kind:expr, $path:literal, $summary:literal) => {
         #[utoipa::path(post, path = $path, tag = "tracking", summary = $summary, request_body = SegmentMessage, responses(
-                    (status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody), (status = 401, body = crate::http::error::ErrorBody)
+                    (status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody), (status = 401, body = crate::http::error::ErrorBody),
+              (status = 403, body = crate::http::error::ErrorBody, description = "a client-side write key sent what only a server-side key may")
                 ), security(("write_key" = [])))]
         pub async fn $fn(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Json<Accepted>> {
             receive(&app, &headers, body, Some($kind)).await
@@ -104,10 +110,21 @@ single_endpoint!(screen, MessageKind::Screen, "/v1/screen", "A screen view (mini
 single_endpoint!(group, MessageKind::Group, "/v1/group", "Associates the customer with a group");
 single_endpoint!(alias, MessageKind::Alias, "/v1/alias", "Declares previousId and userId the same customer");
 
+#[utoipa::path(post, path = "/v1/import", tag = "tracking", summary = "The same as /v1/batch (Segment's older name for it)",
+    request_body = SegmentBatch,
+    responses((status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody),
+              (status = 401, body = crate::http::error::ErrorBody),
+              (status = 403, body = crate::http::error::ErrorBody, description = "a client-side write key sent what only a server-side key may")),
+    security(("write_key" = [])))]
+pub async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Json<Accepted>> {
+    receive(&app, &headers, body, None).await
+}
+
 #[utoipa::path(post, path = "/v1/batch", tag = "tracking", summary = "Many messages at once (at most 500 KB, 32 KB each)",
     request_body = SegmentBatch,
     responses((status = 200, body = Accepted), (status = 400, body = crate::http::error::ErrorBody),
-              (status = 401, body = crate::http::error::ErrorBody)),
+              (status = 401, body = crate::http::error::ErrorBody),
+              (status = 403, body = crate::http::error::ErrorBody, description = "a client-side write key sent what only a server-side key may")),
     security(("write_key" = [])))]
 pub async fn batch(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Json<Accepted>> {
     receive(&app, &headers, body, None).await
@@ -130,16 +147,18 @@ async fn receive(app: &App, headers: &HeaderMap, body: Body, kind: Option<Messag
 }
 
 async fn accept(app: &App, headers: &HeaderMap, body: Body, kind: Option<MessageKind>) -> ApiResult<()> {
-    let header_key = basic_auth_user(headers)?;
-    if let Some(key) = &header_key {
-        check_key(app, key)?;
-    }
+    let header_key = match basic_auth_user(headers)? {
+        Some(key) => Some(check_key(app, &key)?),
+        None => None,
+    };
     let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES + 1)
         .await
         .map_err(|_| ApiError::bad_request("payload_too_large", format!("the request body is over {MAX_BATCH_BYTES} bytes (or was cut off)")))?;
     let body = decode(headers, raw)?;
     let parsed = parse(&body, kind)?;
-    authorize(app, header_key.is_some(), &parsed)?;
+    if authorize(app, header_key, &parsed)? == KeyKind::Client {
+        refuse_from_client(&parsed.messages)?;
+    }
     let backlog = app.ingest.appended().saturating_sub(app.ingest.indexed());
     if backlog > app.limits.backlog {
         let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backlog_full", format!("{backlog} messages are waiting to be stored; retry shortly"));
@@ -176,25 +195,71 @@ fn basic_auth_user(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(user.to_string()))
 }
 
-fn check_key(app: &App, key: &str) -> ApiResult<()> {
-    if constant_time_eq(key, &app.write_key) { Ok(()) } else { Err(ApiError::unauthorized("the write key is not valid for this Siyu source")) }
+/// Who sent a request: a trusted server-side source (the brand's backend, imports) or
+/// a client-side SDK whose key is public (web, mini programs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Server,
+    Client,
+}
+
+fn check_key(app: &App, key: &str) -> ApiResult<KeyKind> {
+    if constant_time_eq(key, &app.write_key) {
+        Ok(KeyKind::Server)
+    } else if constant_time_eq(key, &app.client_write_key) {
+        Ok(KeyKind::Client)
+    } else {
+        Err(ApiError::unauthorized("the write key is not valid for this Siyu source"))
+    }
 }
 
 /// Every write key the request carries must be right, and there must be at least one:
-/// in the header, in the body, or on every message.
-fn authorize(app: &App, header_checked: bool, parsed: &ParsedRequest) -> ApiResult<()> {
+/// in the header, in the body, or on every message. One client key anywhere makes the
+/// whole request a client's.
+fn authorize(app: &App, header: Option<KeyKind>, parsed: &ParsedRequest) -> ApiResult<KeyKind> {
+    let mut kinds: Vec<KeyKind> = header.into_iter().collect();
     if let Some(k) = &parsed.body_write_key {
-        check_key(app, k)?;
+        kinds.push(check_key(app, k)?);
     }
     for k in parsed.message_write_keys.iter().flatten() {
-        check_key(app, k)?;
+        kinds.push(check_key(app, k)?);
     }
     let every_message_keyed = parsed.message_write_keys.iter().all(Option::is_some);
-    if header_checked || parsed.body_write_key.is_some() || every_message_keyed {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("no write key: send it as the HTTP Basic user name with an empty password, or as writeKey in the body"))
+    if !(header.is_some() || parsed.body_write_key.is_some() || every_message_keyed) {
+        return Err(ApiError::unauthorized("no write key: send it as the HTTP Basic user name with an empty password, or as writeKey in the body"));
     }
+    Ok(if kinds.contains(&KeyKind::Client) { KeyKind::Client } else { KeyKind::Server })
+}
+
+/// Events that say who serves a customer: only the WeCom callback, sync, imports and
+/// server-side keys may send them.
+pub const RELATIONSHIP_EVENTS: [&str; 5] = ["Contact Added", "Contact Deleted", "Contact Transferred", "Contact Handed Over", "Transfer Failed"];
+
+/// What a client-side key may not do, since anyone can copy it from a web page: change
+/// who serves a customer, give consent in the brand's favour, or attribute a customer
+/// to a member of staff (whose token would then read the customer's details).
+fn refuse_from_client(messages: &[Message]) -> ApiResult<()> {
+    let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "server_key_required", why);
+    for (i, m) in messages.iter().enumerate() {
+        let at = if messages.len() > 1 { format!("batch[{i}]: ") } else { String::new() };
+        if let Some(event) = m.event.as_deref().filter(|e| RELATIONSHIP_EVENTS.contains(e)) {
+            return Err(forbidden(format!(
+                "{at}`{event}` changes who serves a customer: send it with the server write key from your backend, not the client key"
+            )));
+        }
+        if let Some((key, _)) = m.traits.iter().find(|(k, v)| k.starts_with("consent.") && *v == serde_json::Value::Bool(true)) {
+            return Err(forbidden(format!(
+                "{at}`{key}: true` gives consent: record it with the server write key from your backend (a client key may only withdraw consent)"
+            )));
+        }
+        if m.payload.contains("staff_userid") {
+            let props: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&m.payload).unwrap_or_default();
+            if props.contains_key("staff_userid") {
+                return Err(forbidden(format!("{at}`staff_userid` attributes the customer to a member of staff: send it with the server write key")));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn decode(headers: &HeaderMap, raw: Bytes) -> ApiResult<Bytes> {

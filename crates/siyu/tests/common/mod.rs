@@ -9,6 +9,7 @@ pub use siyu::http::server::Limits;
 use siyu_store::testing::TestStore;
 
 pub const WRITE_KEY: &str = "wk_test_source";
+pub const CLIENT_WRITE_KEY: &str = "wkc_test_client_key";
 pub const ADMIN_TOKEN: &str = "siyu_admin_test_token";
 
 pub struct TestApp {
@@ -133,6 +134,7 @@ async fn start(store: &TestStore, limits: Limits) -> Running {
         data_dir: store.dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         write_key: Some(WRITE_KEY.to_string()),
+        client_write_key: Some(CLIENT_WRITE_KEY.to_string()),
         admin_token: Some(ADMIN_TOKEN.to_string()),
         limits,
     })
