@@ -46,6 +46,19 @@ app_test!(every_admin_route_needs_a_valid_token, |app| {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
+    assert!(doc["paths"].get("/v1/import").is_some(), "Segment's older batch endpoint is documented");
+    // Every admin operation documents its 401 and 400 answers.
+    for (path, item) in doc["paths"].as_object().unwrap().iter().filter(|(p, _)| p.starts_with("/api/")) {
+        for (method, op) in item.as_object().unwrap() {
+            for code in ["400", "401"] {
+                assert!(op["responses"].get(code).is_some(), "{method} {path} does not document {code}");
+            }
+        }
+    }
+    // A rule is either form: generated clients can send the text or the tree.
+    let rule = &doc["components"]["schemas"]["SegmentInput"]["properties"]["rule"];
+    let kinds: Vec<&str> = rule["oneOf"].as_array().unwrap_or_else(|| panic!("{rule}")).iter().map(|s| s["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["string", "object"]);
 });
 
 app_test!(lookup_finds_a_profile_by_any_identity, |app| {
@@ -276,6 +289,27 @@ app_test!(admins_issue_list_and_revoke_staff_tokens, |app| {
     assert_eq!(s, StatusCode::NOT_FOUND);
 });
 
+app_test!(guide_relationships_follow_event_time_not_arrival, |app| {
+    app.put("/api/v1/staff/g1", Some(&json!({"name": "g1"}))).await;
+    let contact = |event: &str, at: &str| json!({"userId": "late", "event": event, "timestamp": at, "properties": {"staff_userid": "g1"}});
+    // The removal arrives first, the older add after it (an SDK retry, a slow queue).
+    app.send("/v1/track", &contact("Contact Deleted", "2026-11-02T10:00:00Z")).await;
+    app.send("/v1/track", &contact("Contact Added", "2026-11-01T10:00:00Z")).await;
+    app.settle_all().await;
+    let (_, p) = app.lookup("user_id=late").await;
+    assert_eq!(p["owners"][0]["status"], json!("deleted"), "{p}");
+    let (_, owned) = app.post("/api/v1/segments/preview", &json!({"rule": "owner.guide = \"g1\""})).await;
+    assert_eq!(owned["count"], json!(0), "{owned}");
+    // An add after the removal brings the customer back.
+    app.send("/v1/track", &contact("Contact Added", "2026-11-03T10:00:00Z")).await;
+    app.send("/v1/track", &contact("Contact Deleted", "2026-11-02T12:00:00Z")).await;
+    app.settle_all().await;
+    let (_, p) = app.lookup("user_id=late").await;
+    assert_eq!(p["owners"][0]["status"], json!("active"), "{p}");
+    let (_, owned) = app.post("/api/v1/segments/preview", &json!({"rule": "owner.guide = \"g1\""})).await;
+    assert_eq!(owned["count"], json!(1), "{owned}");
+});
+
 app_test!(metrics_and_health, |app| {
     app.send("/v1/track", &json!({"userId": "m1", "event": "E"})).await;
     app.send("/v1/track", &json!({"event": "E"})).await;
@@ -311,6 +345,7 @@ async fn an_admin_token_is_generated_once_when_none_is_configured() {
         data_dir: store.dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         write_key: None,
+        client_write_key: None,
         admin_token: None,
         limits: Default::default(),
     };

@@ -9,7 +9,7 @@ use crate::http::{admin, org, outreach, segments, tokens, tracking, wecom};
 #[openapi(
     info(title = "Siyu", description = "Private-domain operations: tracking API (Segment spec) and admin API."),
     paths(
-        tracking::identify, tracking::track, tracking::page, tracking::screen, tracking::group, tracking::alias, tracking::batch,
+        tracking::identify, tracking::track, tracking::page, tracking::screen, tracking::group, tracking::alias, tracking::batch, tracking::import,
         admin::lookup, admin::profile, admin::events, admin::add_tag, admin::remove_tag, admin::stats, admin::ingest_status,
         org::list_stores, org::get_store, org::put_store, org::list_staff, org::get_staff, org::put_staff, org::remove_staff, org::staff_customers,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
@@ -41,6 +41,27 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
         components.add_security_scheme("write_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        document_admin_errors(openapi);
+    }
+}
+
+/// Every admin operation can answer 401 (no or a wrong token) and 400 (a body, path or
+/// query it cannot read), in the JSON error form: say so wherever a handler did not.
+fn document_admin_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut().filter(|(p, _)| p.starts_with("/api/")) {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            responses.entry("401".into()).or_insert_with(|| error("no admin or staff token, or one that is not valid").into());
+            responses.entry("400".into()).or_insert_with(|| error(&format!("the request to {path} could not be read: the message says what to fix")).into());
+        }
     }
 }
 

@@ -56,7 +56,7 @@ fn engine_error(e: EngineError) -> ApiError {
 #[derive(Deserialize, ToSchema)]
 pub struct PreviewRequest {
     /// A JSON rule tree, or the text form as a string.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = rule_input)]
     pub rule: Value,
     /// How many sample profiles to return (default 10, at most 100).
     pub sample: Option<usize>,
@@ -150,7 +150,7 @@ pub struct SegmentInput {
     pub name: Option<String>,
     pub description: Option<String>,
     /// A JSON rule tree, or the text form as a string.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = rule_input)]
     pub rule: Value,
 }
 
@@ -404,4 +404,19 @@ pub async fn list_profiles(State(app): State<App>, Extension(caller): Extension<
         .await?;
     let next = (profiles.len() == limit).then(|| profiles.last().map(|p| p.id)).flatten();
     Ok(Json(ProfilePage { total, profiles, next }))
+}
+
+/// A rule as requests may give it: the text form, or the JSON rule tree.
+fn rule_input() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String).description(Some(r#"The text form, e.g. `city = "上海" and count(Order Completed, 30d) >= 2`"#)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(r#"The JSON rule tree, e.g. {"and": [{"trait": "city", "op": "=", "value": "上海"}, …]}"#)),
+        )
+        .description(Some("A segment rule, as text or as a JSON rule tree"))
+        .build();
+    Schema::OneOf(one_of)
 }
