@@ -96,6 +96,17 @@ async fn policy_scenario(store: TestStore) {
     let (s, e) = app.post("/api/v1/campaigns", &json!({"name": "x", "audience": {"segment": "cohort"}, "channel": "sms", "content": "hi {{ name }}"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(e["error"]["message"].as_str().unwrap().contains("unknown variable `name`"), "{e}");
+    // A template that does not parse is refused when saved, naming where.
+    let (s, e) =
+        app.post("/api/v1/campaigns", &json!({"name": "x", "audience": {"segment": "cohort"}, "channel": "sms", "content": "hi {{ traits.name"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("at character"), "{e}");
+    let journey = json!({"spec": {"name": "broken", "trigger": {"event": {"event": "Signed Up"}}, "steps": [{"send": {"channel": "sms", "content": "hello {{ traits.name"}}]}});
+    let (s, e) = app.post("/api/v1/journeys", &journey).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("steps[0]"), "{e}");
+    let (_, journeys) = app.get("/api/v1/journeys").await;
+    assert_eq!(journeys, json!([]));
     let (_, list) = app.get("/api/v1/campaigns").await;
     assert_eq!(list, json!([]));
 
