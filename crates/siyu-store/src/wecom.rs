@@ -92,13 +92,60 @@ pub async fn set_external_ref(db: &mut dyn Db, ids: &[i64], msgid: &str) -> Resu
     Ok(())
 }
 
+/// Marks deliveries as about to be carried by a mass message, before `add_msg_template`
+/// is called: `intent:<seconds>:<first id>`. If the answer is lost, the intent says
+/// which mass message to look for before making it again.
+pub async fn record_intent(db: &mut dyn Db, ids: &[i64], at_secs: i64) -> Result<String, StoreError> {
+    let intent = format!("{INTENT}{at_secs}:{}", ids.first().copied().unwrap_or(0));
+    set_external_ref(db, ids, &intent).await?;
+    Ok(intent)
+}
+
+/// What marks a mass message Siyu asked for but has no answer about.
+pub const INTENT: &str = "intent:";
+
+/// Replaces a reference (an intent) with the msgid WeCom gave, or clears it (`None`) so
+/// the deliveries are sent again.
+pub async fn settle_intent(db: &mut dyn Db, intent: &str, msgid: Option<&str>) -> Result<u64, StoreError> {
+    db.execute("UPDATE deliveries SET external_ref = $2 WHERE external_ref = $1 AND status = 'confirmed'", params![intent, msgid]).await
+}
+
+/// Intents without an answer: (intent, guide, content, profile ids).
+pub async fn open_intents(db: &mut dyn Db) -> Result<Vec<(String, String, String, Vec<i64>)>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT external_ref, guide, content, profile_id FROM deliveries
+              WHERE channel = 'wecom' AND status = 'confirmed' AND external_ref LIKE 'intent:%' ORDER BY external_ref, id",
+            &[],
+        )
+        .await?;
+    let mut out: Vec<(String, String, String, Vec<i64>)> = Vec::new();
+    for r in rows {
+        let intent = r.text(0)?;
+        match out.last_mut() {
+            Some(last) if last.0 == intent => last.3.push(r.int(3)?),
+            _ => out.push((intent, r.opt_text(1)?.unwrap_or_default(), r.opt_text(2)?.unwrap_or_default(), vec![r.int(3)?])),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether some delivery already names this msgid.
+pub async fn msgid_in_use(db: &mut dyn Db, msgid: &str) -> Result<bool, StoreError> {
+    Ok(db.query_opt("SELECT 1 FROM deliveries WHERE external_ref = $1 LIMIT 1", params![msgid]).await?.is_some())
+}
+
 /// Mass messages whose results are not in yet: (msgid, guide).
 pub async fn pending_mass_messages(db: &mut dyn Db) -> Result<Vec<(String, String)>, StoreError> {
-    db.query("SELECT DISTINCT external_ref, guide FROM deliveries WHERE channel = 'wecom' AND status = 'confirmed' AND external_ref IS NOT NULL", &[])
-        .await?
-        .iter()
-        .map(|r| Ok((r.text(0)?, r.opt_text(1)?.unwrap_or_default())))
-        .collect()
+    db.query(
+        "SELECT DISTINCT external_ref, guide FROM deliveries
+          WHERE channel = 'wecom' AND status = 'confirmed' AND external_ref IS NOT NULL AND external_ref NOT LIKE 'intent:%'",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.opt_text(1)?.unwrap_or_default())))
+    .collect()
 }
 
 /// One customer's result of a mass message: `sent`, or `failed` with a reason.

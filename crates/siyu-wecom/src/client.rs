@@ -4,8 +4,11 @@
 //!   once, cached until five minutes before `expires_in`, refreshed once when WeCom says
 //!   it is invalid or expired (40001, 40014, 42001). Concurrent callers wait for the same
 //!   fetch instead of each asking for a token.
-//! - Retries with exponential backoff on "system busy" (-1), the frequency limit (45009)
-//!   and HTTP/transport errors; at most `max_attempts` tries.
+//! - Retries with exponential backoff on "system busy" (-1) and the frequency limit
+//!   (45009), which mean WeCom did nothing; HTTP and transport errors (a timeout, a lost
+//!   answer) are retried only for calls that change nothing. A call that creates
+//!   something ([`CREATES`]) is never repeated blindly: the error is returned and the
+//!   caller reconciles (did WeCom make it?) before trying again. At most `max_attempts`.
 //! - A client-side limit per API path (10,000 calls a minute by default, WeCom's corp
 //!   limit) so a sync cannot trip WeCom's own.
 //! - Every other `errcode` is a typed [`WecomError::Api`] with its number and message.
@@ -41,6 +44,27 @@ impl WecomError {
 const TOKEN_ERRORS: [i64; 3] = [40001, 40014, 42001];
 /// Transient: try again after a pause.
 const BUSY: [i64; 2] = [-1, 45009];
+
+/// Calls that create or send something: after a transport error nobody knows whether
+/// WeCom did it, so they are not retried blindly (customers would get a message twice).
+pub const CREATES: [&str; 11] = [
+    "add_msg_template",
+    "send_welcome_msg",
+    "transfer_customer",
+    "add_contact_way",
+    "add_moment_task",
+    "mark_tag",
+    "add_corp_tag",
+    "message/send",
+    "remind_groupmsg_send",
+    "groupchat/add_join_way",
+    "add_groupchat_welcome_template",
+];
+
+/// Whether a failed call to `path` may simply be made again.
+pub fn repeatable(path: &str) -> bool {
+    !CREATES.iter().any(|c| path.ends_with(c))
+}
 
 pub struct Client {
     base: String,
@@ -99,7 +123,7 @@ impl Client {
             return Ok(token.clone());
         }
         let url = format!("{}/cgi-bin/gettoken", self.base);
-        let v = self.send_with_retries(|| self.http.get(&url).query(&[("corpid", &self.corp_id), ("corpsecret", &self.secret)])).await?;
+        let v = self.send_with_retries(true, || self.http.get(&url).query(&[("corpid", &self.corp_id), ("corpsecret", &self.secret)])).await?;
         let token = v["access_token"].as_str().ok_or_else(|| WecomError::Decode("gettoken without access_token".into()))?.to_string();
         let expires = v["expires_in"].as_u64().unwrap_or(7200);
         // Renew five minutes early (or at half-life for short tokens).
@@ -139,8 +163,9 @@ impl Client {
         }
     }
 
-    /// Sends, retrying transport errors and busy answers; errcode 0 or absent is success.
-    async fn send_with_retries(&self, request: impl Fn() -> reqwest::RequestBuilder) -> Result<Value, WecomError> {
+    /// Sends, retrying busy answers, and transport errors when `repeatable`; errcode 0 or
+    /// absent is success.
+    async fn send_with_retries(&self, repeatable: bool, request: impl Fn() -> reqwest::RequestBuilder) -> Result<Value, WecomError> {
         let mut delay = self.backoff;
         let mut attempt = 0;
         loop {
@@ -151,7 +176,7 @@ impl Client {
                 Err(e) => Err(WecomError::Http(e.without_url().to_string())),
             };
             let retry = match &result {
-                Err(WecomError::Http(_)) => true,
+                Err(WecomError::Http(_)) => repeatable,
                 Err(WecomError::Api { errcode, .. }) => BUSY.contains(errcode),
                 _ => false,
             };
@@ -173,7 +198,7 @@ impl Client {
             let token = self.access_token().await?;
             let url = format!("{}{path}", self.base);
             let result = self
-                .send_with_retries(|| {
+                .send_with_retries(repeatable(path), || {
                     let req = match body {
                         Some(b) => self.http.post(&url).json(b),
                         None => self.http.get(&url),
@@ -320,6 +345,26 @@ impl Client {
             json!({"chat_type": "single", "start_time": start_time, "end_time": end_time, "cursor": cursor, "limit": 100}),
         )
         .await
+    }
+
+    /// Every mass message `creator` made between the two times (seconds), all pages:
+    /// how Siyu finds out whether a mass message whose answer was lost was made.
+    pub async fn mass_messages_by(&self, creator: &str, start_time: i64, end_time: i64) -> Result<Vec<Value>, WecomError> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let v = self
+                .post(
+                    "/cgi-bin/externalcontact/get_groupmsg_list_v2",
+                    json!({"chat_type": "single", "start_time": start_time, "end_time": end_time, "creator": creator, "filter_type": 2, "cursor": cursor, "limit": 100}),
+                )
+                .await?;
+            out.extend(v["group_msg_list"].as_array().cloned().unwrap_or_default());
+            match v["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() => cursor = c.to_string(),
+                _ => return Ok(out),
+            }
+        }
     }
 
     pub async fn get_groupmsg_task(&self, msgid: &str, cursor: &str) -> Result<Value, WecomError> {

@@ -138,6 +138,10 @@ struct Corp {
     /// New mass messages wait for their guide to send them (`/sim/guide_sends`);
     /// otherwise guides send at once.
     hold_sends: bool,
+    /// Apply this many create calls (see [`crate::client::CREATES`]) and then lose their
+    /// answer (HTTP 504), as when a network drops the reply: tests that Siyu does not
+    /// make the same mass message twice.
+    drop_answers: u32,
     /// App messages delivered to staff: (userid, text).
     app_messages: Vec<(String, String)>,
     next_id: u64,
@@ -216,6 +220,11 @@ impl Simulator {
     /// Mass messages made from now on wait for their guide to send them.
     pub fn hold_sends(&self, on: bool) {
         self.corp.lock().expect("corp").hold_sends = on;
+    }
+
+    /// The next `n` create calls are applied and their answers lost (HTTP 504).
+    pub fn drop_answers(&self, n: u32) {
+        self.corp.lock().expect("corp").drop_answers = n;
     }
 
     /// How many times `remind_groupmsg_send` was accepted for a mass message.
@@ -544,7 +553,21 @@ async fn sim_app_messages(State(sim): State<Sim>, Query(q): Query<AppMessagesQue
     ok(json!({"messages": list}))
 }
 
-async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Query<Q>, raw: axum::body::Bytes) -> Json<Value> {
+/// A POST API call; in the fault mode a create call is applied and its answer lost.
+async fn api_post(state: State<Sim>, Path(api): Path<String>, q: Query<Q>, raw: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let sim = state.0.clone();
+    let answer = apply_post(state, Path(api.clone()), q, raw).await;
+    let mut c = sim.corp.lock().expect("corp");
+    let applied = answer.0["errcode"].as_i64() == Some(0);
+    if applied && c.drop_answers > 0 && !crate::client::repeatable(&api) {
+        c.drop_answers -= 1;
+        return (axum::http::StatusCode::GATEWAY_TIMEOUT, "the answer was lost").into_response();
+    }
+    answer.into_response()
+}
+
+async fn apply_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Query<Q>, raw: axum::body::Bytes) -> Json<Value> {
     let body: Value = match serde_json::from_slice(&raw) {
         Ok(v) => v,
         Err(_) => return err(47001, "data format error"),
@@ -728,9 +751,15 @@ async fn api_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Que
             }
         }
         "get_groupmsg_list_v2" => {
+            let (start, end) = (body["start_time"].as_i64().unwrap_or(0), body["end_time"].as_i64().unwrap_or(i64::MAX));
+            if end < start || end - start > 31 * 86_400 {
+                return err(40058, "start_time and end_time must be at most a month apart");
+            }
+            let creator = s("creator");
             let list: Vec<Value> = c
                 .mass
                 .iter()
+                .filter(|(_, m)| (start..=end).contains(&m.created) && (creator.is_empty() || m.sender == creator))
                 .map(|(id, m)| json!({"msgid": id, "creator": m.sender, "create_type": 0, "create_time": m.created, "text": {"content": m.text}}))
                 .collect();
             ok(json!({"group_msg_list": list, "next_cursor": ""}))

@@ -267,9 +267,13 @@ async fn with_simulator(store: TestStore) {
     let (s, _) = app.post(&format!("/api/v1/tasks/{task}/items/{item}"), &json!({"action": "confirm"})).await;
     assert_eq!(s, StatusCode::OK);
     sim.hold_sends(true); // the guide will press send in WeCom later
-    outreach.tick().await.unwrap(); // add_msg_template; its results read "not sent"
+    sim.drop_answers(1); // WeCom makes the mass message, but its answer is lost
+    outreach.tick().await.unwrap(); // add_msg_template: no answer, so no blind retry
+    assert_eq!(sim.mass_messages().len(), 1);
+    outreach.tick().await.unwrap(); // found with get_groupmsg_list_v2 and adopted, not made again
+    outreach.tick().await.unwrap(); // its results read "not sent"
     let mass = sim.mass_messages();
-    assert_eq!(mass.len(), 1);
+    assert_eq!(mass.len(), 1, "one mass message, whatever happened to the answer: {mass:?}");
     assert_eq!((mass[0].1.as_str(), mass[0].2.clone(), mass[0].3.as_str()), ("li.sh0052", vec!["wmTea01".to_string()], "秋季新豆到店"));
     // Unsent for 8 hours: one reminder through remind_groupmsg_send, not one per round.
     let msgid = mass[0].0.clone();

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use siyu_core::Timestamp;
 use siyu_store::outreach::DeliveryRow;
 use siyu_store::{outreach as stored, wecom as wstore};
-use siyu_wecom::client::Client;
+use siyu_wecom::client::{Client, WecomError};
 
 use super::{Outreach, render};
 
@@ -22,6 +22,7 @@ const PER_MESSAGE: usize = 10_000;
 
 /// Confirmed touches → mass messages.
 pub async fn push(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Result<()> {
+    reconcile(o, client).await?;
     let rows = o.store.run(|db| Box::pin(wstore::confirmed_unsent(db, 20_000))).await?;
     if rows.is_empty() {
         return Ok(());
@@ -52,19 +53,91 @@ pub async fn push(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Resu
     for ((guide, text), members) in groups {
         for chunk in members.chunks(PER_MESSAGE) {
             let to: Vec<String> = chunk.iter().map(|(_, e)| e.clone()).collect();
-            match client.add_msg_template(&guide, &to, &text).await {
-                Ok((msgid, _fail)) => {
-                    let ids: Vec<i64> = chunk.iter().map(|(d, _)| d.id).collect();
-                    o.store.run(move |db| Box::pin(async move { wstore::set_external_ref(db, &ids, &msgid).await })).await?;
+            let ids: Vec<i64> = chunk.iter().map(|(d, _)| d.id).collect();
+            // The intent is durable before WeCom is asked: after a lost answer or a crash
+            // Siyu looks for the mass message instead of making it twice.
+            let at = wecom_clock();
+            let intent = o.store.run(move |db| Box::pin(async move { wstore::record_intent(db, &ids, at).await })).await?;
+            let settled = match client.add_msg_template(&guide, &to, &text).await {
+                Ok((msgid, _fail)) => Some(msgid),
+                // WeCom answered no: nothing was made; tried again next round.
+                Err(e @ WecomError::Api { .. }) => {
+                    tracing::warn!(guide = %guide, error = %e, "add_msg_template refused; tried again next round");
+                    None
                 }
                 Err(e) => {
-                    // Left confirmed without a message: tried again next round.
-                    tracing::warn!(guide = %guide, error = %e, "add_msg_template failed");
+                    tracing::warn!(guide = %guide, error = %e, "add_msg_template's answer was lost; Siyu checks whether WeCom made it before trying again");
+                    continue;
                 }
-            }
+            };
+            o.store.run(move |db| Box::pin(async move { wstore::settle_intent(db, &intent, settled.as_deref()).await })).await?;
         }
     }
     Ok(())
+}
+
+/// Settles mass messages whose answer was lost (or whose server stopped mid-call): if
+/// WeCom made one by this guide, with this text, to exactly these customers, after the
+/// intent, it is adopted; if none appears within [`INTENT_GRACE_SECS`], the deliveries
+/// are sent again.
+pub async fn reconcile(o: &Outreach, client: &Client) -> anyhow::Result<()> {
+    let intents = o.store.run(|db| Box::pin(wstore::open_intents(db))).await?;
+    for (intent, guide, text, profiles) in intents {
+        let at: i64 = intent.trim_start_matches(wstore::INTENT).split(':').next().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let identities = o.store.run(move |db| Box::pin(async move { stored::identities_of(db, &profiles).await })).await?;
+        let mut wanted: Vec<String> = identities.values().filter_map(|m| m.get("external_userid").and_then(|v| v.as_str()).map(str::to_string)).collect();
+        wanted.sort();
+        let now_secs = wecom_clock();
+        let made = match find_mass_message(o, client, &guide, &text, &wanted, at, now_secs).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(guide = %guide, error = %e, "could not check WeCom for a mass message whose answer was lost; checked again next round");
+                continue;
+            }
+        };
+        let settle = match made {
+            Some(msgid) => Some(Some(msgid)),
+            None if now_secs - at > INTENT_GRACE_SECS => Some(None),
+            None => None, // a call may still be under way: look again next round
+        };
+        if let Some(msgid) = settle {
+            tracing::info!(guide = %guide, msgid = ?msgid, "mass message with a lost answer settled");
+            o.store.run(move |db| Box::pin(async move { wstore::settle_intent(db, &intent, msgid.as_deref()).await })).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Seconds by the wall clock, as WeCom stamps mass messages (the engine's clock can be
+/// moved in tests and benchmarks; WeCom's cannot).
+fn wecom_clock() -> i64 {
+    Timestamp::now().0 / 1000
+}
+
+/// How long after an intent a missing mass message counts as not made: longer than the
+/// client's request timeout (30 s), so a call still under way is never repeated.
+pub const INTENT_GRACE_SECS: i64 = 90;
+
+/// A mass message by `guide` with `text` to exactly `wanted`, made since `at`, that no
+/// delivery names yet.
+async fn find_mass_message(o: &Outreach, client: &Client, guide: &str, text: &str, wanted: &[String], at: i64, now: i64) -> anyhow::Result<Option<String>> {
+    for m in client.mass_messages_by(guide, at - 60, now + 60).await? {
+        let Some(msgid) = m["msgid"].as_str().map(str::to_string) else { continue };
+        if m["creator"].as_str() != Some(guide) || m["text"]["content"].as_str() != Some(text) {
+            continue;
+        }
+        let id = msgid.clone();
+        if o.store.run(move |db| Box::pin(async move { wstore::msgid_in_use(db, &id).await })).await? {
+            continue;
+        }
+        let mut got: Vec<String> =
+            client.get_groupmsg_send_result(&msgid, guide).await?.iter().filter_map(|r| r["external_userid"].as_str().map(str::to_string)).collect();
+        got.sort();
+        if got == wanted {
+            return Ok(Some(msgid));
+        }
+    }
+    Ok(None)
 }
 
 /// Mass-message results → deliveries.
