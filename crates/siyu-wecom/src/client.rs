@@ -61,6 +61,34 @@ pub const CREATES: [&str; 11] = [
     "add_groupchat_welcome_template",
 ];
 
+/// The HTTP client: `HTTPS_PROXY` (or `https_proxy`) is honoured for HTTPS, so calls
+/// to `qyapi.weixin.qq.com` can leave through a fixed-IP egress proxy (a self-built
+/// app made after 2022-06-20 only answers from its 企业可信IP; otherwise every call is
+/// errcode 60020). Plain-HTTP bases (the simulator on loopback) never use a proxy.
+fn http_client() -> reqwest::Client {
+    let mut builder = http_builder().no_proxy().timeout(Duration::from_secs(30));
+    let proxy = ["HTTPS_PROXY", "https_proxy"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+    if let Some(url) = proxy {
+        match reqwest::Proxy::https(url.trim()) {
+            Ok(p) => builder = builder.proxy(p),
+            Err(e) => tracing::warn!(error = %e, "HTTPS_PROXY is not a proxy URL; calling WeCom directly"),
+        }
+    }
+    builder.build().expect("http client")
+}
+
+/// Makes ring the process's TLS provider (once; later calls are no-ops).
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Where every HTTP client in Siyu starts (servers, CLIs, benchmarks, tests): reqwest
+/// is built with rustls and no bundled crypto provider, so one is installed first.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    install_tls();
+    reqwest::Client::builder()
+}
+
 /// Whether a failed call to `path` may simply be made again.
 pub fn repeatable(path: &str) -> bool {
     !CREATES.iter().any(|c| path.ends_with(c))
@@ -97,7 +125,7 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             corp_id: corp_id.to_string(),
             secret: secret.to_string(),
-            http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("http client"),
+            http: http_client(),
             token: Mutex::new(None),
             token_fetches: AtomicU64::new(0),
             max_attempts: 4,

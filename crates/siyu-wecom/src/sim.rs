@@ -192,7 +192,7 @@ fn ok(mut v: Value) -> Json<Value> {
 impl Simulator {
     pub fn new(config: SimConfig) -> Arc<Simulator> {
         let corp = Corp { callback_url: config.callback_url.clone(), ..Corp::default() };
-        Arc::new(Simulator { config, corp: Mutex::new(corp), http: reqwest::Client::builder().no_proxy().build().expect("http") })
+        Arc::new(Simulator { config, corp: Mutex::new(corp), http: crate::client::http_builder().no_proxy().build().expect("http") })
     }
 
     /// Starts sending callbacks to `url` (a corp whose contacts existed before Siyu

@@ -15,7 +15,9 @@ async fn start() -> (Arc<Simulator>, String) {
 }
 
 async fn scan(base: &str, config_id: &str, external: &str) {
-    let v: serde_json::Value = reqwest::Client::new()
+    let v: serde_json::Value = siyu_wecom::client::http_builder()
+        .build()
+        .unwrap()
         .post(format!("{base}/sim/scan"))
         .json(&json!({"config_id": config_id, "external_userid": external, "name": external}))
         .send()
@@ -88,7 +90,9 @@ async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
     assert_eq!(client.get_corp_tag_list(&[]).await.unwrap()["tag_group"][0]["tag"][0]["name"], json!("燕麦"));
 
     // A welcome code works once.
-    let code: serde_json::Value = reqwest::Client::new()
+    let code: serde_json::Value = siyu_wecom::client::http_builder()
+        .build()
+        .unwrap()
         .post(format!("{base}/sim/scan"))
         .json(&json!({"config_id": config_id, "external_userid": "wmNew", "name": "new"}))
         .send()

@@ -37,7 +37,7 @@ pub struct AdminServer {
 impl AdminServer {
     pub fn from_env(server: &str) -> anyhow::Result<AdminServer> {
         let token = crate::cli::admin_token_from_env().context("set SIYU_ADMIN_TOKEN to an admin token of the server")?;
-        Ok(AdminServer { base: server.trim_end_matches('/').to_string(), token, client: reqwest::Client::builder().no_proxy().build()? })
+        Ok(AdminServer { base: server.trim_end_matches('/').to_string(), token, client: siyu_wecom::client::http_builder().no_proxy().build()? })
     }
 
     /// The answer's JSON; an error answer becomes an error with the server's message.

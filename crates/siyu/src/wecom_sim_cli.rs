@@ -10,7 +10,8 @@ use siyu_wecom::sim::{SimConfig, Simulator};
 pub struct WecomSimArgs {
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: std::net::SocketAddr,
-    #[arg(long, default_value = "wwsimulatedcorp")]
+    /// The corp id (the same variable `siyu serve` reads, so one environment serves both).
+    #[arg(long, env = "SIYU_WECOM_CORP_ID", default_value = "wwsimulatedcorp")]
     pub corp_id: String,
     /// The customer-contact secret clients must present to /cgi-bin/gettoken.
     #[arg(long, env = "SIYU_WECOM_SECRET", default_value = "sim-secret")]
@@ -32,8 +33,12 @@ pub struct WecomSimArgs {
     #[arg(long, default_value_t = 0)]
     pub receive_limit: u32,
     /// The simulated self-built app's agentid, which `message/send` must name.
-    #[arg(long, default_value_t = 1_000_002)]
+    #[arg(long, env = "SIYU_WECOM_AGENT_ID", default_value_t = 1_000_002)]
     pub agent_id: i64,
+    /// Mass messages wait for the guide to press send (`POST /sim/guide_sends`) instead
+    /// of counting as sent at once.
+    #[arg(long)]
+    pub hold_sends: bool,
 }
 
 pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +48,7 @@ pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
         agent_id: args.agent_id,
         ..SimConfig::new(&args.corp_id, &args.secret, &args.token, &args.aes_key)
     });
+    sim.hold_sends(args.hold_sends);
     let staff: Vec<&str> = args.staff.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     sim.add_staff(&staff);
     for g in &args.groups {
@@ -51,11 +57,18 @@ pub async fn run(args: WecomSimArgs) -> anyhow::Result<ExitCode> {
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("WeCom simulator for corp {} on http://{}", args.corp_id, listener.local_addr()?);
-    println!(
-        "  point Siyu at it with SIYU_WECOM_API_BASE=http://{} (and SIYU_WECOM_AGENT_ID={} for app messages to staff, listed at GET /sim/app_messages)",
-        listener.local_addr()?,
-        args.agent_id
-    );
+    // What `siyu serve` must be given to match, secrets included: they are the
+    // simulator's own, not a real corp's.
+    println!("  run Siyu against it with these (the same variables this command reads):");
+    println!("    SIYU_WECOM_API_BASE=http://{}", listener.local_addr()?);
+    println!("    SIYU_WECOM_CORP_ID={}", args.corp_id);
+    println!("    SIYU_WECOM_SECRET={}", args.secret);
+    println!("    SIYU_WECOM_TOKEN={}", args.token);
+    println!("    SIYU_WECOM_AES_KEY={}", args.aes_key);
+    println!("    SIYU_WECOM_AGENT_ID={}   (app messages to staff are listed at GET /sim/app_messages)", args.agent_id);
+    if args.hold_sends {
+        println!("  mass messages wait for POST /sim/guide_sends {{\"msgid\"}}, as a guide pressing send in WeCom");
+    }
     if let Some(url) = &args.callback_url {
         println!(
             "  callbacks go to {url}; play a customer with POST /sim/scan {{\"config_id\",\"external_userid\",\"name\"}}, /sim/join_group {{\"chat_id\",\"external_userid\"}}"

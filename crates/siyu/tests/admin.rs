@@ -353,7 +353,7 @@ async fn an_admin_token_is_generated_once_when_none_is_configured() {
     let token = first.generated_admin_token.clone().expect("generated at first start");
     assert!(first.generated_write_key);
     let write_key = first.state.write_key.clone();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
     let url = format!("http://{}/api/v1/stats", first.addr);
     assert_eq!(client.get(&url).bearer_auth(&token).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);

@@ -55,7 +55,7 @@ async fn a_backlog_is_refused_past_its_limit_and_replayed_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
     let mut server = spawn(dir.path(), port);
     wait_ready(&client, &base).await;
 

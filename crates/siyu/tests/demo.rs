@@ -106,7 +106,7 @@ async fn the_demo_prints_commands_that_work() {
     assert!(lookup.contains("Bearer $SIYU_ADMIN_TOKEN"), "{lookup}");
     // Run the printed lookup as a shell would, with the variable set.
     let user = lookup.split("user_id=").nth(1).unwrap().split('\'').next().unwrap();
-    let resp = reqwest::Client::builder()
+    let resp = siyu_wecom::client::http_builder()
         .no_proxy()
         .build()
         .unwrap()

@@ -72,7 +72,7 @@ async fn wait_reported(store: &Store, client: &reqwest::Client, base: &str) {
 async fn run(database_url: Option<String>, config: StoreConfig, data_dir: &Path) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
     let server = spawn(data_dir, port, database_url.as_deref());
     wait_ready(&client, &base).await;
     let created = client

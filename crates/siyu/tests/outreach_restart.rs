@@ -29,7 +29,7 @@ impl Server {
     async fn start(dir: &Path, database_url: Option<&str>) -> Server {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
         let child = spawn_server(dir, port, database_url, WRITE_KEY, ADMIN);
         wait_ready(&client, &base).await;
         Server { child, base, client }

@@ -210,7 +210,7 @@ async fn with_simulator(store: TestStore) {
     assert_eq!(s, StatusCode::CONFLICT);
 
     // A customer scans it.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
     let r: serde_json::Value = http
         .post(format!("{sim_base}/sim/scan"))
         .json(&json!({"config_id": way["config_id"], "external_userid": "wmTea01", "name": "周思远"}))
@@ -487,7 +487,7 @@ async fn full_sync_then_transfer(store: TestStore) {
     sim.add_staff(&["g1", "g2"]);
     let sim_base = siyu_wecom::sim::spawn_local(sim.clone()).await.unwrap();
     let client = siyu_wecom::client::Client::new(&sim_base, CORP, "sim-secret");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
     for (guide, n) in [("g1", 150), ("g2", 30)] {
         let (config_id, _) = client.add_contact_way(&[guide], &format!("S1-{guide}"), "x").await.unwrap();
         for i in 0..n {

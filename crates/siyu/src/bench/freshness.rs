@@ -46,7 +46,7 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     engine.define(SegmentDef { name: "probed_newcomers".into(), rule: parse(r#"count("First Probe", 1d) >= 1"#)? }).await?;
     let members = probe_members(&running.state.store, args.freshness_seconds as usize * 10).await?;
     let base = format!("http://{}", running.addr);
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(32).build()?;
+    let client = siyu_wecom::client::http_builder().no_proxy().pool_max_idle_per_host(32).build()?;
 
     let load = IngestBench {
         events: args.freshness_rate * args.freshness_seconds,

@@ -83,7 +83,7 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
         if args.gzip { ", gzip" } else { "" }
     );
     let bodies = Arc::new(build_bodies(&args, requests)?);
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(args.connections).build()?;
+    let client = siyu_wecom::client::http_builder().no_proxy().pool_max_idle_per_host(args.connections).build()?;
     let before = stats(&client, &base_url, &admin_token).await?;
 
     let bar = ProgressBar::new(args.events);

@@ -42,7 +42,7 @@ impl ChildServer {
     }
 
     async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder().no_proxy().build()?;
+        let client = siyu_wecom::client::http_builder().no_proxy().build()?;
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Ok(r) = client.get(format!("{}/healthz", self.base_url)).send().await

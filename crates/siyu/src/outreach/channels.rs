@@ -38,7 +38,7 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(url: String) -> Webhook {
-        let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(30)).build().expect("http client");
+        let client = siyu_wecom::client::http_builder().no_proxy().timeout(std::time::Duration::from_secs(30)).build().expect("http client");
         Webhook { url, client }
     }
 }

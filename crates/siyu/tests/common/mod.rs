@@ -28,7 +28,7 @@ impl TestApp {
     pub async fn spawn_with(store: TestStore, limits: Limits) -> TestApp {
         let running = start(&store, limits).await;
         let base = format!("http://{}", running.addr);
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
         TestApp { base, client, running: Some(running), store }
     }
 
