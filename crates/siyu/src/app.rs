@@ -116,7 +116,7 @@ impl Running {
     }
 }
 
-const WRITE_KEY_SETTING: &str = "write_key";
+pub const WRITE_KEY_SETTING: &str = "write_key";
 const CLIENT_WRITE_KEY_SETTING: &str = "client_write_key";
 
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {

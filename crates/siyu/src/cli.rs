@@ -149,6 +149,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Imports into the server running on the data directory, through its APIs, so its
+/// segment engine sees the rows at once (a direct import would reach only the store).
+async fn import_through(server: &str, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    eprintln!("A Siyu server is running on this data directory ({server}): importing through it.");
+    let write_key = match std::env::var("SIYU_WRITE_KEY").ok().filter(|k| !k.trim().is_empty()) {
+        Some(k) => k,
+        None => {
+            let store = siyu_store::Store::open(&args.store.config()).await?;
+            let key = store.run(|db| Box::pin(siyu_store::admin::get_setting(db, app::WRITE_KEY_SETTING))).await?;
+            key.ok_or_else(|| anyhow::anyhow!("the server's write key is not in the store; set SIYU_WRITE_KEY"))?
+        }
+    };
+    let token = admin_token_from_env();
+    let report = crate::import::through_server(server, &write_key, token.as_deref(), args.kind, &args.file, args.strict).await?;
+    report.print(&args.file);
+    println!("  (sent through the running server: rows already imported before are stored once)");
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
 /// What a person needs to reach a running Siyu.
 pub fn print_banner(running: &app::Running, store: &str, admin_token: Option<&str>) {
     let url = format!("http://{}", running.addr);
@@ -164,6 +183,9 @@ pub fn print_banner(running: &app::Running, store: &str, admin_token: Option<&st
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(server) = crate::datadir::running_server(&args.store.data_dir) {
+        return import_through(&server, args).await;
+    }
     let store = siyu_store::Store::open(&args.store.config()).await?;
     let report = crate::import::run(&store, args.kind, &args.file, crate::import::ImportOptions { strict: args.strict, progress: true }).await?;
     report.print(&args.file);

@@ -419,3 +419,226 @@ fn content_message_id(body: &[u8]) -> String {
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("import-{hex}")
 }
+
+// ---------- into a running server ----------
+
+/// Messages per `/v1/batch` request when importing through a running server (well under
+/// the 500 KB batch limit for ordinary rows; larger batches are split by size too).
+const BATCH_MESSAGES: usize = 400;
+const BATCH_BYTES: usize = 400 * 1024;
+
+/// What an import through a running server sends: tracking messages, and what the admin
+/// API carries (stores, staff, tags).
+#[derive(Default)]
+struct ServerImport {
+    messages: Vec<Value>,
+    /// (lookup query such as `user_id=m1`, tags) for each customer row with tags.
+    tags: Vec<(String, Vec<String>)>,
+    /// (path, body) of admin PUTs: stores and staff.
+    puts: Vec<(String, Value)>,
+}
+
+/// `siyu import` beside a running server: the rows go through the server's own APIs (the
+/// tracking API with the server write key, the admin API for stores, staff and tags), so
+/// they reach the segment engine at once, exactly as live traffic does. Rows are checked
+/// here first, with the same reasons as a direct import; repeats of an earlier import
+/// (direct or not) carry the same message ids and are stored once.
+pub async fn through_server(
+    server: &str,
+    write_key: &str,
+    admin_token: Option<&str>,
+    kind: ImportKind,
+    path: &Path,
+    strict: bool,
+) -> anyhow::Result<ImportReport> {
+    let format = format_of(path)?;
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let bar = ProgressBar::new(file.metadata().map(|m| m.len()).unwrap_or(0));
+    bar.set_style(ProgressStyle::with_template("{spinner} reading {msg} [{bar:30}] {bytes}/{total_bytes}").expect("progress template").progress_chars("=> "));
+    bar.set_message(format!("{kind:?}").to_lowercase());
+    let counting = CountingReader { inner: file, bar: bar.clone() };
+    let mut report = ImportReport::default();
+    let mut out = ServerImport::default();
+    for (line, record) in records(format, counting) {
+        report.rows += 1;
+        let outcome = record.and_then(|rec| server_row(kind, format, rec, &mut out));
+        match outcome {
+            Ok(()) => report.imported += 1,
+            Err(reason) => report.errors.push(RowError { line, reason }),
+        }
+    }
+    bar.finish_and_clear();
+    if strict && !report.errors.is_empty() {
+        bail!(ImportError::Strict(report.errors).to_string());
+    }
+    let needs_admin = !out.puts.is_empty() || !out.tags.is_empty();
+    let token = match (needs_admin, admin_token) {
+        (true, None) => {
+            bail!("a server is running on this data directory ({server}): importing {} through it needs SIYU_ADMIN_TOKEN", format!("{kind:?}").to_lowercase())
+        }
+        (_, t) => t.unwrap_or_default().to_string(),
+    };
+    let client = siyu_wecom::client::http_builder().no_proxy().timeout(std::time::Duration::from_secs(120)).build()?;
+    let sent = ProgressBar::new((out.messages.len() + out.puts.len() + out.tags.len()) as u64);
+    sent.set_style(ProgressStyle::with_template("{spinner} sending to {msg} [{bar:30}] {pos}/{len}").expect("progress template").progress_chars("=> "));
+    sent.set_message(server.to_string());
+    for (path, body) in &out.puts {
+        expect_ok(client.put(format!("{server}{path}")).bearer_auth(&token).json(body).send().await, path).await?;
+        sent.inc(1);
+    }
+    for batch in batches(&out.messages) {
+        let n = batch.len() as u64;
+        let resp = client.post(format!("{server}/v1/batch")).basic_auth(write_key, Some("")).json(&json!({"batch": batch})).send().await;
+        expect_ok(resp, "/v1/batch").await?;
+        sent.inc(n);
+    }
+    if !out.tags.is_empty() {
+        wait_until_stored(&client, server, &token).await?;
+        for (lookup, tags) in &out.tags {
+            let resp = client.get(format!("{server}/api/v1/profiles/lookup?{lookup}")).bearer_auth(&token).send().await;
+            let profile = expect_ok(resp, "/api/v1/profiles/lookup").await?;
+            let id = profile["id"].as_i64().context("the lookup answered without an id")?;
+            for tag in tags {
+                let tag_path = format!("/api/v1/profiles/{id}/tags/{}", utf8_percent(tag));
+                expect_ok(client.put(format!("{server}{tag_path}")).bearer_auth(&token).send().await, &tag_path).await?;
+            }
+            sent.inc(1);
+        }
+    }
+    sent.finish_and_clear();
+    Ok(report)
+}
+
+/// Turns one row into what is sent for it, or says why it cannot be imported.
+fn server_row(kind: ImportKind, format: Format, rec: Record, out: &mut ServerImport) -> Result<(), String> {
+    match kind {
+        ImportKind::Stores => {
+            let s = store_row(&rec)?;
+            out.puts.push((format!("/api/v1/stores/{}", utf8_percent(&s.id)), json!({"name": s.name, "city": s.city, "time_zone": s.time_zone})));
+        }
+        ImportKind::Staff => {
+            let s = staff_row(&rec)?;
+            let body = json!({"name": s.name, "store_id": s.store_id, "role": s.role.as_str(), "customer_cap": s.customer_cap});
+            out.puts.push((format!("/api/v1/staff/{}", utf8_percent(&s.userid)), body));
+        }
+        ImportKind::Events => {
+            let msg = match format {
+                Format::JsonLines => Value::Object(rec),
+                Format::Csv => csv_event(rec)?,
+            };
+            out.messages.push(checked(msg)?);
+        }
+        ImportKind::Customers => {
+            let mut tags = Vec::new();
+            for tag in text(&rec, "tags").unwrap_or_default().split(['|', ';']).map(str::trim).filter(|t| !t.is_empty()) {
+                validate_tag(tag).map_err(|e| format!("tag {tag:?}: {}", e.message))?;
+                tags.push(tag.to_string());
+            }
+            let added_at = match text(&rec, "added_at") {
+                None => None,
+                Some(t) => Some(Timestamp::parse_iso8601(&t).ok_or_else(|| format!("added_at {t:?} is not an ISO-8601 date"))?),
+            };
+            let msg = checked(customer_message(&rec)?)?;
+            let lookup = lookup_query(&msg).ok_or("the row has no identity to look the customer up by")?;
+            // The guide who added them: the same relationship as a WeCom add, in time order.
+            if let Some(staff) = text(&rec, "staff_userid") {
+                let mut added = json!({"type": "track", "event": "Contact Added", "properties": {"staff_userid": staff, "source": "import"}});
+                for key in ["userId", "anonymousId", "context"] {
+                    if let Some(v) = msg.get(key) {
+                        added[key] = v.clone();
+                    }
+                }
+                if let Some(at) = added_at {
+                    added["timestamp"] = json!(at.to_rfc3339());
+                }
+                out.messages.push(checked(added)?);
+            }
+            out.messages.push(msg);
+            if !tags.is_empty() {
+                out.tags.push((lookup, tags));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a message as the tracking API will, and gives it the content-derived message
+/// id a direct import gives it (so importing twice, either way, stores it once).
+fn checked(mut msg: Value) -> Result<Value, String> {
+    let body = serde_json::to_vec(&msg).expect("JSON");
+    let derived = content_message_id(&body);
+    let id = || derived.clone();
+    let cx = ParseContext { received_at: Timestamp::now(), new_message_id: &id };
+    parse_message(&body, &cx).map_err(|r| r.reason)?;
+    if msg.get("messageId").is_none() {
+        msg["messageId"] = json!(derived);
+    }
+    Ok(msg)
+}
+
+/// `user_id=…` (or the customer's first other identity) for the admin lookup.
+fn lookup_query(msg: &Value) -> Option<String> {
+    if let Some(u) = msg["userId"].as_str() {
+        return Some(format!("user_id={}", utf8_percent(u)));
+    }
+    if let Some(first) = msg["context"]["externalIds"].as_array().and_then(|a| a.first()) {
+        let kind = first["type"].as_str()?;
+        let mut q = format!("{kind}={}", utf8_percent(first["id"].as_str()?));
+        if let Some(app) = first["appId"].as_str() {
+            q.push_str(&format!("&app_id={}", utf8_percent(app)));
+        }
+        return Some(q);
+    }
+    msg["anonymousId"].as_str().map(|a| format!("anonymous_id={}", utf8_percent(a)))
+}
+
+fn utf8_percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Messages in batches under the tracking API's limits.
+fn batches(messages: &[Value]) -> Vec<&[Value]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        let size = m.to_string().len() + 1;
+        if i > start && (i - start >= BATCH_MESSAGES || bytes + size > BATCH_BYTES) {
+            out.push(&messages[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
+/// The answer's JSON, or an error with the server's message.
+async fn expect_ok(resp: reqwest::Result<reqwest::Response>, what: &str) -> anyhow::Result<Value> {
+    let resp = resp.with_context(|| format!("reaching the server for {what}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{what}: {status}: {}", body["error"]["message"].as_str().unwrap_or("no details"));
+    }
+    Ok(body)
+}
+
+/// Waits until the server has stored everything it acknowledged (tags need the
+/// customers to exist).
+async fn wait_until_stored(client: &reqwest::Client, server: &str, token: &str) -> anyhow::Result<()> {
+    for _ in 0..6000 {
+        let status = expect_ok(client.get(format!("{server}/api/v1/ingest")).bearer_auth(token).send().await, "/api/v1/ingest").await?;
+        if status["lag"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("the server did not store the imported customers within 10 minutes")
+}

@@ -163,3 +163,106 @@ fn the_cli_reports_rows_and_exits_non_zero_on_rejections() {
     assert_eq!(strict.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&strict.stderr).contains("nothing was imported"));
 }
+
+/// `siyu import` beside a running server goes through it: the segment engine counts the
+/// imported customers at once (a direct import reached only the store until a restart),
+/// tags and guides included, and importing again stores nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_beside_a_running_server_reaches_its_segments_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    /// Stops the server however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_siyu"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&data)
+            .env("SIYU_ADMIN_TOKEN", "import-admin")
+            .env("SIYU_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
+    let mut ready = false;
+    for _ in 0..600 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server did not start");
+    let admin = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = client.request(method, format!("{base}{path}")).bearer_auth("import-admin");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    admin(reqwest::Method::POST, "/api/v1/segments", Some(json!({"name": "vip", "rule": "tag = \"VIP\""}))).await;
+    let stores = write(dir.path(), "stores.csv", "id,name,city\nSH001,静安寺店,Shanghai\n");
+    let staff = write(dir.path(), "staff.csv", "userid,name,store_id\nli,李,SH001\n");
+    let customers = write(
+        dir.path(),
+        "customers.csv",
+        "user_id,phone,name,tags,staff_userid,added_at\nm1,13800000001,王,VIP,li,2026-10-01T08:00:00Z\nm2,13800000002,张,VIP;new,,\nm3,,赵,,li,\n,,,VIP,,\n",
+    );
+    let import = |kind: &str, file: &Path, token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_siyu"));
+        cmd.args(["import", kind]).arg(file).arg("--data-dir").arg(&data).env("SIYU_LOG", "warn");
+        if let Some(t) = token {
+            cmd.env("SIYU_ADMIN_TOKEN", t);
+        }
+        tokio::task::block_in_place(|| cmd.output().unwrap())
+    };
+    // Stores and staff need the admin token: a clear error without it.
+    let out = import("stores", &stores, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIYU_ADMIN_TOKEN"), "{}", String::from_utf8_lossy(&out.stderr));
+    for (kind, file) in [("stores", &stores), ("staff", &staff)] {
+        let out = import(kind, file, Some("import-admin"));
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = import("customers", &customers, Some("import-admin"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "one row is rejected: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("4 rows read, 3 imported") && stdout.contains("line 5"), "{stdout}");
+    // No restart: the running engine already counts them.
+    let mut counted = json!(null);
+    for _ in 0..100 {
+        let (_, p) = admin(reqwest::Method::POST, "/api/v1/segments/preview", Some(json!({"rule": "tag = \"VIP\""}))).await;
+        counted = p["count"].clone();
+        if counted == json!(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, json!(2), "the engine sees the imported tags");
+    let (_, owned) = admin(reqwest::Method::POST, "/api/v1/segments/preview", Some(json!({"rule": "owner.guide = \"li\""}))).await;
+    assert_eq!(owned["count"], json!(2), "{owned}");
+    let (_, m1) = admin(reqwest::Method::GET, "/api/v1/profiles/lookup?user_id=m1", None).await;
+    assert_eq!(m1["traits"]["name"], json!("王"));
+    assert_eq!(m1["owners"][0]["added_at"], json!("2026-10-01T08:00:00.000Z"), "{m1}");
+    // Again: nothing stored twice.
+    let (_, before) = admin(reqwest::Method::GET, "/api/v1/stats", None).await;
+    import("customers", &customers, Some("import-admin"));
+    let (_, status) = admin(reqwest::Method::GET, "/api/v1/ingest", None).await;
+    assert!(status["lag"].as_u64().is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_, after) = admin(reqwest::Method::GET, "/api/v1/stats", None).await;
+    assert_eq!((before["profiles"].clone(), before["events"].clone()), (after["profiles"].clone(), after["events"].clone()), "{before} {after}");
+}
