@@ -292,12 +292,17 @@ pub async fn mark_deliveries(db: &mut dyn Db, ids: &[i64], status: &str, reason:
 /// Touches stopped at send time, each with its policy reason. Only rows still in
 /// `status` (queued, or confirmed by a guide) change. Returns the ids that did.
 pub async fn suppress_unsent(db: &mut dyn Db, status: &str, stopped: &[(i64, &str)]) -> Result<Vec<i64>, StoreError> {
-    let mut done = Vec::new();
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
     for (id, reason) in stopped {
-        let changed =
-            db.execute("UPDATE deliveries SET status = 'suppressed', reason = $2 WHERE id = $1 AND status = $3", params![*id, *reason, status]).await?;
-        if changed > 0 {
-            done.push(*id);
+        by_reason.entry(*reason).or_default().push(*id);
+    }
+    let mut done = Vec::new();
+    for (reason, ids) in by_reason {
+        for chunk in ids.chunks(500) {
+            let sql = format!("UPDATE deliveries SET status = 'suppressed', reason = $1 WHERE status = $2 AND id IN ({}) RETURNING id", int_list(chunk));
+            for r in db.query(&sql, params![reason, status]).await? {
+                done.push(r.int(0)?);
+            }
         }
     }
     Ok(done)
@@ -387,10 +392,13 @@ pub async fn campaign_conversions(db: &mut dyn Db, campaign: i64, event: &str) -
                SUM(CASE WHEN g = 'sent' AND converted THEN 1 ELSE 0 END),
                SUM(CASE WHEN g = 'holdout' THEN 1 ELSE 0 END),
                SUM(CASE WHEN g = 'holdout' AND converted THEN 1 ELSE 0 END)
-             FROM (SELECT CASE WHEN d.status IN ('sent', 'confirmed') THEN 'sent' ELSE 'holdout' END AS g,
+             FROM (SELECT CASE WHEN d.reason = 'holdout' THEN 'holdout' ELSE 'sent' END AS g,
                           EXISTS (SELECT 1 FROM events e WHERE e.profile_id = d.profile_id AND e.name = $2 AND e.ts >= d.created_at) AS converted
                    FROM deliveries d
-                   WHERE d.campaign_id = $1 AND (d.status IN ('sent', 'confirmed') OR d.reason = 'holdout')) t",
+                   -- Intention to treat: everyone eligible (consented, not in the
+                   -- cooldown, not merged away) is in the sent group unless held out,
+                   -- whether or not a cap, a guide or a gateway then stopped the touch.
+                   WHERE d.campaign_id = $1 AND NOT (d.status = 'suppressed' AND d.reason IN ('no_consent', 'block_cooldown', 'merged'))) t",
             params![campaign, event],
         )
         .await?;
@@ -528,7 +536,9 @@ pub async fn completion(db: &mut dyn Db, by_store: bool, store: Option<&str>, ca
     let sql = format!(
         "SELECT {key},
                 COUNT(*),
-                SUM(CASE WHEN d.status = 'confirmed' THEN 1 ELSE 0 END),
+                -- Confirmed by the guide, whatever happened after (WeCom's result, or a
+                -- send-time stop): a confirmed item carries the time it was confirmed.
+                SUM(CASE WHEN d.status IN ('confirmed', 'sent', 'failed', 'suppressed') AND d.sent_at IS NOT NULL THEN 1 ELSE 0 END),
                 SUM(CASE WHEN d.status = 'skipped' THEN 1 ELSE 0 END),
                 SUM(CASE WHEN d.status = 'expired' THEN 1 ELSE 0 END),
                 SUM(CASE WHEN d.status = 'pending_staff' THEN 1 ELSE 0 END)

@@ -124,6 +124,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let store = Store::open(&opts.store).await.context("opening the store")?;
     let (write_key, generated_write_key) = settle_write_key(&store, WRITE_KEY_SETTING, opts.write_key, "wk_").await?;
     let (client_write_key, _) = settle_write_key(&store, CLIENT_WRITE_KEY_SETTING, opts.client_write_key, "wkc_").await?;
+    if client_write_key == write_key {
+        anyhow::bail!("the client write key must differ from the server write key (SIYU_CLIENT_WRITE_KEY and SIYU_WRITE_KEY): a client key is public");
+    }
     let generated_admin_token = match &opts.admin_token {
         Some(_) => None,
         None => ensure_admin_token(&store).await?,

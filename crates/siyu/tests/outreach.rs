@@ -44,8 +44,14 @@ async fn brand(app: &TestApp, customers: &[(&str, &str, bool)]) {
         assert!(s.is_success(), "{v}");
         app.put(&format!("/api/v1/staff/{guide}"), Some(&json!({"name": format!("Guide {guide}"), "store_id": store}))).await;
     }
-    for (user, guide, consent) in customers {
-        app.send("/v1/identify", &json!({"userId": user, "traits": {"first_name": user.to_uppercase(), "cohort": "test", "consent.sms": consent}})).await;
+    for (i, (user, guide, consent)) in customers.iter().enumerate() {
+        // Everyone has a phone: an SMS without one fails with no_address.
+        let phone = format!("139{i:08}");
+        app.send(
+            "/v1/identify",
+            &json!({"userId": user, "traits": {"first_name": user.to_uppercase(), "cohort": "test", "consent.sms": consent, "phone": phone}}),
+        )
+        .await;
         app.send("/v1/track", &json!({"userId": user, "event": "Contact Added", "properties": {"staff_userid": guide}})).await;
     }
     app.settle_all().await;
@@ -386,6 +392,9 @@ async fn send_time_scenario(store: TestStore) {
     // Consent the Segment way, nested, counts.
     app.send("/v1/identify", &json!({"userId": "l3", "traits": {"consent": {"sms": true}}})).await;
     app.send("/v1/identify", &json!({"userId": "l4", "traits": {"phone": "138 1234 5678", "email": " L4@Example.com"}})).await;
+    // l5 consented but gave no phone: an SMS cannot reach her.
+    app.send("/v1/identify", &json!({"userId": "l5", "traits": {"first_name": "L5", "cohort": "test", "consent.sms": true}})).await;
+    app.send("/v1/track", &json!({"userId": "l5", "event": "Contact Added", "properties": {"staff_userid": "g.ldn"}})).await;
     app.settle_all().await;
     let morning = to_shanghai_morning(&app);
     let london_nine = next_local_time(morning, NaiveTime::from_hms_opt(9, 0, 0).unwrap(), zone(Some("Europe/London")));
@@ -416,6 +425,9 @@ async fn send_time_scenario(store: TestStore) {
         assert_eq!(status(&deliveries(&app, p).await[0]), (Some("suppressed".into()), Some(why.into())), "profile {p}");
         assert_eq!(outreach.ledger.lock().await.count(p as u32, london_nine, DAY_MS, None), 0, "the slot is released");
     }
+    let l5 = profile_id(&app, "l5").await;
+    assert_eq!(status(&deliveries(&app, l5).await[0]), (Some("failed".into()), Some("no_address".into())));
+    assert_eq!(outreach.ledger.lock().await.count(l5 as u32, london_nine, DAY_MS, None), 0, "its slot is released");
     let waiting = deliveries(&app, ids[3]).await[0].clone();
     assert_eq!(status(&waiting), (Some("queued".into()), Some("retrying_webhook".into())));
     assert!(waiting["content"].as_str().unwrap().starts_with("L4, LDN01 store"), "rendered once and stored: {waiting}");

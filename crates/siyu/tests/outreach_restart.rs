@@ -76,7 +76,15 @@ async fn scenario(dir: &Path, database_url: Option<String>) {
     let mut server = Server::start(dir, database_url.as_deref()).await;
 
     let users: Vec<String> = (0..CUSTOMERS).map(|i| format!("r{i}")).collect();
-    server.track(users.iter().map(|u| json!({"type": "identify", "userId": u, "traits": {"cohort": "restart", "consent.sms": true}})).collect()).await;
+    server
+        .track(
+            users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| json!({"type": "identify", "userId": u, "traits": {"cohort": "restart", "consent.sms": true, "phone": format!("139{i:08}")}}))
+                .collect(),
+        )
+        .await;
     server.admin(reqwest::Method::POST, "/api/v1/segments", Some(json!({"name": "restart", "rule": "cohort = \"restart\""}))).await;
     // Welcome journey: a message, a wait of a few seconds, a tag.
     let journey = json!({"spec": {"name": "welcome", "trigger": {"event": {"event": "Signed Up"}}, "steps": [

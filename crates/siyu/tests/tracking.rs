@@ -222,6 +222,11 @@ app_test!(a_client_key_cannot_change_relationships_consent_or_attribution, |app|
             "/v1/batch",
             "batch[1]",
         ),
+        // Joining profiles: a stranger's profile merged into one a guide serves.
+        (json!({"previousId": "anon-of-a-guides-customer", "userId": "web1"}), "/v1/alias", "alias"),
+        (json!({"userId": "web1", "traits": {"phone": "13800000009"}}), "/v1/identify", "phone"),
+        (json!({"userId": "web1", "event": "Viewed", "context": {"externalIds": [{"id": "wmX", "type": "external_userid"}]}}), "/v1/track", "external_userid"),
+        (json!({"userId": "web1", "event": "Message Complained", "properties": {"campaign_id": 1}}), "/v1/track", "Message Complained"),
     ] {
         let (s, e) = send(body, path).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{e}");

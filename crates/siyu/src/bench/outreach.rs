@@ -163,12 +163,20 @@ async fn receiver(count: Arc<AtomicU64>) -> anyhow::Result<String> {
 
 async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
     let n = args.dispatch;
-    println!("\noutreach dispatch: {n} queued SMS deliveries through the server (SQLite) to a webhook on loopback");
+    println!(
+        "\noutreach dispatch: {n} queued SMS deliveries, one per customer of a {n}-customer demo brand, through the server (SQLite) to a webhook on loopback"
+    );
     let received = Arc::new(AtomicU64::new(0));
     let url = receiver(received.clone()).await?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("outreach.json"), serde_json::json!({"webhook_url": url}).to_string())?;
     let config = StoreConfig::Sqlite { data_dir: dir.path().to_path_buf() };
+    // A populated store: dispatch re-checks consent, cooldown and merges per customer,
+    // and renders from real traits.
+    {
+        let store = siyu_store::Store::open(&config).await?;
+        crate::demo::generate_into(&store, n, 7, None, true).await?;
+    }
     let running = app::start(ServeOptions {
         store: config,
         data_dir: dir.path().to_path_buf(),
@@ -206,13 +214,31 @@ async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
     println!("  recorded {n} deliveries in {:.1} s ({:.0} rows/s)", t.elapsed().as_secs_f64(), n as f64 / t.elapsed().as_secs_f64());
     running.state.engine.clock().advance(61 * 60_000);
     let started = Instant::now();
-    while received.load(Ordering::Relaxed) < n && started.elapsed() < Duration::from_secs(600) {
+    let queued = |store: siyu_store::Store| async move {
+        store.run(|db| Box::pin(async move { db.query_one("SELECT COUNT(*) FROM deliveries WHERE status = 'queued'", &[]).await?.int(0) })).await
+    };
+    while queued(store.clone()).await? > 0 && started.elapsed() < Duration::from_secs(600) {
         outreach.tick().await?;
     }
     let secs = started.elapsed().as_secs_f64();
     let got = received.load(Ordering::Relaxed);
-    println!("  dispatched            {got} in {secs:.2} s: {:.0} deliveries/s (target ≥ 20,000)", got as f64 / secs);
-    println!("  (render from traits and campaign template, POST batches of 2,000 with idempotency keys, mark sent; receiver in the same process)");
+    let outcomes = store
+        .run(|db| {
+            Box::pin(async move {
+                db.query("SELECT status, COALESCE(reason, ''), COUNT(*) FROM deliveries GROUP BY status, reason ORDER BY 3 DESC", &[])
+                    .await?
+                    .iter()
+                    .map(|r| Ok(format!("{} {} {}", r.text(0)?, r.text(1)?, r.int(2)?)))
+                    .collect::<Result<Vec<_>, siyu_store::StoreError>>()
+            })
+        })
+        .await?;
+    let left = queued(store.clone()).await?;
+    println!("  settled               {} of {n} in {secs:.2} s: {:.0} deliveries/s (target ≥ 20,000)", n as i64 - left, (n as i64 - left) as f64 / secs);
+    println!("  received by the hook  {got}; outcomes: {}", outcomes.join(" · "));
+    println!(
+        "  (per batch of 2,000: re-check consent/cooldown/merge in the engine, render from traits and the campaign template and store it, fail those without a phone, POST with idempotency keys, mark sent; receiver in the same process)"
+    );
     running.stop().await;
     Ok(())
 }

@@ -414,7 +414,7 @@ fn rule_input() -> utoipa::openapi::Schema {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::Object)
-                .description(Some(r#"The JSON rule tree, e.g. {"and": [{"trait": "city", "op": "=", "value": "上海"}, …]}"#)),
+                .description(Some(r#"The JSON rule tree, e.g. {"and": [{"field": "traits.city", "op": "=", "value": "上海"}, …]}"#)),
         )
         .description(Some("A segment rule, as text or as a JSON rule tree"))
         .build();

@@ -21,8 +21,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
-use siyu_core::Timestamp;
 use siyu_core::message::{self, MAX_BATCH_BYTES, Message, MessageKind, ParseContext, ParsedRequest, RequestError};
+use siyu_core::{IdentityKind, Timestamp};
 use utoipa::ToSchema;
 
 use crate::app::App;
@@ -231,20 +231,32 @@ fn authorize(app: &App, header: Option<KeyKind>, parsed: &ParsedRequest) -> ApiR
     Ok(if kinds.contains(&KeyKind::Client) { KeyKind::Client } else { KeyKind::Server })
 }
 
-/// Events that say who serves a customer: only the WeCom callback, sync, imports and
-/// server-side keys may send them.
-pub const RELATIONSHIP_EVENTS: [&str; 5] = ["Contact Added", "Contact Deleted", "Contact Transferred", "Contact Handed Over", "Transfer Failed"];
+/// Events only the WeCom callback, sync, imports and server-side keys may send: who
+/// serves a customer, and complaints (which count against a campaign's guardrail).
+pub const SERVER_EVENTS: [&str; 6] =
+    ["Contact Added", "Contact Deleted", "Contact Transferred", "Contact Handed Over", "Transfer Failed", "Message Complained"];
 
 /// What a client-side key may not do, since anyone can copy it from a web page: change
-/// who serves a customer, give consent in the brand's favour, or attribute a customer
-/// to a member of staff (whose token would then read the customer's details).
+/// who serves a customer, complain, give consent in the brand's favour, attribute a
+/// customer to a member of staff (whose token would then read the customer's details),
+/// or claim identities that join profiles (alias, phone, `context.externalIds`): joining
+/// a stranger's profile to one a guide serves would show that guide the stranger.
 fn refuse_from_client(messages: &[Message]) -> ApiResult<()> {
     let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "server_key_required", why);
     for (i, m) in messages.iter().enumerate() {
         let at = if messages.len() > 1 { format!("batch[{i}]: ") } else { String::new() };
-        if let Some(event) = m.event.as_deref().filter(|e| RELATIONSHIP_EVENTS.contains(e)) {
+        if let Some(event) = m.event.as_deref().filter(|e| SERVER_EVENTS.contains(e)) {
             return Err(forbidden(format!(
-                "{at}`{event}` changes who serves a customer: send it with the server write key from your backend, not the client key"
+                "{at}`{event}` must come from the brand's systems: send it with the server write key from your backend, not the client key"
+            )));
+        }
+        if m.kind == MessageKind::Alias {
+            return Err(forbidden(format!("{at}alias joins two identities into one customer: call it with the server write key from your backend")));
+        }
+        if let Some(id) = m.identities.iter().find(|id| !matches!(id.kind, IdentityKind::UserId | IdentityKind::AnonymousId)) {
+            return Err(forbidden(format!(
+                "{at}a {} identity (a phone trait or context.externalIds) joins profiles: send verified identities with the server write key from your backend",
+                id.kind.as_str()
             )));
         }
         if let Some((key, _)) = m.traits.iter().find(|(k, v)| k.starts_with("consent.") && *v == serde_json::Value::Bool(true)) {

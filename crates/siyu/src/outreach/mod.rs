@@ -14,6 +14,7 @@ pub mod journeys;
 pub mod render;
 pub mod wecom_channel;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use siyu_store::outreach as stored;
 use siyu_store::{Store, StoreError};
 use tokio::sync::Mutex;
 
-use channels::{Outbox, Sender, Webhook};
+use channels::{Outbox, Outgoing, Sender, Webhook};
 
 /// `DATA_DIR/outreach.json`: the contact policy and where touches go.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -203,6 +204,7 @@ impl Outreach {
             let full_batch = due.len() as i64 == DISPATCH_BATCH;
             let due = self.stop_what_no_longer_passes(due, "queued", now).await?;
             let outgoing = render::rendered_once(self, &due).await?;
+            let (due, outgoing) = self.drop_unaddressable(due, outgoing, now).await?;
             let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
             if ids.is_empty() {
                 if !full_batch {
@@ -241,15 +243,32 @@ impl Outreach {
             return Ok(due);
         }
         let mut ledger = self.ledger.lock().await;
-        let done = self.store.transaction(move |db| Box::pin(async move { stored::suppress_unsent(db, status, &stopped).await })).await?;
-        for d in due.iter().filter(|d| done.contains(&d.id) && d.kind == TouchKind::Marketing.as_str()) {
-            if let Some(ch) = Channel::parse(&d.channel) {
-                ledger.release(d.profile_id as u32, d.due_at, ch);
-            }
-        }
+        let done: HashSet<i64> =
+            self.store.transaction(move |db| Box::pin(async move { stored::suppress_unsent(db, status, &stopped).await })).await?.into_iter().collect();
+        release_slots(&mut ledger, due.iter().filter(|d| done.contains(&d.id)));
         drop(ledger);
         tracing::info!(stopped = done.len(), status, "touches stopped at send time (consent withdrawn, blocked or merged since planning)");
         Ok(due.into_iter().zip(verdicts).filter(|(_, r)| r.is_none()).map(|(d, _)| d).collect())
+    }
+
+    /// Touches that cannot be addressed (an SMS without a phone, an e-mail without an
+    /// address, an official-account message without an openid) fail with `no_address`
+    /// and give their cap slots back; the rest are returned to be sent.
+    async fn drop_unaddressable(
+        &self,
+        due: Vec<stored::DeliveryRow>,
+        outgoing: Vec<Outgoing>,
+        now: Timestamp,
+    ) -> anyhow::Result<(Vec<stored::DeliveryRow>, Vec<Outgoing>)> {
+        let (sendable, unreachable): (Vec<_>, Vec<_>) = due.into_iter().zip(outgoing).partition(|(d, o)| addressable(&d.channel, &o.to));
+        if !unreachable.is_empty() {
+            let ids: Vec<i64> = unreachable.iter().map(|(d, _)| d.id).collect();
+            let mut ledger = self.ledger.lock().await;
+            self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, "failed", Some("no_address"), now).await })).await?;
+            release_slots(&mut ledger, unreachable.iter().map(|(d, _)| d));
+            tracing::info!(deliveries = unreachable.len(), "touches without an address for their channel failed with no_address");
+        }
+        Ok(sendable.into_iter().unzip())
     }
 
     /// Reminders before deadlines; late tasks expire.
@@ -305,6 +324,26 @@ impl Outreach {
 fn reminder_text(task: &stored::TaskRow, zone: chrono_tz::Tz) -> String {
     let deadline = task.deadline.to_datetime().with_timezone(&zone).format("%m-%d %H:%M");
     format!("任务提醒：「{}」将于 {deadline} 截止，请尽快在 Siyu 导购任务中确认或跳过待发送的客户。", task.title)
+}
+
+/// Gives back the cap slots of marketing touches that will not go out after all.
+fn release_slots<'a>(ledger: &mut ContactLedger, rows: impl Iterator<Item = &'a stored::DeliveryRow>) {
+    for d in rows.filter(|d| d.kind == TouchKind::Marketing.as_str()) {
+        if let Some(ch) = Channel::parse(&d.channel) {
+            ledger.release(d.profile_id as u32, d.due_at, ch);
+        }
+    }
+}
+
+/// Whether `to` holds what the channel needs to reach the customer.
+fn addressable(channel: &str, to: &serde_json::Value) -> bool {
+    let needs = match Channel::parse(channel) {
+        Some(Channel::Sms) => "phone",
+        Some(Channel::Email) => "email",
+        Some(Channel::OfficialAccount) => "openid",
+        _ => return true,
+    };
+    to.get(needs).and_then(|v| v.as_str()).is_some_and(|v| !v.is_empty())
 }
 
 /// Runs CPU-heavy work (planning millions of touches takes seconds) without holding up
