@@ -289,9 +289,11 @@ pub async fn mark_deliveries(db: &mut dyn Db, ids: &[i64], status: &str, reason:
     Ok(())
 }
 
-/// Touches stopped at send time, each with its policy reason. Only rows still in
-/// `status` (queued, or confirmed by a guide) change. Returns the ids that did.
-pub async fn suppress_unsent(db: &mut dyn Db, status: &str, stopped: &[(i64, &str)]) -> Result<Vec<i64>, StoreError> {
+/// Touches stopped at send time, each with its policy reason; `sent_at` records when
+/// they were stopped (a touch suppressed at planning has none, which is how lift tells
+/// the two apart). Only rows still in `status` (queued, or confirmed by a guide) change.
+/// Returns the ids that did.
+pub async fn suppress_unsent(db: &mut dyn Db, status: &str, stopped: &[(i64, &str)], at: Timestamp) -> Result<Vec<i64>, StoreError> {
     let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
     for (id, reason) in stopped {
         by_reason.entry(*reason).or_default().push(*id);
@@ -299,8 +301,11 @@ pub async fn suppress_unsent(db: &mut dyn Db, status: &str, stopped: &[(i64, &st
     let mut done = Vec::new();
     for (reason, ids) in by_reason {
         for chunk in ids.chunks(500) {
-            let sql = format!("UPDATE deliveries SET status = 'suppressed', reason = $1 WHERE status = $2 AND id IN ({}) RETURNING id", int_list(chunk));
-            for r in db.query(&sql, params![reason, status]).await? {
+            let sql = format!(
+                "UPDATE deliveries SET status = 'suppressed', reason = $1, sent_at = COALESCE(sent_at, $3) WHERE status = $2 AND id IN ({}) RETURNING id",
+                int_list(chunk)
+            );
+            for r in db.query(&sql, params![reason, status, at.0]).await? {
                 done.push(r.int(0)?);
             }
         }
@@ -395,10 +400,12 @@ pub async fn campaign_conversions(db: &mut dyn Db, campaign: i64, event: &str) -
              FROM (SELECT CASE WHEN d.reason = 'holdout' THEN 'holdout' ELSE 'sent' END AS g,
                           EXISTS (SELECT 1 FROM events e WHERE e.profile_id = d.profile_id AND e.name = $2 AND e.ts >= d.created_at) AS converted
                    FROM deliveries d
-                   -- Intention to treat: everyone eligible (consented, not in the
-                   -- cooldown, not merged away) is in the sent group unless held out,
-                   -- whether or not a cap, a guide or a gateway then stopped the touch.
-                   WHERE d.campaign_id = $1 AND NOT (d.status = 'suppressed' AND d.reason IN ('no_consent', 'block_cooldown', 'merged'))) t",
+                   -- Intention to treat: everyone eligible when the run was planned
+                   -- (consented, not in the cooldown) is in the sent group unless held
+                   -- out, whether or not a cap, a guide, a gateway or a later
+                   -- withdrawal (stopped at send time: sent_at is set) kept the touch back.
+                   WHERE d.campaign_id = $1
+                     AND NOT (d.status = 'suppressed' AND d.reason IN ('no_consent', 'block_cooldown', 'merged') AND d.sent_at IS NULL)) t",
             params![campaign, event],
         )
         .await?;

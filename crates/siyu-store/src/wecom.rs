@@ -110,6 +110,16 @@ pub async fn settle_intent(db: &mut dyn Db, intent: &str, msgid: Option<&str>) -
     db.execute("UPDATE deliveries SET external_ref = $2 WHERE external_ref = $1 AND status = 'confirmed'", params![intent, msgid]).await
 }
 
+/// The deliveries of an intent fail with `reason` (WeCom refused the mass message, or
+/// whether it was made cannot be known).
+pub async fn fail_intent(db: &mut dyn Db, intent: &str, reason: &str) -> Result<u64, StoreError> {
+    db.execute(
+        "UPDATE deliveries SET status = 'failed', reason = $2, external_ref = NULL WHERE external_ref = $1 AND status = 'confirmed'",
+        params![intent, reason],
+    )
+    .await
+}
+
 /// Intents without an answer: (intent, guide, content, profile ids).
 pub async fn open_intents(db: &mut dyn Db) -> Result<Vec<(String, String, String, Vec<i64>)>, StoreError> {
     let rows = db

@@ -375,16 +375,17 @@ impl Client {
         .await
     }
 
-    /// Every mass message `creator` made between the two times (seconds), all pages:
-    /// how Siyu finds out whether a mass message whose answer was lost was made.
-    pub async fn mass_messages_by(&self, creator: &str, start_time: i64, end_time: i64) -> Result<Vec<Value>, WecomError> {
+    /// Every mass message the corp made (企业发表, as `add_msg_template` makes them)
+    /// between the two times (seconds), all pages: how Siyu finds out whether a mass
+    /// message whose answer was lost was made.
+    pub async fn mass_messages_made(&self, start_time: i64, end_time: i64) -> Result<Vec<Value>, WecomError> {
         let mut out = Vec::new();
         let mut cursor = String::new();
         loop {
             let v = self
                 .post(
                     "/cgi-bin/externalcontact/get_groupmsg_list_v2",
-                    json!({"chat_type": "single", "start_time": start_time, "end_time": end_time, "creator": creator, "filter_type": 2, "cursor": cursor, "limit": 100}),
+                    json!({"chat_type": "single", "start_time": start_time, "end_time": end_time, "filter_type": 0, "cursor": cursor, "limit": 100}),
                 )
                 .await?;
             out.extend(v["group_msg_list"].as_array().cloned().unwrap_or_default());

@@ -110,6 +110,11 @@ async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Times
         let mut changed = BTreeSet::new();
         for (event_id, profile, name, ts, payload) in &events {
             let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
+            // Imported history (a customer's guide brought in by `siyu import`) is not a
+            // new event for journeys to greet.
+            if props["source"] == "import" {
+                continue;
+            }
             for (j, spec) in journeys.iter().filter(|(j, _)| starts.get(&j.id).is_none_or(|from| event_id > from)) {
                 let key = (j.id, *profile);
                 let state = positions.get(&key).cloned();

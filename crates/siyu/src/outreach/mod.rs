@@ -244,7 +244,7 @@ impl Outreach {
         }
         let mut ledger = self.ledger.lock().await;
         let done: HashSet<i64> =
-            self.store.transaction(move |db| Box::pin(async move { stored::suppress_unsent(db, status, &stopped).await })).await?.into_iter().collect();
+            self.store.transaction(move |db| Box::pin(async move { stored::suppress_unsent(db, status, &stopped, now).await })).await?.into_iter().collect();
         release_slots(&mut ledger, due.iter().filter(|d| done.contains(&d.id)));
         drop(ledger);
         tracing::info!(stopped = done.len(), status, "touches stopped at send time (consent withdrawn, blocked or merged since planning)");

@@ -9,7 +9,7 @@
 //! the WeCom app; while customers read "not sent", the guide is reminded through
 //! `remind_groupmsg_send` every few hours (WeCom accepts three a day).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use siyu_core::Timestamp;
 use siyu_store::outreach::DeliveryRow;
@@ -58,55 +58,76 @@ pub async fn push(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Resu
             // Siyu looks for the mass message instead of making it twice.
             let at = wecom_clock();
             let intent = o.store.run(move |db| Box::pin(async move { wstore::record_intent(db, &ids, at).await })).await?;
-            let settled = match client.add_msg_template(&guide, &to, &text).await {
-                Ok((msgid, _fail)) => Some(msgid),
-                // WeCom answered no: nothing was made; tried again next round.
-                Err(e @ WecomError::Api { .. }) => {
-                    tracing::warn!(guide = %guide, error = %e, "add_msg_template refused; tried again next round");
-                    None
+            match client.add_msg_template(&guide, &to, &text).await {
+                Ok((msgid, _fail)) => {
+                    o.store.run(move |db| Box::pin(async move { wstore::settle_intent(db, &intent, Some(&msgid)).await })).await?;
+                }
+                // WeCom refused it (busy answers were already retried by the client):
+                // nothing was made, and asking again would be refused again.
+                Err(WecomError::Api { errcode, errmsg }) => {
+                    tracing::warn!(guide = %guide, errcode, errmsg = %errmsg, "add_msg_template refused; the deliveries fail");
+                    let reason = format!("wecom_{errcode}");
+                    o.store.run(move |db| Box::pin(async move { wstore::fail_intent(db, &intent, &reason).await })).await?;
                 }
                 Err(e) => {
                     tracing::warn!(guide = %guide, error = %e, "add_msg_template's answer was lost; Siyu checks whether WeCom made it before trying again");
-                    continue;
                 }
-            };
-            o.store.run(move |db| Box::pin(async move { wstore::settle_intent(db, &intent, settled.as_deref()).await })).await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Settles mass messages whose answer was lost (or whose server stopped mid-call): if
-/// WeCom made one by this guide, with this text, to exactly these customers, after the
-/// intent, it is adopted; if none appears within [`INTENT_GRACE_SECS`], the deliveries
-/// are sent again.
+/// Settles mass messages whose answer was lost (or whose server stopped mid-call). If
+/// WeCom made one with this text, right after the intent, by this guide and to some of
+/// these customers, and no delivery claims it yet, it is adopted; if none appears
+/// within [`INTENT_GRACE_SECS`], the deliveries are sent again; if WeCom cannot be
+/// asked for a day, they fail with `unknown_outcome` rather than risk a second message.
 pub async fn reconcile(o: &Outreach, client: &Client) -> anyhow::Result<()> {
     let intents = o.store.run(|db| Box::pin(wstore::open_intents(db))).await?;
     for (intent, guide, text, profiles) in intents {
         let at: i64 = intent.trim_start_matches(wstore::INTENT).split(':').next().and_then(|t| t.parse().ok()).unwrap_or(0);
         let identities = o.store.run(move |db| Box::pin(async move { stored::identities_of(db, &profiles).await })).await?;
-        let mut wanted: Vec<String> = identities.values().filter_map(|m| m.get("external_userid").and_then(|v| v.as_str()).map(str::to_string)).collect();
-        wanted.sort();
+        let wanted: HashSet<String> = identities.values().filter_map(|m| m.get("external_userid").and_then(|v| v.as_str()).map(str::to_string)).collect();
         let now_secs = wecom_clock();
-        let made = match find_mass_message(o, client, &guide, &text, &wanted, at, now_secs).await {
-            Ok(found) => found,
+        let settle = match find_mass_message(o, client, &guide, &text, &wanted, at).await {
+            Ok(Some(msgid)) => Settle::Adopt(msgid),
+            Ok(None) if now_secs - at > INTENT_GRACE_SECS => Settle::SendAgain,
+            Ok(None) => continue, // a call may still be under way: look again next round
+            Err(e) if now_secs - at > UNKNOWN_AFTER_SECS => {
+                tracing::warn!(guide = %guide, error = %e, "WeCom could not be asked about a mass message for a day: its deliveries fail");
+                Settle::Unknown
+            }
             Err(e) => {
                 tracing::warn!(guide = %guide, error = %e, "could not check WeCom for a mass message whose answer was lost; checked again next round");
                 continue;
             }
         };
-        let settle = match made {
-            Some(msgid) => Some(Some(msgid)),
-            None if now_secs - at > INTENT_GRACE_SECS => Some(None),
-            None => None, // a call may still be under way: look again next round
-        };
-        if let Some(msgid) = settle {
-            tracing::info!(guide = %guide, msgid = ?msgid, "mass message with a lost answer settled");
-            o.store.run(move |db| Box::pin(async move { wstore::settle_intent(db, &intent, msgid.as_deref()).await })).await?;
-        }
+        tracing::info!(guide = %guide, ?settle, "mass message with a lost answer settled");
+        o.store
+            .run(move |db| {
+                Box::pin(async move {
+                    match settle {
+                        Settle::Adopt(msgid) => wstore::settle_intent(db, &intent, Some(&msgid)).await,
+                        Settle::SendAgain => wstore::settle_intent(db, &intent, None).await,
+                        Settle::Unknown => wstore::fail_intent(db, &intent, "unknown_outcome").await,
+                    }
+                })
+            })
+            .await?;
     }
     Ok(())
 }
+
+#[derive(Debug)]
+enum Settle {
+    Adopt(String),
+    SendAgain,
+    Unknown,
+}
+
+/// After this long without being able to ask WeCom, an intent's deliveries fail.
+const UNKNOWN_AFTER_SECS: i64 = 86_400;
 
 /// Seconds by the wall clock, as WeCom stamps mass messages (the engine's clock can be
 /// moved in tests and benchmarks; WeCom's cannot).
@@ -118,22 +139,25 @@ fn wecom_clock() -> i64 {
 /// client's request timeout (30 s), so a call still under way is never repeated.
 pub const INTENT_GRACE_SECS: i64 = 90;
 
-/// A mass message by `guide` with `text` to exactly `wanted`, made since `at`, that no
-/// delivery names yet.
-async fn find_mass_message(o: &Outreach, client: &Client, guide: &str, text: &str, wanted: &[String], at: i64, now: i64) -> anyhow::Result<Option<String>> {
-    for m in client.mass_messages_by(guide, at - 60, now + 60).await? {
+/// A mass message with `text`, made right after `at` by `guide` to some of `wanted`,
+/// that no delivery names yet. (`get_groupmsg_list_v2` leaves out `creator` for mass
+/// messages made through the API, so the guide is checked with `get_groupmsg_task`.)
+async fn find_mass_message(o: &Outreach, client: &Client, guide: &str, text: &str, wanted: &HashSet<String>, at: i64) -> anyhow::Result<Option<String>> {
+    for m in client.mass_messages_made(at - 60, at + INTENT_GRACE_SECS + 60).await? {
         let Some(msgid) = m["msgid"].as_str().map(str::to_string) else { continue };
-        if m["creator"].as_str() != Some(guide) || m["text"]["content"].as_str() != Some(text) {
+        if m["text"]["content"].as_str() != Some(text) || m["creator"].as_str().is_some_and(|c| c != guide) {
             continue;
         }
         let id = msgid.clone();
         if o.store.run(move |db| Box::pin(async move { wstore::msgid_in_use(db, &id).await })).await? {
             continue;
         }
-        let mut got: Vec<String> =
-            client.get_groupmsg_send_result(&msgid, guide).await?.iter().filter_map(|r| r["external_userid"].as_str().map(str::to_string)).collect();
-        got.sort();
-        if got == wanted {
+        let task = client.get_groupmsg_task(&msgid, "").await?;
+        if !task["task_list"].as_array().into_iter().flatten().any(|t| t["userid"].as_str() == Some(guide)) {
+            continue;
+        }
+        let results = client.get_groupmsg_send_result(&msgid, guide).await?;
+        if results.iter().filter_map(|r| r["external_userid"].as_str()).any(|e| wanted.contains(e)) {
             return Ok(Some(msgid));
         }
     }
