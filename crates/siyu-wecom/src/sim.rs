@@ -125,6 +125,10 @@ struct Corp {
     tokens: HashMap<String, Instant>,
     token_requests: u64,
     tag_groups: Vec<(String, String, Vec<(String, String)>)>,
+    /// When each corp tag was created (seconds), for `get_corp_tag_list`.
+    tag_created: HashMap<String, i64>,
+    /// A contact way's remark and whether adding needs the guide's approval.
+    contact_way_extra: HashMap<String, (String, bool)>,
     contact_ways: BTreeMap<String, (Vec<String>, Option<String>)>,
     welcome_codes: HashMap<String, (Instant, bool, String, String)>,
     welcomes_sent: Vec<(String, String, String)>,
@@ -480,7 +484,7 @@ async fn api_get(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Quer
         "get" => {
             let Some(e) = q.external_userid.as_deref() else { return err(40058, "external_userid is required") };
             match c.customers.get(e) {
-                Some(cu) => ok(contact_json(e, cu)),
+                Some(cu) => ok(contact_json(e, cu, &c.tag_groups)),
                 None => err(84061, "not external contact"),
             }
         }
@@ -489,13 +493,26 @@ async fn api_get(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Quer
     }
 }
 
-fn contact_json(external: &str, cu: &Customer) -> Value {
+/// `externalcontact/get`, with the fields clients read: the contact's avatar and gender,
+/// each follow's remark, description, add way (1: scanned a contact way's QR code) and
+/// operator, and each tag's group and name.
+fn contact_json(external: &str, cu: &Customer, groups: &[(String, String, Vec<(String, String)>)]) -> Value {
+    let tag = |id: &String| {
+        let found = groups.iter().find_map(|(_, group, tags)| tags.iter().find(|(i, _)| i == id).map(|(_, name)| (group.clone(), name.clone())));
+        let (group_name, tag_name) = found.unwrap_or_default();
+        json!({"group_name": group_name, "tag_name": tag_name, "tag_id": id, "type": 1})
+    };
     let follows: Vec<Value> = cu
         .follows
         .iter()
-        .map(|f| json!({"userid": f.userid, "createtime": f.createtime, "state": f.state, "tags": f.tags.iter().map(|t| json!({"tag_id": t, "type": 1})).collect::<Vec<_>>()}))
+        .map(|f| {
+            json!({"userid": f.userid, "remark": "", "description": "", "createtime": f.createtime, "state": f.state,
+                   "add_way": if f.state.is_some() { 1 } else { 0 }, "oper_userid": external,
+                   "tags": f.tags.iter().map(tag).collect::<Vec<_>>()})
+        })
         .collect();
-    json!({"external_contact": {"external_userid": external, "name": cu.name, "type": 1}, "follow_user": follows})
+    let avatar = format!("https://wework.qpic.cn/sim/avatar/{external}");
+    json!({"external_contact": {"external_userid": external, "name": cu.name, "type": 1, "avatar": avatar, "gender": 0}, "follow_user": follows})
 }
 
 /// WeCom reads the body as JSON whatever its content type (wechatpy sends none).
@@ -597,7 +614,13 @@ async fn apply_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Q
             let groups: Vec<Value> = c
                 .tag_groups
                 .iter()
-                .map(|(id, name, tags)| json!({"group_id": id, "group_name": name, "tag": tags.iter().map(|(i, n)| json!({"id": i, "name": n})).collect::<Vec<_>>()}))
+                .enumerate()
+                .map(|(order, (id, name, tags))| {
+                    let created = |i: &String| c.tag_created.get(i).copied().unwrap_or(0);
+                    let tag: Vec<Value> =
+                        tags.iter().enumerate().map(|(k, (i, n))| json!({"id": i, "name": n, "create_time": created(i), "order": k})).collect();
+                    json!({"group_id": id, "group_name": name, "create_time": created(id), "order": order, "tag": tag})
+                })
                 .collect();
             ok(json!({"tag_group": groups}))
         }
@@ -607,6 +630,10 @@ async fn apply_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Q
             let tags: Vec<(String, String)> = names.into_iter().map(|n| (Simulator::next_id(&mut c, "et_tag"), n)).collect();
             let out = json!({"tag_group": {"group_id": group_id, "group_name": s("group_name"), "tag": tags.iter().map(|(i, n)| json!({"id": i, "name": n})).collect::<Vec<_>>()}});
             let group_name = s("group_name");
+            let now = now_secs();
+            for id in std::iter::once(&group_id).chain(tags.iter().map(|(i, _)| i)) {
+                c.tag_created.insert(id.clone(), now);
+            }
             c.tag_groups.push((group_id, group_name, tags));
             ok(out)
         }
@@ -646,10 +673,19 @@ async fn apply_post(State(sim): State<Sim>, Path(api): Path<String>, Query(q): Q
             let id = Simulator::next_id(&mut c, "cw");
             let state = body["state"].as_str().map(str::to_string);
             c.contact_ways.insert(id.clone(), (users, state));
+            let extra = (s("remark"), body["skip_verify"].as_bool().unwrap_or(true));
+            c.contact_way_extra.insert(id.clone(), extra);
             ok(json!({"config_id": id, "qr_code": format!("https://wework.qpic.cn/sim/{id}")}))
         }
         "get_contact_way" => match c.contact_ways.get(&s("config_id")) {
-            Some((users, state)) => ok(json!({"contact_way": {"config_id": s("config_id"), "type": 1, "scene": 2, "user": users, "state": state}})),
+            Some((users, state)) => {
+                let id = s("config_id");
+                let (remark, skip_verify) = c.contact_way_extra.get(&id).cloned().unwrap_or_else(|| (String::new(), true));
+                let qr_code = format!("https://wework.qpic.cn/sim/{id}");
+                ok(
+                    json!({"contact_way": {"config_id": id, "type": 1, "scene": 2, "user": users, "state": state, "remark": remark, "skip_verify": skip_verify, "qr_code": qr_code}}),
+                )
+            }
             None => err(40058, "no such config_id"),
         },
         "update_contact_way" => {

@@ -73,7 +73,9 @@ async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
     let client = Client::new(&base, "wwsim", "sim-secret");
     let (config_id, qr) = client.add_contact_way(&["li.sh0052"], "SH001-poster", "poster").await.unwrap();
     assert!(qr.contains(&config_id));
-    assert_eq!(client.get_contact_way(&config_id).await.unwrap()["contact_way"]["state"], json!("SH001-poster"));
+    let way = client.get_contact_way(&config_id).await.unwrap()["contact_way"].clone();
+    assert_eq!((way["state"].clone(), way["remark"].clone(), way["skip_verify"].clone()), (json!("SH001-poster"), json!("poster"), json!(true)), "{way}");
+    assert_eq!(way["qr_code"], json!(qr));
     for i in 0..120 {
         scan(&base, &config_id, &format!("wm{i:04}")).await;
     }
@@ -85,9 +87,21 @@ async fn contact_ways_paging_tags_welcome_and_mass_message_limits() {
     let group = client.add_corp_tag("口味", &["燕麦奶", "美式"]).await.unwrap();
     let tag = group["tag_group"]["tag"][0]["id"].as_str().unwrap().to_string();
     client.mark_tag("li.sh0052", "wm0001", std::slice::from_ref(&tag), &[]).await.unwrap();
-    assert_eq!(client.get_external_contact("wm0001").await.unwrap()["follow_user"][0]["tags"][0]["tag_id"], json!(tag));
+    let contact = client.get_external_contact("wm0001").await.unwrap();
+    let marked = &contact["follow_user"][0]["tags"][0];
+    assert_eq!((marked["tag_id"].clone(), marked["group_name"].clone(), marked["tag_name"].clone()), (json!(tag), json!("口味"), json!("燕麦奶")));
+    // The fields clients read are there, as WeCom documents them.
+    for field in ["avatar", "gender"] {
+        assert!(contact["external_contact"].get(field).is_some(), "{field}: {contact}");
+    }
+    for field in ["remark", "description", "add_way", "oper_userid"] {
+        assert!(contact["follow_user"][0].get(field).is_some(), "{field}: {contact}");
+    }
     client.edit_corp_tag(&tag, "燕麦").await.unwrap();
-    assert_eq!(client.get_corp_tag_list(&[]).await.unwrap()["tag_group"][0]["tag"][0]["name"], json!("燕麦"));
+    let list = client.get_corp_tag_list(&[]).await.unwrap();
+    let first = &list["tag_group"][0]["tag"][0];
+    assert_eq!(first["name"], json!("燕麦"));
+    assert!(first["create_time"].as_i64().unwrap() > 0 && first["order"].is_number(), "{list}");
 
     // A welcome code works once.
     let code: serde_json::Value = siyu_wecom::client::http_builder()
