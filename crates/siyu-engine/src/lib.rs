@@ -126,13 +126,30 @@ struct Feed {
 }
 
 impl Feed {
-    /// Waits until `n` more messages fit (one batch always fits an empty feed).
+    /// Waits until `n` more messages fit (one batch always fits an empty feed). Ingest
+    /// calls this from async tasks: a wait moves the task's worker thread out of the
+    /// runtime's pool first, so the rest of the server (and the engine's own store
+    /// reads) keep running while the feed drains.
     fn take(&self, n: usize) {
-        let mut queued = self.queued.lock().expect("feed lock");
-        while *queued > 0 && *queued + n > FEED_LIMIT && !self.closed.load(Ordering::Acquire) {
-            queued = self.freed.wait(queued).expect("feed lock");
+        let full = |queued: usize| queued > 0 && queued + n > FEED_LIMIT;
+        {
+            let mut queued = self.queued.lock().expect("feed lock");
+            if !full(*queued) || self.closed.load(Ordering::Acquire) {
+                *queued += n;
+                return;
+            }
         }
-        *queued += n;
+        let wait = || {
+            let mut queued = self.queued.lock().expect("feed lock");
+            while full(*queued) && !self.closed.load(Ordering::Acquire) {
+                queued = self.freed.wait(queued).expect("feed lock");
+            }
+            *queued += n;
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
     }
 
     fn close(&self) {

@@ -183,7 +183,7 @@ pub fn print_banner(running: &app::Running, store: &str, admin_token: Option<&st
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    if let Some(server) = crate::datadir::running_server(&args.store.data_dir) {
+    if let Some(server) = crate::datadir::running_server(&args.store.data_dir)? {
         return import_through(&server, args).await;
     }
     let store = siyu_store::Store::open(&args.store.config()).await?;

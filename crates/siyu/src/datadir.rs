@@ -52,21 +52,30 @@ impl DataDirLock {
 }
 
 /// The address of the server running on `data_dir`, if one is: the lock is held and
-/// the file names the address.
-pub fn running_server(data_dir: &Path) -> Option<String> {
+/// the file names the address. A server that holds the lock but has not written its
+/// address yet (it is starting) is waited for, up to a minute: a caller must never
+/// write behind a server's back.
+pub fn running_server(data_dir: &Path) -> anyhow::Result<Option<String>> {
     let path = data_dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+    let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else { return Ok(None) };
     match file.try_lock() {
         // Nobody holds it: no server runs here.
         Ok(()) => {
             let _ = file.unlock();
-            None
+            Ok(None)
         }
         Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            file.read_to_string(&mut text).ok()?;
-            text.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_string)
+            for _ in 0..600 {
+                let mut text = String::new();
+                file.seek(SeekFrom::Start(0))?;
+                file.read_to_string(&mut text)?;
+                if let Some(addr) = text.split_whitespace().find(|w| w.starts_with("http://")) {
+                    return Ok(Some(addr.to_string()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            anyhow::bail!("a server holds {} but has not said where it listens; wait until it has started", path.display())
         }
-        Err(TryLockError::Error(_)) => None,
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("checking {}", path.display())),
     }
 }

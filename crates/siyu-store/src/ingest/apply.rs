@@ -227,13 +227,15 @@ async fn apply_transfer(db: &mut dyn Db, profile: ProfileId, msg: &Message) -> R
          VALUES ($1, $2, 'active', $3, NULL, (SELECT state FROM staff_customers WHERE profile_id = $1 AND staff_userid = $4))
          ON CONFLICT (profile_id, staff_userid) DO UPDATE
             SET status = 'active', added_at = excluded.added_at, removed_at = NULL
-          WHERE excluded.added_at >= staff_customers.added_at",
+          WHERE excluded.added_at >= staff_customers.added_at
+            AND (staff_customers.removed_at IS NULL OR excluded.added_at > staff_customers.removed_at)",
         params![profile, to, msg.timestamp.0, from],
     )
     .await?;
     db.execute(
         "UPDATE staff_customers SET status = 'transferred', removed_at = $3
-          WHERE profile_id = $1 AND staff_userid = $2 AND added_at <= $3",
+          WHERE profile_id = $1 AND staff_userid = $2 AND added_at <= $3
+            AND (removed_at IS NULL OR removed_at <= $3)",
         params![profile, from, msg.timestamp.0],
     )
     .await?;
