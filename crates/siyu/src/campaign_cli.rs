@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -27,37 +26,8 @@ pub enum CampaignCommand {
     Preview { id: i64 },
 }
 
-/// A running server's admin API, called with `SIYU_ADMIN_TOKEN`.
-pub struct AdminServer {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-impl AdminServer {
-    pub fn from_env(server: &str) -> anyhow::Result<AdminServer> {
-        let token = crate::cli::admin_token_from_env().context("set SIYU_ADMIN_TOKEN to an admin token of the server")?;
-        Ok(AdminServer { base: server.trim_end_matches('/').to_string(), token, client: siyu_wecom::client::http_builder().no_proxy().build()? })
-    }
-
-    /// The answer's JSON; an error answer becomes an error with the server's message.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            request = request.json(&b);
-        }
-        let resp = request.send().await.with_context(|| format!("reaching {}", self.base))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("no details"));
-        }
-        Ok(body)
-    }
-}
-
 pub async fn run(args: CampaignArgs) -> anyhow::Result<ExitCode> {
-    let server = AdminServer::from_env(&args.server)?;
+    let server = crate::admin_client::AdminServer::from_env(&args.server)?;
     let body = match args.what {
         CampaignCommand::List => server.call(reqwest::Method::GET, "/api/v1/campaigns", None).await?,
         CampaignCommand::Preview { id } => server.call(reqwest::Method::POST, &format!("/api/v1/campaigns/{id}/preview?sample=3"), None).await?,

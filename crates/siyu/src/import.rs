@@ -13,6 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use siyu_core::message::{ParseContext, Rejection, parse_message};
@@ -20,6 +21,7 @@ use siyu_core::org::{DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE, Staff, StaffRole, 
 use siyu_core::{IdentityKind, Timestamp};
 use siyu_store::{Db, Store, StoreError, counters, ingest, org, profiles};
 
+use crate::admin_client::{AdminServer, answer, encode};
 use crate::http::admin::validate_tag;
 use crate::http::org::validate_time_zone;
 
@@ -472,35 +474,33 @@ pub async fn through_server(
         bail!(ImportError::Strict(report.errors).to_string());
     }
     let needs_admin = !out.puts.is_empty() || !out.tags.is_empty();
-    let token = match (needs_admin, admin_token) {
+    let admin = match (needs_admin, admin_token) {
         (true, None) => {
             bail!("a server is running on this data directory ({server}): importing {} through it needs SIYU_ADMIN_TOKEN", format!("{kind:?}").to_lowercase())
         }
-        (_, t) => t.unwrap_or_default().to_string(),
+        (_, token) => AdminServer::new(server, token.unwrap_or_default())?,
     };
     let client = siyu_wecom::client::http_builder().no_proxy().timeout(std::time::Duration::from_secs(120)).build()?;
     let sent = ProgressBar::new((out.messages.len() + out.puts.len() + out.tags.len()) as u64);
     sent.set_style(ProgressStyle::with_template("{spinner} sending to {msg} [{bar:30}] {pos}/{len}").expect("progress template").progress_chars("=> "));
     sent.set_message(server.to_string());
     for (path, body) in &out.puts {
-        expect_ok(client.put(format!("{server}{path}")).bearer_auth(&token).json(body).send().await, path).await?;
+        admin.call(Method::PUT, path, Some(body)).await?;
         sent.inc(1);
     }
     for batch in batches(&out.messages) {
         let n = batch.len() as u64;
         let resp = client.post(format!("{server}/v1/batch")).basic_auth(write_key, Some("")).json(&json!({"batch": batch})).send().await;
-        expect_ok(resp, "/v1/batch").await?;
+        answer(resp, "/v1/batch").await?;
         sent.inc(n);
     }
     if !out.tags.is_empty() {
-        wait_until_stored(&client, server, &token).await?;
+        wait_until_stored(&admin).await?;
         for (lookup, tags) in &out.tags {
-            let resp = client.get(format!("{server}/api/v1/profiles/lookup?{lookup}")).bearer_auth(&token).send().await;
-            let profile = expect_ok(resp, "/api/v1/profiles/lookup").await?;
+            let profile = admin.call(Method::GET, &format!("/api/v1/profiles/lookup?{lookup}"), None).await?;
             let id = profile["id"].as_i64().context("the lookup answered without an id")?;
             for tag in tags {
-                let tag_path = format!("/api/v1/profiles/{id}/tags/{}", utf8_percent(tag));
-                expect_ok(client.put(format!("{server}{tag_path}")).bearer_auth(&token).send().await, &tag_path).await?;
+                admin.call(Method::PUT, &format!("/api/v1/profiles/{id}/tags/{}", encode(tag)), None).await?;
             }
             sent.inc(1);
         }
@@ -514,12 +514,12 @@ fn server_row(kind: ImportKind, format: Format, rec: Record, out: &mut ServerImp
     match kind {
         ImportKind::Stores => {
             let s = store_row(&rec)?;
-            out.puts.push((format!("/api/v1/stores/{}", utf8_percent(&s.id)), json!({"name": s.name, "city": s.city, "time_zone": s.time_zone})));
+            out.puts.push((format!("/api/v1/stores/{}", encode(&s.id)), json!({"name": s.name, "city": s.city, "time_zone": s.time_zone})));
         }
         ImportKind::Staff => {
             let s = staff_row(&rec)?;
             let body = json!({"name": s.name, "store_id": s.store_id, "role": s.role.as_str(), "customer_cap": s.customer_cap});
-            out.puts.push((format!("/api/v1/staff/{}", utf8_percent(&s.userid)), body));
+            out.puts.push((format!("/api/v1/staff/{}", encode(&s.userid)), body));
         }
         ImportKind::Events => {
             let msg = match format {
@@ -579,26 +579,17 @@ fn checked(mut msg: Value) -> Result<Value, String> {
 /// `user_id=…` (or the customer's first other identity) for the admin lookup.
 fn lookup_query(msg: &Value) -> Option<String> {
     if let Some(u) = msg["userId"].as_str() {
-        return Some(format!("user_id={}", utf8_percent(u)));
+        return Some(format!("user_id={}", encode(u)));
     }
     if let Some(first) = msg["context"]["externalIds"].as_array().and_then(|a| a.first()) {
         let kind = first["type"].as_str()?;
-        let mut q = format!("{kind}={}", utf8_percent(first["id"].as_str()?));
+        let mut q = format!("{kind}={}", encode(first["id"].as_str()?));
         if let Some(app) = first["appId"].as_str() {
-            q.push_str(&format!("&app_id={}", utf8_percent(app)));
+            q.push_str(&format!("&app_id={}", encode(app)));
         }
         return Some(q);
     }
-    msg["anonymousId"].as_str().map(|a| format!("anonymous_id={}", utf8_percent(a)))
-}
-
-fn utf8_percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    msg["anonymousId"].as_str().map(|a| format!("anonymous_id={}", encode(a)))
 }
 
 /// Messages in batches under the tracking API's limits.
@@ -619,22 +610,11 @@ fn batches(messages: &[Value]) -> Vec<&[Value]> {
     out
 }
 
-/// The answer's JSON, or an error with the server's message.
-async fn expect_ok(resp: reqwest::Result<reqwest::Response>, what: &str) -> anyhow::Result<Value> {
-    let resp = resp.with_context(|| format!("reaching the server for {what}"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{what}: {status}: {}", body["error"]["message"].as_str().unwrap_or("no details"));
-    }
-    Ok(body)
-}
-
 /// Waits until the server has stored everything it acknowledged (tags need the
 /// customers to exist).
-async fn wait_until_stored(client: &reqwest::Client, server: &str, token: &str) -> anyhow::Result<()> {
+async fn wait_until_stored(admin: &AdminServer) -> anyhow::Result<()> {
     for _ in 0..6000 {
-        let status = expect_ok(client.get(format!("{server}/api/v1/ingest")).bearer_auth(token).send().await, "/api/v1/ingest").await?;
+        let status = admin.call(Method::GET, "/api/v1/ingest", None).await?;
         if status["lag"].as_u64() == Some(0) {
             return Ok(());
         }

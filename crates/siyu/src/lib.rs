@@ -2,6 +2,7 @@
 //! callback), the CLI commands and the benchmarks. Integration tests start the real
 //! server from here on a loopback port.
 
+pub mod admin_client;
 pub mod app;
 pub mod bench;
 pub mod campaign_cli;

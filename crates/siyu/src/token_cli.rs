@@ -33,10 +33,10 @@ pub enum TokenCommand {
 }
 
 pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
-    let server = crate::campaign_cli::AdminServer::from_env(&args.server)?;
+    let server = crate::admin_client::AdminServer::from_env(&args.server)?;
     match args.what {
         TokenCommand::Create { staff, label } => {
-            let t = server.call(reqwest::Method::POST, "/api/v1/tokens", Some(json!({"staff_userid": staff, "label": label}))).await?;
+            let t = server.call(reqwest::Method::POST, "/api/v1/tokens", Some(&json!({"staff_userid": staff, "label": label}))).await?;
             let who = t["staff_userid"].as_str().map(|s| format!("staff member {s}")).unwrap_or_else(|| "an admin".into());
             println!("token {} for {who} (id {}): it is shown only now, keep it safe", t["token"].as_str().unwrap_or(""), t["id"].as_str().unwrap_or(""));
         }

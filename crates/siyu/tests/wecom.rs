@@ -55,7 +55,7 @@ async fn callbacks(store: TestStore) {
     let (ts, nonce) = (now_secs(), "verify1");
     let echostr = crypt.encrypt("1288432023552776189");
     let sig = crypt.sign(&ts, nonce, &echostr);
-    let url = app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}&echostr={}", urlencode(&echostr)));
+    let url = app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}&echostr={}", siyu::admin_client::encode(&echostr)));
     let r = app.client.get(url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "1288432023552776189");
@@ -155,15 +155,6 @@ async fn callbacks(store: TestStore) {
         "{preview}"
     );
     app.shutdown().await;
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
