@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::phone;
+use crate::{email, phone};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -14,6 +14,8 @@ pub enum IdentityKind {
     MemberNo,
     /// Phone, matched by the SHA-256 of its E.164 form.
     Phone,
+    /// E-mail address, matched by the SHA-256 of its normalised (trimmed, lower-case) form.
+    Email,
     /// WeChat `unionid`, the same across a brand's official account and mini programs.
     Unionid,
     /// WeCom `external_userid` of the customer as an external contact.
@@ -26,10 +28,11 @@ pub enum IdentityKind {
 
 impl IdentityKind {
     /// Kinds in resolution priority: the profile owning a higher kind is the anchor.
-    pub const ALL: [IdentityKind; 7] = [
+    pub const ALL: [IdentityKind; 8] = [
         IdentityKind::UserId,
         IdentityKind::MemberNo,
         IdentityKind::Phone,
+        IdentityKind::Email,
         IdentityKind::Unionid,
         IdentityKind::ExternalUserid,
         IdentityKind::Openid,
@@ -41,6 +44,7 @@ impl IdentityKind {
             IdentityKind::UserId => "user_id",
             IdentityKind::MemberNo => "member_no",
             IdentityKind::Phone => "phone",
+            IdentityKind::Email => "email",
             IdentityKind::Unionid => "unionid",
             IdentityKind::ExternalUserid => "external_userid",
             IdentityKind::Openid => "openid",
@@ -63,6 +67,7 @@ impl IdentityKind {
             "unionid" | "union_id" | "wechat_unionid" => IdentityKind::Unionid,
             "openid" | "open_id" | "wechat_openid" => IdentityKind::Openid,
             "phone" | "phone_number" | "mobile" => IdentityKind::Phone,
+            "email" | "email_address" | "e_mail" => IdentityKind::Email,
             "member_no" | "member_number" | "membership_number" | "member_id" => IdentityKind::MemberNo,
             _ => return None,
         })
@@ -89,6 +94,8 @@ pub enum IdentityError {
     Empty { kind: IdentityKind },
     #[error("{0:?} is not a phone number (expected E.164 like +8613812345678 or an 11-digit mainland mobile)")]
     BadPhone(String),
+    #[error("{0:?} is not an e-mail address")]
+    BadEmail(String),
     #[error("openid {0:?} needs the app id it belongs to (appId)")]
     OpenidWithoutApp(String),
     #[error("{kind} is longer than 256 characters")]
@@ -117,6 +124,7 @@ impl Identity {
                 let e164 = phone::normalize_e164(raw).ok_or_else(|| IdentityError::BadPhone(raw.to_string()))?;
                 phone::hash_e164(&e164)
             }
+            IdentityKind::Email => email::hash(&email::normalize(raw).ok_or_else(|| IdentityError::BadEmail(raw.to_string()))?),
             IdentityKind::Openid => {
                 if raw.contains(':') {
                     raw.to_string()
@@ -158,6 +166,15 @@ mod tests {
     }
 
     #[test]
+    fn email_identities_match_however_typed() {
+        let a = Identity::new(IdentityKind::Email, " Li.Na@Example.COM", None).unwrap();
+        let b = Identity::new(IdentityKind::Email, "li.na@example.com", None).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.value, email::hash("li.na@example.com"));
+        assert!(matches!(Identity::new(IdentityKind::Email, "li.na", None), Err(IdentityError::BadEmail(_))));
+    }
+
+    #[test]
     fn openids_are_per_app() {
         let a = Identity::new(IdentityKind::Openid, "oABC", Some("wxmini")).unwrap();
         assert_eq!(a.value, "wxmini:oABC");
@@ -169,7 +186,8 @@ mod tests {
     fn external_id_types_map_to_kinds() {
         assert_eq!(IdentityKind::from_external_id_type("wecom_external_userid"), Some(IdentityKind::ExternalUserid));
         assert_eq!(IdentityKind::from_external_id_type("Phone"), Some(IdentityKind::Phone));
-        assert_eq!(IdentityKind::from_external_id_type("email"), None);
+        assert_eq!(IdentityKind::from_external_id_type("email"), Some(IdentityKind::Email));
+        assert_eq!(IdentityKind::from_external_id_type("fax"), None);
         for k in IdentityKind::ALL {
             assert_eq!(IdentityKind::parse(k.as_str()), Some(k));
         }

@@ -429,27 +429,13 @@ fn normalize_phone_trait(traits: &mut [(String, Value)]) {
     for (key, value) in traits.iter_mut() {
         let normal = match key.as_str() {
             "phone" => value.as_str().and_then(phone::normalize_e164),
-            "email" => value.as_str().and_then(normalize_email),
+            "email" => value.as_str().and_then(crate::email::normalize),
             _ => None,
         };
         if let Some(v) = normal {
             *value = Value::String(v);
         }
     }
-}
-
-/// `" Li.Na@Example.COM "` → `"li.na@example.com"`; `None` unless it has the shape of
-/// an address (one `@`, something on both sides, a dot in the domain, no spaces).
-pub fn normalize_email(text: &str) -> Option<String> {
-    let t = text.trim().to_lowercase();
-    let (local, domain) = t.split_once('@')?;
-    let valid = !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && !t.contains(char::is_whitespace);
-    valid.then_some(t)
 }
 
 /// Consent given the Segment way, nested (`"consent": {"sms": true}`), becomes the flat
@@ -491,11 +477,16 @@ fn collect_identities(
         }
         Some(_) => return Err(("invalid_field", "\"context.externalIds\" must be an array".into())),
     }
-    // The phone trait is an identity too: it is how offline members are matched.
+    // The phone and email traits are identities too: they are how offline members and
+    // e-mail subscribers are matched.
     for (key, value) in traits {
-        if key == "phone"
-            && let Some(p) = value.as_str()
-            && let Ok(identity) = Identity::new(IdentityKind::Phone, p, None)
+        let kind = match key.as_str() {
+            "phone" => IdentityKind::Phone,
+            "email" => IdentityKind::Email,
+            _ => continue,
+        };
+        if let Some(text) = value.as_str()
+            && let Ok(identity) = Identity::new(kind, text, None)
         {
             out.push(identity);
         }
@@ -646,11 +637,14 @@ mod tests {
     }
 
     #[test]
-    fn email_traits_are_normalised() {
+    fn email_traits_are_normalised_and_become_identities() {
         let p = parse_single(MessageKind::Identify, br#"{"userId":"u1","traits":{"email":" Li.Na@Example.COM "}}"#, &cx()).unwrap();
-        assert_eq!(p.messages[0].traits[0].1, Value::String("li.na@example.com".into()));
-        assert_eq!(normalize_email("not an address"), None);
-        assert_eq!(normalize_email("a@b"), None);
+        let m = &p.messages[0];
+        assert_eq!(m.traits[0].1, Value::String("li.na@example.com".into()));
+        assert!(m.identities.contains(&Identity::new(IdentityKind::Email, "li.na@example.com", None).unwrap()));
+        // Something in the email trait that is no address stays a trait only.
+        let p = parse_single(MessageKind::Identify, br#"{"userId":"u1","traits":{"email":"ask at the counter"}}"#, &cx()).unwrap();
+        assert!(p.messages[0].identities.iter().all(|i| i.kind != IdentityKind::Email));
     }
 
     #[test]

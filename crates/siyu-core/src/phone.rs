@@ -36,7 +36,13 @@ pub fn normalize_e164(raw: &str) -> Option<String> {
 
 /// The matching key for a normalised phone: lowercase hex SHA-256 of the E.164 text.
 pub fn hash_e164(e164: &str) -> String {
-    let digest = Sha256::digest(e164.as_bytes());
+    sha256_hex(e164)
+}
+
+/// Lowercase hex SHA-256 of a text: how contact addresses are matched without being
+/// stored in the clear.
+pub fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
     let mut out = String::with_capacity(64);
     for byte in digest {
         out.push_str(&format!("{byte:02x}"));

@@ -30,8 +30,8 @@ pub struct ProfileView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct IdentityView {
     pub kind: String,
-    /// Phones are shown as the SHA-256 of their E.164 form (the `phone` trait holds the
-    /// number itself); openids as `appid:openid`.
+    /// Phones and e-mail addresses are shown as the SHA-256 of their normal form (the
+    /// `phone` and `email` traits hold them in the clear); openids as `appid:openid`.
     pub value: String,
 }
 

@@ -90,7 +90,9 @@ app_test!(lookup_finds_a_profile_by_any_identity, |app| {
     assert_eq!((status, &by_uuid["id"]), (StatusCode::OK, &p["id"]));
     for (q, status, code) in [
         ("", StatusCode::BAD_REQUEST, "missing_identity"),
-        ("email=a@b.c", StatusCode::BAD_REQUEST, "unknown_identity"),
+        ("fax=0211234567", StatusCode::BAD_REQUEST, "unknown_identity"),
+        ("email=not-an-address", StatusCode::BAD_REQUEST, "invalid_identity"),
+        ("email=a%40b.c", StatusCode::NOT_FOUND, "not_found"),
         ("user_id=u1&anonymous_id=a1", StatusCode::BAD_REQUEST, "ambiguous_lookup"),
         ("phone=not-a-phone", StatusCode::BAD_REQUEST, "invalid_identity"),
         ("openid=opZ1", StatusCode::BAD_REQUEST, "invalid_identity"),

@@ -201,6 +201,32 @@ app_test!(identities_from_external_ids_merge_profiles_over_http, |app| {
     assert_eq!(a["merged_from"].as_array().unwrap().len(), 1);
 });
 
+app_test!(an_email_is_an_identity_like_a_phone, |app| {
+    // A newsletter sign-up known only by e-mail, then the member who gives the same
+    // address (however typed) in their profile: one customer.
+    app.send(
+        "/v1/track",
+        &json!({"anonymousId": "nl-1", "event": "Newsletter Subscribed", "context": {"externalIds": [{"id": "Li.Na@Example.COM", "type": "email"}]}}),
+    )
+    .await;
+    app.send("/v1/identify", &json!({"userId": "member-9", "traits": {"email": " li.na@example.com "}})).await;
+    app.settle_all().await;
+    assert_eq!(app.counts().await.0, 1);
+    let (s, p) = app.lookup("email=LI.NA%40example.com").await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["traits"]["email"], json!("li.na@example.com"));
+    let (_, q) = app.lookup("anonymous_id=nl-1").await;
+    assert_eq!(p["id"], q["id"]);
+    // Stored as its hash, like a phone, not in the clear.
+    let email = p["identities"].as_array().unwrap().iter().find(|i| i["kind"] == json!("email")).cloned().expect("an email identity");
+    assert_eq!(email["value"].as_str().unwrap().len(), 64, "{email}");
+    assert!(!p["identities"].to_string().contains("li.na@example.com"), "{p}");
+    // An external id that is no address is refused with a reason.
+    let (s, e) = app.send("/v1/track", &json!({"anonymousId": "nl-2", "event": "X", "context": {"externalIds": [{"id": "li.na", "type": "email"}]}})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e.to_string().contains("not an e-mail address"), "{e}");
+});
+
 app_test!(a_client_key_cannot_change_relationships_consent_or_attribution, |app| {
     let send = |body: Value, path: &'static str| {
         let req = app.client.post(app.url(path)).basic_auth(common::CLIENT_WRITE_KEY, Some("")).json(&body);
@@ -225,6 +251,7 @@ app_test!(a_client_key_cannot_change_relationships_consent_or_attribution, |app|
         // Joining profiles: a stranger's profile merged into one a guide serves.
         (json!({"previousId": "anon-of-a-guides-customer", "userId": "web1"}), "/v1/alias", "alias"),
         (json!({"userId": "web1", "traits": {"phone": "13800000009"}}), "/v1/identify", "phone"),
+        (json!({"userId": "web1", "traits": {"email": "someone@example.com"}}), "/v1/identify", "email"),
         (json!({"userId": "web1", "event": "Viewed", "context": {"externalIds": [{"id": "wmX", "type": "external_userid"}]}}), "/v1/track", "external_userid"),
         (json!({"userId": "web1", "event": "Message Complained", "properties": {"campaign_id": 1}}), "/v1/track", "Message Complained"),
     ] {

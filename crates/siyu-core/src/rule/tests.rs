@@ -88,7 +88,7 @@ fn errors_point_at_the_problem() {
         (r#"rfm.x >= 4"#, 1, "unknown RFM part"),
         (r#"rfm.r >= 9"#, 1, "quintile score from 1 to 5"),
         (r#"city in ()"#, 10, "the list is empty"),
-        (r#"has(email)"#, 5, "unknown"),
+        (r#"has(fax)"#, 5, "unknown"),
         (r#"(city = "a""#, 12, "closing )"),
         (r#"age between 30 and 20"#, 1, "smaller value first"),
         (r#"city = "unterminated"#, 8, "never closed"),
@@ -112,7 +112,7 @@ fn json_errors_name_the_path() {
     let cases = [
         (json!({"and": [{"field": "traits.city", "op": "=", "value": "a"}, {"field": "traits.age", "op": "≥", "value": 3}]}), "rule.and[1].op"),
         (json!({"or": []}), "rule.or"),
-        (json!({"not": {"has": "email"}}), "rule.not.has"),
+        (json!({"not": {"has": "fax"}}), "rule.not.has"),
         (json!({"aggregate": "count", "event": "X", "window": "30 days", "op": ">=", "value": 1}), "rule.window"),
         (json!({"aggregate": "count", "event": "X", "where": [{"property": "a", "op": "in", "value": "x"}], "op": ">", "value": 1}), "rule.where[0].value"),
         (json!({"field": "stage", "op": "=", "value": "gold"}), "rule"),

@@ -239,7 +239,7 @@ pub const SERVER_EVENTS: [&str; 6] =
 /// What a client-side key may not do, since anyone can copy it from a web page: change
 /// who serves a customer, complain, give consent in the brand's favour, attribute a
 /// customer to a member of staff (whose token would then read the customer's details),
-/// or claim identities that join profiles (alias, phone, `context.externalIds`): joining
+/// or claim identities that join profiles (alias, phone, email, `context.externalIds`): joining
 /// a stranger's profile to one a guide serves would show that guide the stranger.
 fn refuse_from_client(messages: &[Message]) -> ApiResult<()> {
     let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "server_key_required", why);
@@ -255,7 +255,7 @@ fn refuse_from_client(messages: &[Message]) -> ApiResult<()> {
         }
         if let Some(id) = m.identities.iter().find(|id| !matches!(id.kind, IdentityKind::UserId | IdentityKind::AnonymousId)) {
             return Err(forbidden(format!(
-                "{at}a {} identity (a phone trait or context.externalIds) joins profiles: send verified identities with the server write key from your backend",
+                "{at}a {} identity (a phone or email trait, or context.externalIds) joins profiles: send verified identities with the server write key from your backend",
                 id.kind.as_str()
             )));
         }

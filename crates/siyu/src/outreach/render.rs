@@ -120,7 +120,7 @@ pub fn address(identities: Option<&serde_json::Map<String, Value>>, traits: Opti
     if let Some(phone) = text("phone").and_then(siyu_core::phone::normalize_e164) {
         to.insert("phone".into(), json!(phone));
     }
-    if let Some(email) = text("email").and_then(siyu_core::message::normalize_email) {
+    if let Some(email) = text("email").and_then(siyu_core::email::normalize) {
         to.insert("email".into(), json!(email));
     }
     Value::Object(to)
