@@ -139,9 +139,8 @@ impl WecomCallbacks {
     }
 }
 
-/// After a customer added a guide: the contact way's tags, and its welcome message
-/// through `send_welcome_msg` (WeCom accepts the welcome code once, within 20 seconds).
-/// Runs once the add is applied, so the profile exists.
+/// After a customer added a guide: the welcome message through `send_welcome_msg`, the
+/// contact way's tags, and the contact's name.
 pub async fn after_contact_added(app: crate::app::App, seq: u64, staff: String, external: String, state: Option<String>, welcome_code: Option<String>) {
     if let Err(e) = welcome(&app, seq, &staff, &external, state, welcome_code).await {
         tracing::warn!(error = %e, "welcoming a new WeCom contact failed");
@@ -152,12 +151,55 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
     use siyu_core::identity::{Identity, IdentityKind};
     use siyu_store::{outreach as stored, profiles, wecom as wstore};
 
-    app.ingest.wait_indexed(seq).await;
+    let client = app.wecom.as_ref().and_then(|w| w.client.clone());
     // WeCom's callback carries no name: read the contact, so templates can greet them.
-    if let Some(client) = app.wecom.as_ref().and_then(|w| w.client.clone())
-        && let Ok(contact) = client.get_external_contact(external).await
-        && let Some(name) = contact["external_contact"]["name"].as_str().filter(|n| !n.is_empty())
-    {
+    let name = match &client {
+        Some(client) => {
+            client.get_external_contact(external).await.ok().and_then(|c| c["external_contact"]["name"].as_str().filter(|n| !n.is_empty()).map(String::from))
+        }
+        None => None,
+    };
+    let way = match state.clone() {
+        Some(s) => app.store.run(move |db| Box::pin(async move { wstore::contact_way_by_state(db, &s).await })).await?,
+        None => None,
+    };
+    // WeCom takes the welcome code only within 20 seconds of the add, so the message is
+    // written and sent first, from what is known now: it does not wait for the add to
+    // be applied, which under a burst of tracking traffic queues behind many seconds of
+    // the ingest log.
+    let identity = Identity::new(IdentityKind::ExternalUserid, external, None)?;
+    let sent = match (way.as_ref().and_then(|w| w.welcome.clone()), welcome_code, &client) {
+        (Some(template), Some(code), Some(client)) => {
+            let template = siyu_outreach::template::Template::parse(&template).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (known, dir, mut traits) = {
+                let identity = identity.clone();
+                app.store
+                    .run(move |db| {
+                        Box::pin(async move {
+                            let known = profiles::find_by_identity(db, &identity).await?;
+                            let traits = stored::traits_of(db, &known.into_iter().collect::<Vec<_>>()).await?;
+                            Ok((known, stored::directory(db).await?, traits))
+                        })
+                    })
+                    .await?
+            };
+            let mut own = known.and_then(|p| traits.remove(&p)).unwrap_or_default();
+            if let Some(n) = &name {
+                own.insert("name".into(), serde_json::json!(n));
+            }
+            let text = template.render(&crate::outreach::render::vars(Some(&own), Some(staff), &dir, None, known.unwrap_or(0)));
+            let outcome = match client.send_welcome_msg(&code, &text).await {
+                Ok(_) => ("sent", None),
+                Err(e) => ("failed", Some(format!("wecom_{}", e.code().unwrap_or(0)))),
+            };
+            Some((format!("welcome:{}:{external}:{code}", state.as_deref().unwrap_or_default()), text, outcome))
+        }
+        _ => None,
+    };
+
+    // The rest belongs on the customer's profile, which exists once the add is applied.
+    app.ingest.wait_indexed(seq).await;
+    if let Some(name) = name {
         let now = siyu_core::Timestamp::now();
         let base = siyu_wecom::events::about_contact(external, format!("wecom:contact:{external}:{seq}"), now, now, "wecom")
             .ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
@@ -167,43 +209,28 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
             traits: vec![("name".to_string(), serde_json::json!(name))],
             ..base
         };
-        let receipt = app.ingest.submit(vec![message]).await?;
-        app.ingest.wait_indexed(receipt.last_seq).await;
+        app.ingest.submit(vec![message]).await?;
     }
-    let Some(state) = state else { return Ok(()) };
-    let identity = Identity::new(IdentityKind::ExternalUserid, external, None)?;
-    let s = state.clone();
-    let (profile, way) = app
-        .store
-        .run(move |db| Box::pin(async move { Ok((profiles::find_by_identity(db, &identity).await?, wstore::contact_way_by_state(db, &s).await?)) }))
-        .await?;
-    let (Some(profile), Some(way)) = (profile, way) else { return Ok(()) };
+    let Some(profile) = app.store.run(move |db| Box::pin(async move { profiles::find_by_identity(db, &identity).await })).await? else { return Ok(()) };
     let now = siyu_core::Timestamp::now();
-    let tags = way.tags.clone();
-    app.store
-        .run(move |db| {
-            Box::pin(async move {
-                for t in &tags {
-                    profiles::add_tag(db, profile, t, "contact_way", now).await?;
-                }
-                Ok(())
+    let tags = way.map(|w| w.tags).unwrap_or_default();
+    {
+        let tags = tags.clone();
+        app.store
+            .run(move |db| {
+                Box::pin(async move {
+                    for t in &tags {
+                        profiles::add_tag(db, profile, t, "contact_way", now).await?;
+                    }
+                    Ok(())
+                })
             })
-        })
-        .await?;
-    for t in &way.tags {
+            .await?;
+    }
+    for t in &tags {
         app.engine.set_tag(profile as u32, t, true);
     }
-    let (Some(template), Some(code), Some(client)) = (way.welcome, welcome_code, app.wecom.as_ref().and_then(|w| w.client.clone())) else { return Ok(()) };
-    let template = siyu_outreach::template::Template::parse(&template).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let key = format!("welcome:{state}:{external}:{code}");
-    let text = crate::outreach::render::render_many(&app.outreach, &template, None, &[(profile, Some(staff.to_string()), key.clone())])
-        .await?
-        .pop()
-        .unwrap_or_default();
-    let (status, reason) = match client.send_welcome_msg(&code, &text).await {
-        Ok(_) => ("sent", None),
-        Err(e) => ("failed", Some(format!("wecom_{}", e.code().unwrap_or(0)))),
-    };
+    let Some((key, text, (status, reason))) = sent else { return Ok(()) };
     let row = stored::NewDelivery {
         key,
         profile_id: profile,
