@@ -121,12 +121,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     peak_rss_of("self")
 }
 
+/// Resident memory of this process now (Linux `VmRSS`), in bytes.
+pub fn rss_bytes() -> Option<u64> {
+    status_kib("self", "VmRSS:").map(|k| k * 1024)
+}
+
 /// Peak resident memory of a process by pid (or `self`).
 pub fn peak_rss_of(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmHWM:").map(|k| k * 1024)
+}
+
+/// One `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -2,9 +2,14 @@
 //! a steady rate, probe events are sent one by one, each making a customer enter a live
 //! segment; the time from sending a probe to its member appearing is measured. Probes
 //! alternate between the brand's members (known customers, the everyday case) and new
-//! customers (whose profile the store must create first), reported apart.
+//! customers (whose profile the store must create first), reported apart. A probe that
+//! never arrives is counted as missing, not left out of the figures.
+//!
+//! The server runs in this process, so the watcher sees the engine's membership the
+//! moment it changes; the load comes from `siyu bench ingest --rate` in a process of its
+//! own.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,8 +17,8 @@ use siyu_core::rule::parse;
 use siyu_engine::SegmentDef;
 use siyu_store::{Store, StoreConfig};
 
-use super::ingest::{IngestBench, build_bodies};
-use super::percentile;
+use tokio::io::AsyncBufReadExt;
+
 use super::segments::SegmentsBench;
 use crate::app::{self, ServeOptions};
 
@@ -28,13 +33,14 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
         let store = Store::open(&config).await?;
         crate::demo::generate_into(&store, customers, args.seed, None, false).await?;
     }
+    let admin_token = crate::secrets::random_token("siyu_admin_");
     let running = app::start(ServeOptions {
         store: config,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
         write_key: Some(WRITE_KEY.into()),
         client_write_key: None,
-        admin_token: Some(crate::secrets::random_token("siyu_admin_")),
+        admin_token: Some(admin_token.clone()),
         limits: Default::default(),
     })
     .await?;
@@ -48,34 +54,26 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     let base = format!("http://{}", running.addr);
     let client = siyu_wecom::client::http_builder().no_proxy().pool_max_idle_per_host(32).build()?;
 
-    let load = IngestBench {
-        events: args.freshness_rate * args.freshness_seconds,
-        batch: 100,
-        connections: 16,
-        customers,
-        gzip: false,
-        url: None,
-        write_key: None,
-        data_dir: None,
-        database_url: None,
-    };
+    let load = Load { base: base.clone(), admin_token, rate: args.freshness_rate, customers };
     if args.freshness_warmup > 0 {
         // The load's customers are first seen during the warm-up: their new identities,
         // profiles and merges cost the indexer several times what a known customer's
         // event does.
-        let warmup = IngestBench { events: args.freshness_rate * args.freshness_warmup, ..load.clone() };
         let started = Instant::now();
-        for w in paced_load(&client, &base, &warmup, args.freshness_rate)? {
-            w.await??;
-        }
+        load.start(args.freshness_warmup).await?.finish().await?;
         running.state.ingest.settle().await;
-        println!("  warm-up: {} events at {} events/s, all applied after {:.1} s", warmup.events, args.freshness_rate, started.elapsed().as_secs_f64());
+        println!(
+            "  warm-up: {} events at {} events/s, all applied after {:.1} s",
+            args.freshness_rate * args.freshness_warmup,
+            args.freshness_rate,
+            started.elapsed().as_secs_f64()
+        );
     }
     let early_before = {
         let state = engine.read();
         (state.index.early_applied, state.index.early_taken_back, state.index.early_waits())
     };
-    let workers = paced_load(&client, &base, &load, args.freshness_rate)?;
+    let load_process = load.start(args.freshness_seconds).await?;
     let started = Instant::now();
 
     // Watch the segments: a member probe has arrived when its profile is in
@@ -134,10 +132,7 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
         }
         i += 1;
     }
-    for w in workers {
-        w.await??;
-    }
-    let load_seconds = started.elapsed().as_secs_f64();
+    let load_report = load_process.finish().await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !probes.lock().expect("lock").all_reached() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -146,7 +141,10 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
     let _ = watcher.join();
     {
         let probes = probes.lock().expect("lock");
-        println!("  background load: {} events in {load_seconds:.1} s ({:.0} events/s)", load.events, load.events as f64 / load_seconds);
+        println!("  background load (siyu bench ingest --rate {} --seconds {}, its own process):", args.freshness_rate, args.freshness_seconds);
+        for line in load_report.lines().filter(|l| l.starts_with("  ")) {
+            println!("    {}", line.trim());
+        }
         let (ingest_lag, engine_lag) = *lags.lock().expect("lock");
         println!("  largest backlog: {ingest_lag} messages waiting for the store, {engine_lag} applied but not yet in the engine");
         let (applied, taken_back, waits) = {
@@ -203,38 +201,64 @@ async fn probe_members(store: &Store, n: usize) -> anyhow::Result<Vec<(String, u
 fn report(what: &str, probes: &[(Instant, Option<Instant>)]) {
     let mut latencies: Vec<u64> = probes.iter().filter_map(|(s, r)| r.map(|r| r.saturating_duration_since(*s).as_micros() as u64)).collect();
     latencies.sort_unstable();
+    // A probe that never arrived is slower than any that did: it counts at the end of
+    // the order, so a percentile it reaches reads as missing.
+    let missing = probes.len() - latencies.len();
+    let at = |p: f64| {
+        let rank = ((p / 100.0) * (probes.len().max(1) - 1) as f64).round() as usize;
+        latencies.get(rank).map_or_else(|| "missing".to_string(), |us| format!("{:.0} ms", *us as f64 / 1000.0))
+    };
     println!(
-        "  {what} to segment membership ({} probes, {} seen): p50 {:.0} ms  p95 {:.0} ms  max {:.0} ms",
+        "  {what} to segment membership ({} probes, {missing} never arrived within 60 s): p50 {}  p95 {}  max {}",
         probes.len(),
-        latencies.len(),
-        percentile(&latencies, 50.0) as f64 / 1000.0,
-        percentile(&latencies, 95.0) as f64 / 1000.0,
-        latencies.last().copied().unwrap_or(0) as f64 / 1000.0
+        at(50.0),
+        at(95.0),
+        if missing > 0 { "missing".to_string() } else { format!("{:.0} ms", latencies.last().copied().unwrap_or(0) as f64 / 1000.0) }
     );
 }
 
-/// Sends `load` at `rate` events/s, request k starting at k × (batch / rate), on its
-/// connections; the tasks end when all is sent.
-fn paced_load(client: &reqwest::Client, base: &str, load: &IngestBench, rate: u64) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
-    let bodies = Arc::new(build_bodies(load, load.events.div_ceil(load.batch))?);
-    let interval = Duration::from_secs_f64(load.batch as f64 / rate as f64);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..load.connections {
-        let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), format!("{base}/v1/batch"));
-        workers.push(tokio::spawn(async move {
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, _)) = bodies.get(k) else { break };
-                tokio::time::sleep_until((started + interval * k as u32).into()).await;
-                let resp = client.post(&url).basic_auth(WRITE_KEY, Some("")).header("content-type", "application/json").body(body.clone()).send().await?;
-                if !resp.status().is_success() {
-                    anyhow::bail!("load request failed: {}", resp.status());
-                }
+/// The ingest benchmark, paced, as a process of its own against the server here.
+struct Load {
+    base: String,
+    admin_token: String,
+    rate: u64,
+    customers: u64,
+}
+
+struct LoadProcess {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Load {
+    /// Starts the load and returns once it is sending (its request bodies are built first).
+    async fn start(&self, seconds: u64) -> anyhow::Result<LoadProcess> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["bench", "ingest", "--url", &self.base, "--write-key", WRITE_KEY])
+            .args(["--rate", &self.rate.to_string(), "--seconds", &seconds.to_string(), "--customers", &self.customers.to_string()])
+            .env("SIYU_ADMIN_TOKEN", &self.admin_token)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        while let Some(line) = lines.next_line().await? {
+            if line.ends_with(": sending") {
+                return Ok(LoadProcess { child, lines });
             }
-            anyhow::Ok(())
-        }));
+        }
+        anyhow::bail!("the load generator ended before sending: {:?}", child.wait().await?)
     }
-    Ok(workers)
+}
+
+impl LoadProcess {
+    /// Waits for the load to end; its report.
+    async fn finish(mut self) -> anyhow::Result<String> {
+        let mut out = String::new();
+        while let Some(line) = self.lines.next_line().await? {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        self.child.wait().await?;
+        Ok(out)
+    }
 }

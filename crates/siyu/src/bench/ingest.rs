@@ -4,27 +4,39 @@
 //! mixing mini-program orders and product views, page views and identifies, over a
 //! population of customers where most are known and some are new, sent by 16 concurrent
 //! connections. Every request is answered only after its events are committed with an
-//! fsync, exactly as in production.
+//! fsync, exactly as in production. The server is a `siyu serve` child process; this
+//! process is the load generator.
+//!
+//! Two modes. A burst sends `--events` as fast as the server answers and waits until
+//! all are applied. Paced (`--rate 20000,40000 --seconds 30`) sends each rate as a steady
+//! stream, request k at its scheduled time, and says whether the rate holds: every
+//! request answered, p99 under 50 ms measured from the scheduled time (a server that
+//! falls behind delays what follows, and that delay counts), and the backlog of
+//! acknowledged but unapplied events bounded. The highest rate that holds is the
+//! sustained rate.
 
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::server::ChildServer;
 use super::{mib, percentile};
 use crate::demo::rng::Rng;
 
+/// A paced rate holds only if p99 stays under this.
+const P99_LIMIT_MS: f64 = 50.0;
+
 #[derive(Args, Debug, Clone)]
 pub struct IngestBench {
-    /// Events to send.
+    /// Events to send (burst mode).
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
     /// Messages per batch request.
@@ -39,6 +51,17 @@ pub struct IngestBench {
     /// Gzip the request bodies, as SDKs can.
     #[arg(long)]
     pub gzip: bool,
+    /// Paced mode: send at each of these rates (events/s, comma-separated, in order)
+    /// for --seconds, and report the highest that holds.
+    #[arg(long, value_delimiter = ',')]
+    pub rate: Vec<u64>,
+    /// Seconds per paced rate.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// While the load runs, a simulated WeCom customer adds a guide every second; time
+    /// how long until their welcome message is sent (WeCom takes it within 20 s).
+    #[arg(long)]
+    pub welcome_probes: bool,
     /// Drive this running server instead of starting one (needs --write-key and
     /// SIYU_ADMIN_TOKEN for the stats).
     #[arg(long)]
@@ -53,25 +76,64 @@ pub struct IngestBench {
     pub database_url: Option<String>,
 }
 
+/// The server under load: started here, or one already running.
+struct Target {
+    server: Option<ChildServer>,
+    base_url: String,
+    write_key: String,
+    admin_token: String,
+    client: reqwest::Client,
+}
+
 pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
-    if args.batch == 0 || args.events == 0 || args.connections == 0 {
-        bail!("--events, --batch and --connections must be positive");
+    if args.batch == 0 || args.events == 0 || args.connections == 0 || args.seconds == 0 || args.rate.contains(&0) {
+        bail!("--events, --batch, --connections, --seconds and every --rate must be positive");
     }
     let temp = tempfile::tempdir()?;
-    let (server, base_url, write_key, admin_token) = match &args.url {
+    let (welcome, sim_env) = if args.welcome_probes {
+        if args.url.is_some() {
+            bail!("--welcome-probes starts its own server with a simulated WeCom corp; leave out --url");
+        }
+        let (w, env) = WelcomeProbes::prepare().await?;
+        (Some(w), env)
+    } else {
+        (None, Vec::new())
+    };
+    let client = siyu_wecom::client::http_builder().no_proxy().pool_max_idle_per_host(args.connections + 4).build()?;
+    let target = match &args.url {
         Some(url) => {
-            let key = args.write_key.clone().context("--url needs --write-key")?;
-            let token = std::env::var("SIYU_ADMIN_TOKEN").context("--url needs SIYU_ADMIN_TOKEN for the stats")?;
-            (None, url.trim_end_matches('/').to_string(), key, token)
+            let write_key = args.write_key.clone().context("--url needs --write-key")?;
+            let admin_token = std::env::var("SIYU_ADMIN_TOKEN").context("--url needs SIYU_ADMIN_TOKEN for the stats")?;
+            Target { server: None, base_url: url.trim_end_matches('/').to_string(), write_key, admin_token, client }
         }
         None => {
             let dir = args.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-            let s = ChildServer::start(&dir, args.database_url.as_deref()).await?;
-            let (u, k, t) = (s.base_url.clone(), s.write_key.clone(), s.admin_token.clone());
-            (Some(s), u, k, t)
+            let s = ChildServer::start(&dir, args.database_url.as_deref(), &sim_env).await?;
+            let (base_url, write_key, admin_token) = (s.base_url.clone(), s.write_key.clone(), s.admin_token.clone());
+            Target { server: Some(s), base_url, write_key, admin_token, client }
         }
     };
+    let welcome = match welcome {
+        Some(w) => Some(w.start(&target).await?),
+        None => None,
+    };
+    let ok = if args.rate.is_empty() { burst(&args, &target, welcome.is_some()).await? } else { paced(&args, &target).await? };
+    if let Some(w) = welcome {
+        w.report().await;
+    }
+    if let Some(s) = &target.server {
+        println!("  server peak memory    {:.0} MiB", mib(s.peak_rss().unwrap_or(0)));
+    }
+    println!("  bench client peak     {:.0} MiB", mib(crate::metrics::peak_rss_bytes().unwrap_or(0)));
+    if let Some(s) = target.server {
+        s.stop();
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
 
+/// Everything at once: acknowledged rate, then the time until all is applied.
+/// `probed`: welcome probes add their own events (each add and the contact's name).
+async fn burst(args: &IngestBench, t: &Target, probed: bool) -> anyhow::Result<bool> {
     let requests = args.events.div_ceil(args.batch);
     println!(
         "siyu bench ingest: {} events in {} batches of {} over {} connections, {} customers{}",
@@ -82,9 +144,8 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
         args.customers,
         if args.gzip { ", gzip" } else { "" }
     );
-    let bodies = Arc::new(build_bodies(&args, requests)?);
-    let client = siyu_wecom::client::http_builder().no_proxy().pool_max_idle_per_host(args.connections).build()?;
-    let before = stats(&client, &base_url, &admin_token).await?;
+    let bodies = Arc::new(build_bodies(args, args.events, requests)?);
+    let before = stats(t).await?;
 
     let bar = ProgressBar::new(args.events);
     bar.set_style(ProgressStyle::with_template("{spinner} sending [{bar:30}] {pos}/{len} events ({per_sec})").expect("template").progress_chars("=> "));
@@ -92,27 +153,18 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.connections {
-        let (client, bodies, next, bar) = (client.clone(), bodies.clone(), next.clone(), bar.clone());
-        let url = format!("{base_url}/v1/batch");
-        let (key, gzip, batch) = (write_key.clone(), args.gzip, args.batch);
+        let (bodies, next, bar, t) = (bodies.clone(), next.clone(), bar.clone(), Sender::of(t, args.gzip));
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((body, count)) = bodies.get(i) else { break };
-                let mut req = client.post(&url).basic_auth(&key, Some("")).header("content-type", "application/json").body(body.clone());
-                if gzip {
-                    req = req.header("content-encoding", "gzip");
+                let sent = Instant::now();
+                if let Err(e) = t.send(body.clone()).await {
+                    bail!("request {i} failed: {e}");
                 }
-                let t = Instant::now();
-                let resp = req.send().await?;
-                let status = resp.status();
-                let text = resp.text().await?;
-                latencies.push(t.elapsed().as_micros() as u64);
-                if !status.is_success() {
-                    bail!("request {i} failed with {status}: {text}");
-                }
-                bar.inc((*count).min(batch));
+                latencies.push(sent.elapsed().as_micros() as u64);
+                bar.inc(*count);
             }
             anyhow::Ok(latencies)
         }));
@@ -125,19 +177,25 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     // Acknowledged means durable; applied means visible in profiles. Sustained ingest
     // is the slower of the two, so wait for the store to apply everything.
-    wait_applied(&client, &base_url, &admin_token).await?;
+    wait_applied(t, Duration::from_secs(3600)).await?;
     let applied_after = started.elapsed().as_secs_f64();
 
     // Disk use at rest: the server truncates its SQLite WAL once writes have been quiet
     // for 5 seconds.
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
-    let after = stats(&client, &base_url, &admin_token).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = stats(t).await?;
     let stored = after.0 - before.0;
+    let complete = stored as u64 == args.events || (probed && stored as u64 >= args.events);
     latencies.sort_unstable();
     let mut out = String::new();
     writeln!(out, "\nresults ({} backend)", after.2)?;
     writeln!(out, "  events acknowledged   {}", args.events)?;
-    writeln!(out, "  events stored         {stored}{}", if stored as u64 == args.events { "" } else { "  (MISMATCH)" })?;
+    let note = match (complete, stored as u64 > args.events) {
+        (false, _) => "  (MISMATCH)",
+        (true, true) => "  (with the welcome probes' own events)",
+        (true, false) => "",
+    };
+    writeln!(out, "  events stored         {stored}{note}")?;
     writeln!(
         out,
         "  acknowledged          {:.0} events/s ({:.0} requests/s) over {elapsed:.2} s",
@@ -146,7 +204,7 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "  sustained (applied)   {:.0} events/s: all {} events in profiles after {applied_after:.2} s",
+        "  drained (applied)     {:.0} events/s: all {} events in profiles after {applied_after:.2} s",
         args.events as f64 / applied_after,
         args.events
     )?;
@@ -166,41 +224,331 @@ pub async fn run(args: IngestBench) -> anyhow::Result<ExitCode> {
             after.0
         )?;
     }
-    if let Some(s) = &server {
-        writeln!(out, "  server peak memory    {:.0} MiB", mib(s.peak_rss().unwrap_or(0)))?;
+    print!("{out}");
+    Ok(complete)
+}
+
+/// One paced rate's outcome.
+struct Step {
+    rate: u64,
+    holds: bool,
+}
+
+/// Each rate in turn as a steady stream; the highest that holds is the sustained rate.
+async fn paced(args: &IngestBench, t: &Target) -> anyhow::Result<bool> {
+    println!(
+        "siyu bench ingest (paced): rates {:?} events/s for {} s each, batches of {} over {} connections, {} customers",
+        args.rate, args.seconds, args.batch, args.connections, args.customers
+    );
+    let mut steps = Vec::new();
+    for &rate in &args.rate {
+        steps.push(paced_step(args, t, rate).await?);
     }
-    writeln!(out, "  bench client peak     {:.0} MiB", mib(crate::metrics::peak_rss_bytes().unwrap_or(0)))?;
-    println!("{out}");
-    if let Some(s) = server {
-        s.stop();
+    let backend = stats(t).await?.2;
+    match steps.iter().filter(|s| s.holds).map(|s| s.rate).max() {
+        Some(best) => println!(
+            "\nsustained ({backend} backend): {best} events/s, the highest paced rate that held (p99 < {P99_LIMIT_MS} ms, backlog bounded, nothing refused)"
+        ),
+        None => println!("\nsustained ({backend} backend): none of the rates held"),
     }
-    Ok(if stored as u64 == args.events { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(steps.iter().any(|s| s.holds))
+}
+
+async fn paced_step(args: &IngestBench, t: &Target, rate: u64) -> anyhow::Result<Step> {
+    let events = rate * args.seconds;
+    let requests = events.div_ceil(args.batch);
+    let bodies = Arc::new(build_bodies(args, events, requests)?);
+    let interval = Duration::from_secs_f64(args.batch as f64 / rate as f64);
+    println!("\nrate {rate} events/s for {} s: sending", args.seconds);
+    let backlog = BacklogSampler::start(t);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let last_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.connections {
+        let (bodies, next, failed, last_error, sender) = (bodies.clone(), next.clone(), failed.clone(), last_error.clone(), Sender::of(t, args.gzip));
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some((body, _)) = bodies.get(k) else { break };
+                let scheduled = started + interval * k as u32;
+                tokio::time::sleep_until(scheduled.into()).await;
+                match sender.send(body.clone()).await {
+                    Ok(()) => latencies.push(scheduled.elapsed().as_micros() as u64),
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        *last_error.lock().expect("lock") = Some(e.to_string());
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await?);
+    }
+    let sending = started.elapsed().as_secs_f64();
+    let samples = backlog.stop().await;
+    let drain_started = Instant::now();
+    let drained = wait_applied(t, Duration::from_secs(300)).await.is_ok();
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let failed = failed.load(Ordering::Relaxed);
+    let answered_events = latencies.len() as u64 * args.batch;
+    let (p50, p99) = (percentile(&latencies, 50.0) as f64 / 1000.0, percentile(&latencies, 99.0) as f64 / 1000.0);
+    let largest = samples.iter().map(|(_, lag)| *lag).max().unwrap_or(0);
+    // Bounded: over the last quarter of the run the backlog never exceeds one second of
+    // the load. A rate the store cannot keep up with grows its backlog steadily and
+    // fails this however long the run.
+    let tail_from = args.seconds as f64 * 0.75;
+    let tail_largest = samples.iter().filter(|(at, _)| *at >= tail_from).map(|(_, lag)| *lag).max().unwrap_or(0);
+    let bounded = tail_largest <= rate && drained;
+    let kept_pace = answered_events as f64 / sending >= rate as f64 * 0.97;
+    let holds = failed == 0 && p99 < P99_LIMIT_MS && bounded && kept_pace;
+    println!(
+        "  answered              {} of {requests} requests ({:.0} events/s over {sending:.1} s); failed {failed}",
+        latencies.len(),
+        answered_events as f64 / sending
+    );
+    if let Some(e) = last_error.lock().expect("lock").take() {
+        println!("  last failure          {e}");
+    }
+    println!("  latency from schedule p50 {p50:.1} ms   p99 {p99:.1} ms   max {:.1} ms", latencies.last().copied().unwrap_or(0) as f64 / 1000.0);
+    println!(
+        "  backlog (acknowledged, not yet applied): largest {largest}, largest in the last quarter {tail_largest} (bound {rate}); {}",
+        if drained { format!("drained {drain_secs:.1} s after the last request") } else { "NOT drained within 300 s".into() }
+    );
+    println!(
+        "  {}",
+        if holds {
+            "HOLDS".to_string()
+        } else {
+            let mut why = Vec::new();
+            if failed > 0 {
+                why.push("requests failed");
+            }
+            if p99 >= P99_LIMIT_MS {
+                why.push("p99 over 50 ms");
+            }
+            if !bounded {
+                why.push("backlog grows");
+            }
+            if !kept_pace {
+                why.push("the sender could not keep the pace");
+            }
+            format!("does not hold: {}", why.join(", "))
+        }
+    );
+    Ok(Step { rate, holds })
+}
+
+/// Posts batches to `/v1/batch`; anything but a 2xx is an error.
+#[derive(Clone)]
+struct Sender {
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    gzip: bool,
+}
+
+impl Sender {
+    fn of(t: &Target, gzip: bool) -> Sender {
+        Sender { client: t.client.clone(), url: format!("{}/v1/batch", t.base_url), key: t.write_key.clone(), gzip }
+    }
+
+    async fn send(&self, body: bytes::Bytes) -> anyhow::Result<()> {
+        let mut req = self.client.post(&self.url).basic_auth(&self.key, Some("")).header("content-type", "application/json").body(body);
+        if self.gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("{status}: {}", resp.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+/// The ingest backlog (`GET /api/v1/ingest` lag) every 200 ms: (seconds in, lag).
+struct BacklogSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl BacklogSampler {
+    fn start(t: &Target) -> BacklogSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (client, base, token, flag) = (t.client.clone(), t.base_url.clone(), t.admin_token.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(lag) = lag(&client, &base, &token).await {
+                    samples.push((started.elapsed().as_secs_f64(), lag));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            samples
+        });
+        BacklogSampler { stop, task }
+    }
+
+    async fn stop(self) -> Vec<(f64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+async fn lag(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<u64> {
+    let v: Value = client.get(format!("{base}/api/v1/ingest")).bearer_auth(token).send().await?.error_for_status()?.json().await?;
+    v["lag"].as_u64().context("no lag in /api/v1/ingest")
+}
+
+/// WeCom's welcome window under load: a simulated corp beside the server, a contact
+/// way with a welcome template, and a customer scanning it every second.
+struct WelcomeProbes {
+    sim: Arc<siyu_wecom::sim::Simulator>,
+    sim_base: String,
+    listener: Option<tokio::net::TcpListener>,
+}
+
+struct RunningProbes {
+    sim: Arc<siyu_wecom::sim::Simulator>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<Vec<Option<Duration>>>>,
+}
+
+const GUIDE: &str = "bench.guide";
+
+impl WelcomeProbes {
+    /// The simulator, listening, and the environment that points a server at it.
+    async fn prepare() -> anyhow::Result<(WelcomeProbes, Vec<(&'static str, String)>)> {
+        use siyu_wecom::sim::{SimConfig, Simulator};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim_base = format!("http://{}", listener.local_addr()?);
+        let (corp, secret, token) = ("wwbench", crate::secrets::random_token("sec_"), crate::secrets::random_token("tok_"));
+        let aes_key: String = crate::secrets::random_token("").chars().filter(char::is_ascii_alphanumeric).cycle().take(43).collect();
+        let sim = Simulator::new(SimConfig { customers_per_staff: 1_000_000, ..SimConfig::new(corp, &secret, &token, &aes_key) });
+        sim.add_staff(&[GUIDE]);
+        let env = vec![
+            ("SIYU_WECOM_CORP_ID", corp.to_string()),
+            ("SIYU_WECOM_SECRET", secret),
+            ("SIYU_WECOM_TOKEN", token),
+            ("SIYU_WECOM_AES_KEY", aes_key),
+            ("SIYU_WECOM_API_BASE", sim_base.clone()),
+        ];
+        Ok((WelcomeProbes { sim, sim_base, listener: Some(listener) }, env))
+    }
+
+    /// Connects the simulator to the server, creates the contact way and starts the probes.
+    async fn start(mut self, t: &Target) -> anyhow::Result<RunningProbes> {
+        let listener = self.listener.take().context("started twice")?;
+        tokio::spawn(siyu_wecom::sim::serve(self.sim.clone(), listener));
+        self.sim.connect_callbacks(&format!("{}/wecom/callback", t.base_url));
+        let admin = |method: reqwest::Method, path: &str, body: Value| {
+            t.client.request(method, format!("{}{path}", t.base_url)).bearer_auth(&t.admin_token).json(&body).send()
+        };
+        admin(reqwest::Method::PUT, "/api/v1/stores/BENCH01", json!({"name": "压测店", "city": "Shanghai"})).await?.error_for_status()?;
+        admin(reqwest::Method::PUT, &format!("/api/v1/staff/{GUIDE}"), json!({"name": "王导购", "store_id": "BENCH01"})).await?.error_for_status()?;
+        let way: Value = admin(
+            reqwest::Method::POST,
+            "/api/v1/wecom/contact-ways",
+            json!({"guide": GUIDE, "channel": "bench", "welcome": "{{ traits.name | default: \"你好\" }}，我是{{ owner.name }}，欢迎来{{ store.name }}！"}),
+        )
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+        let config_id = way["config_id"].as_str().context("contact way without config_id")?.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sim, flag, client, scan_url) = (self.sim.clone(), stop.clone(), t.client.clone(), format!("{}/sim/scan", self.sim_base));
+        let task = tokio::spawn(async move {
+            let mut results = Vec::new();
+            let mut i = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let external = format!("wmbench{i:06}");
+                let sent = Instant::now();
+                let r: Value = client
+                    .post(&scan_url)
+                    .json(&json!({"config_id": config_id, "external_userid": external, "name": format!("顾客{i}")}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if r["errcode"] != json!(0) {
+                    bail!("the simulator refused a scan: {r}");
+                }
+                // WeCom takes the welcome code for 20 s; past that it can never be sent.
+                let mut reached = None;
+                while sent.elapsed() < Duration::from_secs(21) {
+                    if sim.welcomes_sent().iter().any(|(_, e, _)| *e == external) {
+                        reached = Some(sent.elapsed());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                results.push(reached);
+                i += 1;
+                tokio::time::sleep_until((sent + Duration::from_secs(1)).into()).await;
+            }
+            Ok(results)
+        });
+        Ok(RunningProbes { sim: self.sim, stop, task })
+    }
+}
+
+impl RunningProbes {
+    async fn report(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let results = match self.task.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return println!("\nwelcome probes failed: {e}"),
+            Err(e) => return println!("\nwelcome probes failed: {e}"),
+        };
+        let mut times: Vec<u64> = results.iter().flatten().map(|d| d.as_micros() as u64).collect();
+        times.sort_unstable();
+        let missed = results.len() - times.len();
+        println!(
+            "\nWeCom welcome under this load: {} customers added a guide, {} welcomed within WeCom's 20 s, {missed} missed; scan to welcome sent p50 {:.0} ms  p95 {:.0} ms  max {:.0} ms ({} welcome messages in the simulator)",
+            results.len(),
+            times.len(),
+            percentile(&times, 50.0) as f64 / 1000.0,
+            percentile(&times, 95.0) as f64 / 1000.0,
+            times.last().copied().unwrap_or(0) as f64 / 1000.0,
+            self.sim.welcomes_sent().len()
+        );
+    }
 }
 
 /// Polls the ingest status until nothing acknowledged is waiting to be applied.
-async fn wait_applied(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
-    loop {
-        let v: Value = client.get(format!("{base}/api/v1/ingest")).bearer_auth(token).send().await?.error_for_status()?.json().await?;
-        if v["lag"].as_u64() == Some(0) {
-            return Ok(());
+async fn wait_applied(t: &Target, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while lag(&t.client, &t.base_url, &t.admin_token).await? > 0 {
+        if started.elapsed() > limit {
+            bail!("events still waiting to be applied after {limit:?}");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
 }
 
 /// (events, disk bytes, backend) from the admin API.
-async fn stats(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<(i64, u64, String)> {
-    let v: Value = client.get(format!("{base}/api/v1/stats")).bearer_auth(token).send().await?.error_for_status()?.json().await?;
+async fn stats(t: &Target) -> anyhow::Result<(i64, u64, String)> {
+    let v: Value = t.client.get(format!("{}/api/v1/stats", t.base_url)).bearer_auth(&t.admin_token).send().await?.error_for_status()?.json().await?;
     Ok((v["events"].as_i64().unwrap_or(0), v["disk_bytes"].as_u64().unwrap_or(0), v["backend"].as_str().unwrap_or("?").to_string()))
 }
 
 /// Every request body, built before the clock starts so the client's cost is not
 /// charged to the server. Returns (body, messages in it).
-pub fn build_bodies(args: &IngestBench, requests: u64) -> anyhow::Result<Vec<(bytes::Bytes, u64)>> {
+pub fn build_bodies(args: &IngestBench, events: u64, requests: u64) -> anyhow::Result<Vec<(bytes::Bytes, u64)>> {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut rng = Rng::new(0x5EED);
     let mut out = Vec::with_capacity(requests as usize);
-    let mut remaining = args.events;
+    let mut remaining = events;
     let sent_at = siyu_core::Timestamp::now().to_rfc3339();
     for r in 0..requests {
         let n = remaining.min(args.batch);

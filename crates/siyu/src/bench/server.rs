@@ -17,7 +17,8 @@ pub struct ChildServer {
 
 impl ChildServer {
     /// Starts `siyu serve` on a free loopback port and waits until it answers.
-    pub async fn start(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<ChildServer> {
+    /// `env` adds to the server's environment (a WeCom corp, for example).
+    pub async fn start(data_dir: &Path, database_url: Option<&str>, env: &[(&str, String)]) -> anyhow::Result<ChildServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let write_key = crate::secrets::random_token("wk_bench_");
         let admin_token = crate::secrets::random_token("siyu_admin_bench_");
@@ -32,6 +33,7 @@ impl ChildServer {
             .env("SIYU_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }

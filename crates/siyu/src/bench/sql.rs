@@ -40,9 +40,19 @@ fn cmp(col: &str, op: Op, value: &Operand, now: Timestamp) -> String {
     }
 }
 
+fn segment_table(name: &str) -> String {
+    format!("\"segment_{}\"", name.replace('"', ""))
+}
+
 impl Sql<'_> {
     pub fn count_query(&self, rule: &Rule) -> Result<String, String> {
         Ok(format!("SELECT count(*) FROM profiles p WHERE {}", self.expr(rule)?))
+    }
+
+    /// The statement that keeps a saved segment's members as a table, as Siyu keeps them.
+    pub fn materialise(&self, name: &str) -> Result<String, String> {
+        let (_, rule) = self.segments.iter().find(|(n, _)| n == name).ok_or(format!("no segment {name}"))?;
+        Ok(format!("CREATE TABLE {} AS SELECT p.id FROM profiles p WHERE {}", segment_table(name), self.expr(rule)?))
     }
 
     pub fn expr(&self, rule: &Rule) -> Result<String, String> {
@@ -70,8 +80,10 @@ impl Sql<'_> {
                 }
                 Field::Segment => {
                     let (Op::Eq | Op::Ne, Operand::One(Scalar::Str(name))) = (f.op, &f.value) else { return Err("segment: only = and !=".into()) };
-                    let (_, rule) = self.segments.iter().find(|(n, _)| n == name).ok_or(format!("no segment {name}"))?;
-                    let inner = self.expr(rule)?;
+                    // Siyu keeps a saved segment's members; DuckDB gets them as a table
+                    // (`materialise`), so both do the same work: a lookup.
+                    self.segments.iter().find(|(n, _)| n == name).ok_or(format!("no segment {name}"))?;
+                    let inner = format!("p.id IN (SELECT id FROM {})", segment_table(name));
                     if f.op == Op::Eq { inner } else { format!("(NOT {inner})") }
                 }
             },
