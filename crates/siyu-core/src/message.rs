@@ -401,7 +401,7 @@ fn validate(path_kind: Option<MessageKind>, wire: &WireMessage, batch_sent_at: O
         traits.extend(map);
     }
     flatten_consent(&mut traits);
-    normalize_phone_trait(&mut traits);
+    normalize_contact_traits(&mut traits);
 
     let identities = collect_identities(&user_id, &anonymous_id, wire_context.external_ids.as_ref(), &traits)?;
 
@@ -425,7 +425,7 @@ fn validate(path_kind: Option<MessageKind>, wire: &WireMessage, batch_sent_at: O
 
 /// Addresses are stored in one form: a `phone` trait in E.164 when it can be read as a
 /// phone number, an `email` trait trimmed and lower-cased when it looks like an address.
-fn normalize_phone_trait(traits: &mut [(String, Value)]) {
+fn normalize_contact_traits(traits: &mut [(String, Value)]) {
     for (key, value) in traits.iter_mut() {
         let normal = match key.as_str() {
             "phone" => value.as_str().and_then(phone::normalize_e164),
@@ -509,7 +509,7 @@ fn external_identity(i: usize, item: &Value) -> Result<Option<Identity>, Invalid
         _ => return Err(bad("needs a non-empty \"id\"".into())),
     };
     let Some(Value::String(kind)) = map.get("type") else {
-        return Err(bad("needs a \"type\" such as external_userid, unionid, openid, phone or member_no".into()));
+        return Err(bad("needs a \"type\" such as external_userid, unionid, openid, phone, email or member_no".into()));
     };
     let Some(kind) = IdentityKind::from_external_id_type(kind) else {
         return Ok(None);

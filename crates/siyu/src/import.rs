@@ -331,6 +331,11 @@ fn customer_message(rec: &Record) -> Result<Value, String> {
     if let Some(phone) = text(rec, "phone") {
         traits.insert("phone".into(), Value::String(phone));
     }
+    // An `email` column stays a trait; a valid address is also an identity (a row known
+    // only by e-mail can be imported), something else in it stays just a trait.
+    if let Some(email) = text(rec, "email").filter(|e| siyu_core::email::normalize(e).is_some()) {
+        external_ids.push(json!({"id": email, "type": "email"}));
+    }
     let mut msg = json!({
         "type": "identify",
         "traits": traits,
@@ -346,7 +351,7 @@ fn customer_message(rec: &Record) -> Result<Value, String> {
         // Customers known only by phone, unionid … still need a Segment id: one derived
         // from their strongest identity (hashed, so no phone number leaks into it).
         let Some(first) = external_ids.first() else {
-            return Err("the row has no identity: give user_id, phone, member_no, unionid, external_userid or openid".into());
+            return Err("the row has no identity: give user_id, phone, email, member_no, unionid, external_userid or openid".into());
         };
         let seed = format!("{}:{}", first["type"].as_str().unwrap_or(""), first["id"].as_str().unwrap_or(""));
         msg["anonymousId"] = json!(content_message_id(seed.as_bytes()).replacen("import-", "imported-", 1));
@@ -385,6 +390,7 @@ fn csv_event(rec: Record) -> Result<Value, String> {
                 properties.extend(map);
             }
             "phone" | "member_no" | "unionid" | "external_userid" => external_ids.push(json!({"id": v, "type": k})),
+            "email" if v.as_str().and_then(siyu_core::email::normalize).is_some() => external_ids.push(json!({"id": v, "type": k})),
             _ => {
                 properties.insert(k, v);
             }

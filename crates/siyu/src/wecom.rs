@@ -190,6 +190,9 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
             let text = template.render(&crate::outreach::render::vars(Some(&own), Some(staff), &dir, None, known.unwrap_or(0)));
             let outcome = match client.send_welcome_msg(&code, &text).await {
                 Ok(_) => ("sent", None),
+                // A callback WeCom delivered twice: the first task used the code and
+                // records the welcome; this one records nothing over it.
+                Err(e) if e.code() == Some(WELCOME_CODE_USED) => return Ok(()),
                 Err(e) => ("failed", Some(format!("wecom_{}", e.code().unwrap_or(0)))),
             };
             Some((format!("welcome:{}:{external}:{code}", state.as_deref().unwrap_or_default()), text, outcome))
@@ -198,23 +201,23 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
     };
 
     // The rest belongs on the customer's profile, which exists once the add is applied.
+    // The welcome has gone out: what follows is best effort, and the delivery row is
+    // written whatever happens to the name and the tags.
     app.ingest.wait_indexed(seq).await;
-    if let Some(name) = name {
-        let now = siyu_core::Timestamp::now();
-        let base = siyu_wecom::events::about_contact(external, format!("wecom:contact:{external}:{seq}"), now, now, "wecom")
-            .ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
-        let message = siyu_core::message::Message {
-            kind: siyu_core::message::MessageKind::Identify,
-            payload: serde_json::json!({"name": name}).to_string(),
-            traits: vec![("name".to_string(), serde_json::json!(name))],
-            ..base
-        };
-        app.ingest.submit(vec![message]).await?;
+    if let Some(name) = name
+        && let Err(e) = remember_name(app, seq, external, name).await
+    {
+        tracing::warn!(error = %e, "recording a new WeCom contact's name failed");
     }
-    let Some(profile) = app.store.run(move |db| Box::pin(async move { profiles::find_by_identity(db, &identity).await })).await? else { return Ok(()) };
+    let Some(profile) = app.store.run(move |db| Box::pin(async move { profiles::find_by_identity(db, &identity).await })).await? else {
+        if sent.is_some() {
+            tracing::warn!("a welcome was sent to a WeCom contact whose profile was not created; it is not recorded as a delivery");
+        }
+        return Ok(());
+    };
     let now = siyu_core::Timestamp::now();
     let tags = way.map(|w| w.tags).unwrap_or_default();
-    {
+    let tagged = {
         let tags = tags.clone();
         app.store
             .run(move |db| {
@@ -225,10 +228,11 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
                     Ok(())
                 })
             })
-            .await?;
-    }
-    for t in &tags {
-        app.engine.set_tag(profile as u32, t, true);
+            .await
+    };
+    match tagged {
+        Ok(()) => tags.iter().for_each(|t| app.engine.set_tag(profile as u32, t, true)),
+        Err(e) => tracing::warn!(error = %e, "tagging a new WeCom contact from its contact way failed"),
     }
     let Some((key, text, (status, reason))) = sent else { return Ok(()) };
     let row = stored::NewDelivery {
@@ -247,6 +251,24 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
         due_at: now,
     };
     app.store.run(move |db| Box::pin(async move { stored::insert_deliveries(db, &[row]).await })).await?;
+    Ok(())
+}
+
+/// WeCom's answer to a welcome code used a second time.
+const WELCOME_CODE_USED: i64 = 41051;
+
+/// The name WeCom gave for a new contact, as a trait on their profile.
+async fn remember_name(app: &crate::app::App, seq: u64, external: &str, name: String) -> anyhow::Result<()> {
+    let now = siyu_core::Timestamp::now();
+    let base = siyu_wecom::events::about_contact(external, format!("wecom:contact:{external}:{seq}"), now, now, "wecom")
+        .ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
+    let message = siyu_core::message::Message {
+        kind: siyu_core::message::MessageKind::Identify,
+        payload: serde_json::json!({"name": name}).to_string(),
+        traits: vec![("name".to_string(), serde_json::json!(name))],
+        ..base
+    };
+    app.ingest.submit(vec![message]).await?;
     Ok(())
 }
 

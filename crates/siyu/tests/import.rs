@@ -66,14 +66,17 @@ both_backends!(organisation_then_customers_from_csv, |store: Store, _log: PathBu
     let customers = write(
         dir.path(),
         "customers.csv",
-        "user_id,phone,name,city,tags,staff_userid,unionid\n\
-        c1,13800000001,张三,Shanghai,说粤语;燕麦奶,wang.sh,ouA\n\
-        ,13800000002,李四,Guangzhou,,li.gz,\n\
-        c3,not-a-phone,王五,Shanghai,,,\n\
-        ,,,Nowhere,,,\n",
+        "user_id,phone,name,city,tags,staff_userid,unionid,email\n\
+        c1,13800000001,张三,Shanghai,说粤语;燕麦奶,wang.sh,ouA,\n\
+        ,13800000002,李四,Guangzhou,,li.gz,,\n\
+        c3,not-a-phone,王五,Shanghai,,,,\n\
+        ,,,Nowhere,,,,\n\
+        ,,赵六,Beijing,,,,Zhao.Liu@Example.com\n",
     );
     let r = run(&store, ImportKind::Customers, &customers, false).await.unwrap();
-    assert_eq!((r.rows, r.imported), (4, 2), "{:?}", r.errors);
+    assert_eq!((r.rows, r.imported), (5, 3), "{:?}", r.errors);
+    let c5 = find(&store, IdentityKind::Email, "zhao.liu@example.com").await.expect("known only by e-mail");
+    assert_eq!(c5.traits["email"], json!("zhao.liu@example.com"));
     assert_eq!(r.errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![4, 5]);
     assert!(r.errors[0].reason.contains("not a phone"), "{}", r.errors[0].reason);
     assert!(r.errors[1].reason.contains("no identity"), "{}", r.errors[1].reason);
@@ -88,7 +91,7 @@ both_backends!(organisation_then_customers_from_csv, |store: Store, _log: PathBu
     // The same file again changes nothing.
     let before = stats(&store).await;
     let again = run(&store, ImportKind::Customers, &customers, false).await.unwrap();
-    assert_eq!((again.imported, again.duplicates), (0, 2));
+    assert_eq!((again.imported, again.duplicates), (0, 3));
     assert_eq!(stats(&store).await, before);
 });
 

@@ -250,8 +250,6 @@ app_test!(a_client_key_cannot_change_relationships_consent_or_attribution, |app|
         ),
         // Joining profiles: a stranger's profile merged into one a guide serves.
         (json!({"previousId": "anon-of-a-guides-customer", "userId": "web1"}), "/v1/alias", "alias"),
-        (json!({"userId": "web1", "traits": {"phone": "13800000009"}}), "/v1/identify", "phone"),
-        (json!({"userId": "web1", "traits": {"email": "someone@example.com"}}), "/v1/identify", "email"),
         (json!({"userId": "web1", "event": "Viewed", "context": {"externalIds": [{"id": "wmX", "type": "external_userid"}]}}), "/v1/track", "external_userid"),
         (json!({"userId": "web1", "event": "Message Complained", "properties": {"campaign_id": 1}}), "/v1/track", "Message Complained"),
     ] {
@@ -260,8 +258,14 @@ app_test!(a_client_key_cannot_change_relationships_consent_or_attribution, |app|
         assert_eq!(e["error"]["code"], json!("server_key_required"));
         assert!(e["error"]["message"].as_str().unwrap().contains(needle), "{e}");
     }
+    // A phone or e-mail typed into a web form is kept, but not matched on.
+    let (s, v) = send(json!({"userId": "web1", "traits": {"phone": "13800000009", "email": "Someone@Example.com"}}), "/v1/identify").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     app.settle_all().await;
     let (_, p) = app.lookup("user_id=web1").await;
+    assert_eq!((p["traits"]["phone"].as_str(), p["traits"]["email"].as_str()), (Some("+8613800000009"), Some("someone@example.com")), "{p}");
+    assert_eq!(app.lookup("phone=13800000009").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.lookup("email=someone%40example.com").await.0, StatusCode::NOT_FOUND);
     assert!(p["owners"].as_array().unwrap().is_empty(), "{p}");
     assert_eq!(p["traits"]["consent.sms"], json!(false));
     let (_, events) = app.get(&format!("/api/v1/profiles/{}/events", p["id"])).await;

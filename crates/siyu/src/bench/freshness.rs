@@ -132,13 +132,15 @@ pub async fn run(args: &SegmentsBench) -> anyhow::Result<()> {
         }
         i += 1;
     }
-    let load_report = load_process.finish().await?;
+    // A probe has 60 s from the last one sent; the load generator's own drain is
+    // waited for after.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !probes.lock().expect("lock").all_reached() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
+    let load_report = load_process.finish().await?;
     {
         let probes = probes.lock().expect("lock");
         println!("  background load (siyu bench ingest --rate {} --seconds {}, its own process):", args.freshness_rate, args.freshness_seconds);
@@ -235,7 +237,7 @@ impl Load {
     async fn start(&self, seconds: u64) -> anyhow::Result<LoadProcess> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["bench", "ingest", "--url", &self.base, "--write-key", WRITE_KEY])
-            .args(["--rate", &self.rate.to_string(), "--seconds", &seconds.to_string(), "--customers", &self.customers.to_string()])
+            .args(["--rate", &self.rate.to_string(), "--seconds", &seconds.to_string(), "--warmup", "0", "--customers", &self.customers.to_string()])
             .env("SIYU_ADMIN_TOKEN", &self.admin_token)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -258,7 +260,11 @@ impl LoadProcess {
             out.push_str(&line);
             out.push('\n');
         }
-        self.child.wait().await?;
+        let status = self.child.wait().await?;
+        // 3 is a rate that did not hold (reported in `out`); anything else is a failure.
+        if !status.success() && status.code() != Some(3) {
+            anyhow::bail!("the load generator failed ({status}):\n{out}");
+        }
         Ok(out)
     }
 }

@@ -91,6 +91,8 @@ pub struct LookupQuery {
     pub app_id: Option<String>,
     /// Any common form: +8613812345678, 138 1234 5678 …
     pub phone: Option<String>,
+    /// An e-mail address, any case.
+    pub email: Option<String>,
     pub member_no: Option<String>,
 }
 
@@ -109,7 +111,9 @@ pub async fn lookup(State(app): State<App>, Extension(caller): Extension<Caller>
         let Some(kind) = IdentityKind::parse(key) else {
             return Err(ApiError::bad_request(
                 "unknown_identity",
-                format!("{key:?} is not an identity kind; use one of user_id, anonymous_id, external_userid, unionid, openid (with app_id), phone, member_no"),
+                format!(
+                    "{key:?} is not an identity kind; use one of user_id, anonymous_id, external_userid, unionid, openid (with app_id), phone, email, member_no"
+                ),
             ));
         };
         let identity = Identity::new(kind, value, app_id).map_err(|e| ApiError::bad_request("invalid_identity", e.to_string()))?;

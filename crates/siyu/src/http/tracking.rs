@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
 use siyu_core::message::{self, MAX_BATCH_BYTES, Message, MessageKind, ParseContext, ParsedRequest, RequestError};
-use siyu_core::{IdentityKind, Timestamp};
+use siyu_core::{Identity, IdentityKind, Timestamp};
 use utoipa::ToSchema;
 
 use crate::app::App;
@@ -77,7 +77,7 @@ pub struct SegmentMessage {
     #[schema(value_type = Option<Object>)]
     pub traits: Option<serde_json::Value>,
     /// `context.externalIds` carries WeCom external_userid, unionid, openid (with
-    /// `appId`), phone and member_no identities; `context.traits` sets profile traits.
+    /// `appId`), phone, email and member_no identities; `context.traits` sets profile traits.
     #[schema(value_type = Option<Object>)]
     pub context: Option<serde_json::Value>,
     pub write_key: Option<String>,
@@ -155,8 +155,9 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body, kind: Option<Message
         .await
         .map_err(|_| ApiError::bad_request("payload_too_large", format!("the request body is over {MAX_BATCH_BYTES} bytes (or was cut off)")))?;
     let body = decode(headers, raw)?;
-    let parsed = parse(&body, kind)?;
+    let mut parsed = parse(&body, kind)?;
     if authorize(app, header_key, &parsed)? == KeyKind::Client {
+        keep_contact_traits_as_traits(&mut parsed.messages);
         refuse_from_client(&parsed.messages)?;
     }
     let backlog = app.ingest.appended().saturating_sub(app.ingest.indexed());
@@ -236,10 +237,30 @@ fn authorize(app: &App, header: Option<KeyKind>, parsed: &ParsedRequest) -> ApiR
 pub const SERVER_EVENTS: [&str; 6] =
     ["Contact Added", "Contact Deleted", "Contact Transferred", "Contact Handed Over", "Transfer Failed", "Message Complained"];
 
+/// A `phone` or `email` trait sent with the client key stays a trait (a web page may
+/// well ask for them) but is not matched on: anyone could type someone else's.
+fn keep_contact_traits_as_traits(messages: &mut [Message]) {
+    for m in messages {
+        let from_traits: Vec<Identity> = m
+            .traits
+            .iter()
+            .filter_map(|(key, value)| {
+                let kind = match key.as_str() {
+                    "phone" => IdentityKind::Phone,
+                    "email" => IdentityKind::Email,
+                    _ => return None,
+                };
+                Identity::new(kind, value.as_str()?, None).ok()
+            })
+            .collect();
+        m.identities.retain(|i| !from_traits.contains(i));
+    }
+}
+
 /// What a client-side key may not do, since anyone can copy it from a web page: change
 /// who serves a customer, complain, give consent in the brand's favour, attribute a
 /// customer to a member of staff (whose token would then read the customer's details),
-/// or claim identities that join profiles (alias, phone, email, `context.externalIds`): joining
+/// or claim identities that join profiles (alias, `context.externalIds`): joining
 /// a stranger's profile to one a guide serves would show that guide the stranger.
 fn refuse_from_client(messages: &[Message]) -> ApiResult<()> {
     let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "server_key_required", why);
@@ -255,7 +276,7 @@ fn refuse_from_client(messages: &[Message]) -> ApiResult<()> {
         }
         if let Some(id) = m.identities.iter().find(|id| !matches!(id.kind, IdentityKind::UserId | IdentityKind::AnonymousId)) {
             return Err(forbidden(format!(
-                "{at}a {} identity (a phone or email trait, or context.externalIds) joins profiles: send verified identities with the server write key from your backend",
+                "{at}a {} identity in context.externalIds joins profiles: send verified identities with the server write key from your backend",
                 id.kind.as_str()
             )));
         }

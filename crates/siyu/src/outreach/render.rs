@@ -103,11 +103,14 @@ pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<O
 /// Where a gateway sends a touch: the customer's identities (`user_id`,
 /// `external_userid`, `unionid`, `member_no`), their phone in E.164 and e-mail address
 /// from their traits, and their official-account `openid` with its `appid`. (The phone
-/// identity is only a hash: it is given as `phone_hash`, never as `phone`.)
+/// and e-mail identities are only hashes: they are given as `phone_hash` and
+/// `email_hash`, never as `phone` or `email`.)
 pub fn address(identities: Option<&serde_json::Map<String, Value>>, traits: Option<&serde_json::Map<String, Value>>) -> Value {
     let mut to = identities.cloned().unwrap_or_default();
-    if let Some(hash) = to.remove("phone") {
-        to.insert("phone_hash".into(), hash);
+    for kind in ["phone", "email"] {
+        if let Some(hash) = to.remove(kind) {
+            to.insert(format!("{kind}_hash"), hash);
+        }
     }
     if let Some(Value::String(stored)) = to.remove("openid") {
         let (appid, openid) = stored.split_once(':').unwrap_or(("", stored.as_str()));
@@ -124,4 +127,20 @@ pub fn address(identities: Option<&serde_json::Map<String, Value>>, traits: Opti
         to.insert("email".into(), json!(email));
     }
     Value::Object(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_identities_are_never_given_as_addresses() {
+        let hash = siyu_core::email::hash("li@example.com");
+        let identities = json!({"email": hash, "phone": "abc123", "user_id": "m1"});
+        let to = address(identities.as_object(), None);
+        assert_eq!(to, json!({"email_hash": hash, "phone_hash": "abc123", "user_id": "m1"}));
+        let traits = json!({"email": "Li@Example.com", "phone": "138 1234 5678"});
+        let to = address(identities.as_object(), traits.as_object());
+        assert_eq!((to["email"].as_str(), to["phone"].as_str()), (Some("li@example.com"), Some("+8613812345678")));
+    }
 }
