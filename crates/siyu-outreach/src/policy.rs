@@ -158,7 +158,7 @@ impl Reason {
             Reason::Holdout => "in the holdout group, kept out to measure lift",
             Reason::NoGuide => "WeCom messages go through a guide, and the customer has none",
             Reason::GuideCapacity => "the customer's guide has reached their daily task capacity",
-            Reason::Merged => "the customer's profile was merged into another after the touch was planned",
+            Reason::Merged => "the customer's profile was merged into another after the touch was planned, and that one has the same touch",
         }
     }
 }

@@ -199,6 +199,24 @@ pub async fn attach(db: &mut dyn Db, profile: ProfileId, identity: &Identity, at
     Ok(())
 }
 
+/// Touches follow the customer: the merged profile's deliveries move to the survivor,
+/// so its timeline shows them and what is still queued goes out to the one customer.
+/// A queued touch of a campaign run the survivor also has a touch of (the same
+/// campaign, created in the same run) would reach the person twice: it is suppressed
+/// with reason `merged` instead.
+async fn move_deliveries(db: &mut dyn Db, survivor: ProfileId, merged: ProfileId, at: Timestamp) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE deliveries SET status = 'suppressed', reason = 'merged', sent_at = $3
+         WHERE profile_id = $2 AND status IN ('queued', 'pending_staff', 'confirmed') AND campaign_id IS NOT NULL
+           AND EXISTS (SELECT 1 FROM deliveries s WHERE s.profile_id = $1 AND s.campaign_id = deliveries.campaign_id
+                       AND s.created_at = deliveries.created_at)",
+        params![survivor, merged, at.0],
+    )
+    .await?;
+    db.execute("UPDATE deliveries SET profile_id = $1 WHERE profile_id = $2", params![survivor, merged]).await?;
+    Ok(())
+}
+
 /// Moves everything of `merged` to `survivor` and records the merge.
 pub async fn merge(db: &mut dyn Db, survivor: ProfileId, merged: ProfileId, message_id: Option<&str>, reason: &str, at: Timestamp) -> Result<(), StoreError> {
     db.execute("UPDATE identities SET profile_id = $1 WHERE profile_id = $2", params![survivor, merged]).await?;
@@ -228,6 +246,7 @@ pub async fn merge(db: &mut dyn Db, survivor: ProfileId, merged: ProfileId, mess
     )
     .await?;
     db.execute("DELETE FROM staff_customers WHERE profile_id = $1", params![merged]).await?;
+    move_deliveries(db, survivor, merged, at).await?;
     db.execute("UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2", params![survivor, merged]).await?;
     db.execute(
         "INSERT INTO merges (survivor, merged, message_id, reason, merged_at) VALUES ($1, $2, $3, $4, $5)",

@@ -459,6 +459,47 @@ async fn queued_touches_are_checked_again_when_sent_postgres() {
     send_time_scenario(store).await;
 }
 
+/// Two customers with a touch each from one campaign, queued for the morning, turn
+/// out to be one person: the touches follow the survivor, who gets one of them; the
+/// other shows as suppressed `merged` on the survivor's timeline.
+async fn merge_scenario(store: TestStore) {
+    let receiver = Receiver::default();
+    let app = spawn(store, &receiver, json!({})).await;
+    brand(&app, &[("m1", "g.ldn", true), ("m2", "g.ldn", true)]).await;
+    let morning = to_shanghai_morning(&app);
+    let london_nine = next_local_time(morning, NaiveTime::from_hms_opt(9, 0, 0).unwrap(), zone(Some("Europe/London")));
+    let (m1, m2) = (profile_id(&app, "m1").await, profile_id(&app, "m2").await);
+    launch(&app, &sms_campaign("merge")).await;
+    tick(&app).await;
+    for p in [m1, m2] {
+        assert_eq!(deliveries(&app, p).await[0]["reason"], json!("deferred_quiet_hours"));
+    }
+    app.send("/v1/alias", &json!({"previousId": "m2", "userId": "m1"})).await;
+    app.settle_all().await;
+    let (_, survivor) = app.lookup("user_id=m2").await;
+    assert_eq!(survivor["id"].as_i64(), Some(m1), "m2 merged into the older m1: {survivor}");
+
+    app.engine().clock().advance(london_nine.0 - app.engine().now().0 + 1000);
+    tick(&app).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 1, "one person, one touch");
+    let mut settled: Vec<(String, Option<String>)> =
+        deliveries(&app, m1).await.iter().map(|d| (d["status"].as_str().unwrap().to_string(), d["reason"].as_str().map(str::to_string))).collect();
+    settled.sort();
+    assert_eq!(settled, vec![("sent".to_string(), None), ("suppressed".to_string(), Some("merged".to_string()))]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_customers_touches_follow_them_sqlite() {
+    merge_scenario(TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_customers_touches_follow_them_postgres() {
+    let Some(store) = TestStore::postgres().await else { return };
+    merge_scenario(store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holdout_groups_measure_lift() {
     let receiver = Receiver::default();
