@@ -201,18 +201,24 @@ pub async fn attach(db: &mut dyn Db, profile: ProfileId, identity: &Identity, at
 
 /// Touches follow the customer: the merged profile's deliveries move to the survivor,
 /// so its timeline shows them and what is still queued goes out to the one customer.
-/// A queued touch of a campaign run the survivor also has a touch of (the same
-/// campaign, created in the same run) would reach the person twice: it is suppressed
-/// with reason `merged` instead.
+/// A queued touch of a campaign run (the same campaign, created in the same run) the
+/// other profile also has a touch of that is sent, on its way or still queued would
+/// reach the person twice: it is suppressed with reason `merged` instead (the merged
+/// profile's, when both are queued). Touches already with a guide or WeCom move as
+/// they are.
 async fn move_deliveries(db: &mut dyn Db, survivor: ProfileId, merged: ProfileId, at: Timestamp) -> Result<(), StoreError> {
-    db.execute(
-        "UPDATE deliveries SET status = 'suppressed', reason = 'merged', sent_at = $3
-         WHERE profile_id = $2 AND status IN ('queued', 'pending_staff', 'confirmed') AND campaign_id IS NOT NULL
-           AND EXISTS (SELECT 1 FROM deliveries s WHERE s.profile_id = $1 AND s.campaign_id = deliveries.campaign_id
-                       AND s.created_at = deliveries.created_at)",
-        params![survivor, merged, at.0],
-    )
-    .await?;
+    // $2's queued touch goes when $1 has the same run's touch sent or going (or, for
+    // the merged profile's touches, also queued).
+    let suppress = |live: &'static str| {
+        format!(
+            "UPDATE deliveries SET status = 'suppressed', reason = 'merged', sent_at = $3
+             WHERE profile_id = $2 AND status = 'queued' AND campaign_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM deliveries s WHERE s.profile_id = $1 AND s.campaign_id = deliveries.campaign_id
+                           AND s.created_at = deliveries.created_at AND s.status IN ({live}))"
+        )
+    };
+    db.execute(&suppress("'sent', 'confirmed', 'pending_staff'"), params![merged, survivor, at.0]).await?;
+    db.execute(&suppress("'sent', 'confirmed', 'pending_staff', 'queued'"), params![survivor, merged, at.0]).await?;
     db.execute("UPDATE deliveries SET profile_id = $1 WHERE profile_id = $2", params![survivor, merged]).await?;
     Ok(())
 }

@@ -190,9 +190,10 @@ async fn welcome(app: &crate::app::App, seq: u64, staff: &str, external: &str, s
             let text = template.render(&crate::outreach::render::vars(Some(&own), Some(staff), &dir, None, known.unwrap_or(0)));
             let outcome = match client.send_welcome_msg(&code, &text).await {
                 Ok(_) => ("sent", None),
-                // A callback WeCom delivered twice: the first task used the code and
-                // records the welcome; this one records nothing over it.
-                Err(e) if e.code() == Some(WELCOME_CODE_USED) => return Ok(()),
+                // The code was used: by this welcome whose answer was lost, or by the
+                // task of a callback WeCom delivered twice. Either way it went out
+                // (both tasks record the same key; the first row stays).
+                Err(e) if e.code() == Some(WELCOME_CODE_USED) => ("sent", None),
                 Err(e) => ("failed", Some(format!("wecom_{}", e.code().unwrap_or(0)))),
             };
             Some((format!("welcome:{}:{external}:{code}", state.as_deref().unwrap_or_default()), text, outcome))

@@ -263,7 +263,7 @@ async fn paced(args: &IngestBench, t: &Target) -> anyhow::Result<bool> {
         args.seconds, args.warmup, args.batch, args.customers
     );
     if args.warmup > 0 {
-        let (events, sending) = stream(args, t, rates[0], args.warmup).await?;
+        let (events, sending) = stream(args, t, rates[0], args.warmup, None).await?;
         wait_applied(t, Duration::from_secs(300)).await?;
         println!("\nwarm-up: {} events at {} events/s over {sending:.1} s, {} failed; all applied", events.answered, rates[0], events.failed);
     }
@@ -296,9 +296,13 @@ struct Streamed {
 /// Open-loop load: request k is started at its scheduled time as a task of its own, so a
 /// slow answer delays nothing that follows (up to 1,024 in flight). Returns what came
 /// back and the seconds it took.
-async fn stream(args: &IngestBench, t: &Target, rate: u64, seconds: u64) -> anyhow::Result<(Streamed, f64)> {
+async fn stream(args: &IngestBench, t: &Target, rate: u64, seconds: u64, sampler: Option<&mut Option<BacklogSampler>>) -> anyhow::Result<(Streamed, f64)> {
     let events = rate * seconds;
     let bodies = build_bodies(args, events, events.div_ceil(args.batch))?;
+    // The backlog is sampled from the first request on, so its quarters are the run's.
+    if let Some(slot) = sampler {
+        *slot = Some(BacklogSampler::start(t));
+    }
     let interval = Duration::from_secs_f64(args.batch as f64 / rate as f64);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(1024));
     let results: Arc<Mutex<Streamed>> = Arc::default();
@@ -339,9 +343,12 @@ async fn stream(args: &IngestBench, t: &Target, rate: u64, seconds: u64) -> anyh
 
 async fn paced_step(args: &IngestBench, t: &Target, rate: u64) -> anyhow::Result<Step> {
     println!("\nrate {rate} events/s for {} s: sending", args.seconds);
-    let backlog = BacklogSampler::start(t);
-    let (r, sending) = stream(args, t, rate, args.seconds).await?;
-    let samples = backlog.stop().await;
+    let mut backlog = None;
+    let (r, sending) = stream(args, t, rate, args.seconds, Some(&mut backlog)).await?;
+    let samples = match backlog {
+        Some(b) => b.stop().await,
+        None => Vec::new(),
+    };
     let drain_started = Instant::now();
     let drained = wait_applied(t, Duration::from_secs(300)).await.is_ok();
     let drain_secs = drain_started.elapsed().as_secs_f64();
