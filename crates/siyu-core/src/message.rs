@@ -477,23 +477,26 @@ fn collect_identities(
         }
         Some(_) => return Err(("invalid_field", "\"context.externalIds\" must be an array".into())),
     }
-    // The phone and email traits are identities too: they are how offline members and
-    // e-mail subscribers are matched.
-    for (key, value) in traits {
-        let kind = match key.as_str() {
-            "phone" => IdentityKind::Phone,
-            "email" => IdentityKind::Email,
-            _ => continue,
-        };
-        if let Some(text) = value.as_str()
-            && let Ok(identity) = Identity::new(kind, text, None)
-        {
-            out.push(identity);
-        }
-    }
+    out.extend(identities_from_traits(traits));
     out.sort_by_key(|i| i.priority());
     out.dedup();
     Ok(out)
+}
+
+/// The phone and email traits are identities too: they are how offline members and
+/// e-mail subscribers are matched. A value that is no phone or address stays a trait.
+pub fn identities_from_traits(traits: &[(String, Value)]) -> Vec<Identity> {
+    traits
+        .iter()
+        .filter_map(|(key, value)| {
+            let kind = match key.as_str() {
+                "phone" => IdentityKind::Phone,
+                "email" => IdentityKind::Email,
+                _ => return None,
+            };
+            Identity::new(kind, value.as_str()?, None).ok()
+        })
+        .collect()
 }
 
 /// One `context.externalIds` entry: `{"id": "...", "type": "...", "collection": "users",

@@ -194,16 +194,7 @@ async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
         let store = siyu_store::Store::open(&config).await?;
         crate::demo::generate_into(&store, n, 7, None, true).await?;
     }
-    let running = app::start(ServeOptions {
-        store: config,
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        write_key: Some("wk_bench_outreach".into()),
-        client_write_key: None,
-        admin_token: Some(crate::secrets::random_token("siyu_admin_")),
-        limits: Default::default(),
-    })
-    .await?;
+    let running = serve(config, dir.path()).await?;
     let outreach = running.state.outreach.clone();
     let now = outreach.now();
     let spec = serde_json::json!({"name": "bench", "audience": {"segment": "all"}, "channel": "sms", "content": "{{ traits.first_name | default: \"朋友\" }}，新品上市 {{ coupon.code }}", "coupon": "NEW"});
@@ -266,16 +257,7 @@ async fn end_to_end(n: u64) -> anyhow::Result<()> {
     fill_recipients(&siyu_store::Store::open(&config).await?, n).await?;
     println!("  store filled in {:.1} s (not timed)", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let running = app::start(ServeOptions {
-        store: config,
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        write_key: Some("wk_bench_outreach".into()),
-        client_write_key: None,
-        admin_token: Some(crate::secrets::random_token("siyu_admin_")),
-        limits: Default::default(),
-    })
-    .await?;
+    let running = serve(config, dir.path()).await?;
     let o = running.state.outreach.clone();
     let now = o.now();
     running.state.engine.define(siyu_engine::SegmentDef { name: "reachable".into(), rule: siyu_core::rule::parse("phone exists")? }).await?;
@@ -372,4 +354,18 @@ async fn outcomes(store: &siyu_store::Store) -> anyhow::Result<Vec<String>> {
             })
         })
         .await?)
+}
+
+/// The real server in this process, on a free loopback port, over `store`.
+async fn serve(store: StoreConfig, data_dir: &std::path::Path) -> anyhow::Result<app::Running> {
+    app::start(ServeOptions {
+        store,
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        write_key: Some("wk_bench_outreach".into()),
+        client_write_key: None,
+        admin_token: Some(crate::secrets::random_token("siyu_admin_")),
+        limits: Default::default(),
+    })
+    .await
 }

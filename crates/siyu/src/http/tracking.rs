@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
 use siyu_core::message::{self, MAX_BATCH_BYTES, Message, MessageKind, ParseContext, ParsedRequest, RequestError};
-use siyu_core::{Identity, IdentityKind, Timestamp};
+use siyu_core::{IdentityKind, Timestamp};
 use utoipa::ToSchema;
 
 use crate::app::App;
@@ -241,18 +241,7 @@ pub const SERVER_EVENTS: [&str; 6] =
 /// well ask for them) but is not matched on: anyone could type someone else's.
 fn keep_contact_traits_as_traits(messages: &mut [Message]) {
     for m in messages {
-        let from_traits: Vec<Identity> = m
-            .traits
-            .iter()
-            .filter_map(|(key, value)| {
-                let kind = match key.as_str() {
-                    "phone" => IdentityKind::Phone,
-                    "email" => IdentityKind::Email,
-                    _ => return None,
-                };
-                Identity::new(kind, value.as_str()?, None).ok()
-            })
-            .collect();
+        let from_traits = message::identities_from_traits(&m.traits);
         m.identities.retain(|i| !from_traits.contains(i));
     }
 }
