@@ -12,6 +12,7 @@ pub mod message;
 pub mod org;
 pub mod phone;
 pub mod rule;
+pub mod tag;
 pub mod time;
 
 pub use identity::{Identity, IdentityKind};

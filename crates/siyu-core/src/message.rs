@@ -83,6 +83,30 @@ pub struct Message {
 }
 
 impl Message {
+    /// An event Siyu itself records about a profile it already knows (segment
+    /// membership, journeys, coupons, WeCom transfers): a track message with the
+    /// `{"source":"siyu"}` context, addressed by profile id rather than by identity.
+    pub fn internal(profile: i64, event: &str, message_id: String, properties: Value, at: Timestamp) -> Message {
+        Message {
+            kind: MessageKind::Track,
+            message_id,
+            user_id: None,
+            anonymous_id: None,
+            event: Some(event.to_string()),
+            previous_id: None,
+            group_id: None,
+            timestamp: at,
+            received_at: at,
+            payload: properties.to_string(),
+            context: Some(r#"{"source":"siyu"}"#.to_string()),
+            traits: Vec::new(),
+            identities: Vec::new(),
+            profile_id: Some(profile),
+        }
+    }
+}
+
+impl Message {
     /// Profile-level identities plus, for alias, the previous id (which may be either a
     /// user id or an anonymous id; resolution tries both).
     pub fn is_alias(&self) -> bool {

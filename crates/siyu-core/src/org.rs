@@ -59,3 +59,8 @@ pub struct Staff {
     /// How many customers this guide may hold.
     pub customer_cap: i64,
 }
+
+/// Checks an IANA time zone name (a store's zone), naming the problem if it is not one.
+pub fn validate_time_zone(tz: &str) -> Result<(), String> {
+    tz.parse::<chrono_tz::Tz>().map(|_| ()).map_err(|_| format!("{tz:?} is not an IANA time zone such as Asia/Shanghai"))
+}

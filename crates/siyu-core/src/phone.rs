@@ -42,12 +42,7 @@ pub fn hash_e164(e164: &str) -> String {
 /// Lowercase hex SHA-256 of a text: how contact addresses are matched without being
 /// stored in the clear.
 pub fn sha256_hex(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 #[cfg(test)]

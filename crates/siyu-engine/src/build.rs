@@ -20,6 +20,22 @@ pub struct Spec {
     pub series: Vec<SeriesKey>,
 }
 
+impl Spec {
+    /// The traits and aggregates these rules need indexed.
+    pub fn for_rules(rules: &[&siyu_core::rule::Rule]) -> Spec {
+        use siyu_core::rule::{Field, FieldPredicate, Rule};
+        let mut spec = Spec::default();
+        for rule in rules {
+            rule.visit(&mut |r| match r {
+                Rule::Field(FieldPredicate { field: Field::Trait(t), .. }) => spec.traits.push(t.clone()),
+                Rule::Aggregate(a) => spec.series.push(crate::eval::series_key(a)),
+                _ => {}
+            });
+        }
+        spec
+    }
+}
+
 pub struct IndexBuilder {
     index: Index,
     events: HashMap<String, (SeriesKey, Vec<(u32, u32, f64)>)>,

@@ -261,7 +261,7 @@ fn leaf_all(cx: &Cx, rule: &Rule, candidates: Option<&RoaringBitmap>) -> Roaring
                 let c = candidates.expect("candidates");
                 return c.iter().filter(|p| test.holds(series.fold(*p, lo, hi, a.func))).collect();
             }
-            series.scan(index.len(), lo, hi, a.func, &test) & &index.alive
+            series.scan(index.len(), lo, hi, a.func, |v| test.holds(v)) & &index.alive
         }
         _ => unreachable!("not a leaf"),
     }

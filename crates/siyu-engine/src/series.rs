@@ -146,13 +146,13 @@ impl Series {
         fold_range(func, times, values, a, b)
     }
 
-    /// Profiles in `0..len` whose aggregate passes `test`; `empty_ok` is whether it
+    /// Profiles in `0..len` whose aggregate `holds`; `empty_ok` is whether it
     /// passes for a profile without events. Dead profiles may be included: intersect
     /// with the live ones.
-    pub fn scan(&self, len: u32, lo: u32, hi: u32, func: AggFn, test: &crate::eval::AggTest) -> RoaringBitmap {
-        let empty_ok = test.holds(Series::empty(func));
+    pub fn scan(&self, len: u32, lo: u32, hi: u32, func: AggFn, holds: impl Fn(AggValue) -> bool + Sync) -> RoaringBitmap {
+        let empty_ok = holds(Series::empty(func));
         // Counts are small: their answers are looked up, not computed.
-        let counts: Vec<bool> = (0..64).map(|c| test.holds(AggValue::Number(c as f64))).collect();
+        let counts: Vec<bool> = (0..64).map(|c| holds(AggValue::Number(c as f64))).collect();
         // Nothing in the window (the common case for recent windows): the aggregate is
         // the empty one, whatever the function. A last event before the window says so
         // without looking further.
@@ -168,17 +168,17 @@ impl Series {
                 return empty_ok;
             }
             match func {
-                AggFn::Count => counts.get(b - a).copied().unwrap_or_else(|| test.holds(AggValue::Number((b - a) as f64))),
-                AggFn::Sum => test.holds(AggValue::Number(values.sum(a, b))),
-                AggFn::First => test.holds(AggValue::Time(times[a])),
-                AggFn::Last => test.holds(AggValue::Time(times[b - 1])),
-                _ => test.holds(fold_range(func, times, values, a, b).finish()),
+                AggFn::Count => counts.get(b - a).copied().unwrap_or_else(|| holds(AggValue::Number((b - a) as f64))),
+                AggFn::Sum => holds(AggValue::Number(values.sum(a, b))),
+                AggFn::First => holds(AggValue::Time(times[a])),
+                AggFn::Last => holds(AggValue::Time(times[b - 1])),
+                _ => holds(fold_range(func, times, values, a, b).finish()),
             }
         });
         // Profiles with recent events: their exact value, base and delta together.
         for p in &self.delta_profiles {
             if p < len {
-                if test.holds(self.fold(p, lo, hi, func)) {
+                if holds(self.fold(p, lo, hi, func)) {
                     out.insert(p);
                 } else {
                     out.remove(p);
@@ -419,7 +419,7 @@ mod tests {
                 &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(-6.0)),
                 siyu_core::Timestamp(0),
             );
-            assert_eq!(s.scan(2, 0, 9, AggFn::Sum, &test).iter().collect::<Vec<_>>(), if v - 7.0 > -6.0 { vec![0, 1] } else { vec![1] });
+            assert_eq!(s.scan(2, 0, 9, AggFn::Sum, |v| test.holds(v)).iter().collect::<Vec<_>>(), if v - 7.0 > -6.0 { vec![0, 1] } else { vec![1] });
         }
     }
 
@@ -441,14 +441,14 @@ mod tests {
             &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(2.0)),
             siyu_core::Timestamp(0),
         );
-        assert_eq!(s.scan(10, 0, 100, AggFn::Count, &two).iter().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(s.scan(10, 0, 100, AggFn::Count, |v| two.holds(v)).iter().collect::<Vec<_>>(), vec![1, 3]);
         let none = crate::eval::AggTest::new(
             AggFn::Count,
             siyu_core::rule::Op::Eq,
             &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(0.0)),
             siyu_core::Timestamp(0),
         );
-        assert_eq!(s.scan(10, 0, 100, AggFn::Count, &none).iter().collect::<Vec<_>>(), vec![0, 2, 4, 5, 6, 8, 9]);
+        assert_eq!(s.scan(10, 0, 100, AggFn::Count, |v| none.holds(v)).iter().collect::<Vec<_>>(), vec![0, 2, 4, 5, 6, 8, 9]);
         let before: Vec<_> = (0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect();
         s.compact();
         assert_eq!((0..8).map(|p| s.fold(p, 10, 60, AggFn::Sum)).collect::<Vec<_>>(), before);
@@ -472,8 +472,8 @@ mod tests {
             &siyu_core::rule::Operand::One(siyu_core::rule::Scalar::Num(1.0)),
             siyu_core::Timestamp(0),
         );
-        assert_eq!(s.scan(3, 25, 100, AggFn::Count, &recent).iter().collect::<Vec<_>>(), Vec::<u32>::new());
-        assert_eq!(s.scan(3, 0, 100, AggFn::Count, &recent).iter().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(s.scan(3, 25, 100, AggFn::Count, |v| recent.holds(v)).iter().collect::<Vec<_>>(), Vec::<u32>::new());
+        assert_eq!(s.scan(3, 0, 100, AggFn::Count, |v| recent.holds(v)).iter().collect::<Vec<_>>(), vec![1, 2]);
         s.compact();
         assert_eq!(s.events_of(1), vec![(10, 2.0)]);
         assert_eq!(s.events(), 2);

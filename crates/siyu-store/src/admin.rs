@@ -16,7 +16,7 @@ pub async fn set_setting(db: &mut dyn Db, key: &str, value: &str) -> Result<(), 
 }
 
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Who a token belongs to.

@@ -6,6 +6,7 @@
 //! - [`resolve`]: identity resolution and profile merges.
 //! - [`profiles`], [`org`], [`admin`]: what the admin API reads and writes.
 //! - [`bulk`]: fast loading for the demo brand and large imports.
+//! - `testing` (feature `testing`): stores for tests on both backends, `both_backends!`.
 
 pub mod admin;
 pub mod bulk;
@@ -20,6 +21,7 @@ pub mod resolve;
 pub mod segments;
 pub mod sql;
 pub mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod wecom;
 

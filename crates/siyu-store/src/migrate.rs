@@ -1,9 +1,13 @@
 //! Versioned schema migrations, one SQL file per backend per version, applied in order
-//! inside a transaction each and recorded in `schema_migrations`.
+//! inside a transaction each and recorded in `schema_migrations` with the sha256 of the
+//! file's text. At every start each applied migration's recorded checksum is compared
+//! with the file: a migration edited after it ran would leave databases that ran the old
+//! text and databases that ran the new one with different schemas under one version.
 
+use sha2::{Digest, Sha256};
 use siyu_core::Timestamp;
 
-use crate::sql::{Backend, Db};
+use crate::sql::{self, Backend, Db};
 use crate::{StoreError, params};
 
 struct Migration {
@@ -11,6 +15,34 @@ struct Migration {
     name: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+}
+
+impl Migration {
+    fn sql(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => self.sqlite,
+            Backend::Postgres => self.postgres,
+        }
+    }
+
+    /// The file's name, as errors name it: `0004_outreach.sql`.
+    fn file_name(&self) -> String {
+        format!("{:04}_{}.sql", self.version, self.name)
+    }
+
+    /// Where the file is in the source tree, for errors: `migrations/sqlite/0004_outreach.sql`.
+    fn path(&self, backend: Backend) -> String {
+        let dir = match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        };
+        format!("migrations/{dir}/{}", self.file_name())
+    }
+}
+
+/// What `schema_migrations.checksum` holds: the lowercase hex sha256 of the file's text.
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -58,19 +90,24 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// Brings the schema up to date; returns the versions it applied.
+/// Brings the schema up to date; returns the versions it applied. Fails before applying
+/// any migration when an applied one's file has changed since.
 pub async fn migrate(db: &mut dyn Db) -> Result<Vec<i64>, StoreError> {
     db.execute_script(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    BIGINT PRIMARY KEY,
              name       TEXT NOT NULL,
-             applied_at BIGINT NOT NULL)",
+             applied_at BIGINT NOT NULL,
+             checksum   TEXT)",
     )
     .await?;
+    add_checksums(db).await?;
+    verify_checksums(db).await?;
+    let backend = db.backend();
     let mut applied = Vec::new();
     for m in MIGRATIONS {
         db.begin().await?;
-        if db.backend() == Backend::Postgres {
+        if backend == Backend::Postgres {
             // Two servers starting at once must not both apply a migration.
             db.execute_script("LOCK TABLE schema_migrations IN EXCLUSIVE MODE").await?;
         }
@@ -79,13 +116,14 @@ pub async fn migrate(db: &mut dyn Db) -> Result<Vec<i64>, StoreError> {
             db.rollback().await?;
             continue;
         }
-        let sql = match db.backend() {
-            Backend::Sqlite => m.sqlite,
-            Backend::Postgres => m.postgres,
-        };
+        let text = m.sql(backend);
         let result = async {
-            db.execute_script(sql).await?;
-            db.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)", params![m.version, m.name, Timestamp::now().0]).await
+            db.execute_script(text).await?;
+            db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES ($1, $2, $3, $4)",
+                params![m.version, m.name, Timestamp::now().0, &checksum(text)],
+            )
+            .await
         }
         .await;
         match result {
@@ -101,4 +139,58 @@ pub async fn migrate(db: &mut dyn Db) -> Result<Vec<i64>, StoreError> {
         }
     }
     Ok(applied)
+}
+
+/// Upgrades a `schema_migrations` made before checksums existed: adds the column and
+/// records, for migrations already applied, the checksums of the files as they are now
+/// (what they were when applied is not known any more).
+async fn add_checksums(db: &mut dyn Db) -> Result<(), StoreError> {
+    let backend = db.backend();
+    db.begin().await?;
+    let result = async {
+        if backend == Backend::Postgres {
+            // Two servers upgrading at once: one adds the column, the other waits and then sees it.
+            db.execute_script("LOCK TABLE schema_migrations IN EXCLUSIVE MODE").await?;
+        }
+        let has_column = match backend {
+            Backend::Sqlite => "SELECT COUNT(*) FROM pragma_table_info('schema_migrations') WHERE name = 'checksum'",
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.columns
+                  WHERE table_schema = current_schema() AND table_name = 'schema_migrations' AND column_name = 'checksum'"
+            }
+        };
+        if db.query_one(has_column, &[]).await?.int(0)? == 0 {
+            db.execute_script("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT").await?;
+            tracing::info!("schema_migrations: added the checksum column");
+        }
+        // Only rows without one: a checksum recorded when the migration ran is kept.
+        for m in MIGRATIONS {
+            db.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = $2 AND checksum IS NULL", params![&checksum(m.sql(backend)), m.version])
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    sql::finish(db, result).await
+}
+
+/// Every applied migration this build knows must have the checksum of its file.
+/// (Versions it does not know were applied by a newer build; they are not judged.)
+async fn verify_checksums(db: &mut dyn Db) -> Result<(), StoreError> {
+    let backend = db.backend();
+    let rows = db.query("SELECT version, checksum FROM schema_migrations WHERE checksum IS NOT NULL", &[]).await?;
+    for row in rows {
+        let (version, recorded) = (row.int(0)?, row.text(1)?);
+        let Some(m) = MIGRATIONS.iter().find(|m| m.version == version) else { continue };
+        let now = checksum(m.sql(backend));
+        if recorded != now {
+            return Err(StoreError::Config(format!(
+                "migration {} was changed after it was applied: the database recorded sha256 {recorded}, {} is now sha256 {now}; \
+                 restore the file as it was and make the change in a new migration",
+                m.file_name(),
+                m.path(backend)
+            )));
+        }
+    }
+    Ok(())
 }

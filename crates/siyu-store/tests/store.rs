@@ -1,12 +1,13 @@
 //! The store suite: every test runs on SQLite and on PostgreSQL.
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use siyu_core::message::{ParseContext, parse_batch};
 use siyu_core::org::{Staff, StaffRole, Store as StoreInfo};
 use siyu_core::{Identity, IdentityKind, Message, Timestamp};
 use siyu_store::ingest::{self, Outcome};
 use siyu_store::profiles::{self, EventCursor};
-use siyu_store::{Store, both_backends, org};
+use siyu_store::{Backend, Store, StoreConfig, both_backends, org, params};
 
 /// Parses a Segment batch the way the HTTP layer does.
 fn messages(batch: serde_json::Value) -> Vec<Message> {
@@ -471,4 +472,76 @@ both_backends!(observers_hear_each_message_acknowledged_before_committed, |store
         assert_eq!(id, same, "seq {seq} is one message");
     }
     assert_eq!(heard.iter().find(|(_, s, _)| *s == 1).map(|(_, _, id)| id.as_str()), Some("o-0"), "the replayed record first");
+});
+
+/// The store's configuration, to open it again as a restarted server would.
+fn config_of(store: &Store) -> StoreConfig {
+    match store.sqlite_path() {
+        Some(file) => StoreConfig::Sqlite { data_dir: file.parent().expect("the data directory").to_path_buf() },
+        None => StoreConfig::Postgres { url: siyu_store::testing::test_database_url(), schema: store.pg_schema().map(str::to_string) },
+    }
+}
+
+/// (version, name, checksum) of every applied migration.
+async fn recorded_migrations(store: &Store) -> Vec<(i64, String, Option<String>)> {
+    store
+        .run(|db| {
+            Box::pin(async move {
+                let rows = db.query("SELECT version, name, checksum FROM schema_migrations ORDER BY version", &[]).await?;
+                rows.iter().map(|r| Ok((r.int(0)?, r.text(1)?, r.opt_text(2)?))).collect()
+            })
+        })
+        .await
+        .unwrap()
+}
+
+/// The sha256 of a migration file as it is in the source tree, computed here
+/// independently of the store.
+fn file_checksum(store: &Store, version: i64, name: &str) -> String {
+    let dir = match store.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let text = std::fs::read_to_string(format!("{}/migrations/{dir}/{version:04}_{name}.sql", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Every applied migration carries the checksum of its file.
+async fn assert_checksums_match_the_files(store: &Store) {
+    let applied = recorded_migrations(store).await;
+    assert_eq!(applied.len(), 7, "{applied:?}");
+    for (version, name, checksum) in &applied {
+        assert_eq!(checksum.as_deref(), Some(file_checksum(store, *version, name).as_str()), "migration {version}");
+    }
+}
+
+/// Records `checksum` for `version`, as if the database had run another text of it: what
+/// the store sees when the file is edited after it ran.
+async fn record_checksum(store: &Store, version: i64, checksum: &'static str) {
+    store
+        .run(move |db| Box::pin(async move { db.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = $2", params![checksum, version]).await }))
+        .await
+        .unwrap();
+}
+
+both_backends!(a_migration_changed_after_it_was_applied_is_refused, |store: Store, _log: std::path::PathBuf| async move {
+    assert_checksums_match_the_files(&store).await;
+    Store::open(&config_of(&store)).await.expect("unchanged migrations open again");
+
+    record_checksum(&store, 4, "0123abcd").await;
+    let e = Store::open(&config_of(&store)).await.err().expect("a changed migration is refused").to_string();
+    assert!(e.starts_with("migration 0004_outreach.sql was changed after it was applied: "), "{e}");
+    assert!(e.contains("recorded sha256 0123abcd") && e.contains(&file_checksum(&store, 4, "outreach")), "{e}");
+});
+
+both_backends!(a_migrations_table_from_before_checksums_is_upgraded, |store: Store, _log: std::path::PathBuf| async move {
+    // What an older Siyu left: every migration applied, no checksum column.
+    store.run(|db| Box::pin(async move { db.execute_script("ALTER TABLE schema_migrations DROP COLUMN checksum").await })).await.unwrap();
+    let upgraded = Store::open(&config_of(&store)).await.expect("an old migrations table is upgraded");
+    assert_checksums_match_the_files(&upgraded).await;
+
+    // From then on a change is caught.
+    record_checksum(&upgraded, 1, "changed").await;
+    let e = Store::open(&config_of(&store)).await.err().expect("a changed migration is refused").to_string();
+    assert!(e.starts_with("migration 0001_customer_graph.sql was changed after it was applied: "), "{e}");
 });

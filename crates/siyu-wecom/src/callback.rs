@@ -1,11 +1,13 @@
 //! Callback XML: the outer envelope (`Encrypt`, …) and the decrypted event, read as flat
 //! `<Name>value</Name>` fields. A document type declaration is refused outright, so no
-//! entity can be defined, let alone expanded (no XXE, no billion laughs).
+//! entity can be defined, let alone expanded (no XXE, no billion laughs). [`write`] makes
+//! the same flat documents (a sealed envelope, the simulator's events).
 
 use std::collections::BTreeMap;
 
-use quick_xml::Reader;
 use quick_xml::events::Event as XmlEvent;
+use quick_xml::events::{BytesCData, BytesEnd, BytesStart, BytesText};
+use quick_xml::{Reader, Writer};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum XmlError {
@@ -93,6 +95,53 @@ pub fn parse(xml: &str) -> Result<Fields, XmlError> {
         return Err(XmlError::Malformed("no elements".into()));
     }
     Ok(Fields(fields))
+}
+
+/// One element of a callback document, written as WeCom writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// A string: `<![CDATA[…]]>`. A value holding `]]>` (which cannot appear inside
+    /// CDATA) is split into two sections there; [`parse`] joins them again.
+    CData(String),
+    /// A number or timestamp (`CreateTime`, `MemChangeCnt`): plain, escaped text.
+    Text(String),
+    /// A list: `<Item><![CDATA[…]]></Item>` per value (`MemChangeList`).
+    Items(Vec<String>),
+}
+
+/// The document `<xml><Name>…</Name>…</xml>` with `fields` in order, no declaration and
+/// no whitespace between elements (what WeCom sends and `wechatpy` reads).
+pub fn write(fields: &[(&str, Field)]) -> String {
+    let mut w = Writer::new(Vec::new());
+    put(&mut w, XmlEvent::Start(BytesStart::new("xml")));
+    for (name, field) in fields {
+        put(&mut w, XmlEvent::Start(BytesStart::new(*name)));
+        match field {
+            Field::CData(value) => put_cdata(&mut w, value),
+            Field::Text(value) => put(&mut w, XmlEvent::Text(BytesText::new(value))),
+            Field::Items(items) => {
+                for item in items {
+                    put(&mut w, XmlEvent::Start(BytesStart::new("Item")));
+                    put_cdata(&mut w, item);
+                    put(&mut w, XmlEvent::End(BytesEnd::new("Item")));
+                }
+            }
+        }
+        put(&mut w, XmlEvent::End(BytesEnd::new(*name)));
+    }
+    put(&mut w, XmlEvent::End(BytesEnd::new("xml")));
+    String::from_utf8(w.into_inner()).expect("XML written from strings is UTF-8")
+}
+
+fn put(w: &mut Writer<Vec<u8>>, event: XmlEvent<'_>) {
+    // Writing into a Vec cannot fail.
+    w.write_event(event).expect("writing XML into memory");
+}
+
+fn put_cdata(w: &mut Writer<Vec<u8>>, value: &str) {
+    for section in BytesCData::escaped(value) {
+        put(w, XmlEvent::CData(section));
+    }
 }
 
 /// What a callback means for Siyu.
@@ -251,6 +300,29 @@ mod tests {
             assert_eq!(members, vec!["wmAAA".to_string(), "zhangsan".to_string()]);
             assert_eq!(f.get("LastMemVer"), if xml.contains("LastMemVer") { Some("9c3f") } else { None });
         }
+    }
+
+    #[test]
+    fn writes_what_wecom_sends_and_reads_it_back() {
+        let xml = write(&[
+            ("ToUserName", Field::CData("ww1".into())),
+            ("CreateTime", Field::Text("1403610513".into())),
+            ("State", Field::CData(String::new())),
+            ("MemChangeList", Field::Items(vec!["wmAAA".into(), "zhangsan".into()])),
+        ]);
+        assert_eq!(
+            xml,
+            "<xml><ToUserName><![CDATA[ww1]]></ToUserName><CreateTime>1403610513</CreateTime><State><![CDATA[]]></State>\
+             <MemChangeList><Item><![CDATA[wmAAA]]></Item><Item><![CDATA[zhangsan]]></Item></MemChangeList></xml>"
+        );
+        let f = parse(&xml).unwrap();
+        assert_eq!((f.get("ToUserName"), f.get("State"), f.list("MemChangeList")), (Some("ww1"), Some(""), vec!["wmAAA".to_string(), "zhangsan".to_string()]));
+
+        // Values that would break hand-made XML come back unchanged.
+        let tricky = "a]]>b <c> & \"d\" ]]>";
+        let xml = write(&[("State", Field::CData(tricky.into())), ("Note", Field::Text(tricky.into()))]);
+        let f = parse(&xml).unwrap();
+        assert_eq!((f.get("State"), f.get("Note")), (Some(tricky), Some(tricky)), "{xml}");
     }
 
     #[test]

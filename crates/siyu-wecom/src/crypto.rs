@@ -10,6 +10,9 @@ use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::No
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+use crate::callback::{self, Field};
 
 type Encryptor = cbc::Encryptor<aes::Aes256>;
 type Decryptor = cbc::Decryptor<aes::Aes256>;
@@ -48,8 +51,7 @@ impl std::fmt::Debug for MsgCrypt {
 pub fn signature(token: &str, timestamp: &str, nonce: &str, encrypted: &str) -> String {
     let mut parts = [token, timestamp, nonce, encrypted];
     parts.sort_unstable();
-    let digest = Sha1::digest(parts.concat().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha1::digest(parts.concat().as_bytes()))
 }
 
 impl MsgCrypt {
@@ -77,9 +79,9 @@ impl MsgCrypt {
     /// Checks the signature in constant time.
     pub fn verify(&self, msg_signature: &str, timestamp: &str, nonce: &str, encrypted: &str) -> Result<(), CryptoError> {
         let expected = self.sign(timestamp, nonce, encrypted);
-        let (a, b) = (expected.as_bytes(), msg_signature.trim().to_ascii_lowercase());
-        let b = b.as_bytes();
-        let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        let given = msg_signature.trim().to_ascii_lowercase();
+        // Slices of different lengths are unequal at once; the length is no secret.
+        let same: bool = expected.as_bytes().ct_eq(given.as_bytes()).into();
         if same { Ok(()) } else { Err(CryptoError::BadSignature) }
     }
 
@@ -142,8 +144,11 @@ impl MsgCrypt {
     pub fn seal(&self, message: &str, timestamp: &str, nonce: &str) -> String {
         let encrypted = self.encrypt(message);
         let signature = self.sign(timestamp, nonce, &encrypted);
-        format!(
-            "<xml><Encrypt><![CDATA[{encrypted}]]></Encrypt><MsgSignature><![CDATA[{signature}]]></MsgSignature><TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
-        )
+        callback::write(&[
+            ("Encrypt", Field::CData(encrypted)),
+            ("MsgSignature", Field::CData(signature)),
+            ("TimeStamp", Field::Text(timestamp.to_string())),
+            ("Nonce", Field::CData(nonce.to_string())),
+        ])
     }
 }

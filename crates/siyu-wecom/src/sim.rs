@@ -24,6 +24,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::callback::{self, Field};
 use crate::crypto::MsgCrypt;
 
 #[derive(Debug, Clone)]
@@ -261,7 +262,7 @@ impl Simulator {
     /// `del_external_contact` with `Source=DELETE_BY_TRANSFER`.
     async fn handed_over(&self, done: Vec<(String, String)>) -> Result<(), String> {
         for (handover, external) in done {
-            self.callback(self.event_xml("del_external_contact", &handover, &external, "<Source><![CDATA[DELETE_BY_TRANSFER]]></Source>")).await?;
+            self.callback(self.event_xml("del_external_contact", &handover, &external, vec![("Source", cdata("DELETE_BY_TRANSFER"))])).await?;
         }
         Ok(())
     }
@@ -273,7 +274,7 @@ impl Simulator {
             let mut c = self.corp.lock().expect("corp");
             let Some(t) = c.transfer_log.iter_mut().find(|t| t.external_userid == external_userid && t.status == 2) else { return Ok(false) };
             t.status = 3;
-            self.event_xml("transfer_fail", &t.takeover, external_userid, "<FailReason><![CDATA[customer_refused]]></FailReason>")
+            self.event_xml("transfer_fail", &t.takeover, external_userid, vec![("FailReason", cdata("customer_refused"))])
         };
         self.callback(xml).await.map(|()| true)
     }
@@ -406,36 +407,48 @@ impl Simulator {
         }
     }
 
-    /// `change_external_chat` / `update`: members joined (`add_member`) or left (`del_member`).
-    fn group_xml(&self, chat_id: &str, detail: &str, scene: &str, members: &[String]) -> String {
-        let items: String = members.iter().map(|m| format!("<Item><![CDATA[{m}]]></Item>")).collect();
-        let extra = format!(
-            "<UpdateDetail><![CDATA[{detail}]]></UpdateDetail>{scene}<MemChangeCnt>{}</MemChangeCnt><MemChangeList>{items}</MemChangeList>",
-            members.len()
-        );
-        self.chat_xml(chat_id, "update", &extra)
+    /// `change_external_chat` / `update`: members joined (`add_member`) or left (`del_member`);
+    /// `scene` is `JoinScene` or `QuitScene`.
+    fn group_xml(&self, chat_id: &str, detail: &str, scene: (&'static str, Field), members: &[String]) -> String {
+        let extra = vec![
+            ("UpdateDetail", cdata(detail)),
+            scene,
+            ("MemChangeCnt", Field::Text(members.len().to_string())),
+            ("MemChangeList", Field::Items(members.to_vec())),
+        ];
+        self.chat_xml(chat_id, "update", extra)
     }
 
     /// `change_external_chat` with its change type (`create`, `update`, `dismiss`).
-    fn chat_xml(&self, chat_id: &str, change: &str, extra: &str) -> String {
-        self.system_event("change_external_chat", &format!("<ChatId><![CDATA[{chat_id}]]></ChatId><ChangeType><![CDATA[{change}]]></ChangeType>{extra}"))
+    fn chat_xml(&self, chat_id: &str, change: &str, extra: Vec<(&'static str, Field)>) -> String {
+        let mut fields = vec![("ChatId", cdata(chat_id)), ("ChangeType", cdata(change))];
+        fields.extend(extra);
+        self.system_event("change_external_chat", fields)
     }
 
-    fn event_xml(&self, change: &str, userid: &str, external: &str, extra: &str) -> String {
-        self.system_event(
-            "change_external_contact",
-            &format!("<ChangeType><![CDATA[{change}]]></ChangeType><UserID><![CDATA[{userid}]]></UserID><ExternalUserID><![CDATA[{external}]]></ExternalUserID>{extra}"),
-        )
+    fn event_xml(&self, change: &str, userid: &str, external: &str, extra: Vec<(&'static str, Field)>) -> String {
+        let mut fields = vec![("ChangeType", cdata(change)), ("UserID", cdata(userid)), ("ExternalUserID", cdata(external))];
+        fields.extend(extra);
+        self.system_event("change_external_contact", fields)
     }
 
     /// A callback event from WeCom itself (`FromUserName` sys) with its own fields.
-    fn system_event(&self, event: &str, fields: &str) -> String {
-        format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[{event}]]></Event>{fields}</xml>",
-            self.config.corp_id,
-            now_secs()
-        )
+    fn system_event(&self, event: &str, fields: Vec<(&'static str, Field)>) -> String {
+        let mut all = vec![
+            ("ToUserName", cdata(&self.config.corp_id)),
+            ("FromUserName", cdata("sys")),
+            ("CreateTime", Field::Text(now_secs().to_string())),
+            ("MsgType", cdata("event")),
+            ("Event", cdata(event)),
+        ];
+        all.extend(fields);
+        callback::write(&all)
     }
+}
+
+/// A string element of a callback event (WeCom sends strings as CDATA).
+fn cdata(value: &str) -> Field {
+    Field::CData(value.to_string())
 }
 
 #[derive(Deserialize)]
@@ -922,8 +935,8 @@ async fn sim_scan(State(sim): State<Sim>, Json(scan): Json<Scan>) -> Json<Value>
         customer.name = scan.name.clone();
         customer.follows.retain(|f| f.userid != userid);
         customer.follows.push(Follow { userid: userid.clone(), state: state.clone(), createtime: now_secs(), tags: Vec::new() });
-        let extra = format!("<State><![CDATA[{}]]></State><WelcomeCode><![CDATA[{code}]]></WelcomeCode>", state.unwrap_or_default());
-        (sim.event_xml("add_external_contact", &userid, &scan.external_userid, &extra), code)
+        let extra = vec![("State", Field::CData(state.unwrap_or_default())), ("WelcomeCode", cdata(&code))];
+        (sim.event_xml("add_external_contact", &userid, &scan.external_userid, extra), code)
     };
     match sim.callback(xml).await {
         Ok(()) => ok(json!({"welcome_code": code})),
@@ -977,7 +990,7 @@ async fn sim_remove_guide(State(sim): State<Sim>, Json(r): Json<Remove>) -> Json
         if let Some(cu) = c.customers.get_mut(&r.external_userid) {
             cu.follows.retain(|f| f.userid != r.userid);
         }
-        sim.event_xml("del_follow_user", &r.userid, &r.external_userid, "")
+        sim.event_xml("del_follow_user", &r.userid, &r.external_userid, vec![])
     };
     sim.notify(xml).await
 }
@@ -1020,7 +1033,7 @@ async fn sim_guide_tag(State(sim): State<Sim>, Json(t): Json<GuideTag>) -> Json<
         if t.on {
             f.tags.push(id);
         }
-        sim.event_xml("edit_external_contact", &t.userid, &t.external_userid, "")
+        sim.event_xml("edit_external_contact", &t.userid, &t.external_userid, vec![])
     };
     sim.notify(xml).await
 }
@@ -1044,7 +1057,7 @@ async fn sim_join_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> J
             }
             members.push(g.external_userid.clone());
         }
-        sim.group_xml(&g.chat_id, "add_member", "<JoinScene>3</JoinScene>", std::slice::from_ref(&g.external_userid))
+        sim.group_xml(&g.chat_id, "add_member", ("JoinScene", Field::Text("3".into())), std::slice::from_ref(&g.external_userid))
     };
     sim.notify(xml).await
 }
@@ -1059,7 +1072,7 @@ async fn sim_leave_group(State(sim): State<Sim>, Json(g): Json<GroupMember>) -> 
         if members.len() == before {
             return err(40058, "not a member of this group");
         }
-        sim.group_xml(&g.chat_id, "del_member", "<QuitScene>0</QuitScene>", std::slice::from_ref(&g.external_userid))
+        sim.group_xml(&g.chat_id, "del_member", ("QuitScene", Field::Text("0".into())), std::slice::from_ref(&g.external_userid))
     };
     sim.notify(xml).await
 }
@@ -1081,10 +1094,7 @@ async fn sim_admin_delete_tag(State(sim): State<Sim>, Json(t): Json<TagName>) ->
         for f in c.customers.values_mut().flat_map(|cu| cu.follows.iter_mut()) {
             f.tags.retain(|x| *x != id);
         }
-        sim.system_event(
-            "change_external_tag",
-            &format!("<Id><![CDATA[{id}]]></Id><TagType><![CDATA[tag]]></TagType><ChangeType><![CDATA[delete]]></ChangeType>"),
-        )
+        sim.system_event("change_external_tag", vec![("Id", cdata(&id)), ("TagType", cdata("tag")), ("ChangeType", cdata("delete"))])
     };
     sim.notify(xml).await
 }
@@ -1111,7 +1121,7 @@ async fn sim_create_group(State(sim): State<Sim>, Json(g): Json<NewGroup>) -> Js
         }
         let members: Vec<String> = g.external_userids.into_iter().take(GROUP_LIMIT - 1).collect();
         c.groups.insert(g.chat_id.clone(), (g.name, g.owner, members));
-        sim.chat_xml(&g.chat_id, "create", "")
+        sim.chat_xml(&g.chat_id, "create", vec![])
     };
     sim.notify(xml).await
 }
@@ -1129,7 +1139,7 @@ async fn sim_dismiss_group(State(sim): State<Sim>, Json(g): Json<ChatId>) -> Jso
         if c.groups.remove(&g.chat_id).is_none() {
             return no_such_chat();
         }
-        sim.chat_xml(&g.chat_id, "dismiss", "")
+        sim.chat_xml(&g.chat_id, "dismiss", vec![])
     };
     sim.notify(xml).await
 }
@@ -1148,5 +1158,37 @@ async fn sim_guide_sends(State(sim): State<Sim>, Json(g): Json<GuideSends>) -> J
             ok(json!({}))
         }
         None => err(40058, "no such msgid"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callback::CallbackEvent;
+
+    /// Callbacks are the documents WeCom sends: strings in CDATA, numbers as text, in
+    /// WeCom's order (and the same bytes the simulator wrote by hand before).
+    #[test]
+    fn callbacks_are_written_as_wecom_writes_them() {
+        let sim = Simulator::new(SimConfig::new("ww1", "secret", "t", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"));
+        let xml = sim.group_xml("wr1", "add_member", ("JoinScene", Field::Text("3".into())), &["wmA".to_string(), "li".to_string()]);
+        let time = callback::parse(&xml).unwrap().require("CreateTime").unwrap().to_string();
+        assert_eq!(
+            xml,
+            format!(
+                "<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{time}</CreateTime>\
+                 <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[wr1]]></ChatId>\
+                 <ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><![CDATA[add_member]]></UpdateDetail><JoinScene>3</JoinScene>\
+                 <MemChangeCnt>2</MemChangeCnt><MemChangeList><Item><![CDATA[wmA]]></Item><Item><![CDATA[li]]></Item></MemChangeList></xml>"
+            )
+        );
+
+        // A contact way's state is the corp's own text: whatever it holds reads back.
+        let state = "SH001]]><x>&";
+        let xml = sim.event_xml("add_external_contact", "li", "wm1", vec![("State", cdata(state)), ("WelcomeCode", cdata("welcome1"))]);
+        assert_eq!(
+            CallbackEvent::from_fields(&callback::parse(&xml).unwrap()).unwrap(),
+            CallbackEvent::ContactAdded { staff: "li".into(), external_userid: "wm1".into(), state: Some(state.into()), welcome_code: Some("welcome1".into()) }
+        );
     }
 }

@@ -342,7 +342,7 @@ app_test!(metrics_and_health, |app| {
 #[tokio::test]
 async fn an_admin_token_is_generated_once_when_none_is_configured() {
     let store = siyu_store::testing::TestStore::sqlite().await;
-    let opts = |store: &siyu_store::testing::TestStore| siyu::app::ServeOptions {
+    let opts = |store: &siyu_store::testing::TestStore| siyu_server::app::ServeOptions {
         store: store.config.clone(),
         data_dir: store.dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -351,7 +351,7 @@ async fn an_admin_token_is_generated_once_when_none_is_configured() {
         admin_token: None,
         limits: Default::default(),
     };
-    let first = siyu::app::start(opts(&store)).await.unwrap();
+    let first = siyu_server::app::start(opts(&store)).await.unwrap();
     let token = first.generated_admin_token.clone().expect("generated at first start");
     assert!(first.generated_write_key);
     let write_key = first.state.write_key.clone();
@@ -360,7 +360,7 @@ async fn an_admin_token_is_generated_once_when_none_is_configured() {
     assert_eq!(client.get(&url).bearer_auth(&token).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
     first.stop().await;
-    let second = siyu::app::start(opts(&store)).await.unwrap();
+    let second = siyu_server::app::start(opts(&store)).await.unwrap();
     assert!(second.generated_admin_token.is_none(), "printed once, never again");
     assert_eq!(second.state.write_key, write_key, "the write key is remembered");
     let url = format!("http://{}/api/v1/stats", second.addr);

@@ -35,7 +35,7 @@ async fn fingerprint(store: &Store) -> Vec<(String, i64)> {
 
 both_backends!(the_demo_brand_is_realistic_and_deterministic, |store: Store, _log: PathBuf| async move {
     let anchor = NaiveDate::from_ymd_opt(2026, 11, 1);
-    let g = siyu::demo::generate_into(&store, 3_000, 7, anchor, false).await.unwrap();
+    let g = siyu_demo::generate_into(&store, 3_000, 7, anchor, false).await.unwrap();
     assert_eq!(g.customers, 3_000);
     let print = fingerprint(&store).await;
     let get = |k: &str| print.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(0);
@@ -61,11 +61,11 @@ both_backends!(the_demo_brand_is_realistic_and_deterministic, |store: Store, _lo
 
     // The same seed and anchor, into a fresh store: the same brand.
     let other = siyu_store::testing::TestStore::sqlite().await;
-    siyu::demo::generate_into(&other.store, 3_000, 7, anchor, false).await.unwrap();
+    siyu_demo::generate_into(&other.store, 3_000, 7, anchor, false).await.unwrap();
     assert_eq!(fingerprint(&other.store).await, print);
     // A second run into a non-empty store is refused, and changes nothing.
     let marker = store.run(|db| Box::pin(siyu_store::admin::get_setting(db, "demo"))).await.unwrap();
-    assert!(siyu::demo::generate_into(&store, 10, 8, anchor, false).await.is_err());
+    assert!(siyu_demo::generate_into(&store, 10, 8, anchor, false).await.is_err());
     assert_eq!(store.run(|db| Box::pin(siyu_store::admin::get_setting(db, "demo"))).await.unwrap(), marker);
     assert_eq!(fingerprint(&store).await, print);
 });

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use siyu::import::{self, ImportKind, ImportOptions};
+use siyu::cli::import::{self, ImportKind, ImportOptions};
 use siyu_core::{Identity, IdentityKind};
 use siyu_store::{Store, both_backends, profiles};
 

@@ -604,7 +604,7 @@ async fn a_journey_welcomes_waits_branches_and_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_ships_journeys_and_a_broadcast_whose_dry_run_explains_everyone() {
     let store = TestStore::sqlite().await;
-    siyu::demo::generate_into(&store.store, 6_000, 11, None, false).await.unwrap();
+    siyu_demo::generate_into(&store.store, 6_000, 11, None, false).await.unwrap();
     let app = TestApp::spawn(store).await;
     let (_, journeys) = app.get("/api/v1/journeys").await;
     let names: Vec<&str> = journeys.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();

@@ -188,7 +188,9 @@ async fn segments_and_changes_while_down_survive_a_restart() {
     // While Siyu is down, an import changes a member's tier.
     let f = store.dir.path().join("c.csv");
     std::fs::write(&f, "user_id,tier\ng1,silver\n").unwrap();
-    siyu::import::run(&store.store, siyu::import::ImportKind::Customers, &f, siyu::import::ImportOptions { strict: false, progress: false }).await.unwrap();
+    siyu::cli::import::run(&store.store, siyu::cli::import::ImportKind::Customers, &f, siyu::cli::import::ImportOptions { strict: false, progress: false })
+        .await
+        .unwrap();
     let app = TestApp::spawn(store).await;
     app.settle_all().await;
     let (_, s) = app.get("/api/v1/segments/gold").await;

@@ -55,7 +55,7 @@ async fn callbacks(store: TestStore) {
     let (ts, nonce) = (now_secs(), "verify1");
     let echostr = crypt.encrypt("1288432023552776189");
     let sig = crypt.sign(&ts, nonce, &echostr);
-    let url = app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}&echostr={}", siyu::admin_client::encode(&echostr)));
+    let url = app.url(&format!("/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}&echostr={}", siyu::cli::admin_client::encode(&echostr)));
     let r = app.client.get(url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "1288432023552776189");

@@ -4,8 +4,8 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use siyu::app::{self, Running, ServeOptions};
-pub use siyu::http::server::Limits;
+use siyu_server::app::{self, Running, ServeOptions};
+pub use siyu_server::http::server::Limits;
 use siyu_store::testing::TestStore;
 
 pub const WRITE_KEY: &str = "wk_test_source";

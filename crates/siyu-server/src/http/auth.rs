@@ -1,0 +1,78 @@
+//! Bearer-token authentication for the admin API. Every `/api/v1` route requires a
+//! token: the admin token (from `SIYU_ADMIN_TOKEN`, or generated and printed once at
+//! first start) or a token issued to a member of staff.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use siyu_store::admin;
+use std::sync::atomic::Ordering;
+
+use crate::http::App;
+use crate::http::error::ApiError;
+use crate::secrets::constant_time_eq;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// HQ: sees everything.
+    Admin,
+    /// A member of staff, scoped to their own customers (guide) or store (manager).
+    Staff { userid: String, role: String },
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Staff { .. } => Err(ApiError::forbidden("this needs an admin token")),
+        }
+    }
+}
+
+pub const ADMIN_ROLE: &str = "admin";
+
+pub async fn require_token(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string());
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        app.metrics.admin_unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::unauthorized("send an admin token as `Authorization: Bearer <token>`"));
+    };
+    let caller = match identify(&app, token).await? {
+        Some(c) => c,
+        None => {
+            app.metrics.admin_unauthorized.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::unauthorized("the token is not valid"));
+        }
+    };
+    app.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+async fn identify(app: &App, token: String) -> Result<Option<Caller>, ApiError> {
+    if let Some(admin_token) = &app.admin_token
+        && constant_time_eq(admin_token, &token)
+    {
+        return Ok(Some(Caller::Admin));
+    }
+    // Stored tokens are looked up by hash, so the comparison never sees the secret.
+    let grant = app.store.run(move |db| Box::pin(async move { admin::find_token(db, &token).await })).await?;
+    let Some(grant) = grant else { return Ok(None) };
+    match grant.staff_userid {
+        // A staff token carries who, not what: the role and store come from the staff
+        // record as it is now, so a member removed or demoted loses access at once.
+        Some(userid) if grant.role != ADMIN_ROLE => {
+            let u = userid.clone();
+            let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &u).await })).await?;
+            Ok(staff.map(|s| Caller::Staff { userid, role: s.role }))
+        }
+        _ => Ok(Some(Caller::Admin)),
+    }
+}

@@ -1,0 +1,77 @@
+//! The HTTP surface: tracking API (`/v1`), admin API (`/api/v1`, bearer tokens),
+//! OpenAPI at `/api/openapi.json`, Prometheus metrics at `/metrics`, `/healthz`.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod org;
+pub mod outreach;
+pub mod segments;
+pub mod server;
+mod state;
+pub mod tokens;
+pub mod tracking;
+pub mod wecom;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use serde_json::json;
+
+pub use state::{App, AppState};
+
+pub fn router(app: App, limits: &server::Limits) -> Router {
+    let admin_api = admin::routes()
+        .merge(org::routes())
+        .merge(tokens::routes())
+        .merge(segments::routes())
+        .merge(outreach::routes())
+        .merge(wecom::admin_routes())
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
+    Router::new()
+        .merge(tracking::routes())
+        .merge(wecom::routes())
+        .merge(admin_api)
+        .route("/api/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies the handlers read whole (admin JSON, WeCom callbacks); the tracking API
+        // checks its own, smaller limits.
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn_with_state(server::Guard::new(limits), server::guard))
+        .with_state(app)
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(openapi::document())
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    let stats = app.store.run(|db| Box::pin(siyu_store::profiles::stats(db))).await.ok();
+    let engine = {
+        let state = app.engine.read();
+        crate::metrics::EngineCounters { early: state.index.early_applied, taken_back: state.index.early_taken_back, waits: state.index.early_waits() }
+    };
+    let body = app.metrics.render(stats.map(|s| (s.profiles, s.events)), (app.ingest.appended(), app.ingest.indexed()), engine);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+async fn healthz(State(app): State<App>) -> impl IntoResponse {
+    let ok = app.store.run(|db| Box::pin(async move { db.query_one("SELECT 1", &[]).await })).await.is_ok();
+    let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "status": if ok { "ok" } else { "store unavailable" } })))
+}
+
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method; see /api/openapi.json")
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("no such endpoint; see /api/openapi.json")
+}
