@@ -189,7 +189,7 @@ async fn minute_ticks(engine: Engine, stop: CancellationToken) {
             _ = every.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if engine.tick().await.is_err() {
+        if tracing::Instrument::instrument(engine.tick(), tracing::info_span!("minute_tick")).await.is_err() {
             return;
         }
     }

@@ -367,3 +367,27 @@ async fn an_admin_token_is_generated_once_when_none_is_configured() {
     assert_eq!(client.get(&url).bearer_auth(&token).send().await.unwrap().status(), StatusCode::OK);
     second.stop().await;
 }
+
+app_test!(every_answer_carries_a_request_id_and_staff_get_403_from_admin_only_routes, |app| {
+    // A client's own request id comes back, so its logs and Siyu's can be joined.
+    let resp = app.client.get(app.url("/api/v1/stats")).bearer_auth(ADMIN_TOKEN).header("x-request-id", "req-42").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    // Without one, Siyu makes one (a UUID), also on errors.
+    let resp = app.client.get(app.url("/api/v1/stats")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let made = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(made.len(), 36, "a UUID: {made}");
+
+    // A guide's token passes authentication but not an admin-only route.
+    let (status, _) = app.put("/api/v1/stores/SH001", Some(&json!({"name": "静安店", "city": "上海"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.put("/api/v1/staff/g1", Some(&json!({"name": "小王", "role": "guide", "store_id": "SH001"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.post("/api/v1/tokens", &json!({"staff_userid": "g1"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let guide = body["token"].as_str().unwrap().to_string();
+    let (status, body) = common::into_json(app.client.get(app.url("/api/v1/stats")).bearer_auth(&guide).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], json!("forbidden"));
+});

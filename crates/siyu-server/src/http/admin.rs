@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
+use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, put};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use siyu_core::{Identity, IdentityKind, ProfileId, Timestamp};
 use siyu_engine::Lifecycle;
@@ -13,7 +13,7 @@ use siyu_store::{Db, StoreError, org};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::App;
-use crate::http::auth::Caller;
+use crate::http::auth::{AdminCaller, Caller};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 
@@ -101,7 +101,7 @@ pub struct LookupQuery {
     params(LookupQuery),
     responses((status = 200, body = ProfileDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn lookup(State(app): State<App>, Extension(caller): Extension<Caller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<ProfileDetail>> {
+pub async fn lookup(State(app): State<App>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<ProfileDetail>> {
     let app_id = q.get("app_id").map(String::as_str);
     let mut identities = Vec::new();
     for (key, value) in &q {
@@ -145,7 +145,7 @@ const RECENT_EVENTS: i64 = 20;
     params(("id" = String, Path, description = "Profile id or UUID")),
     responses((status = 200, body = ProfileDetail), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn profile(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<ProfileDetail>> {
+pub async fn profile(State(app): State<App>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<ProfileDetail>> {
     let id = resolve_profile(&app, &caller, &id).await?;
     let p = app.store.run(move |db| Box::pin(async move { profiles::load(db, id, RECENT_EVENTS).await })).await?;
     p.map(|p| Json(detail(&app, p))).ok_or_else(|| ApiError::not_found("no such profile"))
@@ -172,12 +172,7 @@ pub struct EventPage {
     params(("id" = String, Path, description = "Profile id or UUID"), EventsQuery),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn events(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
-) -> ApiResult<Json<EventPage>> {
+pub async fn events(State(app): State<App>, caller: Caller, Path(id): Path<String>, Query(q): Query<EventsQuery>) -> ApiResult<Json<EventPage>> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 500"));
@@ -209,7 +204,7 @@ pub fn validate_tag(tag: &str) -> ApiResult<()> {
     params(("id" = String, Path, description = "Profile id or UUID"), ("tag" = String, Path)),
     responses((status = 200, body = TagChange), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn add_tag(State(app): State<App>, Extension(caller): Extension<Caller>, Path((id, tag)): Path<(String, String)>) -> ApiResult<Json<TagChange>> {
+pub async fn add_tag(State(app): State<App>, caller: Caller, Path((id, tag)): Path<(String, String)>) -> ApiResult<Json<TagChange>> {
     validate_tag(&tag)?;
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let t = tag.clone();
@@ -223,7 +218,7 @@ pub async fn add_tag(State(app): State<App>, Extension(caller): Extension<Caller
     params(("id" = String, Path, description = "Profile id or UUID"), ("tag" = String, Path)),
     responses((status = 200, body = TagChange), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn remove_tag(State(app): State<App>, Extension(caller): Extension<Caller>, Path((id, tag)): Path<(String, String)>) -> ApiResult<Json<TagChange>> {
+pub async fn remove_tag(State(app): State<App>, caller: Caller, Path((id, tag)): Path<(String, String)>) -> ApiResult<Json<TagChange>> {
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::remove_tag(db, profile_id, &t).await })).await?;
@@ -250,8 +245,7 @@ pub struct StatsView {
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "profiles", summary = "How many profiles and events",
     responses((status = 200, body = StatsView)), security(("bearer" = [])))]
-pub async fn stats(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<StatsView>> {
-    caller.require_admin()?;
+pub async fn stats(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<StatsView>> {
     let counts = app.store.run(|db| Box::pin(profiles::stats(db))).await?;
     let disk_bytes = app.store.disk_bytes().await?;
     let backend = format!("{:?}", app.store.backend()).to_lowercase();
@@ -271,8 +265,7 @@ pub struct IngestStatus {
 #[utoipa::path(get, path = "/api/v1/ingest", tag = "profiles",
     summary = "Ingest progress: acknowledged messages are applied to profiles within moments",
     responses((status = 200, body = IngestStatus)), security(("bearer" = [])))]
-pub async fn ingest_status(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<IngestStatus>> {
-    caller.require_admin()?;
+pub async fn ingest_status(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<IngestStatus>> {
     let (appended_seq, applied_seq) = (app.ingest.appended(), app.ingest.indexed());
     Ok(Json(IngestStatus { appended_seq, applied_seq, lag: appended_seq.saturating_sub(applied_seq) }))
 }

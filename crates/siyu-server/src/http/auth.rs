@@ -2,8 +2,9 @@
 //! token: the admin token (from `SIYU_ADMIN_TOKEN`, or generated and printed once at
 //! first start) or a token issued to a member of staff.
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use siyu_store::admin;
@@ -22,10 +23,27 @@ pub enum Caller {
     Staff { userid: String, role: String },
 }
 
-impl Caller {
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Caller::Admin => Ok(()),
+/// A handler that takes a `Caller` runs only behind `require_token`, which put it in the
+/// request; without it (a route mounted outside the admin API by mistake) the answer is
+/// 401, never an anonymous caller.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| ApiError::unauthorized("send an admin token as `Authorization: Bearer <token>`"))
+    }
+}
+
+/// A caller with an admin token: a handler that takes one cannot run for staff (403).
+#[derive(Debug, Clone)]
+pub struct AdminCaller(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<AdminCaller, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(AdminCaller(Caller::Admin)),
             Caller::Staff { .. } => Err(ApiError::forbidden("this needs an admin token")),
         }
     }

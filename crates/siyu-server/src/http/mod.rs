@@ -21,6 +21,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use serde_json::json;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 pub use state::{App, AppState};
 
@@ -45,7 +47,19 @@ pub fn router(app: App, limits: &server::Limits) -> Router {
         // checks its own, smaller limits.
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .layer(middleware::from_fn_with_state(server::Guard::new(limits), server::guard))
+        // Every request in a span of its own with a request id (the client's
+        // `x-request-id`, or a new UUID), echoed in the answer, so a log line can be
+        // traced to the request that caused it. The span names the path, never the
+        // query (it may carry secrets).
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(app)
+}
+
+fn request_span(req: &axum::extract::Request) -> tracing::Span {
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
 async fn openapi_json() -> impl IntoResponse {

@@ -1,8 +1,8 @@
 //! Stores and staff: `/api/v1/stores…`, `/api/v1/staff…`.
 
+use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use siyu_core::org::{DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE, Staff, Store as StoreInfo};
 use siyu_core::{ProfileId, Timestamp};
@@ -10,7 +10,7 @@ use siyu_store::org::{self, StaffCustomer, StaffView, StoreSummary, StoreView};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::App;
-use crate::http::auth::Caller;
+use crate::http::auth::{AdminCaller, Caller};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 
@@ -32,8 +32,7 @@ pub struct StoreFilter {
 
 #[utoipa::path(get, path = "/api/v1/stores", tag = "organisation", summary = "Stores with their staff and customer counts",
     params(StoreFilter), responses((status = 200, body = Vec<StoreSummary>)), security(("bearer" = [])))]
-pub async fn list_stores(State(app): State<App>, Extension(caller): Extension<Caller>, Query(f): Query<StoreFilter>) -> ApiResult<Json<Vec<StoreSummary>>> {
-    caller.require_admin()?;
+pub async fn list_stores(State(app): State<App>, _: AdminCaller, Query(f): Query<StoreFilter>) -> ApiResult<Json<Vec<StoreSummary>>> {
     let stores = app.store.run(move |db| Box::pin(async move { org::list_stores(db, f.city.as_deref()).await })).await?;
     Ok(Json(stores))
 }
@@ -41,8 +40,7 @@ pub async fn list_stores(State(app): State<App>, Extension(caller): Extension<Ca
 #[utoipa::path(get, path = "/api/v1/stores/{id}", tag = "organisation", summary = "One store",
     params(("id" = String, Path)), responses((status = 200, body = StoreView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_store(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<StoreView>> {
-    caller.require_admin()?;
+pub async fn get_store(State(app): State<App>, _: AdminCaller, Path(id): Path<String>) -> ApiResult<Json<StoreView>> {
     let store = app.store.run(move |db| Box::pin(async move { org::get_store(db, &id).await })).await?;
     store.map(Json).ok_or_else(|| ApiError::not_found("no such store"))
 }
@@ -58,13 +56,7 @@ pub struct StoreInput {
 #[utoipa::path(put, path = "/api/v1/stores/{id}", tag = "organisation", summary = "Create or update a store",
     params(("id" = String, Path)), request_body = StoreInput,
     responses((status = 200, body = StoreView), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn put_store(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Json(input): Json<StoreInput>,
-) -> ApiResult<Json<StoreView>> {
-    caller.require_admin()?;
+pub async fn put_store(State(app): State<App>, _: AdminCaller, Path(id): Path<String>, Json(input): Json<StoreInput>) -> ApiResult<Json<StoreView>> {
     let time_zone = input.time_zone.unwrap_or_else(|| DEFAULT_TIME_ZONE.to_string());
     siyu_core::org::validate_time_zone(&time_zone).map_err(|m| ApiError::bad_request("invalid_time_zone", m))?;
     if id.trim().is_empty() || input.name.trim().is_empty() || input.city.trim().is_empty() {
@@ -85,8 +77,7 @@ pub struct StaffFilter {
 
 #[utoipa::path(get, path = "/api/v1/staff", tag = "organisation", summary = "Staff with their active customer counts",
     params(StaffFilter), responses((status = 200, body = Vec<StaffView>)), security(("bearer" = [])))]
-pub async fn list_staff(State(app): State<App>, Extension(caller): Extension<Caller>, Query(f): Query<StaffFilter>) -> ApiResult<Json<Vec<StaffView>>> {
-    caller.require_admin()?;
+pub async fn list_staff(State(app): State<App>, _: AdminCaller, Query(f): Query<StaffFilter>) -> ApiResult<Json<Vec<StaffView>>> {
     let staff = app.store.run(move |db| Box::pin(async move { org::list_staff(db, f.store_id.as_deref()).await })).await?;
     Ok(Json(staff))
 }
@@ -103,7 +94,7 @@ fn require_self_or_admin(caller: &Caller, userid: &str) -> ApiResult<()> {
 #[utoipa::path(get, path = "/api/v1/staff/{userid}", tag = "organisation", summary = "One member of staff",
     params(("userid" = String, Path, description = "WeCom userid")),
     responses((status = 200, body = StaffView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn get_staff(State(app): State<App>, Extension(caller): Extension<Caller>, Path(userid): Path<String>) -> ApiResult<Json<StaffView>> {
+pub async fn get_staff(State(app): State<App>, caller: Caller, Path(userid): Path<String>) -> ApiResult<Json<StaffView>> {
     require_self_or_admin(&caller, &userid)?;
     let staff = app.store.run(move |db| Box::pin(async move { org::get_staff(db, &userid).await })).await?;
     staff.map(Json).ok_or_else(|| ApiError::not_found("no such member of staff"))
@@ -122,13 +113,7 @@ pub struct StaffInput {
 #[utoipa::path(put, path = "/api/v1/staff/{userid}", tag = "organisation", summary = "Create or update a member of staff",
     params(("userid" = String, Path, description = "WeCom userid")), request_body = StaffInput,
     responses((status = 200, body = StaffView), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn put_staff(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(userid): Path<String>,
-    Json(input): Json<StaffInput>,
-) -> ApiResult<Json<StaffView>> {
-    caller.require_admin()?;
+pub async fn put_staff(State(app): State<App>, _: AdminCaller, Path(userid): Path<String>, Json(input): Json<StaffInput>) -> ApiResult<Json<StaffView>> {
     let role = org::parse_role(input.role.as_deref().unwrap_or("guide"))?;
     let customer_cap = input.customer_cap.unwrap_or(DEFAULT_CUSTOMER_CAP);
     if !(1..=20_000).contains(&customer_cap) {
@@ -179,7 +164,7 @@ pub struct StaffCustomers {
     responses((status = 200, body = StaffCustomers), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn staff_customers(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(userid): Path<String>,
     Query(page): Query<CustomerPage>,
 ) -> ApiResult<Json<StaffCustomers>> {
@@ -197,8 +182,7 @@ pub async fn staff_customers(
 #[utoipa::path(delete, path = "/api/v1/staff/{userid}", tag = "organisation", summary = "A member of staff leaves: their record and tokens go at once",
     params(("userid" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn remove_staff(State(app): State<App>, Extension(caller): Extension<Caller>, Path(userid): Path<String>) -> ApiResult<axum::http::StatusCode> {
-    caller.require_admin()?;
+pub async fn remove_staff(State(app): State<App>, _: AdminCaller, Path(userid): Path<String>) -> ApiResult<axum::http::StatusCode> {
     let u = userid.clone();
     if app.store.transaction(move |db| Box::pin(async move { org::remove_staff(db, &u).await })).await? {
         Ok(axum::http::StatusCode::NO_CONTENT)

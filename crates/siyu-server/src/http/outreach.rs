@@ -1,10 +1,10 @@
 //! Outreach: campaigns (`/api/v1/campaigns…`), journeys, guide tasks, and every touch
 //! of a profile with why it was or was not sent.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use siyu_core::org::StaffRole;
@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::http::App;
 use crate::http::admin::resolve_profile;
-use crate::http::auth::Caller;
+use crate::http::auth::{AdminCaller, Caller};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::outreach::campaigns::{self, CampaignError, Preview, Report};
@@ -61,27 +61,20 @@ fn actor(caller: &Caller) -> String {
 
 #[utoipa::path(get, path = "/api/v1/campaigns", tag = "outreach", summary = "All campaigns",
     responses((status = 200, body = [CampaignRow])), security(("bearer" = [])))]
-pub async fn list_campaigns(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<CampaignRow>>> {
-    caller.require_admin()?;
+pub async fn list_campaigns(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<Vec<CampaignRow>>> {
     Ok(Json(app.store.run(|db| Box::pin(stored::list_campaigns(db))).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/campaigns", tag = "outreach", summary = "Create a campaign (a draft)",
     request_body(content = Object, description = "A CampaignSpec: name, audience {segment, snapshot}, channel, content, coupon, schedule {at, every_days}, holdout_percent, guardrail, conversion_event, task_deadline_hours"),
     responses((status = 201, body = CampaignRow), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn create_campaign(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Json(spec): Json<Value>,
-) -> ApiResult<(StatusCode, Json<CampaignRow>)> {
-    caller.require_admin()?;
+pub async fn create_campaign(State(app): State<App>, AdminCaller(caller): AdminCaller, Json(spec): Json<Value>) -> ApiResult<(StatusCode, Json<CampaignRow>)> {
     Ok((StatusCode::CREATED, Json(campaigns::create(&app.outreach, spec, actor(&caller)).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "outreach", summary = "One campaign",
     params(("id" = i64, Path)), responses((status = 200, body = CampaignRow), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn show_campaign(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<Json<CampaignRow>> {
-    caller.require_admin()?;
+pub async fn show_campaign(State(app): State<App>, _: AdminCaller, Path(id): Path<i64>) -> ApiResult<Json<CampaignRow>> {
     Ok(Json(campaigns::get(&app.outreach, id).await?))
 }
 
@@ -90,11 +83,10 @@ pub async fn show_campaign(State(app): State<App>, Extension(caller): Extension<
     responses((status = 200, body = CampaignRow), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn update_campaign(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    AdminCaller(caller): AdminCaller,
     Path(id): Path<i64>,
     Json(spec): Json<Value>,
 ) -> ApiResult<Json<CampaignRow>> {
-    caller.require_admin()?;
     Ok(Json(campaigns::update(&app.outreach, id, spec, actor(&caller)).await?))
 }
 
@@ -106,27 +98,19 @@ pub struct PreviewParams {
 
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/preview", tag = "outreach", summary = "Dry run: who would get it, who is suppressed and why",
     params(("id" = i64, Path), PreviewParams), responses((status = 200, body = Preview), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn preview_campaign(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
-    Query(q): Query<PreviewParams>,
-) -> ApiResult<Json<Preview>> {
-    caller.require_admin()?;
+pub async fn preview_campaign(State(app): State<App>, _: AdminCaller, Path(id): Path<i64>, Query(q): Query<PreviewParams>) -> ApiResult<Json<Preview>> {
     Ok(Json(campaigns::preview(&app.outreach, id, q.sample.unwrap_or(5).min(50)).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/report", tag = "outreach", summary = "Sends, responses, blocks, lift against the holdout",
     params(("id" = i64, Path)), responses((status = 200, body = Report), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn campaign_report(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<Json<Report>> {
-    caller.require_admin()?;
+pub async fn campaign_report(State(app): State<App>, _: AdminCaller, Path(id): Path<i64>) -> ApiResult<Json<Report>> {
     Ok(Json(campaigns::report(&app.outreach, id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/audit", tag = "outreach", summary = "Who changed what, and what the campaign did",
     params(("id" = i64, Path)), responses((status = 200, body = [AuditEntry])), security(("bearer" = [])))]
-pub async fn campaign_audit(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<Json<Vec<AuditEntry>>> {
-    caller.require_admin()?;
+pub async fn campaign_audit(State(app): State<App>, _: AdminCaller, Path(id): Path<i64>) -> ApiResult<Json<Vec<AuditEntry>>> {
     campaigns::get(&app.outreach, id).await?;
     Ok(Json(app.store.run(move |db| Box::pin(stored::audit_trail(db, id))).await?))
 }
@@ -136,10 +120,9 @@ pub async fn campaign_audit(State(app): State<App>, Extension(caller): Extension
     responses((status = 200, body = CampaignRow), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn campaign_action(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    AdminCaller(caller): AdminCaller,
     Path((id, action)): Path<(i64, String)>,
 ) -> ApiResult<Json<CampaignRow>> {
-    caller.require_admin()?;
     let action: Action = serde_json::from_value(Value::String(action.clone()))
         .map_err(|_| ApiError::bad_request("unknown_action", format!("unknown action {action:?}; use schedule, unschedule, pause, resume or complete")))?;
     Ok(Json(campaigns::act(&app.outreach, id, action, actor(&caller)).await?))
@@ -158,8 +141,7 @@ pub struct JourneyView {
 
 #[utoipa::path(get, path = "/api/v1/journeys", tag = "outreach", summary = "All journeys",
     responses((status = 200, body = [JourneyRow])), security(("bearer" = [])))]
-pub async fn list_journeys(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<JourneyRow>>> {
-    caller.require_admin()?;
+pub async fn list_journeys(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<Vec<JourneyRow>>> {
     Ok(Json(app.store.run(|db| Box::pin(stored::list_journeys(db))).await?))
 }
 
@@ -178,8 +160,7 @@ fn yes() -> bool {
 
 #[utoipa::path(post, path = "/api/v1/journeys", tag = "outreach", summary = "Create or replace a journey (by name)",
     request_body = JourneyInput, responses((status = 200, body = JourneyView), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn put_journey(State(app): State<App>, Extension(caller): Extension<Caller>, Json(input): Json<JourneyInput>) -> ApiResult<Json<JourneyView>> {
-    caller.require_admin()?;
+pub async fn put_journey(State(app): State<App>, _: AdminCaller, Json(input): Json<JourneyInput>) -> ApiResult<Json<JourneyView>> {
     let spec = journeys::read_spec(&input.spec).map_err(|m| ApiError::bad_request("invalid_journey", m))?;
     let now = app.outreach.now();
     let value = serde_json::to_value(&spec).map_err(ApiError::internal)?;
@@ -196,8 +177,7 @@ async fn journey_view(app: &App, id: i64) -> ApiResult<JourneyView> {
 
 #[utoipa::path(get, path = "/api/v1/journeys/{id}", tag = "outreach", summary = "One journey with its customers by status",
     params(("id" = i64, Path)), responses((status = 200, body = JourneyView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn show_journey(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<Json<JourneyView>> {
-    caller.require_admin()?;
+pub async fn show_journey(State(app): State<App>, _: AdminCaller, Path(id): Path<i64>) -> ApiResult<Json<JourneyView>> {
     journey_view(&app, id).await.map(Json)
 }
 
@@ -213,7 +193,7 @@ pub struct ProfileDeliveries {
 
 #[utoipa::path(get, path = "/api/v1/profiles/{id}/deliveries", tag = "outreach", summary = "Every touch of a customer, and why one was not sent",
     params(("id" = String, Path, description = "Profile id or UUID")), responses((status = 200, body = ProfileDeliveries), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn profile_deliveries(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<ProfileDeliveries>> {
+pub async fn profile_deliveries(State(app): State<App>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<ProfileDeliveries>> {
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let (deliveries, journeys) = app
         .store
@@ -266,7 +246,7 @@ pub struct TaskQuery {
 
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", summary = "Tasks: a guide sees their own, a manager their store's",
     params(TaskQuery), responses((status = 200, body = [TaskRow])), security(("bearer" = [])))]
-pub async fn list_tasks(State(app): State<App>, Extension(caller): Extension<Caller>, Query(q): Query<TaskQuery>) -> ApiResult<Json<Vec<TaskRow>>> {
+pub async fn list_tasks(State(app): State<App>, caller: Caller, Query(q): Query<TaskQuery>) -> ApiResult<Json<Vec<TaskRow>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let (guide, store) = match scope(&app, &caller).await? {
         Scope::All => (q.guide, None),
@@ -304,7 +284,7 @@ async fn visible_task(app: &App, caller: &Caller, id: i64) -> ApiResult<TaskRow>
 
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", summary = "A task with each customer's rendered message",
     params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn show_task(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<Json<TaskView>> {
+pub async fn show_task(State(app): State<App>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<TaskView>> {
     let task = visible_task(&app, &caller, id).await?;
     let rows = app.store.run(move |db| Box::pin(stored::deliveries_of_task(db, id))).await?;
     // What the guide is shown is stored: the mass message later carries the same words.
@@ -334,7 +314,7 @@ pub struct ItemResult {
     responses((status = 200, body = ItemResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn resolve_item(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, delivery)): Path<(i64, i64)>,
     Json(a): Json<ItemAction>,
 ) -> ApiResult<Json<ItemResult>> {
@@ -368,7 +348,7 @@ pub struct CompletionQuery {
 
 #[utoipa::path(get, path = "/api/v1/tasks/completion", tag = "tasks", summary = "Task completion rate per guide or per store",
     params(CompletionQuery), responses((status = 200, body = [Completion]), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn completion(State(app): State<App>, Extension(caller): Extension<Caller>, Query(q): Query<CompletionQuery>) -> ApiResult<Json<Vec<Completion>>> {
+pub async fn completion(State(app): State<App>, caller: Caller, Query(q): Query<CompletionQuery>) -> ApiResult<Json<Vec<Completion>>> {
     let by_store = match q.by.as_deref() {
         None | Some("guide") => false,
         Some("store") => true,
@@ -385,7 +365,6 @@ pub async fn completion(State(app): State<App>, Extension(caller): Extension<Cal
 
 #[utoipa::path(get, path = "/api/v1/contact-policy", tag = "outreach", summary = "The contact policy in force",
     responses((status = 200, body = ContactPolicy)), security(("bearer" = [])))]
-pub async fn contact_policy(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<ContactPolicy>> {
-    caller.require_admin()?;
+pub async fn contact_policy(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<ContactPolicy>> {
     Ok(Json(app.outreach.policy().clone()))
 }

@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,7 +21,7 @@ use siyu_store::segments as stored;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::App;
-use crate::http::auth::Caller;
+use crate::http::auth::AdminCaller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 
@@ -83,8 +83,7 @@ async fn sample_of(app: &App, members: &RoaringBitmap, n: usize) -> ApiResult<Ve
     summary = "Count, sample and timing for a rule, before saving it",
     request_body = PreviewRequest,
     responses((status = 200, body = Preview), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn preview(State(app): State<App>, Extension(caller): Extension<Caller>, Json(req): Json<PreviewRequest>) -> ApiResult<Json<Preview>> {
-    caller.require_admin()?;
+pub async fn preview(State(app): State<App>, _: AdminCaller, Json(req): Json<PreviewRequest>) -> ApiResult<Json<Preview>> {
     let rule = read_rule(&req.rule)?;
     let started = Instant::now();
     let members = app.engine.evaluate(&rule, app.engine.now()).await.map_err(engine_error)?;
@@ -138,8 +137,7 @@ fn view(app: &App, s: stored::StoredSegment) -> SegmentView {
 
 #[utoipa::path(get, path = "/api/v1/segments", tag = "segments", summary = "All segments with their member counts",
     responses((status = 200, body = Vec<SegmentView>)), security(("bearer" = [])))]
-pub async fn list(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<SegmentView>>> {
-    caller.require_admin()?;
+pub async fn list(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<Vec<SegmentView>>> {
     let all = app.store.run(|db| Box::pin(stored::list(db))).await?;
     Ok(Json(all.into_iter().map(|s| view(&app, s)).collect()))
 }
@@ -173,12 +171,7 @@ async fn save(app: &App, name: String, description: String, rule: Rule) -> ApiRe
     request_body = SegmentInput,
     responses((status = 201, body = SegmentView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Json(input): Json<SegmentInput>,
-) -> ApiResult<(StatusCode, Json<SegmentView>)> {
-    caller.require_admin()?;
+pub async fn create(State(app): State<App>, _: AdminCaller, Json(input): Json<SegmentInput>) -> ApiResult<(StatusCode, Json<SegmentView>)> {
     let name = input.name.clone().ok_or_else(|| ApiError::bad_request("invalid_name", "a segment needs a name"))?;
     valid_name(&name)?;
     let rule = read_rule(&input.rule)?;
@@ -193,8 +186,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/segments/{name}", tag = "segments", summary = "One segment",
     params(("name" = String, Path)), responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult<Json<SegmentView>> {
-    caller.require_admin()?;
+pub async fn show(State(app): State<App>, _: AdminCaller, Path(name): Path<String>) -> ApiResult<Json<SegmentView>> {
     let s = app.store.run(move |db| Box::pin(async move { stored::get(db, &name).await })).await?.ok_or_else(|| ApiError::not_found("no such segment"))?;
     Ok(Json(view(&app, s)))
 }
@@ -203,13 +195,7 @@ pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, 
     params(("name" = String, Path)), request_body = SegmentInput,
     responses((status = 200, body = SegmentView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn update(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Json(input): Json<SegmentInput>,
-) -> ApiResult<Json<SegmentView>> {
-    caller.require_admin()?;
+pub async fn update(State(app): State<App>, _: AdminCaller, Path(name): Path<String>, Json(input): Json<SegmentInput>) -> ApiResult<Json<SegmentView>> {
     valid_name(&name)?;
     let rule = read_rule(&input.rule)?;
     Ok(Json(save(&app, name, input.description.unwrap_or_default(), rule).await?))
@@ -218,8 +204,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/segments/{name}", tag = "segments", summary = "Delete a segment no other segment, campaign or journey uses",
     params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn remove(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
+pub async fn remove(State(app): State<App>, _: AdminCaller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     if app.engine.read().segments.get(&name).is_none() {
         return Err(ApiError::not_found("no such segment"));
     }
@@ -287,13 +272,7 @@ fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
 #[utoipa::path(get, path = "/api/v1/segments/{name}/members", tag = "segments", summary = "A page of a segment's members",
     params(("name" = String, Path), Page),
     responses((status = 200, body = MemberPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn members(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Query(page): Query<Page>,
-) -> ApiResult<Json<MemberPage>> {
-    caller.require_admin()?;
+pub async fn members(State(app): State<App>, _: AdminCaller, Path(name): Path<String>, Query(page): Query<Page>) -> ApiResult<Json<MemberPage>> {
     let limit = check_limit(page.limit)?;
     let (ids, total) = {
         let state = app.engine.read();
@@ -317,13 +296,7 @@ pub struct ExportQuery {
     params(("name" = String, Path), ExportQuery),
     responses((status = 200, description = "text/csv or application/x-ndjson"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn export(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Query(q): Query<ExportQuery>,
-) -> ApiResult<Response> {
-    caller.require_admin()?;
+pub async fn export(State(app): State<App>, _: AdminCaller, Path(name): Path<String>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
     let csv = match q.format.as_deref().unwrap_or("csv") {
         "csv" => true,
         "jsonl" | "ndjson" => false,
@@ -388,8 +361,7 @@ pub struct ProfilePage {
 
 #[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles", summary = "All profiles, a page at a time",
     params(Page), responses((status = 200, body = ProfilePage)), security(("bearer" = [])))]
-pub async fn list_profiles(State(app): State<App>, Extension(caller): Extension<Caller>, Query(page): Query<Page>) -> ApiResult<Json<ProfilePage>> {
-    caller.require_admin()?;
+pub async fn list_profiles(State(app): State<App>, _: AdminCaller, Query(page): Query<Page>) -> ApiResult<Json<ProfilePage>> {
     let limit = check_limit(page.limit)?;
     let after = page.after.unwrap_or(0);
     let (total, profiles) = app

@@ -2,17 +2,17 @@
 //! another admin), lists tokens without their secrets, and revokes them. A staff token
 //! names who holds it; what they may see follows their staff record at each request.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use siyu_core::Timestamp;
 use siyu_store::admin::{self, TokenInfo};
 use utoipa::ToSchema;
 
 use crate::http::App;
-use crate::http::auth::{ADMIN_ROLE, Caller};
+use crate::http::auth::{ADMIN_ROLE, AdminCaller};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path};
 
@@ -45,12 +45,7 @@ pub struct IssuedToken {
     request_body = NewToken,
     responses((status = 201, body = IssuedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_token(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Json(input): Json<NewToken>,
-) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
-    caller.require_admin()?;
+pub async fn create_token(State(app): State<App>, _: AdminCaller, Json(input): Json<NewToken>) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     let label = input.label.unwrap_or_default().trim().to_string();
     if label.chars().count() > 200 {
         return Err(ApiError::bad_request("invalid_label", "label: at most 200 characters"));
@@ -76,16 +71,14 @@ pub async fn create_token(
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", summary = "Tokens (ids, never secrets)",
     responses((status = 200, body = Vec<TokenInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn list_tokens(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<TokenInfo>>> {
-    caller.require_admin()?;
+pub async fn list_tokens(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<Vec<TokenInfo>>> {
     Ok(Json(app.store.run(|db| Box::pin(admin::list_tokens(db))).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token: it stops working at once",
     params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn revoke_token(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
+pub async fn revoke_token(State(app): State<App>, _: AdminCaller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let i = id.clone();
     if app.store.run(move |db| Box::pin(async move { admin::revoke_token(db, &i).await })).await? {
         tracing::info!(id = %id, "token revoked");

@@ -158,13 +158,12 @@ fn not_recorded(error: &str) -> Response {
 // ---------- live QR codes (contact ways), admin API ----------
 
 use crate::http::extract::Json;
-use axum::Extension;
 use axum::routing::post;
 use serde::Serialize;
 use siyu_store::wecom::{self as wstore, ContactWay};
 use utoipa::ToSchema;
 
-use crate::http::auth::Caller;
+use crate::http::auth::AdminCaller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn admin_routes() -> Router<App> {
@@ -204,12 +203,7 @@ pub struct ContactWayView {
 #[utoipa::path(post, path = "/api/v1/wecom/contact-ways", tag = "wecom", summary = "Create a live QR code (contact way) for a guide and channel",
     request_body = ContactWayInput, responses((status = 201, body = ContactWay), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_contact_way(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Json(input): Json<ContactWayInput>,
-) -> ApiResult<(StatusCode, Json<ContactWay>)> {
-    caller.require_admin()?;
+pub async fn create_contact_way(State(app): State<App>, _: AdminCaller, Json(input): Json<ContactWayInput>) -> ApiResult<(StatusCode, Json<ContactWay>)> {
     let client =
         app.wecom.as_ref().and_then(|w| w.client.clone()).ok_or_else(|| {
             ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id, secret, token and key first (see docs/wecom.md)")
@@ -258,8 +252,7 @@ pub async fn create_contact_way(
 
 #[utoipa::path(get, path = "/api/v1/wecom/contact-ways", tag = "wecom", summary = "Live QR codes with adds and later deletions per channel",
     responses((status = 200, body = [ContactWayView])), security(("bearer" = [])))]
-pub async fn list_contact_ways(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<ContactWayView>>> {
-    caller.require_admin()?;
+pub async fn list_contact_ways(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<Vec<ContactWayView>>> {
     let (ways, counts) = app.store.run(|db| Box::pin(async move { Ok((wstore::contact_ways(db).await?, wstore::contact_way_counts(db).await?)) })).await?;
     Ok(Json(
         ways.into_iter()
@@ -273,8 +266,7 @@ pub async fn list_contact_ways(State(app): State<App>, Extension(caller): Extens
 
 #[utoipa::path(post, path = "/api/v1/wecom/sync", tag = "wecom", summary = "Start (or resume) the full sync from WeCom",
     responses((status = 202, body = crate::wecom::sync::SyncProgress), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn start_sync(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<(StatusCode, Json<crate::wecom::sync::SyncProgress>)> {
-    caller.require_admin()?;
+pub async fn start_sync(State(app): State<App>, _: AdminCaller) -> ApiResult<(StatusCode, Json<crate::wecom::sync::SyncProgress>)> {
     let Some(wecom) = app.wecom.as_ref().filter(|w| w.client.is_some()) else {
         return Err(ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id and secret first (see docs/wecom.md)"));
     };
@@ -287,16 +279,14 @@ pub async fn start_sync(State(app): State<App>, Extension(caller): Extension<Cal
 
 #[utoipa::path(get, path = "/api/v1/wecom/sync", tag = "wecom", summary = "Progress of the WeCom sync",
     responses((status = 200, body = crate::wecom::sync::SyncProgress)), security(("bearer" = [])))]
-pub async fn sync_progress(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<crate::wecom::sync::SyncProgress>> {
-    caller.require_admin()?;
+pub async fn sync_progress(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<crate::wecom::sync::SyncProgress>> {
     let wecom = app.wecom.as_ref().ok_or_else(|| ApiError::not_found("WeCom is not configured on this server"))?;
     Ok(Json(wecom.sync.progress()))
 }
 
 #[utoipa::path(get, path = "/api/v1/wecom/synced-tags", tag = "wecom", summary = "Tags mirrored between Siyu and WeCom corp tags",
     responses((status = 200, body = [String])), security(("bearer" = [])))]
-pub async fn list_synced_tags(State(app): State<App>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<String>>> {
-    caller.require_admin()?;
+pub async fn list_synced_tags(State(app): State<App>, _: AdminCaller) -> ApiResult<Json<Vec<String>>> {
     Ok(Json(crate::wecom::tags::synced(&app.store).await.map_err(ApiError::internal)?.into_iter().collect()))
 }
 
@@ -304,10 +294,9 @@ pub async fn list_synced_tags(State(app): State<App>, Extension(caller): Extensi
     params(("tag" = String, Path)), responses((status = 200, body = [String])), security(("bearer" = [])))]
 pub async fn sync_tag(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: AdminCaller,
     crate::http::extract::Path(tag): crate::http::extract::Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
-    caller.require_admin()?;
     crate::http::admin::validate_tag(&tag)?;
     Ok(Json(crate::wecom::tags::set_synced(&app.wecom_context(), &tag, true).await.map_err(ApiError::internal)?.into_iter().collect()))
 }
@@ -316,10 +305,9 @@ pub async fn sync_tag(
     params(("tag" = String, Path)), responses((status = 200, body = [String])), security(("bearer" = [])))]
 pub async fn unsync_tag(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: AdminCaller,
     crate::http::extract::Path(tag): crate::http::extract::Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
-    caller.require_admin()?;
     Ok(Json(crate::wecom::tags::set_synced(&app.wecom_context(), &tag, false).await.map_err(ApiError::internal)?.into_iter().collect()))
 }
 
@@ -341,12 +329,7 @@ pub struct TransferRequest {
     request_body = TransferRequest,
     responses((status = 200, body = crate::wecom::transfer::Requested), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn request_transfer(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Json(req): Json<TransferRequest>,
-) -> ApiResult<Json<crate::wecom::transfer::Requested>> {
-    caller.require_admin()?;
+pub async fn request_transfer(State(app): State<App>, _: AdminCaller, Json(req): Json<TransferRequest>) -> ApiResult<Json<crate::wecom::transfer::Requested>> {
     let Some(client) = app.wecom.as_ref().and_then(|w| w.client.as_ref()) else {
         return Err(ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id and secret first (see docs/wecom.md)"));
     };
@@ -373,9 +356,8 @@ pub struct TransferQuery {
     params(TransferQuery), responses((status = 200, body = [siyu_store::wecom::Transfer])), security(("bearer" = [])))]
 pub async fn list_transfers(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: AdminCaller,
     crate::http::extract::Query(q): crate::http::extract::Query<TransferQuery>,
 ) -> ApiResult<Json<Vec<siyu_store::wecom::Transfer>>> {
-    caller.require_admin()?;
     Ok(Json(app.store.run(move |db| Box::pin(async move { wstore::transfers(db, q.from.as_deref(), 1000).await })).await?))
 }

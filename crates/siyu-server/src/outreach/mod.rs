@@ -354,12 +354,17 @@ pub fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
 pub async fn run(outreach: Arc<Outreach>, stop: tokio_util::sync::CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u64;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = outreach.tick().await {
+        round += 1;
+        // Log lines of one round (a campaign planned, a dispatch failure) share its span.
+        let span = tracing::info_span!("outreach_round", round);
+        if let Err(e) = tracing::Instrument::instrument(outreach.tick(), span.clone()).await {
+            let _in_round = span.enter();
             tracing::warn!(error = %e, "outreach round failed");
         }
     }
