@@ -7,7 +7,6 @@
 //! membership under the ingest benchmark's load.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -86,37 +85,47 @@ pub struct SegmentsBench {
 }
 
 struct Export {
-    tags: BufWriter<File>,
-    guides: BufWriter<File>,
-    events: BufWriter<File>,
+    tags: csv::Writer<File>,
+    guides: csv::Writer<File>,
+    events: csv::Writer<File>,
+}
+
+/// A CSV file for DuckDB, through the `csv` crate so a value holding a comma or a
+/// quote (a tag, a city, a guide's id) is quoted, not split.
+fn csv_file(path: PathBuf, header: &[&str]) -> anyhow::Result<csv::Writer<File>> {
+    let mut w = csv::WriterBuilder::new().buffer_capacity(1 << 20).from_path(path)?;
+    w.write_record(header)?;
+    Ok(w)
 }
 
 impl Export {
     fn create(dir: &Path) -> anyhow::Result<Export> {
-        let open = |name: &str, header: &str| -> anyhow::Result<BufWriter<File>> {
-            let mut w = BufWriter::with_capacity(1 << 20, File::create(dir.join(name))?);
-            writeln!(w, "{header}")?;
-            Ok(w)
-        };
         Ok(Export {
-            tags: open("tags.csv", "profile_id,tag")?,
-            guides: open("guides.csv", "profile_id,guide")?,
-            events: open("events.csv", "profile_id,name,ts,revenue_fen,category")?,
+            tags: csv_file(dir.join("tags.csv"), &["profile_id", "tag"])?,
+            guides: csv_file(dir.join("guides.csv"), &["profile_id", "guide"])?,
+            events: csv_file(dir.join("events.csv"), &["profile_id", "name", "ts", "revenue_fen", "category"])?,
         })
     }
 
     fn batch(&mut self, b: &siyu_store::bulk::Batch) -> anyhow::Result<()> {
         for t in &b.tags {
-            writeln!(self.tags, "{},{}", t.profile_id, t.tag)?;
+            self.tags.write_record([t.profile_id.to_string().as_str(), t.tag.as_str()])?;
         }
         for r in b.relationships.iter().filter(|r| r.active) {
-            writeln!(self.guides, "{},{}", r.profile_id, r.staff_userid)?;
+            self.guides.write_record([r.profile_id.to_string().as_str(), r.staff_userid.as_str()])?;
         }
         for e in b.events.iter().filter(|e| e.name == Some("Order Completed")) {
             let p: Value = serde_json::from_str(&e.payload)?;
             // Times to the second, as the engine keeps them.
             let ts = e.ts.div_euclid(1000) * 1000;
-            writeln!(self.events, "{},Order Completed,{ts},{},{}", e.profile_id, p["revenue_fen"], p["category"].as_str().unwrap_or(""))?;
+            let revenue = p["revenue_fen"].to_string();
+            self.events.write_record([
+                e.profile_id.to_string().as_str(),
+                "Order Completed",
+                &ts.to_string(),
+                &revenue,
+                p["category"].as_str().unwrap_or(""),
+            ])?;
         }
         Ok(())
     }
@@ -125,39 +134,27 @@ impl Export {
         for mut w in [self.tags, self.guides, self.events] {
             w.flush()?;
         }
-        let mut staff = BufWriter::new(File::create(dir.join("staff.csv"))?);
-        writeln!(staff, "guide,store,city")?;
+        let mut staff = csv_file(dir.join("staff.csv"), &["guide", "store", "city"])?;
         for (g, s) in &org.staff_store {
-            writeln!(staff, "{g},{s},{}", org.store_city.get(s).map(String::as_str).unwrap_or(""))?;
+            staff.write_record([g.as_str(), s.as_str(), org.store_city.get(s).map(String::as_str).unwrap_or("")])?;
         }
         staff.flush()?;
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(dir.join("profiles.csv"))?);
-        writeln!(w, "id,{},stage,rfm_r,rfm_f,rfm_m,score_conversion,score_repurchase,score_share,score_referral,wecom", TRAIT_COLUMNS.join(","))?;
+        let mut header = vec!["id"];
+        header.extend(TRAIT_COLUMNS);
+        header.extend(["stage", "rfm_r", "rfm_f", "rfm_m", "score_conversion", "score_repurchase", "score_share", "score_referral", "wecom"]);
+        let mut w = csv_file(dir.join("profiles.csv"), &header)?;
         for p in index.alive() {
-            let mut line = p.to_string();
+            let mut row = vec![p.to_string()];
             for t in TRAIT_COLUMNS {
-                line.push(',');
-                if let Some(v) = index.trait_value(t, p) {
-                    line.push_str(v.as_str().unwrap_or(""));
-                }
+                row.push(index.trait_value(t, p).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
             }
             let (stage, rfm, scores, wecom) = index.lifecycle_columns(p);
-            line.push_str(&format!(",{}", Stage::ALL[stage as usize].as_str()));
-            for r in rfm {
-                line.push(',');
-                if r > 0 {
-                    line.push_str(&r.to_string());
-                }
-            }
-            for s in scores {
-                line.push(',');
-                if s != siyu_engine::index::NO_SCORE {
-                    // The rate the rule compares: whole percent as a fraction.
-                    line.push_str(&format!("{}", s as f64 / 100.0));
-                }
-            }
-            line.push_str(&format!(",{wecom}"));
-            writeln!(w, "{line}")?;
+            row.push(Stage::ALL[stage as usize].as_str().to_string());
+            row.extend(rfm.iter().map(|&r| if r > 0 { r.to_string() } else { String::new() }));
+            // The rate the rule compares: whole percent as a fraction.
+            row.extend(scores.iter().map(|&s| if s != siyu_engine::index::NO_SCORE { format!("{}", s as f64 / 100.0) } else { String::new() }));
+            row.push(wecom.to_string());
+            w.write_record(&row)?;
         }
         w.flush()?;
         Ok(())

@@ -357,6 +357,9 @@ impl Simulator {
     }
 
     /// Checks the token, the busy switch and the per-API rate: an error answer, or None.
+    /// The rate is counted per whole minute, as WeCom counts it (45009 until the minute
+    /// turns), not by a smoothing limiter such as `governor`'s GCRA, which would refuse
+    /// calls WeCom accepts.
     fn admit(&self, c: &mut Corp, token: Option<&str>, api: &str) -> Option<Json<Value>> {
         if c.busy > 0 {
             c.busy -= 1;

@@ -69,6 +69,8 @@ pub struct WecomCallbacks {
 
 /// Callback nonces seen lately: a map for lookups and a queue in arrival order, so
 /// expiry is cheap (from the front) and the memory is bounded (the oldest go first).
+/// Kept by hand rather than an LRU crate: nonces must expire by age, eagerly, and an
+/// LRU cache forgets only when full.
 #[derive(Default)]
 pub struct Nonces {
     at: HashMap<String, i64>,
