@@ -208,7 +208,7 @@ async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
             journey_id: None,
             channel: "sms".into(),
             kind: "marketing".into(),
-            status: "queued".into(),
+            status: siyu_core::delivery::DeliveryStatus::Queued,
             reason: None,
             guide: None,
             task_id: None,

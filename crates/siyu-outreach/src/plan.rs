@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use roaring::RoaringBitmap;
 use serde::Serialize;
 use siyu_core::Timestamp;
+use siyu_core::delivery::DeliveryStatus;
 use siyu_core::rule::Channel;
 use utoipa::ToSchema;
 
@@ -117,12 +118,12 @@ pub mod waiting {
 }
 
 /// How a decision is stored: (status, reason, due time).
-pub fn delivery_state(decision: &Decision, channel: Channel, now: Timestamp) -> (&'static str, &'static str, Timestamp) {
+pub fn delivery_state(decision: &Decision, channel: Channel, now: Timestamp) -> (DeliveryStatus, &'static str, Timestamp) {
     match *decision {
-        Decision::Send { at, .. } if channel == Channel::Wecom => ("pending_staff", waiting::GUIDE, at),
-        Decision::Send { at, deferred: true } => ("queued", waiting::QUIET_HOURS, at),
-        Decision::Send { at, deferred: false } => ("queued", waiting::DISPATCH, at),
-        Decision::Suppress(r) => ("suppressed", r.code(), now),
+        Decision::Send { at, .. } if channel == Channel::Wecom => (DeliveryStatus::PendingStaff, waiting::GUIDE, at),
+        Decision::Send { at, deferred: true } => (DeliveryStatus::Queued, waiting::QUIET_HOURS, at),
+        Decision::Send { at, deferred: false } => (DeliveryStatus::Queued, waiting::DISPATCH, at),
+        Decision::Suppress(r) => (DeliveryStatus::Suppressed, r.code(), now),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use siyu_core::Timestamp;
+use siyu_core::delivery::DeliveryStatus;
 use utoipa::ToSchema;
 
 use crate::sql::{Db, Param, Row, int_list, text_list};
@@ -153,8 +154,8 @@ pub struct NewDelivery {
     pub journey_id: Option<i64>,
     pub channel: String,
     pub kind: String,
-    /// `queued`, `pending_staff` or `suppressed`.
-    pub status: String,
+    /// `Queued`, `PendingStaff` or `Suppressed`.
+    pub status: DeliveryStatus,
     pub reason: Option<String>,
     pub guide: Option<String>,
     pub task_id: Option<i64>,
@@ -174,7 +175,8 @@ pub struct DeliveryRow {
     pub channel: String,
     pub kind: String,
     /// queued · pending_staff · sent · confirmed · skipped · expired · failed · suppressed
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: DeliveryStatus,
     /// Why it was not sent (a policy reason code), or what went wrong.
     pub reason: Option<String>,
     pub guide: Option<String>,
@@ -189,6 +191,12 @@ pub struct DeliveryRow {
 pub const DELIVERY_COLUMNS: &str =
     "id, key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at";
 
+/// A stored status as the enum; an unknown one means the database was written by
+/// something else, which is an error rather than a guess.
+fn delivery_status(s: &str) -> Result<DeliveryStatus, StoreError> {
+    DeliveryStatus::parse(s).ok_or_else(|| StoreError::Decode(format!("unknown delivery status {s:?}")))
+}
+
 pub fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
     Ok(DeliveryRow {
         id: r.int(0)?,
@@ -198,7 +206,7 @@ pub fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
         journey_id: r.opt_int(4)?,
         channel: r.text(5)?,
         kind: r.text(6)?,
-        status: r.text(7)?,
+        status: delivery_status(&r.text(7)?)?,
         reason: r.opt_text(8)?,
         guide: r.opt_text(9)?,
         task_id: r.opt_int(10)?,
@@ -239,7 +247,7 @@ pub async fn insert_deliveries(db: &mut dyn Db, rows: &[NewDelivery]) -> Result<
                 d.journey_id,
                 &d.channel,
                 &d.kind,
-                &d.status,
+                d.status.as_str(),
                 &d.reason,
                 &d.guide,
                 d.task_id,
@@ -281,10 +289,10 @@ pub async fn due_deliveries(db: &mut dyn Db, now: Timestamp, limit: i64) -> Resu
 }
 
 /// Settles deliveries: `sent` (reason cleared), `failed` with what went wrong.
-pub async fn mark_deliveries(db: &mut dyn Db, ids: &[i64], status: &str, reason: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
+pub async fn mark_deliveries(db: &mut dyn Db, ids: &[i64], status: DeliveryStatus, reason: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
         let sql = format!("UPDATE deliveries SET status = $1, reason = $2, sent_at = $3 WHERE id IN ({})", int_list(chunk));
-        db.execute(&sql, params![status, reason, at.0]).await?;
+        db.execute(&sql, params![status.as_str(), reason, at.0]).await?;
     }
     Ok(())
 }
@@ -293,7 +301,7 @@ pub async fn mark_deliveries(db: &mut dyn Db, ids: &[i64], status: &str, reason:
 /// they were stopped (a touch suppressed at planning has none, which is how lift tells
 /// the two apart). Only rows still in `status` (queued, or confirmed by a guide) change.
 /// Returns the ids that did.
-pub async fn suppress_unsent(db: &mut dyn Db, status: &str, stopped: &[(i64, &str)], at: Timestamp) -> Result<Vec<i64>, StoreError> {
+pub async fn suppress_unsent(db: &mut dyn Db, status: DeliveryStatus, stopped: &[(i64, &str)], at: Timestamp) -> Result<Vec<i64>, StoreError> {
     let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
     for (id, reason) in stopped {
         by_reason.entry(*reason).or_default().push(*id);
@@ -305,7 +313,7 @@ pub async fn suppress_unsent(db: &mut dyn Db, status: &str, stopped: &[(i64, &st
                 "UPDATE deliveries SET status = 'suppressed', reason = $1, sent_at = COALESCE(sent_at, $3) WHERE status = $2 AND id IN ({}) RETURNING id",
                 int_list(chunk)
             );
-            for r in db.query(&sql, params![reason, status, at.0]).await? {
+            for r in db.query(&sql, params![reason, status.as_str(), at.0]).await? {
                 done.push(r.int(0)?);
             }
         }

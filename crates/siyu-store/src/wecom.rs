@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use siyu_core::Timestamp;
+use siyu_core::delivery::DeliveryStatus;
 use utoipa::ToSchema;
 
 use crate::outreach::DeliveryRow;
@@ -159,10 +160,10 @@ pub async fn pending_mass_messages(db: &mut dyn Db) -> Result<Vec<(String, Strin
 }
 
 /// One customer's result of a mass message: `sent`, or `failed` with a reason.
-pub async fn record_result(db: &mut dyn Db, msgid: &str, profile: i64, status: &str, reason: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
+pub async fn record_result(db: &mut dyn Db, msgid: &str, profile: i64, status: DeliveryStatus, reason: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
     db.execute(
         "UPDATE deliveries SET status = $3, reason = $4, sent_at = $5 WHERE external_ref = $1 AND profile_id = $2 AND status = 'confirmed'",
-        params![msgid, profile, status, reason, at.0],
+        params![msgid, profile, status.as_str(), reason, at.0],
     )
     .await?;
     Ok(())

@@ -261,7 +261,8 @@ pub struct TaskItem {
     pub delivery_id: i64,
     pub profile_id: i64,
     /// pending_staff · confirmed · skipped · expired
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: siyu_core::delivery::DeliveryStatus,
     /// The message to send, rendered for this customer.
     pub content: String,
     pub due_at: siyu_core::Timestamp,
@@ -292,7 +293,7 @@ pub async fn show_task(State(app): State<App>, caller: Caller, Path(id): Path<i6
     let items = rows
         .iter()
         .zip(outgoing)
-        .map(|(d, o)| TaskItem { delivery_id: d.id, profile_id: d.profile_id, status: d.status.clone(), content: o.content, due_at: d.due_at })
+        .map(|(d, o)| TaskItem { delivery_id: d.id, profile_id: d.profile_id, status: d.status, content: o.content, due_at: d.due_at })
         .collect();
     Ok(Json(TaskView { task, items }))
 }

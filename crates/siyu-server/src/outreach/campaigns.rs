@@ -316,7 +316,7 @@ pub fn deliveries(
                 journey_id: None,
                 channel: spec.channel.as_str().to_string(),
                 kind: spec.kind.as_str().into(),
-                status: status.to_string(),
+                status,
                 reason: Some(reason.to_string()),
                 guide: x.guide.map(|g| guides[g as usize].clone()),
                 task_id: None,

@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use siyu_core::Timestamp;
+use siyu_core::delivery::DeliveryStatus;
 use siyu_core::rule::{Channel, Rule, parse};
 use siyu_engine::eval::eval_one;
 use siyu_outreach::journey::{JourneySpec, Step, wake_after};
@@ -347,7 +348,7 @@ async fn send(
         journey_id: Some(state.journey_id),
         channel: channel.as_str().into(),
         kind: kind.as_str().into(),
-        status: status.into(),
+        status,
         reason: Some(reason.into()),
         guide: guide.clone(),
         task_id: None,
@@ -361,7 +362,7 @@ async fn send(
         .transaction(move |db| {
             Box::pin(async move {
                 let mut row = row;
-                if row.status == "pending_staff"
+                if row.status == DeliveryStatus::PendingStaff
                     && let Some(g) = &row.guide
                 {
                     let deadline = Timestamp(due.0 + 24 * 3_600_000);
@@ -404,7 +405,7 @@ async fn task(o: &Outreach, state: &JourneyState, key: &str, title: &str, conten
                     journey_id: Some(journey),
                     channel: "wecom".into(),
                     kind: "service".into(),
-                    status: "pending_staff".into(),
+                    status: DeliveryStatus::PendingStaff,
                     reason: None,
                     guide: Some(guide.clone()),
                     task_id: Some(task),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Deserialize;
 use siyu_core::Timestamp;
+use siyu_core::delivery::DeliveryStatus;
 use siyu_core::rule::Channel;
 use siyu_outreach::ledger::HORIZON_MS;
 use siyu_outreach::plan::waiting;
@@ -197,7 +198,7 @@ impl Outreach {
                 return Ok(sent);
             }
             let full_batch = due.len() as i64 == DISPATCH_BATCH;
-            let due = self.stop_what_no_longer_passes(due, "queued", now).await?;
+            let due = self.stop_what_no_longer_passes(due, DeliveryStatus::Queued, now).await?;
             let outgoing = render::rendered_once(self, &due).await?;
             let (due, outgoing) = self.drop_unaddressable(due, outgoing, now).await?;
             let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
@@ -210,7 +211,7 @@ impl Outreach {
             match self.sink.send(&outgoing).await {
                 Ok(()) => {
                     sent += ids.len() as u64;
-                    self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, "sent", None, now).await })).await?;
+                    self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, DeliveryStatus::Sent, None, now).await })).await?;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, deliveries = ids.len(), "dispatch failed; retrying next round");
@@ -229,7 +230,7 @@ impl Outreach {
     pub async fn stop_what_no_longer_passes(
         &self,
         due: Vec<stored::DeliveryRow>,
-        status: &'static str,
+        status: DeliveryStatus,
         now: Timestamp,
     ) -> anyhow::Result<Vec<stored::DeliveryRow>> {
         let verdicts = audience::recheck(self, &due, now).await?;
@@ -242,7 +243,7 @@ impl Outreach {
             self.store.transaction(move |db| Box::pin(async move { stored::suppress_unsent(db, status, &stopped, now).await })).await?.into_iter().collect();
         release_slots(&mut ledger, due.iter().filter(|d| done.contains(&d.id)));
         drop(ledger);
-        tracing::info!(stopped = done.len(), status, "touches stopped at send time (consent withdrawn, blocked or merged since planning)");
+        tracing::info!(stopped = done.len(), status = status.as_str(), "touches stopped at send time (consent withdrawn, blocked or merged since planning)");
         Ok(due.into_iter().zip(verdicts).filter(|(_, r)| r.is_none()).map(|(d, _)| d).collect())
     }
 
@@ -259,7 +260,7 @@ impl Outreach {
         if !unreachable.is_empty() {
             let ids: Vec<i64> = unreachable.iter().map(|(d, _)| d.id).collect();
             let mut ledger = self.ledger.lock().await;
-            self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, "failed", Some("no_address"), now).await })).await?;
+            self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, DeliveryStatus::Failed, Some("no_address"), now).await })).await?;
             release_slots(&mut ledger, unreachable.iter().map(|(d, _)| d));
             tracing::info!(deliveries = unreachable.len(), "touches without an address for their channel failed with no_address");
         }

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use serde::Deserialize;
+use siyu_core::delivery::DeliveryStatus;
 use siyu_wecom::crypto::MsgCrypt;
 
 use crate::state::Core;
@@ -217,12 +218,12 @@ async fn welcome(cx: &WecomContext, seq: u64, staff: &str, external: &str, state
             }
             let text = template.render(&crate::content::vars(Some(&own), Some(staff), &dir, None, known.unwrap_or(0)));
             let outcome = match client.send_welcome_msg(&code, &text).await {
-                Ok(_) => ("sent", None),
+                Ok(_) => (DeliveryStatus::Sent, None),
                 // The code was used: by this welcome whose answer was lost, or by the
                 // task of a callback WeCom delivered twice. Either way it went out
                 // (both tasks record the same key; the first row stays).
-                Err(e) if e.code() == Some(WELCOME_CODE_USED) => ("sent", None),
-                Err(e) => ("failed", Some(format!("wecom_{}", e.code().unwrap_or(0)))),
+                Err(e) if e.code() == Some(WELCOME_CODE_USED) => (DeliveryStatus::Sent, None),
+                Err(e) => (DeliveryStatus::Failed, Some(format!("wecom_{}", e.code().unwrap_or(0)))),
             };
             Some((format!("welcome:{}:{external}:{code}", state.as_deref().unwrap_or_default()), text, outcome))
         }
@@ -271,7 +272,7 @@ async fn welcome(cx: &WecomContext, seq: u64, staff: &str, external: &str, state
         journey_id: None,
         channel: "wecom".into(),
         kind: "service".into(),
-        status: status.into(),
+        status,
         reason,
         guide: Some(staff.to_string()),
         task_id: None,

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use siyu_core::Timestamp;
+use siyu_core::delivery::DeliveryStatus;
 use siyu_store::outreach::DeliveryRow;
 use siyu_store::{outreach as stored, wecom as wstore};
 use siyu_wecom::client::{Client, WecomError};
@@ -29,7 +30,7 @@ pub async fn push(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Resu
     }
     // A guide's confirmation does not outrank the customer: one who deleted the guide
     // or withdrew consent since the task was made is not messaged.
-    let rows = o.stop_what_no_longer_passes(rows, "confirmed", now).await?;
+    let rows = o.stop_what_no_longer_passes(rows, DeliveryStatus::Confirmed, now).await?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -48,7 +49,9 @@ pub async fn push(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Resu
     }
     if !no_contact.is_empty() {
         let now = o.now();
-        o.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &no_contact, "failed", Some("no_external_userid"), now).await })).await?;
+        o.store
+            .run(move |db| Box::pin(async move { stored::mark_deliveries(db, &no_contact, DeliveryStatus::Failed, Some("no_external_userid"), now).await }))
+            .await?;
     }
     for ((guide, text), members) in groups {
         for chunk in members.chunks(PER_MESSAGE) {
@@ -195,14 +198,14 @@ pub async fn collect(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::R
                 })
             })
             .await?;
-        let settled: Vec<(i64, &'static str, Option<&'static str>)> = results
+        let settled: Vec<(i64, DeliveryStatus, Option<&'static str>)> = results
             .iter()
             .filter_map(|r| {
                 let p = *profiles.get(r["external_userid"].as_str()?)?;
                 match r["status"].as_u64()? {
-                    1 => Some((p, "sent", None)),
-                    2 => Some((p, "failed", Some("not_a_contact"))),
-                    3 => Some((p, "failed", Some("wecom_receive_limit"))),
+                    1 => Some((p, DeliveryStatus::Sent, None)),
+                    2 => Some((p, DeliveryStatus::Failed, Some("not_a_contact"))),
+                    3 => Some((p, DeliveryStatus::Failed, Some("wecom_receive_limit"))),
                     _ => None, // not sent yet: asked again next round
                 }
             })
