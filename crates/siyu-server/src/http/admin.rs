@@ -2,29 +2,29 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
 use siyu_core::{Identity, IdentityKind, ProfileId, Timestamp};
 use siyu_engine::Lifecycle;
 use siyu_store::profiles::{self, EventCursor, EventView, ProfileView, Stats};
 use siyu_store::{Db, StoreError, org};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::App;
 use crate::http::auth::{AdminCaller, Caller};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/api/v1/profiles/lookup", get(lookup))
-        .route("/api/v1/profiles/{id}", get(profile))
-        .route("/api/v1/profiles/{id}/events", get(events))
-        .route("/api/v1/profiles/{id}/tags/{tag}", put(add_tag).delete(remove_tag))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/ingest", get(ingest_status))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(lookup))
+        .routes(routes!(profile))
+        .routes(routes!(events))
+        .routes(routes!(add_tag, remove_tag))
+        .routes(routes!(stats))
+        .routes(routes!(ingest_status))
 }
 
 /// A profile reference in a path: the numeric id or the public UUID.

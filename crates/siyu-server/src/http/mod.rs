@@ -19,26 +19,30 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use std::sync::Arc;
+
 use axum::{Json, Router, middleware};
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use state::{App, AppState};
 
 pub fn router(app: App, limits: &server::Limits) -> Router {
-    let admin_api = admin::routes()
+    let admin_api = OpenApiRouter::new()
+        .merge(admin::routes())
         .merge(org::routes())
         .merge(tokens::routes())
         .merge(segments::routes())
         .merge(outreach::routes())
         .merge(wecom::admin_routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
-    Router::new()
-        .merge(tracking::routes())
-        .merge(wecom::routes())
-        .merge(admin_api)
-        .route("/api/openapi.json", get(openapi_json))
+    let (routes, paths) = OpenApiRouter::new().merge(tracking::routes()).merge(wecom::routes()).merge(admin_api).split_for_parts();
+    // Written once: the document does not change while the server runs.
+    let document: Arc<str> = serde_json::to_string(&openapi::document(paths)).expect("the OpenAPI document serialises").into();
+    routes
+        .route("/api/openapi.json", get(move || std::future::ready(([(CONTENT_TYPE, "application/json")], document.to_string()))))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
@@ -60,10 +64,6 @@ pub fn router(app: App, limits: &server::Limits) -> Router {
 fn request_span(req: &axum::extract::Request) -> tracing::Span {
     let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-}
-
-async fn openapi_json() -> impl IntoResponse {
-    Json(openapi::document())
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {

@@ -1,25 +1,13 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document, generated from the handlers' annotations. Its paths come from
+//! the router itself (`utoipa_axum`'s `routes!`), so a route cannot be served without
+//! being documented, nor documented without being served.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{admin, org, outreach, segments, tokens, tracking, wecom};
-
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Siyu", description = "Private-domain operations: tracking API (Segment spec) and admin API."),
-    paths(
-        tracking::identify, tracking::track, tracking::page, tracking::screen, tracking::group, tracking::alias, tracking::batch, tracking::import,
-        admin::lookup, admin::profile, admin::events, admin::add_tag, admin::remove_tag, admin::stats, admin::ingest_status,
-        org::list_stores, org::get_store, org::put_store, org::list_staff, org::get_staff, org::put_staff, org::remove_staff, org::staff_customers,
-        tokens::create_token, tokens::list_tokens, tokens::revoke_token,
-        segments::preview, segments::list, segments::create, segments::show, segments::update, segments::remove,
-        segments::members, segments::export, segments::list_profiles,
-        outreach::list_campaigns, outreach::create_campaign, outreach::show_campaign, outreach::update_campaign, outreach::preview_campaign,
-        outreach::campaign_report, outreach::campaign_audit, outreach::campaign_action, outreach::list_journeys, outreach::put_journey,
-        outreach::show_journey, outreach::profile_deliveries, outreach::list_tasks, outreach::show_task, outreach::resolve_item,
-        outreach::completion, outreach::contact_policy, wecom::create_contact_way, wecom::list_contact_ways, wecom::start_sync, wecom::sync_progress, wecom::list_synced_tags, wecom::sync_tag, wecom::unsync_tag, wecom::request_transfer, wecom::list_transfers,
-    ),
     modifiers(&Security),
     tags(
         (name = "tracking", description = "Segment-spec tracking API; the write key is the HTTP Basic user name."),
@@ -41,7 +29,6 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
         components.add_security_scheme("write_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
-        document_admin_errors(openapi);
     }
 }
 
@@ -65,6 +52,9 @@ fn document_admin_errors(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The document for the routes `paths` the router collected.
+pub fn document(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi().merge_from(paths);
+    document_admin_errors(&mut doc);
+    doc
 }

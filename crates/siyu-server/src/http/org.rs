@@ -1,26 +1,26 @@
 //! Stores and staff: `/api/v1/stores…`, `/api/v1/staff…`.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use siyu_core::org::{DEFAULT_CUSTOMER_CAP, DEFAULT_TIME_ZONE, Staff, Store as StoreInfo};
 use siyu_core::{ProfileId, Timestamp};
 use siyu_store::org::{self, StaffCustomer, StaffView, StoreSummary, StoreView};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::App;
 use crate::http::auth::{AdminCaller, Caller};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/api/v1/stores", get(list_stores))
-        .route("/api/v1/stores/{id}", get(get_store).put(put_store))
-        .route("/api/v1/staff", get(list_staff))
-        .route("/api/v1/staff/{userid}", get(get_staff).put(put_staff).delete(remove_staff))
-        .route("/api/v1/staff/{userid}/customers", get(staff_customers))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list_stores))
+        .routes(routes!(get_store, put_store))
+        .routes(routes!(list_staff))
+        .routes(routes!(get_staff, put_staff, remove_staff))
+        .routes(routes!(staff_customers))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -1,10 +1,8 @@
 //! Outreach: campaigns (`/api/v1/campaigns…`), journeys, guide tasks, and every touch
 //! of a profile with why it was or was not sent.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use siyu_core::org::StaffRole;
@@ -12,6 +10,8 @@ use siyu_outreach::ContactPolicy;
 use siyu_outreach::campaign::Action;
 use siyu_store::outreach::{self as stored, AuditEntry, CampaignRow, Completion, DeliveryRow, JourneyRow, JourneyState, TaskRow};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::App;
 use crate::http::admin::resolve_profile;
@@ -21,22 +21,22 @@ use crate::http::extract::{Json, Path, Query};
 use crate::outreach::campaigns::{self, CampaignError, Preview, Report};
 use crate::outreach::{journeys, render};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/api/v1/campaigns", get(list_campaigns).post(create_campaign))
-        .route("/api/v1/campaigns/{id}", get(show_campaign).put(update_campaign))
-        .route("/api/v1/campaigns/{id}/preview", post(preview_campaign))
-        .route("/api/v1/campaigns/{id}/report", get(campaign_report))
-        .route("/api/v1/campaigns/{id}/audit", get(campaign_audit))
-        .route("/api/v1/campaigns/{id}/actions/{action}", post(campaign_action))
-        .route("/api/v1/journeys", get(list_journeys).post(put_journey))
-        .route("/api/v1/journeys/{id}", get(show_journey))
-        .route("/api/v1/profiles/{id}/deliveries", get(profile_deliveries))
-        .route("/api/v1/tasks", get(list_tasks))
-        .route("/api/v1/tasks/completion", get(completion))
-        .route("/api/v1/tasks/{id}", get(show_task))
-        .route("/api/v1/tasks/{id}/items/{delivery}", post(resolve_item))
-        .route("/api/v1/contact-policy", get(contact_policy))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list_campaigns, create_campaign))
+        .routes(routes!(show_campaign, update_campaign))
+        .routes(routes!(preview_campaign))
+        .routes(routes!(campaign_report))
+        .routes(routes!(campaign_audit))
+        .routes(routes!(campaign_action))
+        .routes(routes!(list_journeys, put_journey))
+        .routes(routes!(show_journey))
+        .routes(routes!(profile_deliveries))
+        .routes(routes!(list_tasks))
+        .routes(routes!(completion))
+        .routes(routes!(show_task))
+        .routes(routes!(resolve_item))
+        .routes(routes!(contact_policy))
 }
 
 impl From<CampaignError> for ApiError {

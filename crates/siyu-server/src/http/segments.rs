@@ -3,13 +3,11 @@
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,20 +17,22 @@ use siyu_engine::{EngineError, Missing, SegmentDef};
 use siyu_store::profiles::{self, ProfileSummary};
 use siyu_store::segments as stored;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::App;
 use crate::http::auth::AdminCaller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/api/v1/segments", get(list).post(create))
-        .route("/api/v1/segments/preview", post(preview))
-        .route("/api/v1/segments/{name}", get(show).put(update).delete(remove))
-        .route("/api/v1/segments/{name}/members", get(members))
-        .route("/api/v1/segments/{name}/export", get(export))
-        .route("/api/v1/profiles", get(list_profiles))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(preview))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(members))
+        .routes(routes!(export))
+        .routes(routes!(list_profiles))
 }
 
 /// Reads a rule given as JSON or as text, with an error that points at the problem.

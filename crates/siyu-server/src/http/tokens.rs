@@ -2,22 +2,22 @@
 //! another admin), lists tokens without their secrets, and revokes them. A staff token
 //! names who holds it; what they may see follows their staff record at each request.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
 use siyu_core::Timestamp;
 use siyu_store::admin::{self, TokenInfo};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::App;
 use crate::http::auth::{ADMIN_ROLE, AdminCaller};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path};
 
-pub fn routes() -> Router<App> {
-    Router::new().route("/api/v1/tokens", get(list_tokens).post(create_token)).route("/api/v1/tokens/{id}", delete(revoke_token))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(list_tokens, create_token)).routes(routes!(revoke_token))
 }
 
 /// What a stored staff token is granted: the staff record decides the rest.

@@ -12,13 +12,14 @@
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_ENCODING};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
 use siyu_core::message::{self, MAX_BATCH_BYTES, Message, MessageKind, ParseContext, ParsedRequest, RequestError};
@@ -29,17 +30,17 @@ use crate::http::App;
 use crate::http::error::{ApiError, ApiResult};
 use crate::secrets::constant_time_eq;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/identify", post(identify))
-        .route("/v1/track", post(track))
-        .route("/v1/page", post(page))
-        .route("/v1/screen", post(screen))
-        .route("/v1/group", post(group))
-        .route("/v1/alias", post(alias))
-        .route("/v1/batch", post(batch))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(identify))
+        .routes(routes!(track))
+        .routes(routes!(page))
+        .routes(routes!(screen))
+        .routes(routes!(group))
+        .routes(routes!(alias))
+        .routes(routes!(batch))
         // Segment's older name for the batch endpoint.
-        .route("/v1/import", post(import))
+        .routes(routes!(import))
 }
 
 #[derive(Serialize, ToSchema)]

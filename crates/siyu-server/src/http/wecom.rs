@@ -4,7 +4,6 @@
 //! ingest pipeline (its message id is the callback's dedupe key, so WeCom's retries are
 //! stored once) and answered at once; profiles are updated by the indexer.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -15,11 +14,13 @@ use siyu_core::Timestamp;
 use siyu_wecom::callback::{self, CallbackEvent};
 use siyu_wecom::crypto::CryptoError;
 use siyu_wecom::events;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::App;
 
-pub fn routes() -> Router<App> {
-    Router::new().route("/wecom/callback", get(verify_url).post(receive))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().route("/wecom/callback", get(verify_url).post(receive))
 }
 
 #[derive(Deserialize)]
@@ -158,7 +159,6 @@ fn not_recorded(error: &str) -> Response {
 // ---------- live QR codes (contact ways), admin API ----------
 
 use crate::http::extract::Json;
-use axum::routing::post;
 use serde::Serialize;
 use siyu_store::wecom::{self as wstore, ContactWay};
 use utoipa::ToSchema;
@@ -166,13 +166,13 @@ use utoipa::ToSchema;
 use crate::http::auth::AdminCaller;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 
-pub fn admin_routes() -> Router<App> {
-    Router::new()
-        .route("/api/v1/wecom/contact-ways", post(create_contact_way).get(list_contact_ways))
-        .route("/api/v1/wecom/sync", post(start_sync).get(sync_progress))
-        .route("/api/v1/wecom/transfers", post(request_transfer).get(list_transfers))
-        .route("/api/v1/wecom/synced-tags", get(list_synced_tags))
-        .route("/api/v1/wecom/synced-tags/{tag}", axum::routing::put(sync_tag).delete(unsync_tag))
+pub fn admin_routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create_contact_way, list_contact_ways))
+        .routes(routes!(start_sync, sync_progress))
+        .routes(routes!(request_transfer, list_transfers))
+        .routes(routes!(list_synced_tags))
+        .routes(routes!(sync_tag, unsync_tag))
 }
 
 #[derive(Deserialize, ToSchema)]
