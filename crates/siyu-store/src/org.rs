@@ -54,7 +54,8 @@ pub struct StaffView {
     pub name: String,
     pub store_id: Option<String>,
     /// guide, store_manager or operator.
-    pub role: String,
+    #[schema(value_type = String)]
+    pub role: StaffRole,
     pub customer_cap: i64,
     /// Customers who currently have this guide as a WeCom contact.
     pub active_customers: i64,
@@ -89,8 +90,20 @@ pub async fn list_stores(db: &mut dyn Db, city: Option<&str>) -> Result<Vec<Stor
 const STAFF_COLUMNS: &str = "s.userid, s.name, s.store_id, s.role, s.customer_cap,
     (SELECT COUNT(*) FROM staff_customers sc WHERE sc.staff_userid = s.userid AND sc.status = 'active')";
 
+/// A stored role as the enum; an unknown one is an error, never a guess at access.
+fn staff_role(s: &str) -> Result<StaffRole, StoreError> {
+    StaffRole::parse(s).ok_or_else(|| StoreError::Decode(format!("unknown staff role {s:?}")))
+}
+
 fn staff_view(r: &Row) -> Result<StaffView, StoreError> {
-    Ok(StaffView { userid: r.text(0)?, name: r.text(1)?, store_id: r.opt_text(2)?, role: r.text(3)?, customer_cap: r.int(4)?, active_customers: r.int(5)? })
+    Ok(StaffView {
+        userid: r.text(0)?,
+        name: r.text(1)?,
+        store_id: r.opt_text(2)?,
+        role: staff_role(&r.text(3)?)?,
+        customer_cap: r.int(4)?,
+        active_customers: r.int(5)?,
+    })
 }
 
 pub async fn get_staff(db: &mut dyn Db, userid: &str) -> Result<Option<StaffView>, StoreError> {

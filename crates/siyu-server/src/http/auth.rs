@@ -7,6 +7,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
+use siyu_core::org::StaffRole;
 use siyu_store::admin;
 use std::sync::atomic::Ordering;
 
@@ -20,7 +21,7 @@ pub enum Caller {
     /// HQ: sees everything.
     Admin,
     /// A member of staff, scoped to their own customers (guide) or store (manager).
-    Staff { userid: String, role: String },
+    Staff { userid: String, role: StaffRole },
 }
 
 /// A handler that takes a `Caller` runs only behind `require_token`, which put it in the

@@ -216,8 +216,8 @@ enum Scope {
 async fn scope(app: &App, caller: &Caller) -> ApiResult<Scope> {
     match caller {
         Caller::Admin => Ok(Scope::All),
-        Caller::Staff { role, .. } if role == StaffRole::Operator.as_str() => Ok(Scope::All),
-        Caller::Staff { userid, role } if role == StaffRole::StoreManager.as_str() => {
+        Caller::Staff { role: StaffRole::Operator, .. } => Ok(Scope::All),
+        Caller::Staff { userid, role: StaffRole::StoreManager } => {
             let u = userid.clone();
             let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &u).await })).await?;
             match staff.and_then(|s| s.store_id) {
