@@ -56,6 +56,15 @@ impl IdentityKind {
         IdentityKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// Whether a profile holds at most one identity of this kind (the user id).
+    /// Resolution never merges profiles holding two different ones implicitly, so a
+    /// new one may start a profile of its own instead of joining the profile a
+    /// message's other identities lead to. The store resolves by this rule and the
+    /// engine's early resolver predicts it: one definition, here.
+    pub fn is_exclusive(self) -> bool {
+        self == IdentityKind::UserId
+    }
+
     /// Reads the `type` of a Segment `context.externalIds` entry. Unknown types are not
     /// identities Siyu resolves on (they stay in the stored context).
     pub fn from_external_id_type(t: &str) -> Option<IdentityKind> {
@@ -146,6 +155,12 @@ impl Identity {
         Identity { kind: IdentityKind::AnonymousId, value: id.to_string() }
     }
 
+    /// What an alias's `previousId` may name, in the order resolution tries them: a
+    /// user id, else an anonymous id (which is also what an unknown one is attached as).
+    pub fn previous_ids(prev: &str) -> [Identity; 2] {
+        [Identity::user_id(prev), Identity::anonymous_id(prev)]
+    }
+
     /// Position in [`IdentityKind::ALL`]: lower is stronger.
     pub fn priority(&self) -> usize {
         IdentityKind::ALL.iter().position(|k| *k == self.kind).unwrap_or(usize::MAX)
@@ -180,6 +195,13 @@ mod tests {
         assert_eq!(a.value, "wxmini:oABC");
         assert_eq!(Identity::new(IdentityKind::Openid, "wxmini:oABC", None).unwrap(), a);
         assert!(Identity::new(IdentityKind::Openid, "oABC", None).is_err());
+    }
+
+    #[test]
+    fn only_user_ids_are_exclusive_and_previous_ids_try_them_first() {
+        let exclusive: Vec<IdentityKind> = IdentityKind::ALL.into_iter().filter(|k| k.is_exclusive()).collect();
+        assert_eq!(exclusive, vec![IdentityKind::UserId]);
+        assert_eq!(Identity::previous_ids("x"), [Identity::user_id("x"), Identity::anonymous_id("x")]);
     }
 
     #[test]

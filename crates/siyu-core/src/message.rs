@@ -112,6 +112,12 @@ impl Message {
     pub fn is_alias(&self) -> bool {
         self.kind == MessageKind::Alias
     }
+
+    /// Whether the message is one of the contact events the store applies to the
+    /// guide relationships: whoever mirrors guides (the segment engine) re-reads them.
+    pub fn changes_guides(&self) -> bool {
+        matches!(self.event.as_deref(), Some("Contact Added" | "Contact Deleted" | "Contact Transferred" | "Contact Handed Over"))
+    }
 }
 
 /// Why one message in a request was refused.

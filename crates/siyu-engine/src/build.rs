@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 use siyu_core::{IdentityKind, Timestamp};
-use siyu_store::bulk::Batch;
 
 use crate::index::{Index, Org, SeriesKey};
 use crate::lifecycle::LifecycleConfig;
@@ -34,6 +33,12 @@ impl Spec {
         }
         spec
     }
+}
+
+/// A batch of rows that adds itself to a builder (the store's bulk batches, which the
+/// demo generator produces, do).
+pub trait RowBatch {
+    fn add_to(&self, b: &mut IndexBuilder);
 }
 
 pub struct IndexBuilder {
@@ -128,29 +133,8 @@ impl IndexBuilder {
     }
 
     /// Rows as the demo generator and bulk loader produce them.
-    pub fn batch(&mut self, b: &Batch) {
-        for p in &b.profiles {
-            self.profile(p.id as u32);
-        }
-        for i in &b.identities {
-            if let Some(kind) = IdentityKind::parse(i.kind) {
-                self.identity(kind, &i.value, i.profile_id as u32);
-            }
-        }
-        for t in &b.traits {
-            self.trait_text(t.profile_id as u32, t.key, &t.value, Timestamp(t.updated_at));
-        }
-        for t in &b.tags {
-            self.tag(t.profile_id as u32, &t.tag);
-        }
-        for r in b.relationships.iter().filter(|r| r.active) {
-            self.guide(r.profile_id as u32, &r.staff_userid);
-        }
-        for e in b.events.iter().filter(|e| e.kind == "track") {
-            if let Some(name) = e.name {
-                self.event(e.profile_id as u32, name, Timestamp(e.ts), &e.payload);
-            }
-        }
+    pub fn batch(&mut self, rows: &impl RowBatch) {
+        rows.add_to(self);
     }
 
     pub fn finish(self, applied_seq: u64) -> Index {

@@ -3,7 +3,7 @@
 //!
 //! The store resolves a message whose known identities all lead to one profile to
 //! that profile, and attaches to it any identity it has never seen, unless that is a
-//! user id (which may start a profile of its own): see [`siyu_store::resolve`]. The
+//! user id (which may start a profile of its own: [`IdentityKind::is_exclusive`]). The
 //! engine mirrors where identities lead: it loads them all at start, learns what the
 //! store reports (identities attached, profiles merged), and learns the identities a
 //! message it applied early will attach. So for such a message it knows the store's
@@ -139,7 +139,7 @@ impl EarlyResolver {
         // the profile with the one that message joins); a new user id may not be
         // attached at all (it may start a profile of its own).
         let may_merge = !new.is_empty() && (!self.complete || new.iter().any(|(k, _)| self.unknown.holds(k, self.committed)));
-        let attachable = !may_merge && new.iter().all(|(_, kind)| *kind != IdentityKind::UserId);
+        let attachable = !may_merge && new.iter().all(|(_, kind)| !kind.is_exclusive());
         // An unsettled profile's message waits, but moves nothing itself: it must not
         // keep a busy customer waiting for ever.
         if !(alive(p) && self.is_settled(p) && attachable) {
@@ -166,7 +166,7 @@ impl EarlyResolver {
     /// The one profile a message's known identities lead to, and its unknown ones.
     fn certain(&self, msg: &Message) -> Option<(u32, Vec<(Key, IdentityKind)>)> {
         // Guides follow the store's own rules (timestamps, repeats): those wait.
-        if msg.previous_id.is_some() || siyu_store::ingest::apply::changes_guides(msg) {
+        if msg.previous_id.is_some() || msg.changes_guides() {
             return None;
         }
         if let Some(p) = msg.profile_id {
@@ -202,8 +202,7 @@ impl EarlyResolver {
     fn wait_for(&mut self, seq: u64, msg: &Message) {
         let mut names: Vec<Identity> = msg.identities.clone();
         if let Some(prev) = &msg.previous_id {
-            names.push(Identity::user_id(prev));
-            names.push(Identity::anonymous_id(prev));
+            names.extend(Identity::previous_ids(prev));
         }
         for identity in &names {
             match self.find(identity) {

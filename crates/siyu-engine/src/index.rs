@@ -16,9 +16,9 @@ use serde_json::Value;
 use siyu_core::message::MessageKind;
 use siyu_core::rule::{AggFn, PropertyFilter, Rule, semantics};
 use siyu_core::{IdentityKind, Timestamp};
-use siyu_store::ingest::{Acknowledged, Committed};
 
 use crate::early::{self, EarlyResolver};
+use crate::ingest::{AcknowledgedBatch, Applied, CommittedBatch};
 use crate::lifecycle::{self, Cutoffs, Inputs, LifecycleConfig};
 use crate::series::Series;
 use crate::time::{instant, secs};
@@ -452,13 +452,12 @@ impl Index {
     /// Profiles whose guides the store may have changed in a batch: those with contact
     /// events, and survivors of merges (which take over their merged profiles' guides).
     /// The engine re-reads these from the store, which applies its own ordering rules.
-    pub fn guide_changes(c: &Committed) -> Vec<u32> {
-        let mut out: Vec<u32> = c
-            .messages
-            .iter()
-            .filter_map(|(m, o)| {
+    pub fn guide_changes(c: &dyn CommittedBatch) -> Vec<u32> {
+        let mut out: Vec<u32> = (0..c.len())
+            .filter_map(|i| {
+                let (m, o) = c.get(i);
                 let p = o.profile_id? as u32;
-                (siyu_store::ingest::apply::changes_guides(m) || !o.merged.is_empty()).then_some(p)
+                (m.changes_guides() || !o.merged.is_empty()).then_some(p)
             })
             .collect();
         out.sort_unstable();
@@ -467,20 +466,21 @@ impl Index {
     }
 
     /// Folds a committed ingest batch in; returns the profiles it touched.
-    pub fn apply(&mut self, c: &Committed, now: Timestamp) -> HashSet<u32> {
+    pub fn apply(&mut self, c: &dyn CommittedBatch, now: Timestamp) -> HashSet<u32> {
         let mut touched = HashSet::new();
-        for (i, (msg, outcome)) in c.messages.iter().enumerate() {
+        for i in 0..c.len() {
+            let (msg, outcome) = c.get(i);
             let seq = c.seq_of(i);
-            let early = self.settle_early(seq, outcome, &mut touched);
+            let early = self.settle_early(seq, &outcome, &mut touched);
             let Some(p) = outcome.profile_id else { continue };
             let p = p as u32;
-            self.early.learn_outcome(p, &outcome.attached, &outcome.merged);
+            self.early.learn_outcome(p, outcome.attached, outcome.merged);
             self.add_profile(p);
-            for loser in &outcome.merged {
+            for loser in outcome.merged {
                 self.merge(*loser as u32, p);
                 touched.insert(*loser as u32);
             }
-            for identity in &outcome.attached {
+            for identity in outcome.attached {
                 self.add_identity(identity.kind, p);
             }
             for (key, value) in &msg.traits {
@@ -505,8 +505,8 @@ impl Index {
                 touched.insert(p);
             }
         }
-        self.applied_seq = self.applied_seq.max(c.last_seq);
-        self.early.committed(c.last_seq);
+        self.applied_seq = self.applied_seq.max(c.last_seq());
+        self.early.committed(c.last_seq());
         for p in &touched {
             if self.alive.contains(*p) {
                 self.recompute_lifecycle(*p, now);
@@ -517,7 +517,7 @@ impl Index {
 
     /// Whether message `seq`, just committed, was applied early as the store applied
     /// it. Where the store disagrees, the early events are taken back out.
-    fn settle_early(&mut self, seq: u64, outcome: &siyu_store::ingest::Outcome, touched: &mut HashSet<u32>) -> bool {
+    fn settle_early(&mut self, seq: u64, outcome: &Applied<'_>, touched: &mut HashSet<u32>) -> bool {
         let Some(EarlyApplied { profile: p, attaches, pushed }) = self.early_pending.remove(&seq) else { return false };
         let attached: HashSet<early::Key> = outcome.attached.iter().map(|i| early::key(i.kind, &i.value)).collect();
         if outcome.profile_id == Some(p as i64) && outcome.merged.is_empty() && attached == attaches.iter().copied().collect() {
@@ -535,10 +535,10 @@ impl Index {
 
     /// Applies the events of acknowledged messages whose profile is already certain;
     /// returns the profiles they touched. The rest wait for the store.
-    pub fn apply_acknowledged(&mut self, a: &Acknowledged, now: Timestamp) -> HashSet<u32> {
+    pub fn apply_acknowledged(&mut self, a: &dyn AcknowledgedBatch, now: Timestamp) -> HashSet<u32> {
         let mut touched = HashSet::new();
-        for (i, msg) in a.messages.iter().enumerate() {
-            let seq = a.first_seq + i as u64;
+        for (i, msg) in a.messages().iter().enumerate() {
+            let seq = a.first_seq() + i as u64;
             if seq <= self.applied_seq {
                 continue;
             }

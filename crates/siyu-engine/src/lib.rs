@@ -5,7 +5,8 @@
 //! - [`eval`]: rules as bitmap operations and column scans;
 //! - [`segments`]: named live segments and their entered/exited changes;
 //! - [`lifecycle`]: stages, RFM and the four highs;
-//! - [`load`] / [`build`]: building the index from a store snapshot or from rows.
+//! - [`load`] / [`build`]: building the index from a store snapshot or from rows;
+//! - [`source`] / [`ingest`]: what the engine reads (the store implements them).
 //!
 //! One engine thread applies every change in order (ingest batches, lazy index builds,
 //! tags, segment definitions, the minute tick); readers evaluate under a read lock.
@@ -14,12 +15,14 @@ pub mod build;
 pub mod early;
 pub mod eval;
 pub mod index;
+pub mod ingest;
 pub mod leads;
 pub mod lifecycle;
 pub mod load;
 pub mod scan;
 pub mod segments;
 pub mod series;
+pub mod source;
 pub mod time;
 pub mod traits;
 
@@ -31,20 +34,20 @@ use base64::Engine as _;
 use roaring::RoaringBitmap;
 use siyu_core::Timestamp;
 use siyu_core::rule::Rule;
-use siyu_store::ingest::{AckObserver, Acknowledged, CommitObserver, Committed};
-use siyu_store::{Store, StoreError, segments as stored};
 use tokio::sync::oneshot;
 
 pub use build::Spec;
 pub use eval::Missing;
 pub use index::{Index, Lifecycle, MemoryUse};
+pub use ingest::{AcknowledgedBatch, Applied, CommittedBatch};
 pub use lifecycle::LifecycleConfig;
 pub use segments::{MembershipChange, MembershipReport, SegmentDef, Segments};
+pub use source::{IndexSource, SavedSegment, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Source(#[from] SourceError),
     #[error("{0}")]
     Define(#[from] segments::DefineError),
     #[error("{0}")]
@@ -92,8 +95,8 @@ impl Clock {
 }
 
 enum Command {
-    Acknowledged(Arc<Acknowledged>),
-    Apply(Arc<Committed>),
+    Acknowledged(Arc<dyn AcknowledgedBatch>),
+    Apply(Arc<dyn CommittedBatch>),
     Ensure(Vec<Missing>, oneshot::Sender<Result<(), EngineError>>),
     Tag(u32, String, bool),
     Define(SegmentDef, oneshot::Sender<Result<u64, EngineError>>),
@@ -184,18 +187,18 @@ fn in_dependency_order(defs: Vec<SegmentDef>) -> Vec<SegmentDef> {
 }
 
 impl Engine {
-    /// Loads the index from the store and defines the saved segments, then starts the
-    /// engine thread. (What changed while Siyu was down is found by whoever keeps the
-    /// reported membership: see [`Engine::report_current`].)
+    /// Loads the index from the source (the store) and defines the saved segments, then
+    /// starts the engine thread. (What changed while Siyu was down is found by whoever
+    /// keeps the reported membership: see [`Engine::report_current`].)
     pub async fn start(
-        store: Store,
+        source: impl IndexSource,
         config: LifecycleConfig,
         mut spec: Spec,
         now: Timestamp,
         progress: load::Progress,
         sink: ChangeSink,
     ) -> Result<Engine, EngineError> {
-        let saved = store.run(|db| Box::pin(stored::list(db))).await?;
+        let saved = source.saved_segments().await?;
         let mut defs = Vec::new();
         for s in saved {
             match Rule::from_json(&s.rule) {
@@ -210,7 +213,7 @@ impl Engine {
                 Err(e) => tracing::error!(segment = %s.name, error = %e, "stored segment rule is invalid; skipped"),
             }
         }
-        let index = load::load(&store, config, spec, now, progress).await?;
+        let index = load::load(&source, config, spec, now, progress).await?;
         let mut state = State { index, segments: Segments::default() };
         for def in in_dependency_order(defs) {
             let name = def.name.clone();
@@ -218,17 +221,17 @@ impl Engine {
                 tracing::error!(segment = %name, error = %e, "stored segment cannot be defined");
             }
         }
-        Ok(Engine::from_state(state, Some(store), sink))
+        Ok(Engine::from_state(state, Some(Arc::new(source)), sink))
     }
 
     /// An engine over an index built elsewhere (the benchmark builds one in memory).
-    pub fn from_state(state: State, store: Option<Store>, sink: ChangeSink) -> Engine {
+    pub fn from_state(state: State, source: Option<Arc<dyn IndexSource>>, sink: ChangeSink) -> Engine {
         let state = Arc::new(RwLock::new(state));
         let (commands, rx) = mpsc::channel();
         let clock = Clock::default();
         let feed = Arc::new(Feed::default());
         let worker =
-            Worker { feed: feed.clone(), state: state.clone(), store, sink, runtime: tokio::runtime::Handle::try_current().ok(), clock: clock.clone() };
+            Worker { feed: feed.clone(), state: state.clone(), source, sink, runtime: tokio::runtime::Handle::try_current().ok(), clock: clock.clone() };
         std::thread::Builder::new()
             .name("segment-engine".into())
             .spawn(move || {
@@ -260,23 +263,24 @@ impl Engine {
         self.state.read().expect("engine lock")
     }
 
-    /// Feeds the engine every committed ingest batch.
-    pub fn observer(&self) -> CommitObserver {
+    /// Feeds the engine every committed ingest batch (the ingest pipeline's commit
+    /// observer: `C` is its batch type).
+    pub fn observer<C: CommittedBatch + 'static>(&self) -> Box<dyn Fn(&Arc<C>) + Send + Sync> {
         let (tx, feed) = (self.commands.clone(), self.feed.clone());
-        Box::new(move |c: &Arc<Committed>| {
-            feed.take(c.messages.len());
+        Box::new(move |c: &Arc<C>| {
+            feed.take(c.len());
             if tx.send(Command::Apply(c.clone())).is_err() {
-                feed.give_back(c.messages.len());
+                feed.give_back(c.len());
             }
         })
     }
 
     /// Feeds the engine every acknowledged message, so a known customer's events count
     /// before the store has applied them (see [`early`]).
-    pub fn acknowledged_observer(&self) -> AckObserver {
+    pub fn acknowledged_observer<A: AcknowledgedBatch + 'static>(&self) -> Box<dyn Fn(Arc<A>) + Send> {
         let (tx, feed) = (self.commands.clone(), self.feed.clone());
-        Box::new(move |a: Arc<Acknowledged>| {
-            let n = a.messages.len();
+        Box::new(move |a: Arc<A>| {
+            let n = a.messages().len();
             feed.take(n);
             if tx.send(Command::Acknowledged(a)).is_err() {
                 feed.give_back(n);
@@ -367,7 +371,7 @@ pub fn decode_members(text: &str) -> RoaringBitmap {
 struct Worker {
     feed: Arc<Feed>,
     state: Arc<RwLock<State>>,
-    store: Option<Store>,
+    source: Option<Arc<dyn IndexSource>>,
     sink: ChangeSink,
     runtime: Option<tokio::runtime::Handle>,
     clock: Clock,
@@ -378,12 +382,12 @@ impl Worker {
         while let Ok(cmd) = rx.recv() {
             match cmd {
                 Command::Acknowledged(a) => {
-                    self.acknowledged(&a);
-                    self.feed.give_back(a.messages.len());
+                    self.acknowledged(&*a);
+                    self.feed.give_back(a.messages().len());
                 }
                 Command::Apply(c) => {
-                    self.apply(&c);
-                    self.feed.give_back(c.messages.len());
+                    self.apply(&*c);
+                    self.feed.give_back(c.len());
                 }
                 Command::Ensure(missing, reply) => {
                     let _ = reply.send(self.ensure(missing));
@@ -442,13 +446,13 @@ impl Worker {
         self.runtime.as_ref().map(|rt| rt.block_on(f))
     }
 
-    fn apply(&mut self, c: &Committed) {
+    fn apply(&mut self, c: &dyn CommittedBatch) {
         let now = self.clock.now();
         // Guide relationships follow the store's rules (timestamps, repeats): re-read
         // them for the profiles whose contact status this batch changed.
         let contacts = Index::guide_changes(c);
-        let guides = match (&self.store, contacts.is_empty()) {
-            (Some(store), false) => self.block_on(load::guides_of(store, contacts)).and_then(|r| r.ok()),
+        let guides = match (&self.source, contacts.is_empty()) {
+            (Some(source), false) => self.block_on(source.guides_of(contacts)).and_then(|r| r.ok()),
             _ => None,
         };
         let mut state = self.state.write().expect("engine lock");
@@ -464,7 +468,7 @@ impl Worker {
         self.emit(changes);
     }
 
-    fn acknowledged(&mut self, a: &Acknowledged) {
+    fn acknowledged(&mut self, a: &dyn AcknowledgedBatch) {
         let now = self.clock.now();
         let mut state = self.state.write().expect("engine lock");
         let touched = state.index.apply_acknowledged(a, now);
@@ -478,20 +482,20 @@ impl Worker {
     }
 
     fn ensure(&mut self, missing: Vec<Missing>) -> Result<(), EngineError> {
-        let Some(store) = self.store.clone() else {
+        let Some(source) = self.source.clone() else {
             return Err(EngineError::Missing(missing.into_iter().next().expect("something missing")));
         };
         for m in missing {
             match m {
                 Missing::Trait(t) => {
                     let started = std::time::Instant::now();
-                    let (column, seq) = self.block_on(load::load_trait(&store, &t)).ok_or(EngineError::Stopped)??;
+                    let (column, seq) = self.block_on(load::load_trait(&*source, &t)).ok_or(EngineError::Stopped)??;
                     tracing::info!(trait_name = %t, seconds = started.elapsed().as_secs_f64(), "indexed a trait");
                     self.state.write().expect("engine lock").index.install_trait_at(&t, column, seq);
                 }
                 Missing::Series(key) => {
                     let started = std::time::Instant::now();
-                    let (series, seq) = self.block_on(load::load_series(&store, key.clone(), self.clock.now())).ok_or(EngineError::Stopped)??;
+                    let (series, seq) = self.block_on(load::load_series(&*source, key.clone(), self.clock.now())).ok_or(EngineError::Stopped)??;
                     tracing::info!(aggregate = %key.id(), seconds = started.elapsed().as_secs_f64(), "indexed an aggregate");
                     self.state.write().expect("engine lock").index.install_series_at(key, series, seq);
                 }
@@ -503,7 +507,7 @@ impl Worker {
 
     fn tick(&mut self, now: Timestamp) {
         // Read before taking the lock: readers never wait on the store.
-        let org = self.store.as_ref().and_then(|store| self.block_on(load::load_org(store))).and_then(Result::ok);
+        let org = self.source.as_ref().and_then(|source| self.block_on(source.org())).and_then(Result::ok);
         let mut state = self.state.write().expect("engine lock");
         if let Some(org) = org {
             state.index.set_org(org);

@@ -7,7 +7,6 @@
 mod naive;
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
@@ -20,7 +19,7 @@ use siyu_core::{Message, Timestamp};
 use siyu_engine::build::Spec;
 use siyu_engine::eval::{eval_one, series_key};
 use siyu_engine::load;
-use siyu_engine::{LifecycleConfig, SegmentDef, Segments, State};
+use siyu_engine::{IndexSource, LifecycleConfig, SegmentDef, Segments, State};
 use siyu_store::ingest::{self, Acknowledged, Committed};
 use siyu_store::testing::TestStore;
 use siyu_store::{Store, org, profiles};
@@ -146,10 +145,9 @@ async fn commit(store: &Store, parsed: Vec<Message>, last_seq: u64) -> Committed
 
 /// What the server does with a committed batch: the index, then guides from the store.
 async fn apply_committed(store: &Store, state: &mut State, committed: Committed) -> HashSet<u32> {
-    let committed = Arc::new(committed);
     let mut touched = state.index.apply(&committed, now());
     let contacts = siyu_engine::Index::guide_changes(&committed);
-    for (p, g) in load::guides_of(store, contacts).await.unwrap() {
+    for (p, g) in store.guides_of(contacts).await.unwrap() {
         state.index.set_guides(p, &g);
         touched.insert(p);
     }

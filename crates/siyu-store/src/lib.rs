@@ -6,11 +6,13 @@
 //! - [`resolve`]: identity resolution and profile merges.
 //! - [`profiles`], [`org`], [`admin`]: what the admin API reads and writes.
 //! - [`bulk`]: fast loading for the demo brand and large imports.
+//! - [`index_source`]: the store as the segment engine's source.
 //! - `testing` (feature `testing`): stores for tests on both backends, `both_backends!`.
 
 pub mod admin;
 pub mod bulk;
 pub mod counters;
+pub mod index_source;
 pub mod ingest;
 pub mod migrate;
 pub mod org;

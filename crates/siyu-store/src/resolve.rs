@@ -100,14 +100,15 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut Iden
     // alias: previousId names an existing customer by user id or anonymous id.
     let mut unattached_previous = None;
     if let Some(prev) = &msg.previous_id {
-        let mut prev_profile = lookup(db, &mut cache, &Identity::user_id(prev)).await?;
+        let [as_user, as_anonymous] = Identity::previous_ids(prev);
+        let mut prev_profile = lookup(db, &mut cache, &as_user).await?;
         if prev_profile.is_none() {
-            prev_profile = lookup(db, &mut cache, &Identity::anonymous_id(prev)).await?;
+            prev_profile = lookup(db, &mut cache, &as_anonymous).await?;
         }
         match prev_profile {
             Some(p) if !profiles.contains(&p) => profiles.push(p),
             Some(_) => {}
-            None => unattached_previous = Some(Identity::anonymous_id(prev)),
+            None => unattached_previous = Some(as_anonymous),
         }
     }
 
@@ -164,7 +165,7 @@ pub async fn resolve(db: &mut dyn Db, msg: &Message, mut cache: Option<&mut Iden
 /// The found profiles this message may join: those without a user id, or with the
 /// message's own (or, without one, the strongest found profile's).
 async fn compatible_profiles(db: &mut dyn Db, msg: &Message, profiles: &[ProfileId], found: &[Option<ProfileId>]) -> Result<Vec<ProfileId>, StoreError> {
-    let user_id_unfound = msg.identities.iter().zip(found).any(|(i, f)| i.kind == IdentityKind::UserId && f.is_none());
+    let user_id_unfound = msg.identities.iter().zip(found).any(|(i, f)| i.kind.is_exclusive() && f.is_none());
     if profiles.len() == 1 && !user_id_unfound {
         return Ok(profiles.to_vec());
     }

@@ -48,7 +48,7 @@ fn engine_error(e: EngineError) -> ApiError {
     match e {
         EngineError::Missing(m @ Missing::Segment(_)) => ApiError::bad_request("unknown_segment", m.to_string()),
         EngineError::Define(d) => ApiError::new(StatusCode::CONFLICT, "segment_conflict", d.to_string()),
-        EngineError::Store(s) => s.into(),
+        EngineError::Source(s) => siyu_store::StoreError::from(s).into(),
         other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", other.to_string()),
     }
 }

@@ -165,12 +165,7 @@ pub async fn set_trait(db: &mut dyn Db, profile: ProfileId, key: &str, value: &J
     Ok(())
 }
 
-/// Whether a message is one of the events that change a customer's guides (applied by
-/// `apply_relationship`): whoever mirrors guides re-reads them after such a message.
-pub fn changes_guides(msg: &Message) -> bool {
-    matches!(msg.event.as_deref(), Some("Contact Added" | "Contact Deleted" | "Contact Transferred" | "Contact Handed Over"))
-}
-
+/// The events `Message::changes_guides` names (the engine re-reads guides after them).
 /// `Contact Added` / `Contact Deleted` keep the guide–customer relationships current.
 /// The guide is `properties.staff_userid` (or `userid`), as WeCom callbacks name them.
 /// `Contact Transferred` (a completed WeCom transfer) moves the relationship from
