@@ -4,6 +4,11 @@
 //! PostgreSQL is found at `SIYU_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`). When it cannot be reached, tests skip
 //! their PostgreSQL half locally, and fail under `CI=true`: CI must run them for real.
+//!
+//! libtest has no runtime skip, so a skipped half still shows as "ok". To keep it
+//! visible, every skip prints `SKIPPED: …` on stderr and, when `SIYU_TEST_SKIPS` names
+//! a file, appends a line `<reason>\t<test name>` to it; `scripts/test` sets that
+//! variable and lists the skipped tests at the end of the run.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -27,6 +32,50 @@ fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
+/// The environment variable naming the file skipped tests are listed in.
+pub const SKIPS_FILE_VAR: &str = "SIYU_TEST_SKIPS";
+
+/// The running test, as `<test binary>: <test name>`: libtest runs each test on a thread
+/// named after it (tests call the helpers below from that thread, in the body
+/// `#[tokio::test]` blocks on), and cargo names the binary `<target>-<hash>`.
+fn current_test() -> String {
+    let exe = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default();
+    let binary = match exe.rsplit_once('-') {
+        Some((target, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => target.to_string(),
+        _ => exe,
+    };
+    let test = match std::thread::current().name() {
+        Some(name) if name != "main" => name.to_string(),
+        _ => "(a test not on its own thread)".to_string(),
+    };
+    format!("{binary}: {test}")
+}
+
+/// `url` without its password, if it has one (for messages).
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Makes a skipped test visible: a `SKIPPED:` line on stderr, and a line
+/// `<reason>\t<test name>` appended to the file `SIYU_TEST_SKIPS` names, if set.
+pub fn record_skip(reason: &str, detail: &str) {
+    let test = current_test();
+    eprintln!("SKIPPED: {test}: {detail}");
+    let Some(path) = std::env::var_os(SKIPS_FILE_VAR) else { return };
+    use std::io::Write;
+    // One short write in append mode: lines from parallel tests and processes do not interleave.
+    let line = format!("{reason}\t{test}\n");
+    let written = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("could not record the skip in {}: {e}", std::path::Path::new(&path).display());
+    }
+}
+
 /// A Python that can import `module` — `SIYU_TEST_PYTHON` (the virtualenv `scripts/test`
 /// installs the independent clients into), else `python3` — or `None` (the test skips)
 /// outside CI. Under CI=true a missing client fails the test.
@@ -39,7 +88,7 @@ pub fn python_with(module: &str) -> Option<String> {
     if in_ci() {
         panic!("{python} cannot import {module}; scripts/test installs it (CI must run this test)");
     }
-    eprintln!("skipping: {python} cannot import {module} (run scripts/test to install it)");
+    record_skip("python", &format!("{python} cannot import {module} (run scripts/test to install it; set CI=true to require it)"));
     None
 }
 
@@ -59,14 +108,15 @@ impl TestStore {
         TestStore { store, config, dir, schema: None }
     }
 
-    /// `None` (with a note on stderr) when PostgreSQL is unreachable outside CI.
+    /// `None` when PostgreSQL is unreachable outside CI: the caller returns, and the skip
+    /// is recorded ([`record_skip`]) so the run reports it instead of a silent "ok".
     pub async fn postgres() -> Option<TestStore> {
         let schema = unique_schema();
         let config = StoreConfig::Postgres { url: test_database_url(), schema: Some(schema.clone()) };
         match Store::open(&config).await {
             Ok(store) => Some(TestStore { store, config, dir: tempfile::tempdir().expect("temp dir"), schema: Some(schema) }),
             Err(e) if !in_ci() => {
-                eprintln!("skipping the PostgreSQL half of this test: {e} (set CI=true to make this fail)");
+                record_skip("postgres", &format!("PostgreSQL not reachable at {} ({e}) (set CI=true to require it)", redacted(&test_database_url())));
                 None
             }
             Err(e) => panic!("PostgreSQL is required under CI=true and could not be reached: {e}"),

@@ -416,8 +416,7 @@ both_backends!(unapplied_log_records_are_replayed_at_start, |store: Store, log: 
     assert_eq!(load(&store, id).await.recent_events.len(), 2);
     assert_eq!(stats(&store).await.events, 2);
     // Starting again replays nothing twice.
-    drop(pipeline);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    pipeline.close().await;
     let again = ingest::start(&store, &log, vec![]).await.unwrap();
     again.submit_and_apply(messages(json!([{"type": "track", "userId": "late", "event": "Shared", "messageId": "r-3"}]))).await.unwrap();
     assert_eq!(stats(&store).await.events, 3);

@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::wait_ready;
+use common::{wait_ready, wait_until_within};
 
 use serde_json::{Value, json};
 use siyu_store::{Store, StoreConfig};
@@ -60,6 +60,7 @@ async fn run(database_url: Option<String>, store_config: StoreConfig, data_dir: 
     }
     // Kill while acknowledgements are flowing and the indexer has a backlog.
     let started = Instant::now();
+    // Polls (not a fixed wait) so the kill lands while acknowledgements are flowing.
     while acked.lock().unwrap().len() < 30_000 && started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -74,11 +75,7 @@ async fn run(database_url: Option<String>, store_config: StoreConfig, data_dir: 
     // Restart: the unapplied tail of the log is replayed.
     let mut server = spawn(data_dir, port, database_url.as_deref());
     wait_ready(&client, &base).await;
-    let started = Instant::now();
-    while ingest_lag(&client, &base).await > 0 {
-        assert!(started.elapsed() < Duration::from_secs(120), "replay did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_within("the replay to finish (ingest lag 0)", Duration::from_secs(120), async || ingest_lag(&client, &base).await == 0).await;
     let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
     server.wait().unwrap();
 

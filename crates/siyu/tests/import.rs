@@ -1,8 +1,11 @@
 //! `siyu import`: CSV and JSON lines, row-level errors with line numbers, all or
 //! nothing on fatal errors. The library on both backends; the binary for exit codes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{wait_ready, wait_until};
 use serde_json::json;
 use siyu::cli::import::{self, ImportKind, ImportOptions};
 use siyu_core::{Identity, IdentityKind};
@@ -197,15 +200,7 @@ async fn importing_beside_a_running_server_reaches_its_segments_at_once() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = siyu_wecom::client::http_builder().no_proxy().build().unwrap();
-    let mut ready = false;
-    for _ in 0..600 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the server did not start");
+    wait_ready(&client, &base).await;
     let admin = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
         let mut req = client.request(method, format!("{base}{path}")).bearer_auth("import-admin");
         if let Some(b) = body {
@@ -246,14 +241,12 @@ async fn importing_beside_a_running_server_reaches_its_segments_at_once() {
     assert!(stdout.contains("4 rows read, 3 imported") && stdout.contains("line 5"), "{stdout}");
     // No restart: the running engine already counts them.
     let mut counted = json!(null);
-    for _ in 0..100 {
+    wait_until("the engine to count the imported VIP tags", async || {
         let (_, p) = admin(reqwest::Method::POST, "/api/v1/segments/preview", Some(json!({"rule": "tag = \"VIP\""}))).await;
         counted = p["count"].clone();
-        if counted == json!(2) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        counted == json!(2)
+    })
+    .await;
     assert_eq!(counted, json!(2), "the engine sees the imported tags");
     let (_, owned) = admin(reqwest::Method::POST, "/api/v1/segments/preview", Some(json!({"rule": "owner.guide = \"li\""}))).await;
     assert_eq!(owned["count"], json!(2), "{owned}");
@@ -265,13 +258,11 @@ async fn importing_beside_a_running_server_reaches_its_segments_at_once() {
     let again = import("customers", &customers, Some("import-admin"));
     assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stdout).contains("4 rows read, 3 imported"));
-    for _ in 0..100 {
+    wait_until("the server to apply the second import (ingest lag 0)", async || {
         let (_, status) = admin(reqwest::Method::GET, "/api/v1/ingest", None).await;
-        if status["lag"] == json!(0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        status["lag"] == json!(0)
+    })
+    .await;
     let (_, after) = admin(reqwest::Method::GET, "/api/v1/stats", None).await;
     assert_eq!((before["profiles"].clone(), before["events"].clone()), (after["profiles"].clone(), after["events"].clone()), "{before} {after}");
 }

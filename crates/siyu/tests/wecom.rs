@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TestApp;
+use common::{TestApp, wait_until};
 use reqwest::StatusCode;
 use serde_json::json;
 use siyu_core::Timestamp;
@@ -212,15 +212,7 @@ async fn with_simulator(store: TestStore) {
         .await
         .unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
-    let mut welcomed = false;
-    for _ in 0..100 {
-        if !sim.welcomes_sent().is_empty() {
-            welcomed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(welcomed, "the welcome message went through send_welcome_msg");
+    wait_until("the welcome message to go through send_welcome_msg", async || !sim.welcomes_sent().is_empty()).await;
     assert_eq!(sim.welcomes_sent()[0], ("li.sh0052".into(), "wmTea01".into(), "周思远，李晨：欢迎来静安店！".into()));
     app.settle_all().await;
     let (_, p) = app.lookup("external_userid=wmTea01").await;
@@ -290,8 +282,7 @@ async fn with_simulator(store: TestStore) {
     app.put("/api/v1/wecom/synced-tags/燕麦奶", None).await;
     app.put(&format!("/api/v1/profiles/{id}/tags/VIP"), None).await;
     let client = siyu_wecom::client::Client::new(&sim_base, CORP, "sim-secret");
-    let mut mirrored = false;
-    for _ in 0..100 {
+    wait_until("the guide's contact to carry the VIP corp tag", async || {
         let tags = client.get_corp_tag_list(&[]).await.unwrap();
         let vip = tags["tag_group"]
             .as_array()
@@ -301,15 +292,9 @@ async fn with_simulator(store: TestStore) {
             .flat_map(|g| g["tag"].as_array().unwrap().clone())
             .find(|t| t["name"] == json!("VIP"));
         let contact = client.get_external_contact("wmTea01").await.unwrap();
-        if let Some(vip) = vip
-            && contact["follow_user"][0]["tags"].as_array().unwrap().iter().any(|t| t["tag_id"] == vip["id"])
-        {
-            mirrored = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(mirrored, "the guide's contact carries the VIP corp tag");
+        vip.is_some_and(|vip| contact["follow_user"][0]["tags"].as_array().unwrap().iter().any(|t| t["tag_id"] == vip["id"]))
+    })
+    .await;
     // …and WeCom → Siyu when a guide tags the customer in WeCom.
     let r: serde_json::Value = http
         .post(format!("{sim_base}/sim/guide_tag"))
@@ -321,16 +306,11 @@ async fn with_simulator(store: TestStore) {
         .await
         .unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
-    let mut pulled = false;
-    for _ in 0..100 {
+    wait_until("a tag set by the guide in WeCom to reach Siyu", async || {
         let (_, p) = app.get(&format!("/api/v1/profiles/{id}")).await;
-        if p["tags"].to_string().contains("燕麦奶") {
-            pulled = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(pulled, "a tag set by the guide in WeCom reaches Siyu");
+        p["tags"].to_string().contains("燕麦奶")
+    })
+    .await;
 
     // An administrator deletes the corp tag in WeCom: Siyu stops mirroring that tag
     // (and does not re-create it), keeps the others, and keeps the tag on its profile.
@@ -338,13 +318,11 @@ async fn with_simulator(store: TestStore) {
         http.post(format!("{sim_base}/sim/admin_delete_tag")).json(&json!({"tag_name": "燕麦奶"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
     let mut synced = json!(null);
-    for _ in 0..100 {
+    wait_until("the deleted corp tag to leave the mirrored tags", async || {
         synced = app.get("/api/v1/wecom/synced-tags").await.1;
-        if !synced.to_string().contains("燕麦奶") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        !synced.to_string().contains("燕麦奶")
+    })
+    .await;
     assert_eq!(synced, json!(["VIP"]), "the deleted corp tag is no longer mirrored");
     let (_, p) = app.get(&format!("/api/v1/profiles/{id}")).await;
     assert!(p["tags"].to_string().contains("燕麦奶"), "Siyu's own tag stays: {p}");
@@ -409,15 +387,13 @@ async fn with_simulator(store: TestStore) {
         .unwrap();
     assert_eq!(r["errcode"], json!(0), "{r}");
     let mut joined = Vec::new();
-    for _ in 0..100 {
+    wait_until("the new group's customers to be read from WeCom", async || {
         app.settle_all().await;
         let (_, events) = app.get(&format!("/api/v1/profiles/{id}/events")).await;
         joined = group_events(&events, "wrJingan02");
-        if !joined.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        !joined.is_empty()
+    })
+    .await;
     assert_eq!(joined, vec!["Group Joined".to_string()], "a new group's customers are read from WeCom");
     let r: serde_json::Value =
         http.post(format!("{sim_base}/sim/dismiss_group")).json(&json!({"chat_id": "wrJingan02"})).send().await.unwrap().json().await.unwrap();
@@ -498,21 +474,14 @@ async fn full_sync_then_transfer(store: TestStore) {
     for round in 0..2 {
         let (s, v) = app.post("/api/v1/wecom/sync", &json!({})).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-        let mut state = String::new();
-        for _ in 0..200 {
-            let (_, p) = app.get("/api/v1/wecom/sync").await;
-            state = p["state"].as_str().unwrap().to_string();
-            if state != "running" {
-                assert_eq!(
-                    (p["guides_total"].as_u64(), p["contacts"].as_u64(), p["group_members"].as_u64()),
-                    (Some(2), Some(180), Some(2)),
-                    "round {round}: {p}"
-                );
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert_eq!(state, "done");
+        let mut p = json!(null);
+        wait_until("the WeCom sync to finish", async || {
+            p = app.get("/api/v1/wecom/sync").await.1;
+            p["state"].as_str().unwrap() != "running"
+        })
+        .await;
+        assert_eq!((p["guides_total"].as_u64(), p["contacts"].as_u64(), p["group_members"].as_u64()), (Some(2), Some(180), Some(2)), "round {round}: {p}");
+        assert_eq!(p["state"].as_str().unwrap(), "done");
         app.settle_all().await;
         let (profiles, events) = app.counts().await;
         assert_eq!((profiles, events), (180, 182), "round {round}: a repeated sync stores nothing twice");

@@ -85,6 +85,10 @@ impl TestApp {
             let before = ingest.appended();
             ingest.settle().await;
             self.engine().sync().await.unwrap();
+            // Kept on purpose: the membership reporter turns what the engine reported into
+            // events on a task of its own, and nothing tells the test when it has caught
+            // up. This is a quiet window (nothing newly appended within it ends the loop),
+            // not a wait for a fixed amount of work.
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
             if ingest.appended() == before {
                 ingest.settle().await;
@@ -193,16 +197,38 @@ pub fn spawn_server(data_dir: &std::path::Path, port: u16, database_url: Option<
 }
 
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    wait_until_within(&format!("the server at {base} to answer /healthz"), std::time::Duration::from_secs(60), async || {
+        client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+}
+
+/// How long [`wait_until`] waits before it fails the test.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often [`wait_until`] checks.
+const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits for something a background task does (a round, a tick, events applied): checks
+/// `condition` every 50 ms and returns once it holds; fails the test, saying it waited
+/// for `what`, if it does not hold within [`WAIT`]. Tests wait on the condition itself,
+/// never for a fixed time.
+pub async fn wait_until(what: &str, condition: impl AsyncFnMut() -> bool) {
+    wait_until_within(what, WAIT, condition).await
+}
+
+/// [`wait_until`] with a deadline of its own, for work known to take longer.
+pub async fn wait_until_within(what: &str, deadline: std::time::Duration, mut condition: impl AsyncFnMut() -> bool) {
     let started = std::time::Instant::now();
-    while started.elapsed() < std::time::Duration::from_secs(60) {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
-            && r.status().is_success()
-        {
+    loop {
+        if condition().await {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
     }
-    panic!("server at {base} did not start");
 }
 
 /// A webhook receiver: records every delivery it is sent.
