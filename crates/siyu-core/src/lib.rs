@@ -5,6 +5,7 @@
 //! - [`time`]: UTC instants as epoch milliseconds.
 //! - [`org`]: stores, staff and their roles.
 
+pub mod campaign;
 pub mod delivery;
 pub mod email;
 pub mod identity;

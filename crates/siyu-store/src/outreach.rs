@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use siyu_core::Timestamp;
+use siyu_core::campaign::Status as CampaignStatus;
 use siyu_core::delivery::DeliveryStatus;
 use utoipa::ToSchema;
 
@@ -18,7 +19,9 @@ pub struct CampaignRow {
     /// The campaign's definition (see `CampaignSpec`).
     #[schema(value_type = Object)]
     pub spec: serde_json::Value,
-    pub status: String,
+    /// draft · scheduled · running · paused · completed
+    #[schema(value_type = String)]
+    pub status: CampaignStatus,
     /// Why it is in this status, when something other than a person put it there.
     pub status_reason: Option<String>,
     pub next_run_at: Option<Timestamp>,
@@ -38,7 +41,7 @@ fn campaign(r: &Row) -> Result<CampaignRow, StoreError> {
         id: r.int(0)?,
         name: r.text(1)?,
         spec: json(r.text(2)?, "campaign spec")?,
-        status: r.text(3)?,
+        status: campaign_status(&r.text(3)?)?,
         status_reason: r.opt_text(4)?,
         next_run_at: r.opt_int(5)?.map(Timestamp),
         runs: r.int(6)?,
@@ -78,7 +81,7 @@ pub async fn update_spec(db: &mut dyn Db, id: i64, name: &str, spec: &serde_json
 
 /// A status change, with who did it and why, in the audit trail.
 pub struct StatusChange<'a> {
-    pub status: &'a str,
+    pub status: CampaignStatus,
     pub reason: Option<&'a str>,
     pub next_run_at: Option<Timestamp>,
     pub actor: &'a str,
@@ -88,7 +91,7 @@ pub struct StatusChange<'a> {
 pub async fn set_status(db: &mut dyn Db, id: i64, c: StatusChange<'_>, at: Timestamp) -> Result<(), StoreError> {
     db.execute(
         "UPDATE campaigns SET status = $2, status_reason = $3, next_run_at = $4, updated_at = $5 WHERE id = $1",
-        params![id, c.status, c.reason, c.next_run_at.map(|t| t.0), at.0],
+        params![id, c.status.as_str(), c.reason, c.next_run_at.map(|t| t.0), at.0],
     )
     .await?;
     audit(db, id, c.actor, c.action, c.reason.unwrap_or(""), at).await
@@ -113,9 +116,9 @@ pub async fn due_campaigns(db: &mut dyn Db, now: Timestamp) -> Result<Vec<Campai
     db.query(&sql, params![now.0]).await?.iter().map(campaign).collect()
 }
 
-pub async fn campaigns_with_status(db: &mut dyn Db, status: &str) -> Result<Vec<CampaignRow>, StoreError> {
+pub async fn campaigns_with_status(db: &mut dyn Db, status: CampaignStatus) -> Result<Vec<CampaignRow>, StoreError> {
     let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE status = $1 ORDER BY id");
-    db.query(&sql, params![status]).await?.iter().map(campaign).collect()
+    db.query(&sql, params![status.as_str()]).await?.iter().map(campaign).collect()
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -190,6 +193,11 @@ pub struct DeliveryRow {
 
 pub const DELIVERY_COLUMNS: &str =
     "id, key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at";
+
+/// A stored campaign status as the enum; an unknown one is a decode error.
+fn campaign_status(s: &str) -> Result<CampaignStatus, StoreError> {
+    CampaignStatus::parse(s).ok_or_else(|| StoreError::Decode(format!("unknown campaign status {s:?}")))
+}
 
 /// A stored status as the enum; an unknown one means the database was written by
 /// something else, which is an error rather than a guess.

@@ -227,7 +227,7 @@ async fn users_of(app: &App, segment: &str) -> ApiResult<Vec<String>> {
     let (campaigns, journeys) =
         app.store.run(|db| Box::pin(async move { Ok((outreach_store::list_campaigns(db).await?, outreach_store::list_journeys(db).await?)) })).await?;
     let mut users = Vec::new();
-    for c in campaigns.iter().filter(|c| c.status != "completed") {
+    for c in campaigns.iter().filter(|c| c.status != siyu_core::campaign::Status::Completed) {
         if c.spec["audience"]["segment"].as_str() == Some(segment) {
             users.push(format!("campaign {} ({})", c.id, c.name));
         }

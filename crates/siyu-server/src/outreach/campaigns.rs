@@ -68,8 +68,8 @@ pub async fn create(o: &Outreach, spec_json: serde_json::Value, actor: String) -
 /// Edits are for drafts: a scheduled campaign is unscheduled first.
 pub async fn update(o: &Outreach, id: i64, spec_json: serde_json::Value, actor: String) -> Result<CampaignRow, CampaignError> {
     let c = get(o, id).await?;
-    if c.status != Status::Draft.as_str() {
-        return Err(CampaignError::Conflict(format!("only a draft can be edited; this campaign is {}", c.status)));
+    if c.status != Status::Draft {
+        return Err(CampaignError::Conflict(format!("only a draft can be edited; this campaign is {}", c.status.as_str())));
     }
     let spec = read_spec(&spec_json)?;
     check_segment(o, &spec).await?;
@@ -79,10 +79,6 @@ pub async fn update(o: &Outreach, id: i64, spec_json: serde_json::Value, actor: 
     get(o, id).await
 }
 
-fn status_of(c: &CampaignRow) -> Status {
-    Status::parse(&c.status).unwrap_or(Status::Draft)
-}
-
 /// An operator's action: schedule, unschedule, pause, resume, complete.
 pub async fn act(o: &Outreach, id: i64, action: Action, actor: String) -> Result<CampaignRow, CampaignError> {
     let c = get(o, id).await?;
@@ -90,7 +86,7 @@ pub async fn act(o: &Outreach, id: i64, action: Action, actor: String) -> Result
     if action == Action::Start {
         return Err(CampaignError::Invalid("campaigns start by themselves when their time comes: schedule it".into()));
     }
-    let next = status_of(&c).apply(action).map_err(CampaignError::Conflict)?;
+    let next = c.status.apply(action).map_err(CampaignError::Conflict)?;
     let now = o.now();
     let mut next_run_at = c.next_run_at;
     if action == Action::Schedule {
@@ -105,7 +101,7 @@ pub async fn act(o: &Outreach, id: i64, action: Action, actor: String) -> Result
     o.store
         .run(move |db| {
             Box::pin(async move {
-                let change = StatusChange { status: next.as_str(), reason: None, next_run_at, actor: &actor, action: action.as_str() };
+                let change = StatusChange { status: next, reason: None, next_run_at, actor: &actor, action: action.as_str() };
                 stored::set_status(db, id, change, now).await
             })
         })
@@ -276,8 +272,8 @@ pub async fn run_one(o: &Outreach, c: CampaignRow, now: Timestamp) -> anyhow::Re
                 stored::insert_deliveries(db, &rows).await?;
                 stored::count_run(db, id).await?;
                 let change = match recurring {
-                    Some(next) => StatusChange { status: Status::Scheduled.as_str(), reason: None, next_run_at: Some(next), actor: "siyu", action: "ran" },
-                    None => StatusChange { status: Status::Running.as_str(), reason: None, next_run_at: None, actor: "siyu", action: "started" },
+                    Some(next) => StatusChange { status: Status::Scheduled, reason: None, next_run_at: Some(next), actor: "siyu", action: "ran" },
+                    None => StatusChange { status: Status::Running, reason: None, next_run_at: None, actor: "siyu", action: "started" },
                 };
                 stored::set_status(db, id, change, now).await?;
                 stored::audit(db, id, "siyu", "planned", &detail, now).await
@@ -395,7 +391,7 @@ pub async fn report(o: &Outreach, id: i64) -> Result<Report, CampaignError> {
 
 /// Running campaigns: pause on a crossed guardrail; complete when nothing is left to send.
 pub async fn watch(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
-    let running = o.store.run(|db| Box::pin(stored::campaigns_with_status(db, "running"))).await?;
+    let running = o.store.run(|db| Box::pin(stored::campaigns_with_status(db, Status::Running))).await?;
     for c in running {
         let Ok(spec) = read_spec(&c.spec) else { continue };
         let (m, by_status, _) = metrics(o, &c, &spec).await?;
@@ -405,8 +401,7 @@ pub async fn watch(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
             o.store
                 .run(move |db| {
                     Box::pin(async move {
-                        let change =
-                            StatusChange { status: Status::Paused.as_str(), reason: Some(&why), next_run_at: None, actor: "guardrail", action: "pause" };
+                        let change = StatusChange { status: Status::Paused, reason: Some(&why), next_run_at: None, actor: "guardrail", action: "pause" };
                         stored::set_status(db, id, change, now).await
                     })
                 })
@@ -421,7 +416,7 @@ pub async fn watch(o: &Outreach, now: Timestamp) -> anyhow::Result<()> {
             o.store
                 .run(move |db| {
                     Box::pin(async move {
-                        let change = StatusChange { status: Status::Completed.as_str(), reason: None, next_run_at: None, actor: "siyu", action: "complete" };
+                        let change = StatusChange { status: Status::Completed, reason: None, next_run_at: None, actor: "siyu", action: "complete" };
                         stored::set_status(db, id, change, now).await
                     })
                 })
