@@ -206,7 +206,7 @@ async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
             profile_id: i as i64 + 1,
             campaign_id: Some(campaign),
             journey_id: None,
-            channel: "sms".into(),
+            channel: siyu_core::rule::Channel::Sms,
             kind: "marketing".into(),
             status: siyu_core::delivery::DeliveryStatus::Queued,
             reason: None,

@@ -5,6 +5,7 @@ use serde::Serialize;
 use siyu_core::Timestamp;
 use siyu_core::campaign::Status as CampaignStatus;
 use siyu_core::delivery::DeliveryStatus;
+use siyu_core::rule::Channel;
 use utoipa::ToSchema;
 
 use crate::sql::{Db, Param, Row, int_list, text_list};
@@ -155,7 +156,7 @@ pub struct NewDelivery {
     pub profile_id: i64,
     pub campaign_id: Option<i64>,
     pub journey_id: Option<i64>,
-    pub channel: String,
+    pub channel: Channel,
     pub kind: String,
     /// `Queued`, `PendingStaff` or `Suppressed`.
     pub status: DeliveryStatus,
@@ -175,7 +176,9 @@ pub struct DeliveryRow {
     pub profile_id: i64,
     pub campaign_id: Option<i64>,
     pub journey_id: Option<i64>,
-    pub channel: String,
+    /// wecom · sms · email · official_account · webhook
+    #[schema(value_type = String)]
+    pub channel: Channel,
     pub kind: String,
     /// queued · pending_staff · sent · confirmed · skipped · expired · failed · suppressed
     #[schema(value_type = String)]
@@ -193,6 +196,11 @@ pub struct DeliveryRow {
 
 pub const DELIVERY_COLUMNS: &str =
     "id, key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at";
+
+/// A stored channel as the enum; an unknown one is a decode error.
+fn channel(s: &str) -> Result<Channel, StoreError> {
+    Channel::parse(s).ok_or_else(|| StoreError::Decode(format!("unknown channel {s:?}")))
+}
 
 /// A stored campaign status as the enum; an unknown one is a decode error.
 fn campaign_status(s: &str) -> Result<CampaignStatus, StoreError> {
@@ -212,7 +220,7 @@ pub fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
         profile_id: r.int(2)?,
         campaign_id: r.opt_int(3)?,
         journey_id: r.opt_int(4)?,
-        channel: r.text(5)?,
+        channel: channel(&r.text(5)?)?,
         kind: r.text(6)?,
         status: delivery_status(&r.text(7)?)?,
         reason: r.opt_text(8)?,
@@ -253,7 +261,7 @@ pub async fn insert_deliveries(db: &mut dyn Db, rows: &[NewDelivery]) -> Result<
                 d.profile_id,
                 d.campaign_id,
                 d.journey_id,
-                &d.channel,
+                d.channel.as_str(),
                 &d.kind,
                 d.status.as_str(),
                 &d.reason,

@@ -129,7 +129,7 @@ pub async fn guide_of(o: &Outreach, p: u32) -> anyhow::Result<Option<(String, Tz
 /// profiles can merge; caps and quiet hours were settled at planning and stay so.
 pub async fn recheck(o: &Outreach, due: &[siyu_store::outreach::DeliveryRow], now: Timestamp) -> anyhow::Result<Vec<Option<Reason>>> {
     let cooldown = rule(&o.policy().cooldown_rule())?;
-    let mut channels: Vec<Channel> = due.iter().filter_map(|d| Channel::parse(&d.channel)).collect();
+    let mut channels: Vec<Channel> = due.iter().map(|d| d.channel).collect();
     channels.sort_by_key(|c| c.as_str());
     channels.dedup();
     for r in channels.into_iter().map(Rule::Consent).chain([cooldown.clone()]) {
@@ -144,7 +144,7 @@ pub async fn recheck(o: &Outreach, due: &[siyu_store::outreach::DeliveryRow], no
             if !st.index.alive().contains(p) {
                 return Some(Reason::Merged);
             }
-            let consented = Channel::parse(&d.channel).is_some_and(|ch| siyu_engine::eval::eval_one(&cx, &Rule::Consent(ch), p));
+            let consented = siyu_engine::eval::eval_one(&cx, &Rule::Consent(d.channel), p);
             if !consented {
                 return Some(Reason::NoConsent);
             }

@@ -310,7 +310,7 @@ pub fn deliveries(
                 profile_id: x.profile as i64,
                 campaign_id: Some(c.id),
                 journey_id: None,
-                channel: spec.channel.as_str().to_string(),
+                channel: spec.channel,
                 kind: spec.kind.as_str().into(),
                 status,
                 reason: Some(reason.to_string()),

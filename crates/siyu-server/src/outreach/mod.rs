@@ -256,7 +256,7 @@ impl Outreach {
         outgoing: Vec<Outgoing>,
         now: Timestamp,
     ) -> anyhow::Result<(Vec<stored::DeliveryRow>, Vec<Outgoing>)> {
-        let (sendable, unreachable): (Vec<_>, Vec<_>) = due.into_iter().zip(outgoing).partition(|(d, o)| addressable(&d.channel, &o.to));
+        let (sendable, unreachable): (Vec<_>, Vec<_>) = due.into_iter().zip(outgoing).partition(|(d, o)| addressable(d.channel, &o.to));
         if !unreachable.is_empty() {
             let ids: Vec<i64> = unreachable.iter().map(|(d, _)| d.id).collect();
             let mut ledger = self.ledger.lock().await;
@@ -325,19 +325,17 @@ fn reminder_text(task: &stored::TaskRow, zone: chrono_tz::Tz) -> String {
 /// Gives back the cap slots of marketing touches that will not go out after all.
 fn release_slots<'a>(ledger: &mut ContactLedger, rows: impl Iterator<Item = &'a stored::DeliveryRow>) {
     for d in rows.filter(|d| d.kind == TouchKind::Marketing.as_str()) {
-        if let Some(ch) = Channel::parse(&d.channel) {
-            ledger.release(d.profile_id as u32, d.due_at, ch);
-        }
+        ledger.release(d.profile_id as u32, d.due_at, d.channel);
     }
 }
 
 /// Whether `to` holds what the channel needs to reach the customer.
-fn addressable(channel: &str, to: &serde_json::Value) -> bool {
-    let needs = match Channel::parse(channel) {
-        Some(Channel::Sms) => "phone",
-        Some(Channel::Email) => "email",
-        Some(Channel::OfficialAccount) => "openid",
-        _ => return true,
+fn addressable(channel: Channel, to: &serde_json::Value) -> bool {
+    let needs = match channel {
+        Channel::Sms => "phone",
+        Channel::Email => "email",
+        Channel::OfficialAccount => "openid",
+        Channel::Wecom | Channel::Webhook => return true,
     };
     to.get(needs).and_then(|v| v.as_str()).is_some_and(|v| !v.is_empty())
 }

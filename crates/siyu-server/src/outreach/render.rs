@@ -70,7 +70,7 @@ pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<O
                 id: d.id,
                 key: d.key.clone(),
                 profile_id: d.profile_id,
-                channel: d.channel.clone(),
+                channel: d.channel.as_str().to_string(),
                 kind: d.kind.clone(),
                 campaign_id: d.campaign_id,
                 journey_id: d.journey_id,

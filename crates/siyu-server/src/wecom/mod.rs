@@ -270,7 +270,7 @@ async fn welcome(cx: &WecomContext, seq: u64, staff: &str, external: &str, state
         profile_id: profile,
         campaign_id: None,
         journey_id: None,
-        channel: "wecom".into(),
+        channel: siyu_core::rule::Channel::Wecom,
         kind: "service".into(),
         status,
         reason,
