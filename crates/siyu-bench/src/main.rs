@@ -3,7 +3,6 @@
 //! here, not in tests). Run them on a release build. They live outside the server's
 //! crate so the server carries no benchmark code and never installs DuckDB.
 
-mod freshness;
 mod ingest;
 mod outreach;
 mod segments;
@@ -66,7 +65,7 @@ fn main() -> ExitCode {
 fn siyu_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("finding the siyu-bench binary")?;
     let siyu = me.with_file_name(format!("siyu{}", std::env::consts::EXE_SUFFIX));
-    anyhow::ensure!(siyu.exists(), "{} is missing: build both binaries (cargo build --release)", siyu.display());
+    anyhow::ensure!(siyu.exists(), "{} is missing: build both binaries (cargo build --release -p siyu -p siyu-bench)", siyu.display());
     Ok(siyu)
 }
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use axum::{Json, Router, middleware};
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use state::{App, AppState};
@@ -55,7 +55,13 @@ pub fn router(app: App, limits: &server::Limits) -> Router {
         // `x-request-id`, or a new UUID), echoed in the answer, so a log line can be
         // traced to the request that caused it. The span names the path, never the
         // query (it may carry secrets).
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // A 503 is how Siyu sheds load (a full backlog, too many requests): an
+                // answer it chose, not an error to shout about once per request.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(app)

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations. Its paths come from
-//! the router itself (`utoipa_axum`'s `routes!`), so a route cannot be served without
-//! being documented, nor documented without being served.
+//! the router itself (`utoipa_axum`'s `routes!`), so an API route cannot be served
+//! without being documented, nor documented without being served. (The WeCom callback,
+//! `/metrics`, `/healthz` and this document itself are plain routes, outside the API.)
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};

@@ -6,6 +6,9 @@
 //! rules in DuckDB on the same data (counts must agree); and the freshness of live
 //! membership under the ingest benchmark's load.
 
+// Freshness is measured as part of the segments benchmark, on the same brand.
+mod freshness;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,8 +26,8 @@ use siyu_engine::index::{Index, Org};
 use siyu_engine::{LifecycleConfig, SegmentDef, Segments, State};
 use siyu_store::ingest::{Committed, Outcome};
 
-use super::sql::Sql;
-use super::{mib, percentile};
+use crate::sql::Sql;
+use crate::{mib, percentile};
 use siyu_demo::brand;
 use siyu_demo::generate::Generator;
 
@@ -288,7 +291,7 @@ pub async fn run(args: SegmentsBench) -> anyhow::Result<ExitCode> {
     comparison?;
     drop(state);
     if !args.no_freshness {
-        super::freshness::run(&args).await?;
+        freshness::run(&args).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

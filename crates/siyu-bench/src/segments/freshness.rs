@@ -19,7 +19,7 @@ use siyu_store::{Store, StoreConfig};
 
 use tokio::io::AsyncBufReadExt;
 
-use super::segments::SegmentsBench;
+use super::SegmentsBench;
 use siyu_server::app::{self, ServeOptions};
 
 const WRITE_KEY: &str = "wk_freshness";
