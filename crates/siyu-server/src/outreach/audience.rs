@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use roaring::RoaringBitmap;
 use siyu_core::Timestamp;
 use siyu_core::rule::{Channel, Rule, parse};
-use siyu_outreach::plan::Owners;
+use siyu_outreach::plan::{Audience, Owners};
 use siyu_outreach::policy::Reason;
 use siyu_outreach::quiet::zone;
 use siyu_store::org;
@@ -23,6 +23,13 @@ pub struct Facts {
     pub owners: Owners,
     /// Customers with a zone of their own (the `timezone` trait).
     pub own_zones: HashMap<u32, Tz>,
+}
+
+impl Facts {
+    /// `members` as the planner sees them, with these facts.
+    pub fn audience<'a>(&'a self, members: &'a RoaringBitmap) -> Audience<'a> {
+        Audience { members, consent: &self.consent, blocked: &self.blocked, owners: &self.owners, own_zones: &self.own_zones, default_zone: zone(None) }
+    }
 }
 
 /// Each guide's zone: their store's.

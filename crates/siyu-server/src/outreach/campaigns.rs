@@ -11,9 +11,8 @@ use siyu_core::rule::Channel;
 use siyu_engine::{decode_members, encode_members};
 use siyu_outreach::campaign::{Action, CampaignSpec, Status};
 use siyu_outreach::guardrail::{Lift, Metrics};
-use siyu_outreach::plan::{Audience, Outcome, PlanOptions, PlanSummary, delivery_state, dry_run, plan};
+use siyu_outreach::plan::{Outcome, PlanOptions, PlanSummary, delivery_state, dry_run, plan};
 use siyu_outreach::policy::{Decision, Reason};
-use siyu_outreach::quiet::zone;
 use siyu_outreach::template::Template;
 use siyu_store::outreach::{self as stored, CampaignRow, NewDelivery, NewTask, StatusChange};
 use utoipa::ToSchema;
@@ -168,14 +167,7 @@ pub async fn preview(o: &Outreach, id: i64, sample: usize) -> Result<Preview, Ca
     let opts = options(&c, &spec, now);
     let (outcomes, summary) = {
         let mut ledger = o.ledger.lock().await;
-        let aud = Audience {
-            members: &members,
-            consent: &facts.consent,
-            blocked: &facts.blocked,
-            owners: &facts.owners,
-            own_zones: &facts.own_zones,
-            default_zone: zone(None),
-        };
+        let aud = facts.audience(&members);
         super::off_the_runtime(|| dry_run(o.policy(), &aud, &opts, &mut ledger))
     };
     let picked: Vec<&Outcome> = outcomes.iter().filter(|x| matches!(x.decision, Decision::Send { .. })).take(sample).collect();
@@ -243,14 +235,7 @@ pub async fn run_one(o: &Outreach, c: CampaignRow, now: Timestamp) -> anyhow::Re
     let opts = options(&c, &spec, now);
     let mut ledger = o.ledger.lock().await;
     let (outcomes, summary) = {
-        let aud = Audience {
-            members: &members,
-            consent: &facts.consent,
-            blocked: &facts.blocked,
-            owners: &facts.owners,
-            own_zones: &facts.own_zones,
-            default_zone: zone(None),
-        };
+        let aud = facts.audience(&members);
         super::off_the_runtime(|| plan(o.policy(), &aud, &opts, &mut ledger))
     };
     let (rows, groups) = deliveries(&c, &spec, &opts, &outcomes, &facts.owners.guides, o.policy().wecom_task_limit);
