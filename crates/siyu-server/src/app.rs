@@ -117,7 +117,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let stop = CancellationToken::new();
     let mut background = vec![tokio::spawn(minute_ticks(engine.clone(), stop.clone()))];
     let wecom = crate::wecom::WecomCallbacks::load(&opts.data_dir)?.map(Arc::new);
-    let wecom_client = wecom.as_ref().and_then(|w| w.client.clone());
+    let wecom_client = crate::wecom::client_of(wecom.as_ref());
     let tasks = TaskTracker::new();
     let core = Core { store, ingest, engine, tasks };
     let outreach = crate::outreach::Outreach::start(core.clone(), &opts.data_dir, wecom_client).await.context("starting outreach")?;

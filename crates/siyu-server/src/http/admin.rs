@@ -210,7 +210,7 @@ pub async fn add_tag(State(app): State<App>, caller: Caller, Path((id, tag)): Pa
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::add_tag(db, profile_id, &t, "manual", Timestamp::now()).await })).await?;
     app.engine.set_tag(profile_id as u32, &tag, true);
-    app.tasks.spawn(crate::wecom::tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), true));
+    app.tasks.spawn(crate::wecom::tags::push(app.store.clone(), app.wecom_client(), profile_id, tag.clone(), true));
     Ok(Json(TagChange { profile_id, tag, changed }))
 }
 
@@ -224,7 +224,7 @@ pub async fn remove_tag(State(app): State<App>, caller: Caller, Path((id, tag)):
     let changed = app.store.run(move |db| Box::pin(async move { profiles::remove_tag(db, profile_id, &t).await })).await?;
     app.engine.set_tag(profile_id as u32, &tag, false);
     if changed {
-        app.tasks.spawn(crate::wecom::tags::push(app.store.clone(), app.wecom.as_ref().and_then(|w| w.client.clone()), profile_id, tag.clone(), false));
+        app.tasks.spawn(crate::wecom::tags::push(app.store.clone(), app.wecom_client(), profile_id, tag.clone(), false));
     }
     if !changed {
         return Err(ApiError::not_found(format!("the profile has no tag {tag:?}")));

@@ -33,6 +33,11 @@ pub struct AppState {
 pub type App = Arc<AppState>;
 
 impl AppState {
+    /// WeCom's API client, when the secret is configured.
+    pub fn wecom_client(&self) -> Option<Arc<siyu_wecom::client::Client>> {
+        crate::wecom::client_of(self.wecom.as_ref())
+    }
+
     /// What the WeCom glue a route calls works with.
     pub fn wecom_context(&self) -> crate::wecom::WecomContext {
         crate::wecom::WecomContext { core: self.core.clone(), wecom: self.wecom.clone() }

@@ -204,10 +204,9 @@ pub struct ContactWayView {
     request_body = ContactWayInput, responses((status = 201, body = ContactWay), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_contact_way(State(app): State<App>, _: AdminCaller, Json(input): Json<ContactWayInput>) -> ApiResult<(StatusCode, Json<ContactWay>)> {
-    let client =
-        app.wecom.as_ref().and_then(|w| w.client.clone()).ok_or_else(|| {
-            ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id, secret, token and key first (see docs/wecom.md)")
-        })?;
+    let client = app
+        .wecom_client()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id, secret, token and key first (see docs/wecom.md)"))?;
     if input.channel.is_empty() || input.channel.contains('-') || !input.channel.is_ascii() {
         return Err(ApiError::bad_request("invalid_channel", "channel: ASCII without '-', e.g. table_card"));
     }
@@ -330,7 +329,7 @@ pub struct TransferRequest {
     responses((status = 200, body = crate::wecom::transfer::Requested), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn request_transfer(State(app): State<App>, _: AdminCaller, Json(req): Json<TransferRequest>) -> ApiResult<Json<crate::wecom::transfer::Requested>> {
-    let Some(client) = app.wecom.as_ref().and_then(|w| w.client.as_ref()) else {
+    let Some(client) = app.wecom_client() else {
         return Err(ApiError::new(StatusCode::CONFLICT, "wecom_not_configured", "set the WeCom corp id and secret first (see docs/wecom.md)"));
     };
     if req.from == req.to {
@@ -340,7 +339,7 @@ pub async fn request_transfer(State(app): State<App>, _: AdminCaller, Json(req):
         return Err(ApiError::bad_request("missing_guide", "name both guides: `from` and `to` (WeCom userids)"));
     }
     // WeCom is the authority on its members: an unknown takeover is refused per customer.
-    crate::wecom::transfer::request(&app.store, client, &req.from, &req.to, req.resigned)
+    crate::wecom::transfer::request(&app.store, &client, &req.from, &req.to, req.resigned)
         .await
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "wecom_error", format!("WeCom refused the transfer: {e}")))

@@ -36,7 +36,7 @@ pub fn member_events(chat: &str, detail: &Value, source: &str) -> Vec<Message> {
 
 /// After a `create` callback (answered already: WeCom wants the answer fast).
 pub async fn created(cx: WecomContext, chat_id: String) {
-    let Some(client) = cx.wecom.as_ref().and_then(|w| w.client.clone()) else { return };
+    let Some(client) = cx.client() else { return };
     let result = async {
         let detail = client.groupchat_get(&chat_id).await?;
         let members = member_events(&chat_id, &detail, "wecom");

@@ -36,6 +36,18 @@ pub struct WecomContext {
     pub wecom: Option<std::sync::Arc<WecomCallbacks>>,
 }
 
+/// WeCom's API client, when WeCom is set up with the customer-contact secret.
+pub fn client_of(wecom: Option<&std::sync::Arc<WecomCallbacks>>) -> Option<std::sync::Arc<siyu_wecom::client::Client>> {
+    wecom.and_then(|w| w.client.clone())
+}
+
+impl WecomContext {
+    /// WeCom's API client, when the secret is configured.
+    pub fn client(&self) -> Option<std::sync::Arc<siyu_wecom::client::Client>> {
+        client_of(self.wecom.as_ref())
+    }
+}
+
 impl std::ops::Deref for WecomContext {
     type Target = Core;
 
@@ -180,7 +192,7 @@ async fn welcome(cx: &WecomContext, seq: u64, staff: &str, external: &str, state
     use siyu_core::identity::{Identity, IdentityKind};
     use siyu_store::{outreach as stored, profiles, wecom as wstore};
 
-    let client = cx.wecom.as_ref().and_then(|w| w.client.clone());
+    let client = cx.client();
     // WeCom's callback carries no name: read the contact, so templates can greet them.
     let name = match &client {
         Some(client) => {

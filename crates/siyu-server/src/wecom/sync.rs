@@ -91,7 +91,7 @@ pub async fn run(cx: WecomContext) {
 async fn sync(cx: &WecomContext) -> anyhow::Result<()> {
     let state = &cx.wecom.as_ref().ok_or_else(|| anyhow::anyhow!("WeCom is not configured"))?.sync;
     let update = |f: &dyn Fn(&mut SyncProgress)| state.update(f);
-    let client = cx.wecom.as_ref().and_then(|w| w.client.clone()).ok_or_else(|| anyhow::anyhow!("WeCom API is not configured"))?;
+    let client = cx.client().ok_or_else(|| anyhow::anyhow!("WeCom API is not configured"))?;
     let guides = client.get_follow_user_list().await?;
     let done: BTreeSet<String> =
         cx.store.run(|db| Box::pin(admin::get_setting(db, DONE))).await?.map(|t| serde_json::from_str(&t).unwrap_or_default()).unwrap_or_default();

@@ -37,8 +37,8 @@ pub async fn synced(store: &Store) -> anyhow::Result<BTreeSet<String>> {
 pub async fn set_synced(cx: &WecomContext, tag: &str, on: bool) -> anyhow::Result<BTreeSet<String>> {
     let mut tags = synced(&cx.store).await?;
     if on {
-        if let Some(client) = cx.wecom.as_ref().and_then(|w| w.client.as_ref()) {
-            corp_tags(&cx.store, client, &[tag.to_string()]).await?;
+        if let Some(client) = cx.client() {
+            corp_tags(&cx.store, &client, &[tag.to_string()]).await?;
         }
         tags.insert(tag.to_string());
     } else {
@@ -152,7 +152,7 @@ pub async fn pull(cx: WecomContext, seq: u64, external: String) {
 }
 
 async fn try_pull(cx: &WecomContext, seq: u64, external: &str) -> anyhow::Result<()> {
-    let Some(client) = cx.wecom.as_ref().and_then(|w| w.client.clone()) else { return Ok(()) };
+    let Some(client) = cx.client() else { return Ok(()) };
     let synced: Vec<String> = synced(&cx.store).await?.into_iter().collect();
     if synced.is_empty() {
         return Ok(());
