@@ -19,7 +19,6 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use std::sync::Arc;
 
 use axum::{Json, Router, middleware};
 use serde_json::json;
@@ -40,9 +39,9 @@ pub fn router(app: App, limits: &server::Limits) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::require_token));
     let (routes, paths) = OpenApiRouter::new().merge(tracking::routes()).merge(wecom::routes()).merge(admin_api).split_for_parts();
     // Written once: the document does not change while the server runs.
-    let document: Arc<str> = serde_json::to_string(&openapi::document(paths)).expect("the OpenAPI document serialises").into();
+    let document = axum::body::Bytes::from(serde_json::to_vec(&openapi::document(paths)).expect("the OpenAPI document serialises"));
     routes
-        .route("/api/openapi.json", get(move || std::future::ready(([(CONTENT_TYPE, "application/json")], document.to_string()))))
+        .route("/api/openapi.json", get(move || std::future::ready(([(CONTENT_TYPE, "application/json")], document.clone()))))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
