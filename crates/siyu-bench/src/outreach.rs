@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use roaring::RoaringBitmap;
-use siyu_core::Timestamp;
 use siyu_core::rule::Channel;
+use siyu_core::{ProfileId, Timestamp};
 use siyu_outreach::ledger::DAY_MS;
 use siyu_outreach::plan::{Audience, Owners, PlanOptions, plan};
 use siyu_outreach::quiet::zone;
@@ -203,11 +203,11 @@ async fn dispatch_phase(args: &OutreachBench) -> anyhow::Result<()> {
     let rows: Vec<NewDelivery> = (0..n)
         .map(|i| NewDelivery {
             key: format!("campaign:{campaign}:run:1:{i}"),
-            profile_id: i as i64 + 1,
+            profile_id: ProfileId::from_bit(i as u32 + 1),
             campaign_id: Some(campaign),
             journey_id: None,
             channel: siyu_core::rule::Channel::Sms,
-            kind: "marketing".into(),
+            kind: TouchKind::Marketing,
             status: siyu_core::delivery::DeliveryStatus::Queued,
             reason: None,
             guide: None,
@@ -317,7 +317,7 @@ async fn fill_recipients(store: &siyu_store::Store, n: u64) -> anyhow::Result<()
         let end = (start + 20_000).min(n);
         let mut b = Batch { profiles: vec![], identities: vec![], traits: vec![], events: vec![], tags: vec![], relationships: vec![] };
         for i in start..end {
-            let id = i as i64 + 1;
+            let id = ProfileId::from_bit(i as u32 + 1);
             let phone = format!("+86139{:08}", i);
             b.profiles.push(ProfileRow { id, uuid: uuid::Uuid::now_v7().to_string(), created_at: now });
             b.identities.push(IdentityRow { kind: "user_id", value: format!("r{id:09}"), profile_id: id, created_at: now });

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting to be dispatched (now, after quiet hours, or after the webhook recovers).
@@ -52,6 +52,32 @@ impl DeliveryStatus {
     }
 }
 
+/// Marketing touches pass every contact-policy rule; service messages (replies, order
+/// notices) only need consent. Stored on each delivery as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TouchKind {
+    #[default]
+    Marketing,
+    Service,
+}
+
+impl TouchKind {
+    pub const ALL: [TouchKind; 2] = [TouchKind::Marketing, TouchKind::Service];
+
+    /// As stored on a delivery.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TouchKind::Marketing => "marketing",
+            TouchKind::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TouchKind> {
+        TouchKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 impl std::fmt::Display for DeliveryStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -69,5 +95,9 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
         }
         assert_eq!(DeliveryStatus::parse("delivered"), None);
+        for k in TouchKind::ALL {
+            assert_eq!(TouchKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(k.as_str()));
+        }
     }
 }

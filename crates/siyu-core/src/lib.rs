@@ -13,6 +13,7 @@ pub mod json_check;
 pub mod message;
 pub mod org;
 pub mod phone;
+pub mod profile;
 pub mod rule;
 pub mod tag;
 pub mod time;
@@ -21,8 +22,7 @@ pub use identity::{Identity, IdentityKind};
 pub use message::{Message, MessageKind};
 pub use time::Timestamp;
 
-/// Internal dense profile id. Dense so the engine can index profiles in bitmaps.
-pub type ProfileId = i64;
+pub use profile::ProfileId;
 
 /// Money is integer fen (1/100 yuan) everywhere.
 pub type Fen = i64;

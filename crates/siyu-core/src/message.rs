@@ -52,7 +52,13 @@ impl MessageKind {
 }
 
 /// One validated message, ready for identity resolution and storage.
+///
+/// Built only here: from the wire by [`parse_batch`]-style parsing, or by Siyu itself
+/// through [`Message::internal`], [`Message::track_about`] and
+/// [`Message::identify_about`]. `non_exhaustive` keeps other crates from writing a
+/// struct literal that skips the checks; they read the fields freely.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Message {
     pub kind: MessageKind,
     pub message_id: String,
@@ -86,7 +92,7 @@ impl Message {
     /// An event Siyu itself records about a profile it already knows (segment
     /// membership, journeys, coupons, WeCom transfers): a track message with the
     /// `{"source":"siyu"}` context, addressed by profile id rather than by identity.
-    pub fn internal(profile: i64, event: &str, message_id: String, properties: Value, at: Timestamp) -> Message {
+    pub fn internal(profile: crate::ProfileId, event: &str, message_id: String, properties: Value, at: Timestamp) -> Message {
         Message {
             kind: MessageKind::Track,
             message_id,
@@ -103,6 +109,62 @@ impl Message {
             identities: Vec::new(),
             profile_id: Some(profile),
         }
+    }
+
+    /// A track message Siyu records from another system (WeCom callbacks and syncs)
+    /// about the customer these identities name, with `{"source": source}` as context.
+    pub fn track_about(
+        identities: Vec<Identity>,
+        event: &str,
+        message_id: String,
+        properties: Value,
+        at: Timestamp,
+        received_at: Timestamp,
+        source: &str,
+    ) -> Message {
+        debug_assert!(!event.is_empty() && event.len() <= MAX_NAME_LEN, "an event name Siyu gives is a valid one");
+        Message {
+            kind: MessageKind::Track,
+            message_id,
+            user_id: None,
+            anonymous_id: None,
+            event: Some(event.to_string()),
+            previous_id: None,
+            group_id: None,
+            timestamp: at,
+            received_at,
+            payload: properties.to_string(),
+            context: Some(serde_json::json!({ "source": source }).to_string()),
+            traits: Vec::new(),
+            identities,
+            profile_id: None,
+        }
+    }
+
+    /// An identify message setting `traits` on the customer these identities name, as
+    /// read from another system (a WeCom contact's name).
+    pub fn identify_about(identities: Vec<Identity>, message_id: String, traits: Vec<(String, Value)>, at: Timestamp, source: &str) -> Message {
+        let payload = Value::Object(traits.iter().cloned().collect()).to_string();
+        Message {
+            kind: MessageKind::Identify,
+            event: None,
+            payload,
+            traits,
+            ..Message::track_about(identities, "Identify", message_id, Value::Null, at, at, source)
+        }
+    }
+
+    /// The same message with traits it sets on the profile (a synced contact's remark).
+    pub fn with_traits(mut self, traits: Vec<(String, Value)>) -> Message {
+        self.traits = traits;
+        self
+    }
+
+    /// The same message as received from `source` at `received_at`, not made by Siyu.
+    pub fn from_source(mut self, source: &str, received_at: Timestamp) -> Message {
+        self.context = Some(serde_json::json!({ "source": source }).to_string());
+        self.received_at = received_at;
+        self
     }
 }
 

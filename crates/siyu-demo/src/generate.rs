@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use chrono::{NaiveDate, TimeZone};
 use serde_json::{Value, json};
+use siyu_core::ProfileId;
 use siyu_core::phone::hash_e164;
 use siyu_core::time::MS_PER_DAY;
 use siyu_store::bulk::{Batch, EventRow, IdentityRow, ProfileRow, RelationshipRow, TagRow, TraitRow};
@@ -51,7 +52,7 @@ impl Generator {
 
     fn customer(&self, index: u64, b: &mut Batch) {
         let mut rng = Rng::for_item(self.seed, 2, index);
-        let id = index as i64 + 1;
+        let id = profile_of(index);
         let origin = self.origin(&mut rng);
         let store = &self.org.stores[origin.store];
         let member = rng.chance(0.75);
@@ -153,7 +154,7 @@ impl Generator {
             }
         }
         if origin.channel == "referral" && index > 0 {
-            let referrer = rng.below(index) as i64 + 1;
+            let referrer = profile_of(rng.below(index));
             let referee = user_id.clone().or(anonymous_id.clone()).unwrap_or_default();
             events.push_for(
                 referrer,
@@ -346,11 +347,11 @@ struct EventSink<'a> {
 
 impl EventSink<'_> {
     fn push(&mut self, kind: &'static str, name: Option<&'static str>, ts: i64, payload: String, context: &str) {
-        self.push_for(self.index as i64 + 1, kind, name, ts, payload, context);
+        self.push_for(profile_of(self.index), kind, name, ts, payload, context);
     }
 
-    fn push_for(&mut self, profile_id: i64, kind: &'static str, name: Option<&'static str>, ts: i64, payload: String, context: &str) {
-        let own = profile_id == self.index as i64 + 1;
+    fn push_for(&mut self, profile_id: ProfileId, kind: &'static str, name: Option<&'static str>, ts: i64, payload: String, context: &str) {
+        let own = profile_id == profile_of(self.index);
         self.b.events.push(EventRow {
             profile_id,
             message_id: format!("demo-{}-{}-{}", self.seed, self.index, self.next),
@@ -365,6 +366,12 @@ impl EventSink<'_> {
         });
         self.next += 1;
     }
+}
+
+/// The n-th generated customer's profile id: the store numbers profiles from 1, and the
+/// demo writes them in order.
+fn profile_of(index: u64) -> ProfileId {
+    ProfileId::new(index as i64 + 1).expect("a demo brand has fewer than 2^32 customers")
 }
 
 #[cfg(test)]
@@ -396,7 +403,7 @@ mod tests {
         assert!((1_900..2_600).contains(&org.staff.len()), "{}", org.staff.len());
         let g = generator();
         let b = g.batch(0..5_000);
-        let mut orders_per_customer = std::collections::HashMap::<i64, u32>::new();
+        let mut orders_per_customer = std::collections::HashMap::<ProfileId, u32>::new();
         for e in b.events.iter().filter(|e| e.name == Some("Order Completed")) {
             *orders_per_customer.entry(e.profile_id).or_default() += 1;
             assert!((g.start..=g.end).contains(&e.ts));

@@ -170,7 +170,7 @@ impl EarlyResolver {
             return None;
         }
         if let Some(p) = msg.profile_id {
-            return Some((self.live(p as u32), Vec::new()));
+            return Some((self.live(p.bit()), Vec::new()));
         }
         let mut found = None;
         let mut new: Vec<(Key, IdentityKind)> = Vec::new();
@@ -211,15 +211,15 @@ impl EarlyResolver {
             }
         }
         if let Some(p) = msg.profile_id {
-            self.unsettled.raise(self.live(p as u32), seq);
+            self.unsettled.raise(self.live(p.bit()), seq);
         }
     }
 
     /// What the store did with message `seq`: where its new identities lead, which
     /// profiles it merged. Called for every committed message, in log order.
-    pub fn learn_outcome(&mut self, msg_profile: u32, attached: &[Identity], merged: &[i64]) {
+    pub fn learn_outcome(&mut self, msg_profile: u32, attached: &[Identity], merged: &[siyu_core::ProfileId]) {
         for loser in merged {
-            self.merged_into.insert(*loser as u32, msg_profile);
+            self.merged_into.insert(loser.bit(), msg_profile);
         }
         for identity in attached {
             let k = key(identity.kind, &identity.value);
@@ -287,25 +287,10 @@ impl<K: Copy + Eq + std::hash::Hash> Until<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use siyu_core::{MessageKind, Timestamp};
+    use siyu_core::{MessageKind, ProfileId, Timestamp};
 
     fn track(identities: &[Identity]) -> Message {
-        Message {
-            kind: MessageKind::Track,
-            message_id: "m".into(),
-            user_id: None,
-            anonymous_id: None,
-            event: Some("Order Completed".into()),
-            previous_id: None,
-            group_id: None,
-            timestamp: Timestamp(0),
-            received_at: Timestamp(0),
-            payload: "{}".into(),
-            context: None,
-            traits: Vec::new(),
-            identities: identities.to_vec(),
-            profile_id: None,
-        }
+        Message::track_about(identities.to_vec(), "Order Completed", "m".into(), serde_json::json!({}), Timestamp(0), Timestamp(0), "test")
     }
 
     fn at(c: Option<Certain>) -> Option<u32> {
@@ -361,7 +346,7 @@ mod tests {
         r.learn_outcome(3, &[Identity::anonymous_id("a9")], &[]);
         r.committed(1);
         assert_eq!(at(r.resolve(4, &track(&[Identity::anonymous_id("a9")]), alive)), None);
-        r.learn_outcome(1, &[], &[3]);
+        r.learn_outcome(1, &[], &[ProfileId::from_bit(3)]);
         r.committed(2);
         assert_eq!(at(r.resolve(5, &track(&[Identity::anonymous_id("a9")]), alive)), Some(1));
         assert_eq!(at(r.resolve(6, &track(&[Identity::user_id("u1")]), alive)), Some(1));
@@ -379,11 +364,11 @@ mod tests {
     #[test]
     fn merged_profiles_lead_to_their_survivor() {
         let mut r = known();
-        r.learn_outcome(1, &[], &[2]);
+        r.learn_outcome(1, &[], &[ProfileId::from_bit(2)]);
         r.committed(1);
         assert_eq!(at(r.resolve(2, &track(&[Identity::user_id("u2")]), |_| true)), Some(1));
         let mut internal = track(&[]);
-        internal.profile_id = Some(2);
+        internal.profile_id = Some(ProfileId::from_bit(2));
         assert_eq!(at(r.resolve(3, &internal, |_| true)), Some(1));
     }
 

@@ -456,7 +456,7 @@ impl Index {
         let mut out: Vec<u32> = (0..c.len())
             .filter_map(|i| {
                 let (m, o) = c.get(i);
-                let p = o.profile_id? as u32;
+                let p = o.profile_id?.bit();
                 (m.changes_guides() || !o.merged.is_empty()).then_some(p)
             })
             .collect();
@@ -473,12 +473,12 @@ impl Index {
             let seq = c.seq_of(i);
             let early = self.settle_early(seq, &outcome, &mut touched);
             let Some(p) = outcome.profile_id else { continue };
-            let p = p as u32;
+            let p = p.bit();
             self.early.learn_outcome(p, outcome.attached, outcome.merged);
             self.add_profile(p);
             for loser in outcome.merged {
-                self.merge(*loser as u32, p);
-                touched.insert(*loser as u32);
+                self.merge(loser.bit(), p);
+                touched.insert(loser.bit());
             }
             for identity in outcome.attached {
                 self.add_identity(identity.kind, p);
@@ -520,7 +520,7 @@ impl Index {
     fn settle_early(&mut self, seq: u64, outcome: &Applied<'_>, touched: &mut HashSet<u32>) -> bool {
         let Some(EarlyApplied { profile: p, attaches, pushed }) = self.early_pending.remove(&seq) else { return false };
         let attached: HashSet<early::Key> = outcome.attached.iter().map(|i| early::key(i.kind, &i.value)).collect();
-        if outcome.profile_id == Some(p as i64) && outcome.merged.is_empty() && attached == attaches.iter().copied().collect() {
+        if outcome.profile_id == Some(siyu_core::ProfileId::from_bit(p)) && outcome.merged.is_empty() && attached == attaches.iter().copied().collect() {
             return true;
         }
         tracing::debug!(seq, profile = p, stored = ?outcome.profile_id, "a message applied early is taken back: the store applied it otherwise");

@@ -194,9 +194,9 @@ async fn tag_some(store: &Store, rng: &mut Rng) -> Vec<(u32, String, bool)> {
             Box::pin(async move {
                 for (p, tag, on) in &c {
                     if *on {
-                        profiles::add_tag(db, *p as i64, tag, "manual", now()).await?;
+                        profiles::add_tag(db, siyu_core::ProfileId::from_bit(*p), tag, "manual", now()).await?;
                     } else {
-                        profiles::remove_tag(db, *p as i64, tag).await?;
+                        profiles::remove_tag(db, siyu_core::ProfileId::from_bit(*p), tag).await?;
                     }
                 }
                 Ok(())

@@ -15,7 +15,6 @@ use crate::template::Template;
 pub struct CampaignSpec {
     pub name: String,
     pub audience: Audience,
-    #[schema(value_type = String, example = "wecom")]
     pub channel: Channel,
     #[serde(default)]
     pub kind: TouchKind,

@@ -152,7 +152,6 @@ pub enum Step {
         otherwise: Option<usize>,
     },
     Send {
-        #[schema(value_type = String, example = "wecom")]
         channel: Channel,
         content: String,
         #[serde(default)]

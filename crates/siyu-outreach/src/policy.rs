@@ -16,25 +16,7 @@ use utoipa::ToSchema;
 use crate::ledger::{ContactLedger, DAY_MS};
 use crate::quiet::QuietHours;
 
-/// Marketing touches pass every rule; service messages (replies, order notices) only
-/// need consent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TouchKind {
-    #[default]
-    Marketing,
-    Service,
-}
-
-impl TouchKind {
-    /// As stored on a delivery.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TouchKind::Marketing => "marketing",
-            TouchKind::Service => "service",
-        }
-    }
-}
+pub use siyu_core::delivery::TouchKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Caps {

@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 use siyu_store::outreach::Directory;
 
 /// The variables of one message.
-pub fn vars(traits: Option<&serde_json::Map<String, Value>>, guide: Option<&str>, dir: &Directory, coupon: Option<String>, profile_id: i64) -> Value {
+pub fn vars(
+    traits: Option<&serde_json::Map<String, Value>>,
+    guide: Option<&str>,
+    dir: &Directory,
+    coupon: Option<String>,
+    profile_id: siyu_core::ProfileId,
+) -> Value {
     let owner = guide.and_then(|g| dir.staff.get(g).map(|(name, store)| (g, name, store.clone())));
     let store =
         owner.as_ref().and_then(|(_, _, s)| s.as_ref()).and_then(|s| dir.stores.get(s).map(|(name, city)| json!({"id": s, "name": name, "city": city})));

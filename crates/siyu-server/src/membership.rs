@@ -63,9 +63,9 @@ impl Reporter {
             for (_, profile, entered, segment) in page {
                 if let Some(r) = reported.get_mut(&segment) {
                     if entered {
-                        r.members.insert(profile as u32);
+                        r.members.insert(profile.bit());
                     } else {
-                        r.members.remove(profile as u32);
+                        r.members.remove(profile.bit());
                     }
                 }
             }
@@ -85,7 +85,7 @@ impl Reporter {
         let (event, dir) = if c.entered { ("Segment Entered", "in") } else { ("Segment Exited", "out") };
         let id = format!("segment:{}:{}:{dir}:{}:{}", c.segment, c.profile, self.epoch, self.next);
         self.next += 1;
-        siyu_core::Message::internal(c.profile as i64, event, id, serde_json::json!({ "segment": c.segment }), now)
+        siyu_core::Message::internal(siyu_core::ProfileId::from_bit(c.profile), event, id, serde_json::json!({ "segment": c.segment }), now)
     }
 
     /// Reports the changes that differ from what was reported; the copy moves only once

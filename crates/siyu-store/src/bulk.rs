@@ -223,22 +223,22 @@ async fn copy_batch(store: &Store, b: &Batch) -> Result<(), StoreError> {
     let mut tables: Vec<(&str, String)> = Vec::new();
     let mut buf = String::new();
     for p in &b.profiles {
-        row(&mut buf, &[Cell::Int(p.id), Cell::Text(&p.uuid), Cell::Int(p.created_at)]);
+        row(&mut buf, &[Cell::Int(p.id.get()), Cell::Text(&p.uuid), Cell::Int(p.created_at)]);
     }
     tables.push(("profiles (id, uuid, created_at)", std::mem::take(&mut buf)));
     for i in &b.identities {
-        row(&mut buf, &[Cell::Text(i.kind), Cell::Text(&i.value), Cell::Int(i.profile_id), Cell::Int(i.created_at)]);
+        row(&mut buf, &[Cell::Text(i.kind), Cell::Text(&i.value), Cell::Int(i.profile_id.get()), Cell::Int(i.created_at)]);
     }
     tables.push(("identities (kind, value, profile_id, created_at)", std::mem::take(&mut buf)));
     for t in &b.traits {
-        row(&mut buf, &[Cell::Int(t.profile_id), Cell::Text(t.key), Cell::Text(&t.value), Cell::Int(t.updated_at)]);
+        row(&mut buf, &[Cell::Int(t.profile_id.get()), Cell::Text(t.key), Cell::Text(&t.value), Cell::Int(t.updated_at)]);
     }
     tables.push(("traits (profile_id, key, value, updated_at)", std::mem::take(&mut buf)));
     for e in &b.events {
         row(
             &mut buf,
             &[
-                Cell::Int(e.profile_id),
+                Cell::Int(e.profile_id.get()),
                 Cell::Text(&e.message_id),
                 Cell::Text(e.kind),
                 Cell::OptText(e.name),
@@ -253,14 +253,14 @@ async fn copy_batch(store: &Store, b: &Batch) -> Result<(), StoreError> {
     }
     tables.push(("events (profile_id, message_id, kind, name, ts, received_at, user_id, anonymous_id, payload, context)", std::mem::take(&mut buf)));
     for t in &b.tags {
-        row(&mut buf, &[Cell::Int(t.profile_id), Cell::Text(&t.tag), Cell::Text(t.source), Cell::Int(t.created_at)]);
+        row(&mut buf, &[Cell::Int(t.profile_id.get()), Cell::Text(&t.tag), Cell::Text(t.source), Cell::Int(t.created_at)]);
     }
     tables.push(("profile_tags (profile_id, tag, source, created_at)", std::mem::take(&mut buf)));
     for r in &b.relationships {
         row(
             &mut buf,
             &[
-                Cell::Int(r.profile_id),
+                Cell::Int(r.profile_id.get()),
                 Cell::Text(&r.staff_userid),
                 Cell::Text(status(r.active)),
                 Cell::Int(r.added_at),

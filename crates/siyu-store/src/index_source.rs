@@ -59,7 +59,12 @@ impl IndexSource for Store {
                 Box::pin(async move {
                     let mut out: HashMap<u32, Vec<String>> = HashMap::new();
                     for p in profiles {
-                        let rows = db.query("SELECT staff_userid FROM staff_customers WHERE profile_id = $1 AND status = 'active'", params![p as i64]).await?;
+                        let rows = db
+                            .query(
+                                "SELECT staff_userid FROM staff_customers WHERE profile_id = $1 AND status = 'active'",
+                                params![siyu_core::ProfileId::from_bit(p)],
+                            )
+                            .await?;
                         out.insert(p, rows.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?);
                     }
                     Ok(out)
@@ -157,7 +162,7 @@ async fn read_trait(db: &mut dyn Db, mut rows: TraitRows) -> Result<TraitRows, S
         Cursor::Id(0),
         |r| Ok(Cursor::Id(r.int(0)?)),
         |r| {
-            rows.add(r.int(0)? as u32, &r.text(1)?, Timestamp(r.int(2)?));
+            rows.add(r.profile(0)?.bit(), &r.text(1)?, Timestamp(r.int(2)?));
             Ok(())
         },
     )
@@ -177,7 +182,7 @@ async fn read_events(db: &mut dyn Db, mut rows: EventRows) -> Result<EventRows, 
         Cursor::IdId(i64::MIN, 0),
         |r| Ok(Cursor::IdId(r.int(2)?, r.int(0)?)),
         |r| {
-            rows.add(r.int(1)? as u32, Timestamp(r.int(2)?), &r.text(3)?);
+            rows.add(r.profile(1)?.bit(), Timestamp(r.int(2)?), &r.text(3)?);
             Ok(())
         },
     )
@@ -197,7 +202,7 @@ async fn read_all(db: &mut dyn Db, mut b: IndexBuilder, progress: Progress) -> R
         Cursor::Id(0),
         |r| Ok(Cursor::Id(r.int(0)?)),
         |r| {
-            b.profile(r.int(0)? as u32);
+            b.profile(r.profile(0)?.bit());
             n += 1;
             progress("profiles", n);
             Ok(())
@@ -214,7 +219,7 @@ async fn read_all(db: &mut dyn Db, mut b: IndexBuilder, progress: Progress) -> R
         |r| Ok(Cursor::TextText(r.text(0)?, r.text(1)?)),
         |r| {
             if let Some(kind) = IdentityKind::parse(&r.text(0)?) {
-                b.identity(kind, &r.text(1)?, r.int(2)? as u32);
+                b.identity(kind, &r.text(1)?, r.profile(2)?.bit());
             }
             n += 1;
             progress("identities", n);
@@ -235,7 +240,7 @@ async fn read_all(db: &mut dyn Db, mut b: IndexBuilder, progress: Progress) -> R
         |r| {
             let key = r.text(1)?;
             if traits.contains(&key) {
-                b.trait_text(r.int(0)? as u32, &key, &r.text(2)?, Timestamp(r.int(3)?));
+                b.trait_text(r.profile(0)?.bit(), &key, &r.text(2)?, Timestamp(r.int(3)?));
             }
             n += 1;
             progress("traits", n);
@@ -251,7 +256,7 @@ async fn read_all(db: &mut dyn Db, mut b: IndexBuilder, progress: Progress) -> R
         Cursor::IdText(0, String::new()),
         |r| Ok(Cursor::IdText(r.int(0)?, r.text(1)?)),
         |r| {
-            b.tag(r.int(0)? as u32, &r.text(1)?);
+            b.tag(r.profile(0)?.bit(), &r.text(1)?);
             Ok(())
         },
     )
@@ -266,7 +271,7 @@ async fn read_all(db: &mut dyn Db, mut b: IndexBuilder, progress: Progress) -> R
         Cursor::IdText(0, String::new()),
         |r| Ok(Cursor::IdText(r.int(0)?, r.text(1)?)),
         |r| {
-            b.guide(r.int(0)? as u32, &r.text(1)?);
+            b.guide(r.profile(0)?.bit(), &r.text(1)?);
             Ok(())
         },
     )
@@ -293,7 +298,7 @@ async fn read_all(db: &mut dyn Db, mut b: IndexBuilder, progress: Progress) -> R
         |r| {
             let name = r.opt_text(2)?.unwrap_or_default();
             if names.binary_search(&name).is_ok() {
-                b.event(r.int(1)? as u32, &name, Timestamp(r.int(3)?), &r.text(4)?);
+                b.event(r.profile(1)?.bit(), &name, Timestamp(r.int(3)?), &r.text(4)?);
             }
             n += 1;
             progress("events", n);
@@ -308,25 +313,25 @@ async fn read_all(db: &mut dyn Db, mut b: IndexBuilder, progress: Progress) -> R
 impl RowBatch for Batch {
     fn add_to(&self, b: &mut IndexBuilder) {
         for p in &self.profiles {
-            b.profile(p.id as u32);
+            b.profile(p.id.bit());
         }
         for i in &self.identities {
             if let Some(kind) = IdentityKind::parse(i.kind) {
-                b.identity(kind, &i.value, i.profile_id as u32);
+                b.identity(kind, &i.value, i.profile_id.bit());
             }
         }
         for t in &self.traits {
-            b.trait_text(t.profile_id as u32, t.key, &t.value, Timestamp(t.updated_at));
+            b.trait_text(t.profile_id.bit(), t.key, &t.value, Timestamp(t.updated_at));
         }
         for t in &self.tags {
-            b.tag(t.profile_id as u32, &t.tag);
+            b.tag(t.profile_id.bit(), &t.tag);
         }
         for r in self.relationships.iter().filter(|r| r.active) {
-            b.guide(r.profile_id as u32, &r.staff_userid);
+            b.guide(r.profile_id.bit(), &r.staff_userid);
         }
         for e in self.events.iter().filter(|e| e.kind == "track") {
             if let Some(name) = e.name {
-                b.event(e.profile_id as u32, name, Timestamp(e.ts), &e.payload);
+                b.event(e.profile_id.bit(), name, Timestamp(e.ts), &e.payload);
             }
         }
     }

@@ -54,7 +54,6 @@ pub struct StaffView {
     pub name: String,
     pub store_id: Option<String>,
     /// guide, store_manager or operator.
-    #[schema(value_type = String)]
     pub role: StaffRole,
     pub customer_cap: i64,
     /// Customers who currently have this guide as a WeCom contact.
@@ -140,11 +139,11 @@ pub async fn staff_customers(
         "SELECT profile_id, status, added_at, state FROM staff_customers
           WHERE staff_userid = $1 AND ($2 = 1 OR status = 'active') AND profile_id > $3
           ORDER BY profile_id LIMIT $4",
-        params![userid, i64::from(include_deleted), after.unwrap_or(0), limit],
+        params![userid, i64::from(include_deleted), after.unwrap_or_default(), limit],
     )
     .await?
     .iter()
-    .map(|r| Ok(StaffCustomer { profile_id: r.int(0)?, status: r.text(1)?, added_at: Timestamp(r.int(2)?), state: r.opt_text(3)? }))
+    .map(|r| Ok(StaffCustomer { profile_id: r.profile(0)?, status: r.text(1)?, added_at: Timestamp(r.int(2)?), state: r.opt_text(3)? }))
     .collect()
 }
 

@@ -2,10 +2,10 @@
 //! journeys and each customer's position in them.
 
 use serde::Serialize;
-use siyu_core::Timestamp;
 use siyu_core::campaign::Status as CampaignStatus;
-use siyu_core::delivery::DeliveryStatus;
+use siyu_core::delivery::{DeliveryStatus, TouchKind};
 use siyu_core::rule::Channel;
+use siyu_core::{ProfileId, Timestamp};
 use utoipa::ToSchema;
 
 use crate::sql::{Db, Param, Row, int_list, text_list};
@@ -21,7 +21,6 @@ pub struct CampaignRow {
     #[schema(value_type = Object)]
     pub spec: serde_json::Value,
     /// draft · scheduled · running · paused · completed
-    #[schema(value_type = String)]
     pub status: CampaignStatus,
     /// Why it is in this status, when something other than a person put it there.
     pub status_reason: Option<String>,
@@ -153,11 +152,11 @@ pub async fn audit_trail(db: &mut dyn Db, campaign: i64) -> Result<Vec<AuditEntr
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub key: String,
-    pub profile_id: i64,
+    pub profile_id: ProfileId,
     pub campaign_id: Option<i64>,
     pub journey_id: Option<i64>,
     pub channel: Channel,
-    pub kind: String,
+    pub kind: TouchKind,
     /// `Queued`, `PendingStaff` or `Suppressed`.
     pub status: DeliveryStatus,
     pub reason: Option<String>,
@@ -173,15 +172,13 @@ pub struct DeliveryRow {
     pub id: i64,
     /// The idempotency key: one touch per campaign run (or journey step) and customer.
     pub key: String,
-    pub profile_id: i64,
+    pub profile_id: ProfileId,
     pub campaign_id: Option<i64>,
     pub journey_id: Option<i64>,
     /// wecom · sms · email · official_account · webhook
-    #[schema(value_type = String)]
     pub channel: Channel,
-    pub kind: String,
+    pub kind: TouchKind,
     /// queued · pending_staff · sent · confirmed · skipped · expired · failed · suppressed
-    #[schema(value_type = String)]
     pub status: DeliveryStatus,
     /// Why it was not sent (a policy reason code), or what went wrong.
     pub reason: Option<String>,
@@ -213,15 +210,20 @@ fn delivery_status(s: &str) -> Result<DeliveryStatus, StoreError> {
     DeliveryStatus::parse(s).ok_or_else(|| StoreError::Decode(format!("unknown delivery status {s:?}")))
 }
 
+/// A stored touch kind as the enum; an unknown one is a decode error.
+fn touch_kind(s: &str) -> Result<TouchKind, StoreError> {
+    TouchKind::parse(s).ok_or_else(|| StoreError::Decode(format!("unknown touch kind {s:?}")))
+}
+
 pub fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
     Ok(DeliveryRow {
         id: r.int(0)?,
         key: r.text(1)?,
-        profile_id: r.int(2)?,
+        profile_id: r.profile(2)?,
         campaign_id: r.opt_int(3)?,
         journey_id: r.opt_int(4)?,
         channel: channel(&r.text(5)?)?,
-        kind: r.text(6)?,
+        kind: touch_kind(&r.text(6)?)?,
         status: delivery_status(&r.text(7)?)?,
         reason: r.opt_text(8)?,
         guide: r.opt_text(9)?,
@@ -262,7 +264,7 @@ pub async fn insert_deliveries(db: &mut dyn Db, rows: &[NewDelivery]) -> Result<
                 d.campaign_id,
                 d.journey_id,
                 d.channel.as_str(),
-                &d.kind,
+                d.kind.as_str(),
                 d.status.as_str(),
                 &d.reason,
                 &d.guide,
@@ -278,7 +280,7 @@ pub async fn insert_deliveries(db: &mut dyn Db, rows: &[NewDelivery]) -> Result<
     Ok(inserted)
 }
 
-pub async fn deliveries_of_profile(db: &mut dyn Db, profile: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+pub async fn deliveries_of_profile(db: &mut dyn Db, profile: ProfileId, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
     let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE profile_id = $1 ORDER BY id DESC LIMIT $2");
     db.query(&sql, params![profile, limit]).await?.iter().map(delivery).collect()
 }
@@ -364,7 +366,7 @@ pub async fn save_contents(db: &mut dyn Db, contents: &[(i64, String)]) -> Resul
 }
 
 /// Marketing touches that count against caps: planned or made, in the last `since`.
-pub async fn ledger_rows(db: &mut dyn Db, since: Timestamp) -> Result<Vec<(i64, Timestamp, String, Option<String>)>, StoreError> {
+pub async fn ledger_rows(db: &mut dyn Db, since: Timestamp) -> Result<Vec<(ProfileId, Timestamp, String, Option<String>)>, StoreError> {
     db.query(
         "SELECT profile_id, due_at, channel, guide FROM deliveries
          WHERE kind = 'marketing' AND status IN ('queued', 'pending_staff', 'sent', 'confirmed') AND due_at >= $1",
@@ -372,7 +374,7 @@ pub async fn ledger_rows(db: &mut dyn Db, since: Timestamp) -> Result<Vec<(i64, 
     )
     .await?
     .iter()
-    .map(|r| Ok((r.int(0)?, Timestamp(r.int(1)?), r.text(2)?, r.opt_text(3)?)))
+    .map(|r| Ok((r.profile(0)?, Timestamp(r.int(1)?), r.text(2)?, r.opt_text(3)?)))
     .collect()
 }
 
@@ -659,7 +661,7 @@ pub async fn get_journey(db: &mut dyn Db, id: i64) -> Result<Option<JourneyRow>,
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct JourneyState {
     pub journey_id: i64,
-    pub profile_id: i64,
+    pub profile_id: ProfileId,
     /// How many times the customer has entered (1 the first time).
     pub entry: i64,
     /// The next step to run.
@@ -673,7 +675,7 @@ pub struct JourneyState {
 fn state(r: &Row) -> Result<JourneyState, StoreError> {
     Ok(JourneyState {
         journey_id: r.int(0)?,
-        profile_id: r.int(1)?,
+        profile_id: r.profile(1)?,
         entry: r.int(2)?,
         step: r.int(3)?,
         status: r.text(4)?,
@@ -684,14 +686,14 @@ fn state(r: &Row) -> Result<JourneyState, StoreError> {
 
 const STATE_COLUMNS: &str = "journey_id, profile_id, entry, step, status, wake_at, entered_at";
 
-pub async fn journey_state(db: &mut dyn Db, journey: i64, profile: i64) -> Result<Option<JourneyState>, StoreError> {
+pub async fn journey_state(db: &mut dyn Db, journey: i64, profile: ProfileId) -> Result<Option<JourneyState>, StoreError> {
     let sql = format!("SELECT {STATE_COLUMNS} FROM journey_states WHERE journey_id = $1 AND profile_id = $2");
     db.query_opt(&sql, params![journey, profile]).await?.as_ref().map(state).transpose()
 }
 
 /// Positions of several customers in the given journeys, chunked so the id lists stay
 /// short: the journey runner reads a whole round's worth at once.
-pub async fn states_of(db: &mut dyn Db, journeys: &[i64], profiles: &[i64]) -> Result<Vec<JourneyState>, StoreError> {
+pub async fn states_of(db: &mut dyn Db, journeys: &[i64], profiles: &[ProfileId]) -> Result<Vec<JourneyState>, StoreError> {
     let mut out = Vec::new();
     if journeys.is_empty() {
         return Ok(out);
@@ -705,7 +707,7 @@ pub async fn states_of(db: &mut dyn Db, journeys: &[i64], profiles: &[i64]) -> R
     Ok(out)
 }
 
-pub async fn states_of_profile(db: &mut dyn Db, profile: i64) -> Result<Vec<JourneyState>, StoreError> {
+pub async fn states_of_profile(db: &mut dyn Db, profile: ProfileId) -> Result<Vec<JourneyState>, StoreError> {
     let sql = format!("SELECT {STATE_COLUMNS} FROM journey_states WHERE profile_id = $1 ORDER BY journey_id");
     db.query(&sql, params![profile]).await?.iter().map(state).collect()
 }
@@ -751,12 +753,17 @@ pub async fn set_cursor(db: &mut dyn Db, name: &str, value: i64) -> Result<(), S
 
 /// Events after `after_id` (by insertion order) with one of `names`: the journey
 /// runner's feed. Returns (id, profile, name, ts, payload).
-pub async fn events_after(db: &mut dyn Db, after_id: i64, names: &[String], limit: i64) -> Result<Vec<(i64, i64, String, Timestamp, String)>, StoreError> {
+pub async fn events_after(
+    db: &mut dyn Db,
+    after_id: i64,
+    names: &[String],
+    limit: i64,
+) -> Result<Vec<(i64, ProfileId, String, Timestamp, String)>, StoreError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
     let sql = format!("SELECT id, profile_id, name, ts, payload FROM events WHERE id > $1 AND name IN ({}) ORDER BY id LIMIT $2", text_list(names));
-    db.query(&sql, params![after_id, limit]).await?.iter().map(|r| Ok((r.int(0)?, r.int(1)?, r.text(2)?, Timestamp(r.int(3)?), r.text(4)?))).collect()
+    db.query(&sql, params![after_id, limit]).await?.iter().map(|r| Ok((r.int(0)?, r.profile(1)?, r.text(2)?, Timestamp(r.int(3)?), r.text(4)?))).collect()
 }
 
 pub async fn max_event_id(db: &mut dyn Db) -> Result<i64, StoreError> {
@@ -766,22 +773,22 @@ pub async fn max_event_id(db: &mut dyn Db) -> Result<i64, StoreError> {
 // ---------- what templates read ----------
 
 /// Key → value per profile, several profiles at a time.
-pub type ByProfile = std::collections::HashMap<i64, serde_json::Map<String, serde_json::Value>>;
+pub type ByProfile = std::collections::HashMap<ProfileId, serde_json::Map<String, serde_json::Value>>;
 
 /// Runs `select` (profile id, key, value; `{ids}` where the id list goes) over `ids` in
 /// chunks and gathers the rows per profile.
-async fn by_profile(db: &mut dyn Db, select: &str, ids: &[i64], value: fn(String) -> serde_json::Value) -> Result<ByProfile, StoreError> {
+async fn by_profile(db: &mut dyn Db, select: &str, ids: &[ProfileId], value: fn(String) -> serde_json::Value) -> Result<ByProfile, StoreError> {
     let mut out = ByProfile::new();
     for chunk in ids.chunks(500) {
         for r in db.query(&select.replace("{ids}", &int_list(chunk)), &[]).await? {
-            out.entry(r.int(0)?).or_default().insert(r.text(1)?, value(r.text(2)?));
+            out.entry(r.profile(0)?).or_default().insert(r.text(1)?, value(r.text(2)?));
         }
     }
     Ok(out)
 }
 
 /// Traits of several profiles, for rendering messages.
-pub async fn traits_of(db: &mut dyn Db, ids: &[i64]) -> Result<ByProfile, StoreError> {
+pub async fn traits_of(db: &mut dyn Db, ids: &[ProfileId]) -> Result<ByProfile, StoreError> {
     by_profile(db, "SELECT profile_id, key, value FROM traits WHERE profile_id IN ({ids})", ids, |v| {
         serde_json::from_str(&v).unwrap_or(serde_json::Value::Null)
     })
@@ -807,7 +814,7 @@ pub async fn directory(db: &mut dyn Db) -> Result<Directory, StoreError> {
 }
 
 /// Identities of several profiles (what a gateway addresses a message to).
-pub async fn identities_of(db: &mut dyn Db, ids: &[i64]) -> Result<ByProfile, StoreError> {
+pub async fn identities_of(db: &mut dyn Db, ids: &[ProfileId]) -> Result<ByProfile, StoreError> {
     by_profile(db, "SELECT profile_id, kind, value FROM identities WHERE profile_id IN ({ids}) AND kind <> 'anonymous_id'", ids, serde_json::Value::String)
         .await
 }

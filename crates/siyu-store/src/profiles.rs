@@ -78,7 +78,7 @@ pub struct Stats {
 
 pub async fn find_by_identity(db: &mut dyn Db, identity: &Identity) -> Result<Option<ProfileId>, StoreError> {
     let row = db.query_opt("SELECT profile_id FROM identities WHERE kind = $1 AND value = $2", params![identity.kind.as_str(), &identity.value]).await?;
-    row.map(|r| r.int(0)).transpose()
+    row.map(|r| r.profile(0)).transpose()
 }
 
 /// The live profile for an id, following merges; `None` if no such profile.
@@ -86,7 +86,7 @@ pub async fn live_id(db: &mut dyn Db, id: ProfileId) -> Result<Option<ProfileId>
     let row = db.query_opt("SELECT id, merged_into FROM profiles WHERE id = $1", params![id]).await?;
     match row {
         None => Ok(None),
-        Some(r) => Ok(Some(r.opt_int(1)?.unwrap_or(r.int(0)?))),
+        Some(r) => Ok(Some(r.opt_profile(1)?.unwrap_or(r.profile(0)?))),
     }
 }
 
@@ -94,7 +94,7 @@ pub async fn find_by_uuid(db: &mut dyn Db, uuid: &str) -> Result<Option<ProfileI
     let row = db.query_opt("SELECT id, merged_into FROM profiles WHERE uuid = $1", params![uuid]).await?;
     match row {
         None => Ok(None),
-        Some(r) => Ok(Some(r.opt_int(1)?.unwrap_or(r.int(0)?))),
+        Some(r) => Ok(Some(r.opt_profile(1)?.unwrap_or(r.profile(0)?))),
     }
 }
 
@@ -122,8 +122,12 @@ pub async fn load(db: &mut dyn Db, id: ProfileId, recent_events: i64) -> Result<
         .map(|r| r.text(0))
         .collect::<Result<Vec<_>, _>>()?;
     let owners = owners(db, id).await?;
-    let merged_from =
-        db.query("SELECT merged FROM merges WHERE survivor = $1 ORDER BY id", params![id]).await?.iter().map(|r| r.int(0)).collect::<Result<Vec<_>, _>>()?;
+    let merged_from = db
+        .query("SELECT merged FROM merges WHERE survivor = $1 ORDER BY id", params![id])
+        .await?
+        .iter()
+        .map(|r| r.profile(0))
+        .collect::<Result<Vec<_>, _>>()?;
     let recent_events = events_page(db, id, None, recent_events).await?;
     Ok(Some(ProfileView {
         id,
@@ -276,7 +280,7 @@ pub async fn summaries(db: &mut dyn Db, ids: &[ProfileId]) -> Result<Vec<Profile
             .await?;
         if let Some(r) = row {
             out.push(ProfileSummary {
-                id: r.int(0)?,
+                id: r.profile(0)?,
                 uuid: r.text(1)?,
                 user_id: r.opt_text(2)?,
                 name: trait_text(&r, 3)?,
@@ -293,6 +297,6 @@ pub async fn list(db: &mut dyn Db, after: ProfileId, limit: i64) -> Result<Vec<P
     db.query("SELECT id FROM profiles WHERE merged_into IS NULL AND id > $1 ORDER BY id LIMIT $2", params![after, limit])
         .await?
         .iter()
-        .map(|r| r.int(0))
+        .map(|r| r.profile(0))
         .collect()
 }

@@ -187,7 +187,7 @@ pub async fn create_profile(db: &mut dyn Db, at: Timestamp) -> Result<ProfileId,
     let uuid = uuid::Uuid::now_v7().to_string();
     let row = db.query_one("INSERT INTO profiles (uuid, created_at) VALUES ($1, $2) RETURNING id", params![&uuid, at.0]).await?;
     crate::counters::add(db, crate::counters::PROFILES, 1).await?;
-    row.int(0)
+    row.profile(0)
 }
 
 pub async fn attach(db: &mut dyn Db, profile: ProfileId, identity: &Identity, at: Timestamp) -> Result<(), StoreError> {

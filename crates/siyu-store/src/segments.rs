@@ -93,7 +93,7 @@ pub async fn save_reported_members(db: &mut dyn Db, all: &[ReportedMembers], at:
 
 /// `Segment Entered` / `Segment Exited` events stored after event id `after`, in
 /// order: (event id, profile, entered, segment).
-pub async fn membership_events_after(db: &mut dyn Db, after: i64, limit: i64) -> Result<Vec<(i64, i64, bool, String)>, StoreError> {
+pub async fn membership_events_after(db: &mut dyn Db, after: i64, limit: i64) -> Result<Vec<(i64, siyu_core::ProfileId, bool, String)>, StoreError> {
     db.query(
         "SELECT id, profile_id, name, payload FROM events WHERE id > $1 AND name IN ('Segment Entered', 'Segment Exited') ORDER BY id LIMIT $2",
         params![after, limit],
@@ -102,7 +102,7 @@ pub async fn membership_events_after(db: &mut dyn Db, after: i64, limit: i64) ->
     .iter()
     .map(|r| {
         let payload: serde_json::Value = serde_json::from_str(&r.text(3)?).unwrap_or_default();
-        Ok((r.int(0)?, r.int(1)?, r.text(2)? == "Segment Entered", payload["segment"].as_str().unwrap_or_default().to_string()))
+        Ok((r.int(0)?, r.profile(1)?, r.text(2)? == "Segment Entered", payload["segment"].as_str().unwrap_or_default().to_string()))
     })
     .collect()
 }

@@ -27,6 +27,16 @@ impl From<Option<i64>> for Param<'_> {
         Param::Int(v)
     }
 }
+impl From<siyu_core::ProfileId> for Param<'_> {
+    fn from(v: siyu_core::ProfileId) -> Self {
+        Param::Int(Some(v.get()))
+    }
+}
+impl From<Option<siyu_core::ProfileId>> for Param<'_> {
+    fn from(v: Option<siyu_core::ProfileId>) -> Self {
+        Param::Int(v.map(|p| p.get()))
+    }
+}
 impl From<f64> for Param<'_> {
     fn from(v: f64) -> Self {
         Param::Real(Some(v))
@@ -61,8 +71,8 @@ macro_rules! params {
 
 /// `1,2,3` for an `IN (…)` list. Integers are safe to inline, and long lists would run
 /// past the backends' parameter limits.
-pub fn int_list(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+pub fn int_list<I: Copy + std::fmt::Display>(ids: &[I]) -> String {
+    ids.iter().map(I::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// `'a','b'` for an `IN (…)` list of names, quotes doubled.
@@ -101,6 +111,15 @@ impl Row {
             Value::Null => Ok(None),
             _ => self.int(i).map(Some),
         }
+    }
+
+    /// A profile id column; one outside the engine's range is a decode error.
+    pub fn profile(&self, i: usize) -> Result<siyu_core::ProfileId, StoreError> {
+        siyu_core::ProfileId::new(self.int(i)?).map_err(|e| StoreError::Decode(format!("column {i}: {e}")))
+    }
+
+    pub fn opt_profile(&self, i: usize) -> Result<Option<siyu_core::ProfileId>, StoreError> {
+        self.opt_int(i)?.map(|v| siyu_core::ProfileId::new(v).map_err(|e| StoreError::Decode(format!("column {i}: {e}")))).transpose()
     }
 
     pub fn real(&self, i: usize) -> Result<f64, StoreError> {

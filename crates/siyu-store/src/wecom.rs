@@ -1,8 +1,8 @@
 //! WeCom records: contact ways (live QR codes) and the mass messages deliveries went in.
 
 use serde::Serialize;
-use siyu_core::Timestamp;
 use siyu_core::delivery::DeliveryStatus;
+use siyu_core::{ProfileId, Timestamp};
 use utoipa::ToSchema;
 
 use crate::outreach::DeliveryRow;
@@ -122,7 +122,7 @@ pub async fn fail_intent(db: &mut dyn Db, intent: &str, reason: &str) -> Result<
 }
 
 /// Intents without an answer: (intent, guide, content, profile ids).
-pub async fn open_intents(db: &mut dyn Db) -> Result<Vec<(String, String, String, Vec<i64>)>, StoreError> {
+pub async fn open_intents(db: &mut dyn Db) -> Result<Vec<(String, String, String, Vec<ProfileId>)>, StoreError> {
     let rows = db
         .query(
             "SELECT external_ref, guide, content, profile_id FROM deliveries
@@ -130,12 +130,12 @@ pub async fn open_intents(db: &mut dyn Db) -> Result<Vec<(String, String, String
             &[],
         )
         .await?;
-    let mut out: Vec<(String, String, String, Vec<i64>)> = Vec::new();
+    let mut out: Vec<(String, String, String, Vec<ProfileId>)> = Vec::new();
     for r in rows {
         let intent = r.text(0)?;
         match out.last_mut() {
-            Some(last) if last.0 == intent => last.3.push(r.int(3)?),
-            _ => out.push((intent, r.opt_text(1)?.unwrap_or_default(), r.opt_text(2)?.unwrap_or_default(), vec![r.int(3)?])),
+            Some(last) if last.0 == intent => last.3.push(r.profile(3)?),
+            _ => out.push((intent, r.opt_text(1)?.unwrap_or_default(), r.opt_text(2)?.unwrap_or_default(), vec![r.profile(3)?])),
         }
     }
     Ok(out)
@@ -160,7 +160,14 @@ pub async fn pending_mass_messages(db: &mut dyn Db) -> Result<Vec<(String, Strin
 }
 
 /// One customer's result of a mass message: `sent`, or `failed` with a reason.
-pub async fn record_result(db: &mut dyn Db, msgid: &str, profile: i64, status: DeliveryStatus, reason: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
+pub async fn record_result(
+    db: &mut dyn Db,
+    msgid: &str,
+    profile: ProfileId,
+    status: DeliveryStatus,
+    reason: Option<&str>,
+    at: Timestamp,
+) -> Result<(), StoreError> {
     db.execute(
         "UPDATE deliveries SET status = $3, reason = $4, sent_at = $5 WHERE external_ref = $1 AND profile_id = $2 AND status = 'confirmed'",
         params![msgid, profile, status.as_str(), reason, at.0],
@@ -177,7 +184,7 @@ pub struct Transfer {
     pub id: i64,
     pub handover: String,
     pub takeover: String,
-    pub profile_id: i64,
+    pub profile_id: ProfileId,
     pub external_userid: String,
     /// A resigned guide's customers (离职继承) rather than an in-service transfer.
     pub resigned: bool,
@@ -196,7 +203,7 @@ fn transfer(r: &Row) -> Result<Transfer, StoreError> {
         id: r.int(0)?,
         handover: r.text(1)?,
         takeover: r.text(2)?,
-        profile_id: r.int(3)?,
+        profile_id: r.profile(3)?,
         external_userid: r.text(4)?,
         resigned: r.int(5)? != 0,
         status: r.text(6)?,
@@ -292,7 +299,7 @@ pub async fn settle_transfer(db: &mut dyn Db, id: i64, status: &str, at: Timesta
 /// read from WeCom, so this is how its members are found. The `LIKE` narrows the group
 /// events to those naming the chat id (both backends, no JSON functions); the payload
 /// decides.
-pub async fn group_members(db: &mut dyn Db, chat_id: &str) -> Result<Vec<i64>, StoreError> {
+pub async fn group_members(db: &mut dyn Db, chat_id: &str) -> Result<Vec<ProfileId>, StoreError> {
     let rows = db
         .query(
             "SELECT profile_id, name, payload FROM events
@@ -308,9 +315,9 @@ pub async fn group_members(db: &mut dyn Db, chat_id: &str) -> Result<Vec<i64>, S
             continue;
         }
         if r.text(1)? == "Group Joined" {
-            joined.insert(r.int(0)?);
+            joined.insert(r.profile(0)?);
         } else {
-            joined.remove(&r.int(0)?);
+            joined.remove(&r.profile(0)?);
         }
     }
     Ok(joined.into_iter().collect())

@@ -4,7 +4,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use siyu_core::message::{ParseContext, parse_batch};
 use siyu_core::org::{Staff, StaffRole, Store as StoreInfo};
-use siyu_core::{Identity, IdentityKind, Message, Timestamp};
+use siyu_core::{Identity, IdentityKind, Message, ProfileId, Timestamp};
 use siyu_store::ingest::{self, Outcome};
 use siyu_store::profiles::{self, EventCursor};
 use siyu_store::{Backend, Store, StoreConfig, both_backends, org, params};
@@ -33,12 +33,12 @@ async fn apply(store: &Store, batch: serde_json::Value) -> Vec<Outcome> {
         .unwrap()
 }
 
-async fn lookup(store: &Store, kind: IdentityKind, value: &str) -> Option<i64> {
+async fn lookup(store: &Store, kind: IdentityKind, value: &str) -> Option<ProfileId> {
     let identity = Identity::new(kind, value, None).unwrap();
     store.run(move |db| Box::pin(async move { profiles::find_by_identity(db, &identity).await })).await.unwrap()
 }
 
-async fn load(store: &Store, id: i64) -> profiles::ProfileView {
+async fn load(store: &Store, id: ProfileId) -> profiles::ProfileView {
     store.run(move |db| Box::pin(async move { profiles::load(db, id, 50).await })).await.unwrap().expect("profile")
 }
 

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use siyu_core::Timestamp;
 use siyu_core::identity::{Identity, IdentityKind};
-use siyu_core::message::{Message, MessageKind};
+use siyu_core::message::Message;
 
 use crate::callback::{CallbackEvent, Fields, dedupe_key};
 
@@ -17,26 +17,10 @@ pub fn attribution(state: &str) -> (Option<&str>, Option<&str>) {
     }
 }
 
-/// An empty track message about the customer with this `external_userid` (callers set
-/// the event, properties or traits); `None` if the id is not a valid identity.
-pub fn about_contact(external_userid: &str, message_id: String, at: Timestamp, received_at: Timestamp, source: &str) -> Option<Message> {
-    let identity = Identity::new(IdentityKind::ExternalUserid, external_userid, None).ok()?;
-    Some(Message {
-        kind: MessageKind::Track,
-        message_id,
-        user_id: None,
-        anonymous_id: None,
-        event: None,
-        previous_id: None,
-        group_id: None,
-        timestamp: at,
-        received_at,
-        payload: "{}".to_string(),
-        context: Some(json!({"source": source}).to_string()),
-        traits: Vec::new(),
-        identities: vec![identity],
-        profile_id: None,
-    })
+/// The customer with this `external_userid` as an identity; `None` if the id is not a
+/// valid one.
+pub fn contact_identity(external_userid: &str) -> Option<Identity> {
+    Identity::new(IdentityKind::ExternalUserid, external_userid, None).ok()
 }
 
 /// `part` tells apart the messages one callback becomes (a group change names several
@@ -47,8 +31,7 @@ fn track(fields: &Fields, external_userid: &str, event: &str, properties: Value,
         Some(p) => format!("{}:{p}", dedupe_key(fields)),
         None => dedupe_key(fields),
     };
-    let base = about_contact(external_userid, key, at, received_at, "wecom")?;
-    Some(Message { event: Some(event.to_string()), payload: properties.to_string(), ..base })
+    Some(Message::track_about(vec![contact_identity(external_userid)?], event, key, properties, at, received_at, "wecom"))
 }
 
 /// WeCom's ids for customers (external contacts) start `wm` or `wo`; members of staff

@@ -59,6 +59,21 @@ app_test!(every_admin_route_needs_a_valid_token, |app| {
     let rule = &doc["components"]["schemas"]["SegmentInput"]["properties"]["rule"];
     let kinds: Vec<&str> = rule["oneOf"].as_array().unwrap_or_else(|| panic!("{rule}")).iter().map(|s| s["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["string", "object"]);
+    // Statuses, kinds, channels and roles are enums a generated client can switch on.
+    for (schema, values) in [
+        ("DeliveryStatus", &["queued", "pending_staff", "confirmed", "skipped", "expired", "sent", "failed", "suppressed"][..]),
+        ("TouchKind", &["marketing", "service"]),
+        ("Channel", &["wecom", "sms", "email", "official_account", "webhook"]),
+        ("StaffRole", &["guide", "store_manager", "operator"]),
+        ("CampaignStatus", &["draft", "scheduled", "running", "paused", "completed"]),
+    ] {
+        let listed = &doc["components"]["schemas"][schema]["enum"];
+        assert_eq!(listed, &json!(values), "{schema} in the OpenAPI document");
+    }
+    let delivery = &doc["components"]["schemas"]["DeliveryRow"]["properties"];
+    assert_eq!(delivery["status"]["$ref"], "#/components/schemas/DeliveryStatus", "{delivery}");
+    assert_eq!(delivery["profile_id"]["$ref"], "#/components/schemas/ProfileId", "{delivery}");
+    assert_eq!(doc["components"]["schemas"]["ProfileId"]["type"], "integer");
 });
 
 app_test!(lookup_finds_a_profile_by_any_identity, |app| {

@@ -19,7 +19,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use siyu_core::Timestamp;
-use siyu_core::message::{Message, MessageKind};
+use siyu_core::message::Message;
 use siyu_core::rule::{Rule, Stage, parse};
 use siyu_engine::build::IndexBuilder;
 use siyu_engine::index::{Index, Org};
@@ -334,23 +334,9 @@ fn incremental(state: &mut State, now: Timestamp) {
     let alive: Vec<u32> = state.index.alive().iter().step_by((state.index.profiles() as usize / n as usize).max(1)).take(n as usize).collect();
     let mut times = Vec::with_capacity(alive.len());
     for (i, p) in alive.iter().enumerate() {
-        let msg = Message {
-            kind: MessageKind::Track,
-            message_id: format!("inc-{i}"),
-            user_id: None,
-            anonymous_id: None,
-            event: Some("Order Completed".into()),
-            previous_id: None,
-            group_id: None,
-            timestamp: now,
-            received_at: now,
-            payload: r#"{"revenue_fen":2900,"category":"coffee"}"#.into(),
-            context: None,
-            traits: vec![],
-            identities: vec![],
-            profile_id: None,
-        };
-        let outcome = Outcome { profile_id: Some(*p as i64), created: false, merged: vec![], attached: vec![], failed: false };
+        let properties = serde_json::json!({"revenue_fen": 2900, "category": "coffee"});
+        let msg = Message::track_about(vec![], "Order Completed", format!("inc-{i}"), properties, now, now, "bench");
+        let outcome = Outcome { profile_id: Some(siyu_core::ProfileId::from_bit(*p)), created: false, merged: vec![], attached: vec![], failed: false };
         let committed = Committed { messages: vec![(msg, outcome)], last_seq: i as u64 + 1 };
         let t = Instant::now();
         let touched = state.index.apply(&committed, now);

@@ -71,7 +71,7 @@ pub struct ProfileDetail {
 
 fn detail(app: &App, profile: ProfileView) -> ProfileDetail {
     let state = app.engine.read();
-    let p = profile.id as u32;
+    let p = profile.id.bit();
     let lifecycle = state.index.lifecycle_of(p);
     let segments = state.segments.names().filter(|n| state.segments.get(n).is_some_and(|s| s.members.contains(p))).cloned().collect();
     ProfileDetail { profile, lifecycle, segments }
@@ -209,7 +209,7 @@ pub async fn add_tag(State(app): State<App>, caller: Caller, Path((id, tag)): Pa
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::add_tag(db, profile_id, &t, "manual", Timestamp::now()).await })).await?;
-    app.engine.set_tag(profile_id as u32, &tag, true);
+    app.engine.set_tag(profile_id.bit(), &tag, true);
     app.tasks.spawn(crate::wecom::tags::push(app.store.clone(), app.wecom_client(), profile_id, tag.clone(), true));
     Ok(Json(TagChange { profile_id, tag, changed }))
 }
@@ -222,7 +222,7 @@ pub async fn remove_tag(State(app): State<App>, caller: Caller, Path((id, tag)):
     let profile_id = resolve_profile(&app, &caller, &id).await?;
     let t = tag.clone();
     let changed = app.store.run(move |db| Box::pin(async move { profiles::remove_tag(db, profile_id, &t).await })).await?;
-    app.engine.set_tag(profile_id as u32, &tag, false);
+    app.engine.set_tag(profile_id.bit(), &tag, false);
     if changed {
         app.tasks.spawn(crate::wecom::tags::push(app.store.clone(), app.wecom_client(), profile_id, tag.clone(), false));
     }

@@ -50,6 +50,35 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminCaller {
     }
 }
 
+/// What a caller may see, from their role: everything (admin, HQ operator), one store
+/// (store manager) or one guide's own customers and tasks. Handlers that list or open
+/// scoped things take this instead of working it out from the [`Caller`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Store(String),
+    Guide(String),
+}
+
+impl FromRequestParts<App> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Scope, ApiError> {
+        match Caller::from_request_parts(parts, app).await? {
+            Caller::Admin | Caller::Staff { role: StaffRole::Operator, .. } => Ok(Scope::All),
+            Caller::Staff { userid, role: StaffRole::StoreManager } => {
+                // The store as the staff record says now, like the role.
+                let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &userid).await })).await?;
+                match staff.and_then(|s| s.store_id) {
+                    Some(store) => Ok(Scope::Store(store)),
+                    None => Err(ApiError::forbidden("this manager has no store")),
+                }
+            }
+            Caller::Staff { userid, role: StaffRole::Guide } => Ok(Scope::Guide(userid)),
+        }
+    }
+}
+
 pub const ADMIN_ROLE: &str = "admin";
 
 pub async fn require_token(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {

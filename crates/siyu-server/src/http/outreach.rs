@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use siyu_core::org::StaffRole;
 use siyu_outreach::ContactPolicy;
 use siyu_outreach::campaign::Action;
 use siyu_store::outreach::{self as stored, AuditEntry, CampaignRow, Completion, DeliveryRow, JourneyRow, JourneyState, TaskRow};
@@ -15,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::http::App;
 use crate::http::admin::resolve_profile;
-use crate::http::auth::{AdminCaller, Caller};
+use crate::http::auth::{AdminCaller, Caller, Scope};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::outreach::campaigns::{self, CampaignError, Preview, Report};
@@ -185,7 +184,7 @@ pub async fn show_journey(State(app): State<App>, _: AdminCaller, Path(id): Path
 
 #[derive(Serialize, ToSchema)]
 pub struct ProfileDeliveries {
-    pub profile_id: i64,
+    pub profile_id: siyu_core::ProfileId,
     /// Newest first. A touch that was not sent says why in `reason`.
     pub deliveries: Vec<DeliveryRow>,
     pub journeys: Vec<JourneyState>,
@@ -206,29 +205,6 @@ pub async fn profile_deliveries(State(app): State<App>, caller: Caller, Path(id)
 
 // ---------- guide tasks ----------
 
-/// Whose tasks a caller may see: a guide their own, a store manager their store's.
-enum Scope {
-    All,
-    Guide(String),
-    Store(String),
-}
-
-async fn scope(app: &App, caller: &Caller) -> ApiResult<Scope> {
-    match caller {
-        Caller::Admin => Ok(Scope::All),
-        Caller::Staff { role: StaffRole::Operator, .. } => Ok(Scope::All),
-        Caller::Staff { userid, role: StaffRole::StoreManager } => {
-            let u = userid.clone();
-            let staff = app.store.run(move |db| Box::pin(async move { siyu_store::org::get_staff(db, &u).await })).await?;
-            match staff.and_then(|s| s.store_id) {
-                Some(store) => Ok(Scope::Store(store)),
-                None => Err(ApiError::forbidden("this manager has no store")),
-            }
-        }
-        Caller::Staff { userid, .. } => Ok(Scope::Guide(userid.clone())),
-    }
-}
-
 fn may_see(scope: &Scope, task: &TaskRow) -> bool {
     match scope {
         Scope::All => true,
@@ -246,9 +222,9 @@ pub struct TaskQuery {
 
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", summary = "Tasks: a guide sees their own, a manager their store's",
     params(TaskQuery), responses((status = 200, body = [TaskRow])), security(("bearer" = [])))]
-pub async fn list_tasks(State(app): State<App>, caller: Caller, Query(q): Query<TaskQuery>) -> ApiResult<Json<Vec<TaskRow>>> {
+pub async fn list_tasks(State(app): State<App>, scope: Scope, Query(q): Query<TaskQuery>) -> ApiResult<Json<Vec<TaskRow>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let (guide, store) = match scope(&app, &caller).await? {
+    let (guide, store) = match scope {
         Scope::All => (q.guide, None),
         Scope::Guide(g) => (Some(g), None),
         Scope::Store(s) => (q.guide, Some(s)),
@@ -259,9 +235,8 @@ pub async fn list_tasks(State(app): State<App>, caller: Caller, Query(q): Query<
 #[derive(Serialize, ToSchema)]
 pub struct TaskItem {
     pub delivery_id: i64,
-    pub profile_id: i64,
+    pub profile_id: siyu_core::ProfileId,
     /// pending_staff · confirmed · skipped · expired
-    #[schema(value_type = String)]
     pub status: siyu_core::delivery::DeliveryStatus,
     /// The message to send, rendered for this customer.
     pub content: String,
@@ -276,17 +251,16 @@ pub struct TaskView {
     pub items: Vec<TaskItem>,
 }
 
-async fn visible_task(app: &App, caller: &Caller, id: i64) -> ApiResult<TaskRow> {
-    let scope = scope(app, caller).await?;
+async fn visible_task(app: &App, scope: &Scope, id: i64) -> ApiResult<TaskRow> {
     let task = app.store.run(move |db| Box::pin(stored::get_task(db, id))).await?;
     // Another guide's task is "not found": its existence is not revealed.
-    task.filter(|t| may_see(&scope, t)).ok_or_else(|| ApiError::not_found(format!("no task {id}")))
+    task.filter(|t| may_see(scope, t)).ok_or_else(|| ApiError::not_found(format!("no task {id}")))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", summary = "A task with each customer's rendered message",
     params(("id" = i64, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn show_task(State(app): State<App>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<TaskView>> {
-    let task = visible_task(&app, &caller, id).await?;
+pub async fn show_task(State(app): State<App>, scope: Scope, Path(id): Path<i64>) -> ApiResult<Json<TaskView>> {
+    let task = visible_task(&app, &scope, id).await?;
     let rows = app.store.run(move |db| Box::pin(stored::deliveries_of_task(db, id))).await?;
     // What the guide is shown is stored: the mass message later carries the same words.
     let outgoing = render::rendered_once(&app.outreach, &rows).await.map_err(ApiError::internal)?;
@@ -315,7 +289,7 @@ pub struct ItemResult {
     responses((status = 200, body = ItemResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn resolve_item(
     State(app): State<App>,
-    caller: Caller,
+    scope: Scope,
     Path((id, delivery)): Path<(i64, i64)>,
     Json(a): Json<ItemAction>,
 ) -> ApiResult<Json<ItemResult>> {
@@ -324,7 +298,7 @@ pub async fn resolve_item(
         "skip" => false,
         other => return Err(ApiError::bad_request("unknown_action", format!("unknown action {other:?}; use confirm or skip"))),
     };
-    let task = visible_task(&app, &caller, id).await?;
+    let task = visible_task(&app, &scope, id).await?;
     if task.status != "open" {
         return Err(ApiError::new(StatusCode::CONFLICT, "task_closed", format!("the task is {}", task.status)));
     }
@@ -336,7 +310,7 @@ pub async fn resolve_item(
             return Err(ApiError::not_found(format!("task {id} has no item {delivery}")));
         }
     }
-    let task = visible_task(&app, &caller, id).await?;
+    let task = visible_task(&app, &scope, id).await?;
     Ok(Json(ItemResult { changed, task }))
 }
 
@@ -349,13 +323,12 @@ pub struct CompletionQuery {
 
 #[utoipa::path(get, path = "/api/v1/tasks/completion", tag = "tasks", summary = "Task completion rate per guide or per store",
     params(CompletionQuery), responses((status = 200, body = [Completion]), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn completion(State(app): State<App>, caller: Caller, Query(q): Query<CompletionQuery>) -> ApiResult<Json<Vec<Completion>>> {
+pub async fn completion(State(app): State<App>, scope: Scope, Query(q): Query<CompletionQuery>) -> ApiResult<Json<Vec<Completion>>> {
     let by_store = match q.by.as_deref() {
         None | Some("guide") => false,
         Some("store") => true,
         Some(other) => return Err(ApiError::bad_request("invalid_by", format!("by={other:?}: use guide or store"))),
     };
-    let scope = scope(&app, &caller).await?;
     let store = match &scope {
         Scope::Store(s) => Some(s.clone()),
         Scope::Guide(_) => return Err(ApiError::forbidden("completion rates are for managers and HQ")),

@@ -75,7 +75,7 @@ pub struct Preview {
 }
 
 async fn sample_of(app: &App, members: &RoaringBitmap, n: usize) -> ApiResult<Vec<ProfileSummary>> {
-    let ids: Vec<ProfileId> = members.iter().take(n).map(|p| p as ProfileId).collect();
+    let ids: Vec<ProfileId> = members.iter().take(n).map(ProfileId::from_bit).collect();
     Ok(app.store.run(move |db| Box::pin(async move { profiles::summaries(db, &ids).await })).await?)
 }
 
@@ -258,10 +258,15 @@ pub struct MemberPage {
 }
 
 fn page_ids(members: &RoaringBitmap, after: Option<ProfileId>, limit: usize) -> Vec<ProfileId> {
-    let from = after.map_or(0, |a| (a + 1).clamp(0, u32::MAX as i64) as u32);
     let mut it = members.iter();
-    it.advance_to(from);
-    it.take(limit).map(|p| p as ProfileId).collect()
+    if let Some(a) = after {
+        // Past the last id there is nothing more; `next` saturates, so check.
+        if a == ProfileId::MAX {
+            return Vec::new();
+        }
+        it.advance_to(a.next().bit());
+    }
+    it.take(limit).map(ProfileId::from_bit).collect()
 }
 
 fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
@@ -363,7 +368,7 @@ pub struct ProfilePage {
     params(Page), responses((status = 200, body = ProfilePage)), security(("bearer" = [])))]
 pub async fn list_profiles(State(app): State<App>, _: AdminCaller, Query(page): Query<Page>) -> ApiResult<Json<ProfilePage>> {
     let limit = check_limit(page.limit)?;
-    let after = page.after.unwrap_or(0);
+    let after = page.after.unwrap_or_default();
     let (total, profiles) = app
         .store
         .run(move |db| {

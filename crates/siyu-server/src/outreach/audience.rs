@@ -147,7 +147,7 @@ pub async fn recheck(o: &Outreach, due: &[siyu_store::outreach::DeliveryRow], no
     Ok(due
         .iter()
         .map(|d| {
-            let p = d.profile_id as u32;
+            let p = d.profile_id.bit();
             if !st.index.alive().contains(p) {
                 return Some(Reason::Merged);
             }
@@ -155,7 +155,7 @@ pub async fn recheck(o: &Outreach, due: &[siyu_store::outreach::DeliveryRow], no
             if !consented {
                 return Some(Reason::NoConsent);
             }
-            let marketing = d.kind == siyu_outreach::TouchKind::Marketing.as_str();
+            let marketing = d.kind == siyu_outreach::TouchKind::Marketing;
             (marketing && siyu_engine::eval::eval_one(&cx, &cooldown, p)).then_some(Reason::BlockCooldown)
         })
         .collect())

@@ -132,7 +132,7 @@ pub struct Suppression {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SampleMessage {
-    pub profile_id: i64,
+    pub profile_id: siyu_core::ProfileId,
     pub guide: Option<String>,
     pub send_at: Timestamp,
     pub deferred: bool,
@@ -171,8 +171,12 @@ pub async fn preview(o: &Outreach, id: i64, sample: usize) -> Result<Preview, Ca
         super::off_the_runtime(|| dry_run(o.policy(), &aud, &opts, &mut ledger))
     };
     let picked: Vec<&Outcome> = outcomes.iter().filter(|x| matches!(x.decision, Decision::Send { .. })).take(sample).collect();
-    let targets: Vec<(i64, Option<String>, String)> =
-        picked.iter().map(|x| (x.profile as i64, x.guide.map(|g| facts.owners.guides[g as usize].clone()), format!("{}:{}", opts.source, x.profile))).collect();
+    let targets: Vec<(siyu_core::ProfileId, Option<String>, String)> = picked
+        .iter()
+        .map(|x| {
+            (siyu_core::ProfileId::from_bit(x.profile), x.guide.map(|g| facts.owners.guides[g as usize].clone()), format!("{}:{}", opts.source, x.profile))
+        })
+        .collect();
     let template = Template::parse(&spec.content).map_err(|e| CampaignError::Invalid(e.to_string()))?;
     let texts = render::render_many(o, &template, spec.coupon.as_deref(), &targets).await?;
     let sample = picked
@@ -292,11 +296,11 @@ pub fn deliveries(
             }
             NewDelivery {
                 key: format!("{}:{}", opts.source, x.profile),
-                profile_id: x.profile as i64,
+                profile_id: siyu_core::ProfileId::from_bit(x.profile),
                 campaign_id: Some(c.id),
                 journey_id: None,
                 channel: spec.channel,
-                kind: spec.kind.as_str().into(),
+                kind: spec.kind,
                 status,
                 reason: Some(reason.to_string()),
                 guide: x.guide.map(|g| guides[g as usize].clone()),

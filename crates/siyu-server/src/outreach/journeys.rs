@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use siyu_core::Timestamp;
 use siyu_core::delivery::DeliveryStatus;
 use siyu_core::rule::{Channel, Rule, parse};
+use siyu_core::{ProfileId, Timestamp};
 use siyu_engine::eval::eval_one;
 use siyu_outreach::journey::{JourneySpec, Step, wake_after};
 use siyu_outreach::plan::delivery_state;
@@ -95,7 +95,7 @@ async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Times
                         None => stored::max_event_id(db).await?,
                     };
                     let events = stored::events_after(db, cursor, &names, EVENTS_PER_ROUND).await?;
-                    let mut profiles: Vec<i64> = events.iter().map(|e| e.1).collect();
+                    let mut profiles: Vec<ProfileId> = events.iter().map(|e| e.1).collect();
                     profiles.sort_unstable();
                     profiles.dedup();
                     let states = stored::states_of(db, &ids, &profiles).await?;
@@ -107,7 +107,7 @@ async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Times
                 })
             })
             .await?;
-        let mut positions: HashMap<(i64, i64), JourneyState> = states.into_iter().map(|s| ((s.journey_id, s.profile_id), s)).collect();
+        let mut positions: HashMap<(i64, ProfileId), JourneyState> = states.into_iter().map(|s| ((s.journey_id, s.profile_id), s)).collect();
         let mut changed = BTreeSet::new();
         for (event_id, profile, name, ts, payload) in &events {
             let props: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
@@ -156,7 +156,7 @@ async fn intake(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: Times
 fn entry(
     journey: i64,
     spec: &JourneySpec,
-    profile: i64,
+    profile: ProfileId,
     name: &str,
     props: &serde_json::Value,
     state: Option<&JourneyState>,
@@ -170,7 +170,7 @@ fn entry(
 }
 
 /// Puts the customer (back) on the journey unless they are on it or re-entry forbids.
-fn enter(journey: i64, spec: &JourneySpec, profile: i64, state: Option<&JourneyState>, now: Timestamp, just_exited: bool) -> Option<JourneyState> {
+fn enter(journey: i64, spec: &JourneySpec, profile: ProfileId, state: Option<&JourneyState>, now: Timestamp, just_exited: bool) -> Option<JourneyState> {
     if state.is_some_and(|s| s.status == "active" && !just_exited) {
         return None;
     }
@@ -196,17 +196,17 @@ async fn date_entries(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now:
         }
         let rule = parse(&format!("{} exists", trigger.trait_name)).map_err(|e| anyhow::anyhow!("date trigger trait: {e}"))?;
         let having = o.engine.evaluate(&rule, now).await?;
-        let entering: Vec<i64> = {
+        let entering: Vec<ProfileId> = {
             let st = o.engine.read();
             having
                 .iter()
                 .filter(|&p| st.index.trait_value(&trigger.trait_name, p).and_then(|v| v.as_str()).is_some_and(|v| trigger.matches(v, today)))
-                .map(i64::from)
+                .map(ProfileId::from_bit)
                 .collect()
         };
         let jid = j.id;
         let (entering, states) = o.store.run(move |db| Box::pin(async move { stored::states_of(db, &[jid], &entering).await.map(|s| (entering, s)) })).await?;
-        let positions: HashMap<i64, JourneyState> = states.into_iter().map(|s| (s.profile_id, s)).collect();
+        let positions: HashMap<ProfileId, JourneyState> = states.into_iter().map(|s| (s.profile_id, s)).collect();
         let writes: Vec<JourneyState> = entering.iter().filter_map(|p| enter(jid, spec, *p, positions.get(p), now, false)).collect();
         o.store
             .transaction(move |db| {
@@ -228,7 +228,7 @@ async fn advance_due(o: &Outreach, journeys: &[(JourneyRow, JourneySpec)], now: 
     for state in due {
         let Some((_, spec)) = journeys.iter().find(|(j, _)| j.id == state.journey_id) else { continue };
         if let Err(e) = advance(o, spec, state.clone(), now).await {
-            tracing::warn!(journey = state.journey_id, profile = state.profile_id, error = %e, "journey step failed; retried next round");
+            tracing::warn!(journey = state.journey_id, profile = %state.profile_id, error = %e, "journey step failed; retried next round");
         }
     }
     Ok(())
@@ -247,9 +247,9 @@ async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now:
         state.step += 1;
         match step {
             Step::Wait { .. } | Step::WaitUntil { .. } => {
-                let guide = audience::guide_of(o, p as u32).await?;
+                let guide = audience::guide_of(o, p.bit()).await?;
                 let guide_zone = guide.as_ref().map(|(_, z)| *z).unwrap_or_else(|| zone(None));
-                let z = audience::customer_zone(o, p as u32, guide_zone, now).await?;
+                let z = audience::customer_zone(o, p.bit(), guide_zone, now).await?;
                 state.wake_at = wake_after(step, now, z).unwrap_or(now);
                 return save(o, state, now).await;
             }
@@ -258,7 +258,7 @@ async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now:
                 o.engine.evaluate(&rule, now).await?; // indexes what the rule needs
                 let yes = {
                     let st = o.engine.read();
-                    eval_one(&st.cx(now), &rule, p as u32)
+                    eval_one(&st.cx(now), &rule, p.bit())
                 };
                 let target = if yes { *then } else { *otherwise };
                 if let Some(t) = target {
@@ -284,7 +284,7 @@ async fn advance(o: &Outreach, spec: &JourneySpec, mut state: JourneyState, now:
                     })
                     .await?;
                 for (tag, on) in add.iter().map(|t| (t, true)).chain(remove.iter().map(|t| (t, false))) {
-                    o.engine.set_tag(p as u32, tag, on);
+                    o.engine.set_tag(p.bit(), tag, on);
                     o.tasks.spawn(crate::wecom::tags::push(o.store.clone(), o.wecom.clone(), p, tag.clone(), on));
                 }
             }
@@ -332,12 +332,12 @@ async fn send(
     if recorded(o, key).await? {
         return Ok(()); // done before a restart
     }
-    let (consent, recently_blocked, guide, guide_zone, z) = audience::facts_of(o, p as u32, channel, now).await?;
+    let (consent, recently_blocked, guide, guide_zone, z) = audience::facts_of(o, p.bit(), channel, now).await?;
     let template = Template::parse(content).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = render::render_many(o, &template, None, &[(p, guide.clone(), key.to_string())]).await?.pop().unwrap_or_default();
     let mut ledger = o.ledger.lock().await;
     let source = format!("journey:{}", state.journey_id);
-    let touch = Touch { profile: p as u32, channel, kind, now, source: &source, holdout_percent: 0.0 };
+    let touch = Touch { profile: p.bit(), channel, kind, now, source: &source, holdout_percent: 0.0 };
     let f = Facts { consent, recently_blocked, zone: z, guide_zone, guide: guide.as_deref() };
     let decision = decide(o.policy(), &touch, &f, &mut ledger);
     let (status, reason, due) = delivery_state(&decision, channel, now);
@@ -347,7 +347,7 @@ async fn send(
         campaign_id: None,
         journey_id: Some(state.journey_id),
         channel,
-        kind: kind.as_str().into(),
+        kind,
         status,
         reason: Some(reason.into()),
         guide: guide.clone(),
@@ -385,8 +385,8 @@ async fn task(o: &Outreach, state: &JourneyState, key: &str, title: &str, conten
     if recorded(o, key).await? {
         return Ok(());
     }
-    let Some((guide, _)) = audience::guide_of(o, p as u32).await? else {
-        tracing::info!(profile = p, "journey task skipped: the customer has no guide");
+    let Some((guide, _)) = audience::guide_of(o, p.bit()).await? else {
+        tracing::info!(profile = %p, "journey task skipped: the customer has no guide");
         return Ok(());
     };
     let template = Template::parse(content).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -404,7 +404,7 @@ async fn task(o: &Outreach, state: &JourneyState, key: &str, title: &str, conten
                     campaign_id: None,
                     journey_id: Some(journey),
                     channel: Channel::Wecom,
-                    kind: "service".into(),
+                    kind: siyu_core::delivery::TouchKind::Service,
                     status: DeliveryStatus::PendingStaff,
                     reason: None,
                     guide: Some(guide.clone()),

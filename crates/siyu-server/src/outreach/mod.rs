@@ -132,7 +132,7 @@ impl Outreach {
         let mut ledger = ContactLedger::new();
         for (profile, at, channel, guide) in &rows {
             if let Some(ch) = Channel::parse(channel) {
-                ledger.record(*profile as u32, *at, ch);
+                ledger.record(profile.bit(), *at, ch);
             }
             if let Some(g) = guide {
                 ledger.record_guide(g, local_day(*at, zones.get(g).copied().unwrap_or_else(|| zone(None))));
@@ -324,8 +324,8 @@ fn reminder_text(task: &stored::TaskRow, zone: chrono_tz::Tz) -> String {
 
 /// Gives back the cap slots of marketing touches that will not go out after all.
 fn release_slots<'a>(ledger: &mut ContactLedger, rows: impl Iterator<Item = &'a stored::DeliveryRow>) {
-    for d in rows.filter(|d| d.kind == TouchKind::Marketing.as_str()) {
-        ledger.release(d.profile_id as u32, d.due_at, d.channel);
+    for d in rows.filter(|d| d.kind == TouchKind::Marketing) {
+        ledger.release(d.profile_id.bit(), d.due_at, d.channel);
     }
 }
 

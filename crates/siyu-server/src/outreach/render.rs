@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
+use siyu_core::ProfileId;
 use siyu_outreach::campaign::CampaignSpec;
 use siyu_outreach::template::Template;
 use siyu_store::outreach::{self as stored, DeliveryRow};
@@ -14,8 +15,13 @@ use super::sinks::Outgoing;
 use crate::content::{coupon_code, vars};
 
 /// Renders a template for several customers at once (one read of their traits).
-pub async fn render_many(o: &Outreach, template: &Template, coupon: Option<&str>, targets: &[(i64, Option<String>, String)]) -> anyhow::Result<Vec<String>> {
-    let ids: Vec<i64> = targets.iter().map(|t| t.0).collect();
+pub async fn render_many(
+    o: &Outreach,
+    template: &Template,
+    coupon: Option<&str>,
+    targets: &[(ProfileId, Option<String>, String)],
+) -> anyhow::Result<Vec<String>> {
+    let ids: Vec<ProfileId> = targets.iter().map(|t| t.0).collect();
     let (traits, dir) = o.store.run(move |db| Box::pin(async move { Ok((stored::traits_of(db, &ids).await?, stored::directory(db).await?)) })).await?;
     Ok(targets.iter().map(|(p, guide, key)| template.render(&vars(traits.get(p), guide.as_deref(), &dir, coupon.map(|c| coupon_code(c, key)), *p))).collect())
 }
@@ -34,7 +40,7 @@ pub async fn rendered_once(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<
 
 /// Deliveries as they go to a channel, content rendered.
 pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<Outgoing>> {
-    let ids: Vec<i64> = due.iter().map(|d| d.profile_id).collect();
+    let ids: Vec<ProfileId> = due.iter().map(|d| d.profile_id).collect();
     let mut campaign_ids: Vec<i64> = due.iter().filter(|d| d.content.is_none()).filter_map(|d| d.campaign_id).collect();
     campaign_ids.sort_unstable();
     campaign_ids.dedup();
@@ -70,8 +76,8 @@ pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<O
                 id: d.id,
                 key: d.key.clone(),
                 profile_id: d.profile_id,
-                channel: d.channel.as_str().to_string(),
-                kind: d.kind.clone(),
+                channel: d.channel,
+                kind: d.kind,
                 campaign_id: d.campaign_id,
                 journey_id: d.journey_id,
                 content,

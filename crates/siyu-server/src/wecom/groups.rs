@@ -65,12 +65,7 @@ pub async fn dismissed(cx: &WecomContext, fields: &Fields, chat_id: &str, receiv
         .into_iter()
         .map(|p| {
             let props = json!({"chat_id": chat_id, "quit_scene": "dismissed", "source": "wecom"});
-            Message {
-                timestamp: at,
-                received_at,
-                context: Some(r#"{"source":"wecom"}"#.to_string()),
-                ..Message::internal(p, "Group Left", format!("{key}:{p}"), props, at)
-            }
+            Message::internal(p, "Group Left", format!("{key}:{p}"), props, at).from_source("wecom", received_at)
         })
         .collect())
 }

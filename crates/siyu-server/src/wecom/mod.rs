@@ -228,7 +228,7 @@ async fn welcome(cx: &WecomContext, seq: u64, staff: &str, external: &str, state
             if let Some(n) = &name {
                 own.insert("name".into(), serde_json::json!(n));
             }
-            let text = template.render(&crate::content::vars(Some(&own), Some(staff), &dir, None, known.unwrap_or(0)));
+            let text = template.render(&crate::content::vars(Some(&own), Some(staff), &dir, None, known.unwrap_or_default()));
             let outcome = match client.send_welcome_msg(&code, &text).await {
                 Ok(_) => (DeliveryStatus::Sent, None),
                 // The code was used: by this welcome whose answer was lost, or by the
@@ -273,7 +273,7 @@ async fn welcome(cx: &WecomContext, seq: u64, staff: &str, external: &str, state
             .await
     };
     match tagged {
-        Ok(()) => tags.iter().for_each(|t| cx.engine.set_tag(profile as u32, t, true)),
+        Ok(()) => tags.iter().for_each(|t| cx.engine.set_tag(profile.bit(), t, true)),
         Err(e) => tracing::warn!(error = %e, "tagging a new WeCom contact from its contact way failed"),
     }
     let Some((key, text, (status, reason))) = sent else { return Ok(()) };
@@ -283,7 +283,7 @@ async fn welcome(cx: &WecomContext, seq: u64, staff: &str, external: &str, state
         campaign_id: None,
         journey_id: None,
         channel: siyu_core::rule::Channel::Wecom,
-        kind: "service".into(),
+        kind: siyu_core::delivery::TouchKind::Service,
         status,
         reason,
         guide: Some(staff.to_string()),
@@ -302,14 +302,9 @@ const WELCOME_CODE_USED: i64 = 41051;
 /// The name WeCom gave for a new contact, as a trait on their profile.
 async fn remember_name(cx: &WecomContext, seq: u64, external: &str, name: String) -> anyhow::Result<()> {
     let now = siyu_core::Timestamp::now();
-    let base = siyu_wecom::events::about_contact(external, format!("wecom:contact:{external}:{seq}"), now, now, "wecom")
-        .ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
-    let message = siyu_core::message::Message {
-        kind: siyu_core::message::MessageKind::Identify,
-        payload: serde_json::json!({"name": name}).to_string(),
-        traits: vec![("name".to_string(), serde_json::json!(name))],
-        ..base
-    };
+    let who = siyu_wecom::events::contact_identity(external).ok_or_else(|| anyhow::anyhow!("invalid external_userid"))?;
+    let traits = vec![("name".to_string(), serde_json::json!(name))];
+    let message = siyu_core::message::Message::identify_about(vec![who], format!("wecom:contact:{external}:{seq}"), traits, now, "wecom");
     cx.ingest.submit(vec![message]).await?;
     Ok(())
 }

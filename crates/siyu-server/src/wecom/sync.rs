@@ -67,8 +67,8 @@ pub fn event(
     traits: Vec<(String, serde_json::Value)>,
     source: &str,
 ) -> Option<Message> {
-    let base = siyu_wecom::events::about_contact(external, message_id, at, Timestamp::now(), source)?;
-    Some(Message { event: Some(name.to_string()), payload: props.to_string(), traits, ..base })
+    let who = siyu_wecom::events::contact_identity(external)?;
+    Some(Message::track_about(vec![who], name, message_id, props, at, Timestamp::now(), source).with_traits(traits))
 }
 
 /// Runs a sync begun with [`SyncState::begin`].

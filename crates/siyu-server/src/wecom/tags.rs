@@ -124,7 +124,7 @@ async fn corp_tag_ids(client: &Client, wanted: &[String]) -> anyhow::Result<Hash
 pub async fn push(store: Store, client: Option<std::sync::Arc<Client>>, profile: ProfileId, tag: String, on: bool) {
     let Some(client) = client else { return };
     if let Err(e) = try_push(&store, &client, profile, &tag, on).await {
-        tracing::warn!(error = %e, profile, tag = %tag, "mirroring a tag to WeCom failed");
+        tracing::warn!(error = %e, profile = %profile, tag = %tag, "mirroring a tag to WeCom failed");
     }
 }
 
@@ -180,7 +180,7 @@ async fn try_pull(cx: &WecomContext, seq: u64, external: &str) -> anyhow::Result
             })
             .await?;
         if changed {
-            cx.engine.set_tag(profile as u32, tag, on);
+            cx.engine.set_tag(profile.bit(), tag, on);
         }
     }
     Ok(())

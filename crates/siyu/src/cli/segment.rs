@@ -85,7 +85,7 @@ pub async fn run(args: SegmentArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let eval_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let ids: Vec<i64> = members.iter().take(args.sample).map(|p| p as i64).collect();
+    let ids: Vec<siyu_core::ProfileId> = members.iter().take(args.sample).map(siyu_core::ProfileId::from_bit).collect();
     let sample = store.run(move |db| Box::pin(async move { profiles::summaries(db, &ids).await })).await?;
     if args.json {
         let out = json!({

@@ -20,9 +20,9 @@ pub struct Outgoing {
     pub id: i64,
     /// Idempotency key: the same touch always carries the same key.
     pub key: String,
-    pub profile_id: i64,
-    pub channel: String,
-    pub kind: String,
+    pub profile_id: siyu_core::ProfileId,
+    pub channel: siyu_core::rule::Channel,
+    pub kind: siyu_core::delivery::TouchKind,
     pub campaign_id: Option<i64>,
     pub journey_id: Option<i64>,
     pub content: String,

@@ -35,7 +35,7 @@ pub async fn push(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::Resu
         return Ok(());
     }
     let outgoing = render::rendered_once(o, &rows).await?;
-    let ids: Vec<i64> = rows.iter().map(|d| d.profile_id).collect();
+    let ids: Vec<siyu_core::ProfileId> = rows.iter().map(|d| d.profile_id).collect();
     let identities = o.store.run(move |db| Box::pin(async move { stored::identities_of(db, &ids).await })).await?;
     // (guide, text) → deliveries with the customer's external_userid.
     let mut groups: BTreeMap<(String, String), Vec<(&DeliveryRow, String)>> = BTreeMap::new();
@@ -182,7 +182,7 @@ pub async fn collect(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::R
             remind(o, client, &msgid, now).await?;
         }
         let externals: Vec<String> = results.iter().filter_map(|r| r["external_userid"].as_str().map(str::to_string)).collect();
-        let profiles: HashMap<String, i64> = o
+        let profiles: HashMap<String, siyu_core::ProfileId> = o
             .store
             .run(move |db| {
                 Box::pin(async move {
@@ -198,7 +198,7 @@ pub async fn collect(o: &Outreach, client: &Client, now: Timestamp) -> anyhow::R
                 })
             })
             .await?;
-        let settled: Vec<(i64, DeliveryStatus, Option<&'static str>)> = results
+        let settled: Vec<(siyu_core::ProfileId, DeliveryStatus, Option<&'static str>)> = results
             .iter()
             .filter_map(|r| {
                 let p = *profiles.get(r["external_userid"].as_str()?)?;
