@@ -31,7 +31,7 @@ use siyu_store::StoreError;
 use siyu_store::outreach as stored;
 use tokio::sync::Mutex;
 
-use sinks::{Outbox, Outgoing, Sink, Webhook};
+use sinks::{Handed, Outbox, Outgoing, Sink, Webhook};
 
 use crate::state::Core;
 
@@ -74,8 +74,10 @@ pub struct Outreach {
     pub config: OutreachConfig,
     /// Every marketing touch planned or made: what caps are checked against.
     pub ledger: Mutex<ContactLedger>,
-    pub sink: Arc<dyn Sink>,
-    /// WeCom's API: confirmed guide tasks become mass messages through it.
+    /// Where touches go: the gateway (webhook or outbox), and WeCom's mass messages
+    /// when a corp is configured.
+    pub sinks: Vec<Arc<dyn Sink>>,
+    /// WeCom's API: welcomes, transfers and reminders go through it.
     pub wecom: Option<Arc<siyu_wecom::client::Client>>,
     /// One tick at a time (the background loop and tests calling `tick` directly).
     ticking: Mutex<()>,
@@ -92,22 +94,26 @@ impl std::ops::Deref for Outreach {
     }
 }
 
-/// Deliveries sent per dispatch round.
-const DISPATCH_BATCH: i64 = 2000;
-
 impl Outreach {
     pub async fn start(core: Core, data_dir: &Path, wecom: Option<Arc<siyu_wecom::client::Client>>) -> anyhow::Result<Arc<Outreach>> {
         let config = OutreachConfig::load(data_dir)?;
-        let sink: Arc<dyn Sink> = match &config.webhook_url {
+        let gateway: Arc<dyn Sink> = match &config.webhook_url {
             Some(url) => Arc::new(Webhook::new(url.clone())),
             None => Arc::new(Outbox { path: data_dir.join("outbox.jsonl") }),
         };
-        tracing::info!(sink = %sink.name(), "outreach deliveries go to");
+        let mut sinks = vec![gateway];
+        if let Some(client) = &wecom {
+            let remind_every_ms = config.mass_reminder_hours.unwrap_or(8).max(1) as i64 * 3_600_000;
+            sinks.push(Arc::new(sinks::wecom::Wecom { store: core.store.clone(), client: client.clone(), remind_every_ms }));
+        }
+        for sink in &sinks {
+            tracing::info!(sink = %sink.name(), "outreach deliveries go to");
+        }
         let outreach = Arc::new(Outreach {
             core,
             config,
             ledger: Mutex::new(ContactLedger::new()),
-            sink,
+            sinks,
             wecom,
             ticking: Mutex::new(()),
             last_watch: std::sync::Mutex::new(None),
@@ -165,8 +171,6 @@ impl Outreach {
         self.dispatch(now).await?;
         self.tasks(now).await?;
         if let Some(client) = &self.wecom {
-            sinks::wecom::push(self, client, now).await?;
-            sinks::wecom::collect(self, client, now).await?;
             crate::wecom::transfer::settle(&self.core, client, now).await?;
         }
         if self.watch_due() {
@@ -185,42 +189,57 @@ impl Outreach {
         true
     }
 
-    /// Sends queued deliveries whose time has come. Each round re-checks the policy
-    /// (a touch that no longer passes is suppressed and its cap slot released), stores
-    /// the rendered content of touches that had none before sending them (so a re-send
-    /// after a crash carries the same words), and sends; a failed batch is retried
-    /// next tick.
+    /// One round of every sink: each settles what it handed over before, then takes
+    /// the deliveries ready for it. Returns how many were handed over.
     pub async fn dispatch(&self, now: Timestamp) -> anyhow::Result<u64> {
-        let mut sent = 0;
+        let mut handed = 0;
+        for sink in &self.sinks {
+            sink.settle(now).await?;
+            handed += self.dispatch_to(sink.as_ref(), now).await?;
+        }
+        Ok(handed)
+    }
+
+    /// Hands a sink the deliveries ready for it, a batch at a time. Each batch re-checks
+    /// the policy (a touch that no longer passes is suppressed and its cap slot
+    /// released), stores the rendered content of touches that had none before sending
+    /// them (so a re-send after a crash carries the same words), and sends; a failed
+    /// batch is tried again next tick.
+    async fn dispatch_to(&self, sink: &dyn Sink, now: Timestamp) -> anyhow::Result<u64> {
+        let (status, limit) = (sink.takes(), sink.batch_size());
+        let mut handed = 0;
         loop {
-            let due = self.store.run(move |db| Box::pin(async move { stored::due_deliveries(db, now, DISPATCH_BATCH).await })).await?;
+            let due = self.store.run(move |db| Box::pin(async move { ready_for(db, status, now, limit).await })).await?;
             if due.is_empty() {
-                return Ok(sent);
+                return Ok(handed);
             }
-            let full_batch = due.len() as i64 == DISPATCH_BATCH;
-            let due = self.stop_what_no_longer_passes(due, DeliveryStatus::Queued, now).await?;
+            let full_batch = due.len() as i64 == limit;
+            let due = self.stop_what_no_longer_passes(due, status, now).await?;
             let outgoing = render::rendered_once(self, &due).await?;
             let (due, outgoing) = self.drop_unaddressable(due, outgoing, now).await?;
             let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
             if ids.is_empty() {
                 if !full_batch {
-                    return Ok(sent);
+                    return Ok(handed);
                 }
                 continue;
             }
-            match self.sink.send(&outgoing).await {
-                Ok(()) => {
-                    sent += ids.len() as u64;
+            match sink.send(&outgoing).await {
+                Ok(Handed::Sent) => {
+                    handed += ids.len() as u64;
                     self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, DeliveryStatus::Sent, None, now).await })).await?;
                 }
+                Ok(Handed::Later) => handed += ids.len() as u64,
                 Err(e) => {
-                    tracing::warn!(error = %e, deliveries = ids.len(), "dispatch failed; retrying next round");
-                    self.store.run(move |db| Box::pin(async move { stored::note_waiting(db, &ids, waiting::WEBHOOK).await })).await?;
-                    return Ok(sent);
+                    tracing::warn!(sink = %sink.name(), error = %e, deliveries = ids.len(), "dispatch failed; retrying next round");
+                    if status == DeliveryStatus::Queued {
+                        self.store.run(move |db| Box::pin(async move { stored::note_waiting(db, &ids, waiting::WEBHOOK).await })).await?;
+                    }
+                    return Ok(handed);
                 }
             }
             if !full_batch {
-                return Ok(sent);
+                return Ok(handed);
             }
         }
     }
@@ -249,20 +268,27 @@ impl Outreach {
 
     /// Touches that cannot be addressed (an SMS without a phone, an e-mail without an
     /// address, an official-account message without an openid) fail with `no_address`
-    /// and give their cap slots back; the rest are returned to be sent.
+    /// (a WeCom touch without the customer's external_userid or a guide with
+    /// `no_external_userid`) and give their cap slots back; the rest are returned to be
+    /// sent.
     async fn drop_unaddressable(
         &self,
         due: Vec<stored::DeliveryRow>,
         outgoing: Vec<Outgoing>,
         now: Timestamp,
     ) -> anyhow::Result<(Vec<stored::DeliveryRow>, Vec<Outgoing>)> {
-        let (sendable, unreachable): (Vec<_>, Vec<_>) = due.into_iter().zip(outgoing).partition(|(d, o)| addressable(d.channel, &o.to));
-        if !unreachable.is_empty() {
-            let ids: Vec<i64> = unreachable.iter().map(|(d, _)| d.id).collect();
-            let mut ledger = self.ledger.lock().await;
-            self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, DeliveryStatus::Failed, Some("no_address"), now).await })).await?;
-            release_slots(&mut ledger, unreachable.iter().map(|(d, _)| d));
-            tracing::info!(deliveries = unreachable.len(), "touches without an address for their channel failed with no_address");
+        let (sendable, unreachable): (Vec<_>, Vec<_>) = due.into_iter().zip(outgoing).partition(|(_, o)| addressable(o));
+        let mut ledger = self.ledger.lock().await;
+        for reason in ["no_address", "no_external_userid"] {
+            let failing: Vec<&stored::DeliveryRow> = unreachable.iter().map(|(d, _)| d).filter(|d| unaddressed_reason(d.channel) == reason).collect();
+            if failing.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = failing.iter().map(|d| d.id).collect();
+            let n = ids.len();
+            self.store.run(move |db| Box::pin(async move { stored::mark_deliveries(db, &ids, DeliveryStatus::Failed, Some(reason), now).await })).await?;
+            release_slots(&mut ledger, failing.into_iter());
+            tracing::info!(deliveries = n, reason, "touches without an address for their channel failed");
         }
         Ok(sendable.into_iter().unzip())
     }
@@ -330,14 +356,31 @@ fn release_slots<'a>(ledger: &mut ContactLedger, rows: impl Iterator<Item = &'a 
 }
 
 /// Whether `to` holds what the channel needs to reach the customer.
-fn addressable(channel: Channel, to: &serde_json::Value) -> bool {
-    let needs = match channel {
+/// Whether a touch names what its channel sends to: a phone, an e-mail address, an
+/// openid, or for WeCom the customer's external_userid and the guide who sends it.
+fn addressable(out: &Outgoing) -> bool {
+    let needs = match out.channel {
         Channel::Sms => "phone",
         Channel::Email => "email",
         Channel::OfficialAccount => "openid",
-        Channel::Wecom | Channel::Webhook => return true,
+        Channel::Wecom if out.guide.is_none() => return false,
+        Channel::Wecom => "external_userid",
+        Channel::Webhook => return true,
     };
-    to.get(needs).and_then(|v| v.as_str()).is_some_and(|v| !v.is_empty())
+    out.to.get(needs).and_then(|v| v.as_str()).is_some_and(|v| !v.is_empty())
+}
+
+/// The failure reason of a touch [`addressable`] refused.
+fn unaddressed_reason(channel: Channel) -> &'static str {
+    if channel == Channel::Wecom { "no_external_userid" } else { "no_address" }
+}
+
+/// Deliveries ready for a sink that takes this status.
+async fn ready_for(db: &mut dyn siyu_store::sql::Db, status: DeliveryStatus, now: Timestamp, limit: i64) -> Result<Vec<stored::DeliveryRow>, StoreError> {
+    match status {
+        DeliveryStatus::Confirmed => siyu_store::wecom::confirmed_unsent(db, limit).await,
+        _ => stored::due_deliveries(db, now, limit).await,
+    }
 }
 
 /// Runs CPU-heavy work (planning millions of touches takes seconds) without holding up

@@ -82,6 +82,7 @@ pub async fn outgoing(o: &Outreach, due: &[DeliveryRow]) -> anyhow::Result<Vec<O
                 journey_id: d.journey_id,
                 content,
                 to: address(identities.get(&d.profile_id), traits.get(&d.profile_id)),
+                guide: d.guide.clone(),
             }
         })
         .collect())

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use super::{Outgoing, Sink};
+use super::{Handed, Outgoing, Sink};
 
 /// Appends each delivery as a JSON line to a file (the demo's outbox), fsynced.
 pub struct Outbox {
@@ -19,7 +19,7 @@ impl Sink for Outbox {
         format!("outbox {}", self.path.display())
     }
 
-    async fn send(&self, batch: &[Outgoing]) -> Result<(), String> {
+    async fn send(&self, batch: &[Outgoing]) -> Result<Handed, String> {
         let path = self.path.clone();
         let lines: Vec<String> = batch.iter().map(|o| serde_json::to_string(o).expect("serializable")).collect();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -31,6 +31,7 @@ impl Sink for Outbox {
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        Ok(Handed::Sent)
     }
 }

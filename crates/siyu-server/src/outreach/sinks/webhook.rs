@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Outgoing, Sink};
+use super::{Handed, Outgoing, Sink};
 
 /// POSTs `{"deliveries": [...]}` to a URL; any 2xx is success.
 pub struct Webhook {
@@ -24,8 +24,8 @@ impl Sink for Webhook {
         format!("webhook {}", self.url)
     }
 
-    async fn send(&self, batch: &[Outgoing]) -> Result<(), String> {
+    async fn send(&self, batch: &[Outgoing]) -> Result<Handed, String> {
         let resp = self.client.post(&self.url).json(&serde_json::json!({ "deliveries": batch })).send().await.map_err(|e| e.to_string())?;
-        if resp.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", resp.status())) }
+        if resp.status().is_success() { Ok(Handed::Sent) } else { Err(format!("webhook answered {}", resp.status())) }
     }
 }
