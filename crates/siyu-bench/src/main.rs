@@ -12,7 +12,6 @@ mod sql;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 // The same allocator as the server binary, so in-process servers measure the same.
@@ -41,8 +40,7 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIYU_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    siyu_server::process::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime");
     let result = runtime.block_on(async move {
         match cli.which {
@@ -63,10 +61,7 @@ fn main() -> ExitCode {
 /// The `siyu` binary beside this one (both are built into the same target directory):
 /// benchmarks that need the server in a process of its own start it.
 fn siyu_binary() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe().context("finding the siyu-bench binary")?;
-    let siyu = me.with_file_name(format!("siyu{}", std::env::consts::EXE_SUFFIX));
-    anyhow::ensure!(siyu.exists(), "{} is missing: build both binaries (cargo build --release -p siyu -p siyu-bench)", siyu.display());
-    Ok(siyu)
+    siyu_server::process::sibling_binary("siyu", "build both binaries (cargo build --release -p siyu -p siyu-bench)")
 }
 
 /// The p-th percentile of sorted samples.

@@ -15,6 +15,7 @@ pub mod http;
 pub mod membership;
 pub mod metrics;
 pub mod outreach;
+pub mod process;
 pub mod secrets;
 pub mod state;
 pub mod wecom;

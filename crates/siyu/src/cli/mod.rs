@@ -101,14 +101,9 @@ struct ImportArgs {
     strict: bool,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIYU_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    siyu_server::process::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -140,16 +135,10 @@ pub fn main() -> ExitCode {
 /// Runs the benchmarks' own binary, `siyu-bench`, built beside this one: the server
 /// binary carries no benchmark code.
 fn bench(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let me = std::env::current_exe()?;
-    let bench = me.with_file_name(format!("siyu-bench{}", std::env::consts::EXE_SUFFIX));
-    if !bench.exists() {
-        anyhow::bail!("{} is missing: the benchmarks are a binary of their own; build it with `cargo build --release -p siyu-bench`", bench.display());
-    }
+    let bench =
+        siyu_server::process::sibling_binary("siyu-bench", "the benchmarks are a binary of their own; build it with `cargo build --release -p siyu-bench`")?;
     let status = std::process::Command::new(&bench).args(&args).status().map_err(|e| anyhow::anyhow!("running {}: {e}", bench.display()))?;
-    Ok(match status.code() {
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::FAILURE,
-    })
+    Ok(siyu_server::process::exit_code_of(status))
 }
 
 /// `SIYU_ADMIN_TOKEN` is read from the environment only, never from a flag, so it
