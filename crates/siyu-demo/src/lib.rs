@@ -33,7 +33,10 @@ pub struct Generated {
 /// Generates the brand into an empty store (organisation, then customers in batches).
 pub async fn generate_into(store: &Store, customers: u64, seed: u64, anchor: Option<NaiveDate>, progress: bool) -> anyhow::Result<Generated> {
     let started = Instant::now();
-    let anchor = anchor.unwrap_or_else(|| chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive());
+    // The year ends at 23:59:59 on the anchor day; by default yesterday's, in China,
+    // so every event has happened: "last 30 days" finds people, and nothing in the
+    // future counts as a conversion or a block.
+    let anchor = anchor.unwrap_or_else(|| chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive() - chrono::Days::new(1));
     let marker = format!("seed {seed}, {customers} customers, year ending {anchor}");
     // Refuses a store that already holds customers before writing anything to it.
     let mut loader = BulkLoader::begin(store).await?;

@@ -238,12 +238,12 @@ pub fn delivery(r: &Row) -> Result<DeliveryRow, StoreError> {
 /// Records planned touches; a key already recorded is left as it was (that is what
 /// makes a re-run after a crash harmless). Returns how many were new.
 pub async fn insert_deliveries(db: &mut dyn Db, rows: &[NewDelivery]) -> Result<u64, StoreError> {
-    const COLS: usize = 13;
+    const COLS: usize = 14;
     let mut inserted = 0;
-    // 300 rows × 13 columns stays under the 4,096 numbered parameters SQLite is given.
-    for chunk in rows.chunks(300) {
+    // 290 rows × 14 columns stays under the 4,096 numbered parameters SQLite is given.
+    for chunk in rows.chunks(290) {
         let mut sql = String::from(
-            "INSERT INTO deliveries (key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at) VALUES ",
+            "INSERT INTO deliveries (key, profile_id, campaign_id, journey_id, channel, kind, status, reason, guide, task_id, content, created_at, due_at, sent_at) VALUES ",
         );
         let mut params: Vec<Param> = Vec::with_capacity(chunk.len() * COLS);
         for (i, d) in chunk.iter().enumerate() {
@@ -271,7 +271,9 @@ pub async fn insert_deliveries(db: &mut dyn Db, rows: &[NewDelivery]) -> Result<
                 d.task_id,
                 &d.content,
                 d.created_at.0,
-                d.due_at.0
+                d.due_at.0,
+                // A touch recorded as already sent (a WeCom welcome) was sent as it was made.
+                (d.status == DeliveryStatus::Sent).then_some(d.created_at.0)
             ]);
         }
         sql.push_str(" ON CONFLICT (key) DO NOTHING");

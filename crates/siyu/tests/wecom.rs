@@ -275,6 +275,7 @@ async fn with_simulator(store: TestStore) {
     assert_eq!(touch["status"], json!("sent"), "{d}");
     let welcome = d["deliveries"].as_array().unwrap().iter().find(|x| x["kind"] == json!("service")).unwrap().clone();
     assert_eq!(welcome["status"], json!("sent"));
+    assert_eq!(welcome["sent_at"], welcome["created_at"], "a welcome says when it went out: {welcome}");
 
     // Tags marked "sync" are mirrored: Siyu → WeCom corp tags (group "Siyu")…
     let (s, v) = app.put("/api/v1/wecom/synced-tags/VIP", None).await;
