@@ -4,7 +4,9 @@
 //! - [`message`]: Segment-spec tracking messages, parsed and validated.
 //! - [`time`]: UTC instants as epoch milliseconds.
 //! - [`org`]: stores, staff and their roles.
+//! - [`analytics`]: the GMV identity, its LMDI decomposition, reporting periods.
 
+pub mod analytics;
 pub mod campaign;
 pub mod delivery;
 pub mod email;
