@@ -192,7 +192,9 @@ impl Generator {
             let t = self.later(&mut rng, origin.join, 300);
             events.push("track", Some("Message Clicked"), t, json!({"campaign": "weekly-offer", "channel": "wecom"}).to_string(), SOURCE_WECOM);
         }
-        let deleted_at = (on_wecom && rng.chance(0.06)).then(|| self.later(&mut rng, origin.join + MS_PER_DAY, 300));
+        // A deletion that would fall after the demo's year has not happened (clamping it
+        // to the last instant would make the last day a wave of losses).
+        let deleted_at = (on_wecom && rng.chance(0.06)).then(|| self.later(&mut rng, origin.join + MS_PER_DAY, 300)).filter(|t| *t < self.end);
         if let Some(t) = deleted_at {
             events.push("track", Some("Contact Deleted"), t, json!({"staff_userid": guide, "store_id": store.id}).to_string(), SOURCE_WECOM);
         }
