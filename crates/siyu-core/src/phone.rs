@@ -35,6 +35,18 @@ pub fn normalize_e164(raw: &str) -> Option<String> {
 }
 
 /// The matching key for a normalised phone: lowercase hex SHA-256 of the E.164 text.
+/// A phone number as staff without the right to see it are shown it (PIPL): the first
+/// three and last four digits of the national number, `138****0013`. Anything that is
+/// not a phone number is masked whole.
+pub fn mask(raw: &str) -> String {
+    let Some(e164) = normalize_e164(raw) else { return "****".into() };
+    let national = e164.strip_prefix("+86").unwrap_or(e164.trim_start_matches('+'));
+    if national.len() < 8 {
+        return "****".into();
+    }
+    format!("{}****{}", &national[..3], &national[national.len() - 4..])
+}
+
 pub fn hash_e164(e164: &str) -> String {
     sha256_hex(e164)
 }
@@ -48,6 +60,13 @@ pub fn sha256_hex(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_as_staff_see_it() {
+        assert_eq!(mask("+86 138 0013 0013"), "138****0013");
+        assert_eq!(mask("13800130013"), "138****0013");
+        assert_eq!(mask("not a phone"), "****");
+    }
 
     #[test]
     fn the_same_number_typed_many_ways_normalises_once() {

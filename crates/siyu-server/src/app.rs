@@ -45,6 +45,9 @@ pub struct Running {
     pub state: App,
     /// Set when this start generated the admin token; shown once, never stored in clear.
     pub generated_admin_token: Option<String>,
+    /// Set when this start made the console's `admin` account with a generated
+    /// password; shown once, only its argon2 hash is stored.
+    pub generated_admin_password: Option<String>,
     /// Set when this start generated the write key.
     pub generated_write_key: bool,
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
@@ -94,6 +97,9 @@ const CLIENT_WRITE_KEY_SETTING: &str = "client_write_key";
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let lock = crate::datadir::DataDirLock::acquire(&opts.data_dir)?;
     let store = Store::open(&opts.store).await.context("opening the store")?;
+    // The analytics definitions (DATA_DIR/analytics.json, docs/analytics.md): a bad file
+    // stops the start here, before anything runs.
+    let analytics = Arc::new(siyu_store::analytics::Definitions::load(&opts.data_dir).context("loading the analytics definitions")?);
     let (write_key, generated_write_key) = settle_write_key(&store, WRITE_KEY_SETTING, opts.write_key, "wk_").await?;
     let (client_write_key, _) = settle_write_key(&store, CLIENT_WRITE_KEY_SETTING, opts.client_write_key, "wkc_").await?;
     if client_write_key == write_key {
@@ -103,6 +109,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         Some(_) => None,
         None => ensure_admin_token(&store).await?,
     };
+    let admin_password = std::env::var("SIYU_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let generated_admin_password = crate::http::console::session::ensure_admin_account(&store, admin_password).await?;
     let metrics = Arc::new(Metrics::default());
     // Membership reports become events once ingest is running.
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<MembershipReport>();
@@ -127,11 +135,24 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, stopped) = tokio::sync::watch::channel(false);
-    let router = crate::http::router(state.clone(), &opts.limits);
+    // The analytics definitions, on every request for the /api/v1/analytics routes.
+    let router = crate::http::router(state.clone(), &opts.limits).layer(axum::Extension(analytics));
     let server = tokio::spawn(crate::http::server::serve(listener, router, opts.limits, stopped));
     lock.record_address(addr);
     tracing::info!(%addr, backend = ?state.store.backend(), "serving");
-    Ok(Running { addr, state, generated_admin_token, generated_write_key, shutdown: Some(shutdown), server, background, reporter, reporter_stop, _lock: lock })
+    Ok(Running {
+        addr,
+        state,
+        generated_admin_token,
+        generated_admin_password,
+        generated_write_key,
+        shutdown: Some(shutdown),
+        server,
+        background,
+        reporter,
+        reporter_stop,
+        _lock: lock,
+    })
 }
 
 /// Lifecycle thresholds: `lifecycle.json` in the data directory overrides any of the

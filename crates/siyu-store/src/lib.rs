@@ -10,7 +10,9 @@
 //! - `testing` (feature `testing`): stores for tests on both backends, `both_backends!`.
 
 pub mod admin;
+pub mod analytics;
 pub mod bulk;
+pub mod console;
 pub mod counters;
 pub mod index_source;
 pub mod ingest;

@@ -88,6 +88,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_reported_membership.sql"),
         postgres: include_str!("../migrations/postgres/0007_reported_membership.sql"),
     },
+    Migration {
+        version: 8,
+        name: "console",
+        sqlite: include_str!("../migrations/sqlite/0008_console.sql"),
+        postgres: include_str!("../migrations/postgres/0008_console.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied. Fails before applying

@@ -262,6 +262,50 @@ impl Client {
         Ok(strings(&v["external_userid"]))
     }
 
+    /// Signing in with WeCom (网页授权登录): the member of staff a one-time `code` from
+    /// the OAuth2 redirect or the web-login QR code stands for. `None` when the code is
+    /// a customer's (an `openid` or external user, not staff).
+    pub async fn user_of_code(&self, code: &str) -> Result<Option<String>, WecomError> {
+        let v = self.call("/cgi-bin/auth/getuserinfo", &[("code", code)], None).await?;
+        Ok(v["userid"].as_str().or(v["UserId"].as_str()).map(str::to_string))
+    }
+
+    /// Where to send a browser to sign in: inside WeCom the OAuth2 authorize page, on a
+    /// desktop the web-login QR code; both come back to `redirect_uri` with a `code`
+    /// and `state`. A simulator (any other API base) serves both pages itself.
+    pub fn sign_in_url(&self, redirect_uri: &str, state: &str, agent_id: Option<i64>, inside_wecom: bool) -> String {
+        let official = self.base == DEFAULT_BASE;
+        let agent = agent_id.map(|a| a.to_string()).unwrap_or_default();
+        let (page, params): (String, Vec<(&str, &str)>) = if inside_wecom {
+            let page = if official { "https://open.weixin.qq.com/connect/oauth2/authorize".into() } else { format!("{}/connect/oauth2/authorize", self.base) };
+            let params = vec![
+                ("appid", self.corp_id.as_str()),
+                ("redirect_uri", redirect_uri),
+                ("response_type", "code"),
+                ("scope", "snsapi_base"),
+                ("state", state),
+                ("agentid", agent.as_str()),
+            ];
+            (page, params)
+        } else {
+            let page = if official { "https://login.work.weixin.qq.com/wwlogin/sso/login".into() } else { format!("{}/wwlogin/sso/login", self.base) };
+            let params = vec![
+                ("login_type", "CorpApp"),
+                ("appid", self.corp_id.as_str()),
+                ("agentid", agent.as_str()),
+                ("redirect_uri", redirect_uri),
+                ("state", state),
+            ];
+            (page, params)
+        };
+        let mut url = reqwest::Url::parse_with_params(&page, &params).expect("the sign-in page is a valid URL");
+        if inside_wecom {
+            // WeCom's in-app browser expects this fragment on the authorize link.
+            url.set_fragment(Some("wechat_redirect"));
+        }
+        url.to_string()
+    }
+
     pub async fn get_external_contact(&self, external_userid: &str) -> Result<Value, WecomError> {
         self.call("/cgi-bin/externalcontact/get", &[("external_userid", external_userid)], None).await
     }

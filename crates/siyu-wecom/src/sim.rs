@@ -149,6 +149,9 @@ struct Corp {
     drop_answers: u32,
     /// App messages delivered to staff: (userid, text).
     app_messages: Vec<(String, String)>,
+    /// Sign-in codes handed out and not yet exchanged: code → staff userid. WeCom's
+    /// codes are good for one exchange.
+    sign_in_codes: HashMap<String, String>,
     next_id: u64,
 }
 
@@ -204,6 +207,16 @@ impl Simulator {
     /// was connected, then Siyu's callback URL was configured).
     pub fn connect_callbacks(&self, url: &str) {
         self.corp.lock().expect("corp").callback_url = Some(url.to_string());
+    }
+
+    /// A one-time sign-in code for a member of staff, as WeCom's OAuth2 redirect or
+    /// web-login QR code would give Siyu after they approve.
+    pub fn sign_in_code(&self, userid: &str) -> String {
+        let mut c = self.corp.lock().expect("corp");
+        c.next_id += 1;
+        let code = format!("signin{:08}", c.next_id);
+        c.sign_in_codes.insert(code.clone(), userid.to_string());
+        code
     }
 
     /// Adds staff with the customer-contact feature.
@@ -335,6 +348,10 @@ impl Simulator {
             .route("/cgi-bin/gettoken", get(gettoken))
             .route("/cgi-bin/externalcontact/{*api}", get(api_get).post(api_post))
             .route("/cgi-bin/message/send", post(message_send))
+            .route("/cgi-bin/auth/getuserinfo", get(auth_getuserinfo))
+            .route("/connect/oauth2/authorize", get(sign_in_page))
+            .route("/wwlogin/sso/login", get(sign_in_page))
+            .route("/sim/sign_in_code", post(sim_sign_in_code))
             .route("/sim/app_messages", get(sim_app_messages))
             .route("/sim/scan", post(sim_scan))
             .route("/sim/remove_guide", post(sim_remove_guide))
@@ -535,6 +552,59 @@ fn contact_json(external: &str, cu: &Customer, groups: &[(String, String, Vec<(S
 /// `message/send`, text messages: `agentid` must be the app's; `touser` is `|`-separated
 /// (at most 1,000); unknown userids come back in `invaliduser`, lower-cased, and when
 /// none is known the call fails with 81013. Content is cut at 2,048 bytes, as WeCom does.
+#[derive(Deserialize)]
+struct CodeQuery {
+    access_token: Option<String>,
+    code: Option<String>,
+}
+
+/// `auth/getuserinfo`: the member of staff a sign-in code stands for (once).
+async fn auth_getuserinfo(State(sim): State<Sim>, Query(q): Query<CodeQuery>) -> Json<Value> {
+    let mut c = sim.corp.lock().expect("corp");
+    if let Some(e) = sim.admit(&mut c, q.access_token.as_deref(), "auth/getuserinfo") {
+        return e;
+    }
+    let Some(code) = q.code.filter(|c| !c.is_empty()) else { return err(41008, "missing code") };
+    match c.sign_in_codes.remove(&code) {
+        Some(userid) => ok(json!({"userid": userid})),
+        None => err(40029, "invalid code"),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignInPage {
+    redirect_uri: String,
+    state: Option<String>,
+}
+
+/// WeCom's authorize page and web-login QR code, played: the corp's staff as links,
+/// each coming back to `redirect_uri` with a fresh code, as if that person approved.
+async fn sign_in_page(State(sim): State<Sim>, Query(q): Query<SignInPage>) -> axum::response::Html<String> {
+    let staff = sim.corp.lock().expect("corp").staff.clone();
+    let state = q.state.unwrap_or_default();
+    let mut links = String::new();
+    for userid in staff {
+        let code = sim.sign_in_code(&userid);
+        let mut to = reqwest::Url::parse(&q.redirect_uri).unwrap_or_else(|_| reqwest::Url::parse("http://invalid/").expect("url"));
+        to.query_pairs_mut().append_pair("code", &code).append_pair("state", &state);
+        links.push_str(&format!("<li><a href=\"{}\">{}</a></li>", html_escape(to.as_str()), html_escape(&userid)));
+    }
+    axum::response::Html(format!(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>企业微信登录 (simulator)</title>\
+         <h1>企业微信 · simulator</h1><p>Sign in as:</p><ul id=staff>{links}</ul>"
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// For tests and people playing the corp: a sign-in code for `userid`.
+async fn sim_sign_in_code(State(sim): State<Sim>, Json(body): Json<Value>) -> Json<Value> {
+    let Some(userid) = body["userid"].as_str() else { return err(40058, "userid is required") };
+    ok(json!({"code": sim.sign_in_code(userid)}))
+}
+
 async fn message_send(State(sim): State<Sim>, Query(q): Query<Q>, raw: axum::body::Bytes) -> Json<Value> {
     let Ok(body) = serde_json::from_slice::<Value>(&raw) else { return err(47001, "data format error") };
     let mut c = sim.corp.lock().expect("corp");

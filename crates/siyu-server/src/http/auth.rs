@@ -1,6 +1,7 @@
-//! Bearer-token authentication for the admin API. Every `/api/v1` route requires a
-//! token: the admin token (from `SIYU_ADMIN_TOKEN`, or generated and printed once at
-//! first start) or a token issued to a member of staff.
+//! Authentication for the admin API. Every `/api/v1` route requires a bearer token (the
+//! admin token from `SIYU_ADMIN_TOKEN` or generated and printed once at first start, or
+//! a token issued to a member of staff) or a console session cookie, whose
+//! state-changing requests must also carry the session's CSRF token.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -89,6 +90,16 @@ pub async fn require_token(State(app): State<App>, mut req: Request, next: Next)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_string());
     let Some(token) = token.filter(|t| !t.is_empty()) else {
+        // The console's own calls: the session stands for the same caller a token would.
+        let session = crate::http::console::session::signed_in(&app, req.headers()).await.map_err(ApiError::internal)?;
+        if let Some(s) = session {
+            if !crate::http::console::session::csrf_ok(req.method(), req.headers(), &s.csrf, None) {
+                return Err(ApiError::forbidden("a console request that changes something must carry the page's CSRF token (x-csrf-token)"));
+            }
+            app.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
+            req.extensions_mut().insert(s.caller);
+            return Ok(next.run(req).await);
+        }
         app.metrics.admin_unauthorized.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unauthorized("send an admin token as `Authorization: Bearer <token>`"));
     };

@@ -2,7 +2,10 @@
 //! OpenAPI at `/api/openapi.json`, Prometheus metrics at `/metrics`, `/healthz`.
 
 pub mod admin;
+pub mod analytics;
+pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -30,6 +33,8 @@ pub use state::{App, AppState};
 pub fn router(app: App, limits: &server::Limits) -> Router {
     let admin_api = OpenApiRouter::new()
         .merge(admin::routes())
+        .merge(analytics::routes())
+        .merge(audit::routes())
         .merge(org::routes())
         .merge(tokens::routes())
         .merge(segments::routes())
@@ -43,6 +48,7 @@ pub fn router(app: App, limits: &server::Limits) -> Router {
         .route("/api/openapi.json", get(move || std::future::ready(([(CONTENT_TYPE, "application/json")], document.clone()))))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .merge(crate::http::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies the handlers read whole (admin JSON, WeCom callbacks); the tracking API

@@ -301,7 +301,13 @@ pub struct ExportQuery {
     params(("name" = String, Path), ExportQuery),
     responses((status = 200, description = "text/csv or application/x-ndjson"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn export(State(app): State<App>, _: AdminCaller, Path(name): Path<String>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
+pub async fn export(
+    State(app): State<App>,
+    _: AdminCaller,
+    headers: axum::http::HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
     let csv = match q.format.as_deref().unwrap_or("csv") {
         "csv" => true,
         "jsonl" | "ndjson" => false,
@@ -312,6 +318,8 @@ pub async fn export(State(app): State<App>, _: AdminCaller, Path(name): Path<Str
         let state = app.engine.read();
         state.segments.get(&name).ok_or_else(|| ApiError::not_found("no such segment"))?.members.clone()
     };
+    // Every export of customer data is on the audit log (PIPL), before any row leaves.
+    crate::http::audit::record(&app, "admin", "export_segment", &format!("segment:{name}"), &headers).await?;
     let header = csv.then(|| "id,uuid,user_id,name,city,phone\n".to_string());
     let stream = futures::stream::unfold((app, members, None::<ProfileId>, header, false), move |(app, members, after, header, done)| async move {
         if let Some(h) = header {

@@ -10,6 +10,7 @@
 pub mod audience;
 pub mod campaigns;
 pub mod journeys;
+pub mod losses;
 pub mod render;
 pub mod sinks;
 
@@ -173,6 +174,7 @@ impl Outreach {
         if let Some(client) = &self.wecom {
             crate::wecom::transfer::settle(&self.core, client, now).await?;
         }
+        losses::alert(self).await?;
         if self.watch_due() {
             campaigns::watch(self, now).await?;
         }
@@ -355,7 +357,6 @@ fn release_slots<'a>(ledger: &mut ContactLedger, rows: impl Iterator<Item = &'a 
     }
 }
 
-/// Whether `to` holds what the channel needs to reach the customer.
 /// Whether a touch names what its channel sends to: a phone, an e-mail address, an
 /// openid, or for WeCom the customer's external_userid and the guide who sends it.
 fn addressable(out: &Outgoing) -> bool {

@@ -193,6 +193,10 @@ pub fn print_banner(running: &app::Running, store: &str, admin_token: Option<&st
         None if running.state.admin_token.is_some() => println!("  admin token: the one in SIYU_ADMIN_TOKEN"),
         None => println!("  admin token: the one printed at first start (or set SIYU_ADMIN_TOKEN)"),
     }
+    match &running.generated_admin_password {
+        Some(password) => println!("  console: {url}/console   sign in as admin / {password} (shown once; keep it)"),
+        None => println!("  console: {url}/console   (sign in as admin with the password printed at first start, or SIYU_ADMIN_PASSWORD)"),
+    }
     println!("  API reference: {url}/api/openapi.json   metrics: {url}/metrics");
 }
 
