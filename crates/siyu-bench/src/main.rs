@@ -3,6 +3,7 @@
 //! here, not in tests). Run them on a release build. They live outside the server's
 //! crate so the server carries no benchmark code and never installs DuckDB.
 
+mod console;
 mod ingest;
 mod outreach;
 mod segments;
@@ -36,6 +37,9 @@ enum BenchCommand {
     /// Plan a broadcast to a 5M-member segment through the full contact policy, then
     /// dispatch to a local webhook: plan time, deliveries/s, memory.
     Outreach(outreach::OutreachBench),
+    /// Time every console page and analytics endpoint (and the segment builder's live
+    /// count) through a real server on the demo brand: p50/p95/max per page.
+    Console(console::ConsoleBench),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
             BenchCommand::Ingest(args) => ingest::run(args).await,
             BenchCommand::Segments(args) => segments::run(args).await,
             BenchCommand::Outreach(args) => outreach::run(args).await,
+            BenchCommand::Console(args) => console::run(args).await,
         }
     });
     match result {

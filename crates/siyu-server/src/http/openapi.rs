@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
         (name = "wecom", description = "WeCom: live QR codes (contact ways). Callbacks arrive at /wecom/callback."),
         (name = "tokens", description = "API tokens for staff and admins: issue, list, revoke."),
         (name = "tasks", description = "Staff-mediated sending: each guide's tasks, confirmations, completion rates."),
+        (name = "analytics", description = "The overview's figures: GMV and its four factors, the change by factor (LMDI), customers by day, rates; JSON and CSV."),
     )
 )]
 pub struct ApiDoc;
