@@ -342,7 +342,7 @@ pub struct Period {
 /// A period that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeriodError {
-    #[error("{field}: {value:?} is not a date; write YYYY-MM-DD, e.g. 2026-05-01")]
+    #[error("{field}: {value:?} is not a date between 1970 and 2200; write YYYY-MM-DD, e.g. 2026-05-01")]
     BadDate { field: &'static str, value: String },
     #[error("to ({to}) is before from ({from})")]
     Reversed { from: Date, to: Date },
@@ -405,7 +405,14 @@ impl Period {
 
 /// A `YYYY-MM-DD` date; the error names `field`.
 pub fn parse_day(field: &'static str, value: &str) -> Result<Date, PeriodError> {
-    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| PeriodError::BadDate { field, value: value.to_string() })
+    let day = NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| PeriodError::BadDate { field, value: value.to_string() })?;
+    // Reports cover years a brand has data for; far-off years would overflow the date
+    // arithmetic of the previous period (chrono's range ends near ±262,000).
+    use chrono::Datelike;
+    if !(1970..=2200).contains(&day.year()) {
+        return Err(PeriodError::BadDate { field, value: value.to_string() });
+    }
+    Ok(day)
 }
 
 /// An IANA time zone by name.
@@ -620,7 +627,7 @@ mod tests {
     #[test]
     fn bad_periods_say_what_is_wrong() {
         let e = Period::parse("2026-02-30", "2026-03-01", "Asia/Shanghai").unwrap_err();
-        assert_eq!(e.to_string(), "from: \"2026-02-30\" is not a date; write YYYY-MM-DD, e.g. 2026-05-01");
+        assert_eq!(e.to_string(), "from: \"2026-02-30\" is not a date between 1970 and 2200; write YYYY-MM-DD, e.g. 2026-05-01");
         let e = Period::parse("2026-03-01", "yesterday", "Asia/Shanghai").unwrap_err();
         assert!(e.to_string().starts_with("to: \"yesterday\""), "{e}");
         let e = Period::parse("2026-03-02", "2026-03-01", "Asia/Shanghai").unwrap_err();

@@ -34,7 +34,6 @@ pub fn normalize_e164(raw: &str) -> Option<String> {
     None
 }
 
-/// The matching key for a normalised phone: lowercase hex SHA-256 of the E.164 text.
 /// A phone number as staff without the right to see it are shown it (PIPL): the first
 /// three and last four digits of the national number, `138****0013`. Anything that is
 /// not a phone number is masked whole.
@@ -47,6 +46,24 @@ pub fn mask(raw: &str) -> String {
     format!("{}****{}", &national[..3], &national[national.len() - 4..])
 }
 
+/// Masks every phone number in a JSON value for staff who may not see them: the values
+/// of `phone` and `mobile` keys at any depth (traits, event properties, `context.traits`).
+pub fn mask_in(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(text) if matches!(key.as_str(), "phone" | "mobile") => *text = mask(text),
+                    _ => mask_in(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_in),
+        _ => {}
+    }
+}
+
+/// The matching key for a normalised phone: lowercase hex SHA-256 of the E.164 text.
 pub fn hash_e164(e164: &str) -> String {
     sha256_hex(e164)
 }
@@ -66,6 +83,9 @@ mod tests {
         assert_eq!(mask("+86 138 0013 0013"), "138****0013");
         assert_eq!(mask("13800130013"), "138****0013");
         assert_eq!(mask("not a phone"), "****");
+        let mut v = serde_json::json!({"phone": "+8613800130013", "name": "周", "context": {"traits": {"mobile": "13800130013"}}, "list": [{"phone": "x"}]});
+        mask_in(&mut v);
+        assert_eq!(v, serde_json::json!({"phone": "138****0013", "name": "周", "context": {"traits": {"mobile": "138****0013"}}, "list": [{"phone": "****"}]}));
     }
 
     #[test]

@@ -46,17 +46,23 @@ pub async fn get_account(db: &mut dyn Db, username: &str) -> Result<Option<Accou
         .transpose()
 }
 
-/// Counts a failed sign-in; at `max_failures` in a row the account is locked until
-/// `lock_until` and the count starts again. Returns whether this failure locked it.
-pub async fn record_failure(db: &mut dyn Db, username: &str, max_failures: i64, lock_until: Timestamp) -> Result<bool, StoreError> {
-    let row =
-        db.query_opt("UPDATE console_accounts SET failed_logins = failed_logins + 1 WHERE username = $1 RETURNING failed_logins", params![username]).await?;
-    let Some(failures) = row.map(|r| r.int(0)).transpose()? else { return Ok(false) };
-    if failures < max_failures {
-        return Ok(false);
-    }
-    db.execute("UPDATE console_accounts SET failed_logins = 0, locked_until = $2 WHERE username = $1", params![username, lock_until.0]).await?;
-    Ok(true)
+/// Counts a sign-in attempt before its password is checked, so that attempts made at
+/// once cannot slip past the limit: the attempt's number since the last success, or
+/// `None` when the account is locked (or does not exist).
+pub async fn reserve_attempt(db: &mut dyn Db, username: &str, now: Timestamp) -> Result<Option<i64>, StoreError> {
+    db.query_opt(
+        "UPDATE console_accounts SET failed_logins = failed_logins + 1 WHERE username = $1 AND locked_until <= $2 RETURNING failed_logins",
+        params![username, now.0],
+    )
+    .await?
+    .map(|r| r.int(0))
+    .transpose()
+}
+
+/// Locks an account until `until`; the count of attempts starts again.
+pub async fn lock(db: &mut dyn Db, username: &str, until: Timestamp) -> Result<(), StoreError> {
+    db.execute("UPDATE console_accounts SET failed_logins = 0, locked_until = $2 WHERE username = $1", params![username, until.0]).await?;
+    Ok(())
 }
 
 pub async fn record_success(db: &mut dyn Db, username: &str) -> Result<(), StoreError> {
@@ -75,7 +81,18 @@ pub struct Session {
     pub last_seen: i64,
 }
 
-pub async fn add_session(db: &mut dyn Db, secret: &str, staff_userid: Option<&str>, method: &str, csrf: &str, at: Timestamp) -> Result<(), StoreError> {
+/// Starts a session, and clears away sessions unused since `idle_since` (nothing else
+/// deletes a session nobody comes back to).
+pub async fn add_session(
+    db: &mut dyn Db,
+    secret: &str,
+    staff_userid: Option<&str>,
+    method: &str,
+    csrf: &str,
+    at: Timestamp,
+    idle_since: Timestamp,
+) -> Result<(), StoreError> {
+    db.execute("DELETE FROM console_sessions WHERE last_seen < $1", params![idle_since.0]).await?;
     db.execute(
         "INSERT INTO console_sessions (id_hash, staff_userid, method, csrf, created_at, last_seen) VALUES ($1, $2, $3, $4, $5, $5)",
         params![&hash_token(secret), staff_userid, method, csrf, at.0],

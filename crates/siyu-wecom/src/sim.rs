@@ -549,9 +549,6 @@ fn contact_json(external: &str, cu: &Customer, groups: &[(String, String, Vec<(S
 }
 
 /// WeCom reads the body as JSON whatever its content type (wechatpy sends none).
-/// `message/send`, text messages: `agentid` must be the app's; `touser` is `|`-separated
-/// (at most 1,000); unknown userids come back in `invaliduser`, lower-cased, and when
-/// none is known the call fails with 81013. Content is cut at 2,048 bytes, as WeCom does.
 #[derive(Deserialize)]
 struct CodeQuery {
     access_token: Option<String>,
@@ -605,6 +602,9 @@ async fn sim_sign_in_code(State(sim): State<Sim>, Json(body): Json<Value>) -> Js
     ok(json!({"code": sim.sign_in_code(userid)}))
 }
 
+/// `message/send`, text messages: `agentid` must be the app's; `touser` is `|`-separated
+/// (at most 1,000); unknown userids come back in `invaliduser`, lower-cased, and when
+/// none is known the call fails with 81013. Content is cut at 2,048 bytes, as WeCom does.
 async fn message_send(State(sim): State<Sim>, Query(q): Query<Q>, raw: axum::body::Bytes) -> Json<Value> {
     let Ok(body) = serde_json::from_slice::<Value>(&raw) else { return err(47001, "data format error") };
     let mut c = sim.corp.lock().expect("corp");

@@ -284,7 +284,10 @@ app_test!(a_store_manager_sees_their_store_and_a_guide_nothing, |app| {
 
 app_test!(bad_dates_are_a_400_that_says_what_is_wrong, |app| {
     for (query, says) in [
-        ("from=2025-02-30&to=2025-03-31", "from: \"2025-02-30\" is not a date; write YYYY-MM-DD"),
+        ("from=2025-02-30&to=2025-03-31", "from: \"2025-02-30\" is not a date between 1970 and 2200; write YYYY-MM-DD"),
+        // Far-off years are refused before any date arithmetic (they used to panic).
+        ("to=-262143-01-05", "is not a date between 1970 and 2200"),
+        ("from=%2B262142-12-01&to=%2B262142-12-31", "is not a date between 1970 and 2200"),
         ("from=2025-03-01&to=31/03/2025", "to: \"31/03/2025\" is not a date"),
         ("from=2025-03-31&to=2025-03-01", "to (2025-03-01) is before from (2025-03-31)"),
         ("from=2020-01-01&to=2025-03-01", "at most 731 days"),

@@ -69,6 +69,32 @@ pub struct ProfileDetail {
     pub segments: Vec<String>,
 }
 
+/// A profile as this caller may read it: phone numbers masked for store staff (PIPL),
+/// in traits and in the timeline's payloads alike.
+pub fn for_caller(caller: &Caller, mut profile: ProfileView) -> ProfileView {
+    if !caller.sees_phones() {
+        let mut traits = serde_json::Value::Object(std::mem::take(&mut profile.traits));
+        siyu_core::phone::mask_in(&mut traits);
+        if let serde_json::Value::Object(t) = traits {
+            profile.traits = t;
+        }
+        profile.recent_events = mask_events(caller, profile.recent_events);
+    }
+    profile
+}
+
+pub fn mask_events(caller: &Caller, mut events: Vec<EventView>) -> Vec<EventView> {
+    if !caller.sees_phones() {
+        for e in &mut events {
+            siyu_core::phone::mask_in(&mut e.payload);
+            if let Some(c) = e.context.as_mut() {
+                siyu_core::phone::mask_in(c);
+            }
+        }
+    }
+    events
+}
+
 fn detail(app: &App, profile: ProfileView) -> ProfileDetail {
     let state = app.engine.read();
     let p = profile.id.bit();
@@ -124,6 +150,7 @@ pub async fn lookup(State(app): State<App>, caller: Caller, Query(q): Query<Hash
         0 => return Err(ApiError::bad_request("missing_identity", "give one identity, e.g. ?user_id=u1 or ?phone=+8613812345678")),
         _ => return Err(ApiError::bad_request("ambiguous_lookup", "give exactly one identity to look up")),
     };
+    let caller2 = caller.clone();
     let profile = app
         .store
         .run(move |db| {
@@ -135,7 +162,7 @@ pub async fn lookup(State(app): State<App>, caller: Caller, Query(q): Query<Hash
             })
         })
         .await?;
-    profile.map(|p| Json(detail(&app, p))).ok_or_else(|| ApiError::not_found("no profile has that identity"))
+    profile.map(|p| Json(detail(&app, for_caller(&caller2, p)))).ok_or_else(|| ApiError::not_found("no profile has that identity"))
 }
 
 const RECENT_EVENTS: i64 = 20;
@@ -148,7 +175,7 @@ const RECENT_EVENTS: i64 = 20;
 pub async fn profile(State(app): State<App>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<ProfileDetail>> {
     let id = resolve_profile(&app, &caller, &id).await?;
     let p = app.store.run(move |db| Box::pin(async move { profiles::load(db, id, RECENT_EVENTS).await })).await?;
-    p.map(|p| Json(detail(&app, p))).ok_or_else(|| ApiError::not_found("no such profile"))
+    p.map(|p| Json(detail(&app, for_caller(&caller, p)))).ok_or_else(|| ApiError::not_found("no such profile"))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -184,7 +211,7 @@ pub async fn events(State(app): State<App>, caller: Caller, Path(id): Path<Strin
     let id = resolve_profile(&app, &caller, &id).await?;
     let events = app.store.run(move |db| Box::pin(async move { profiles::events_page(db, id, before, limit).await })).await?;
     let next = (events.len() as i64 == limit).then(|| events.last().map(|e| EventCursor { ts: e.timestamp.0, id: e.id }.encode())).flatten();
-    Ok(Json(EventPage { events, next }))
+    Ok(Json(EventPage { events: mask_events(&caller, events), next }))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -25,6 +25,14 @@ pub enum Caller {
     Staff { userid: String, role: StaffRole },
 }
 
+impl Caller {
+    /// Whether this caller sees customers' phone numbers in full (PIPL): HQ does; guides
+    /// and store managers see them masked, and reveal one at a time on the audit log.
+    pub fn sees_phones(&self) -> bool {
+        matches!(self, Caller::Admin | Caller::Staff { role: StaffRole::Operator, .. })
+    }
+}
+
 /// A handler that takes a `Caller` runs only behind `require_token`, which put it in the
 /// request; without it (a route mounted outside the admin API by mistake) the answer is
 /// 401, never an anonymous caller.
@@ -59,6 +67,17 @@ pub enum Scope {
     All,
     Store(String),
     Guide(String),
+}
+
+impl Scope {
+    /// The (guide, store) filter a store query takes for this scope.
+    pub fn filter(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Scope::All => (None, None),
+            Scope::Store(s) => (None, Some(s.clone())),
+            Scope::Guide(g) => (Some(g.clone()), None),
+        }
+    }
 }
 
 impl FromRequestParts<App> for Scope {

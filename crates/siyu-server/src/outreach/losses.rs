@@ -19,11 +19,13 @@ const EVENTS_PER_ROUND: i64 = 200;
 /// How far back the touches before a loss are looked for.
 pub const BEFORE_LOSS_MS: i64 = 7 * 86_400_000;
 
-/// Touches Siyu made to a customer in the seven days before `lost_at`: those that went
-/// out (or that a guide confirmed), newest first.
+/// Campaign and journey touches Siyu made to a customer in the seven days before
+/// `lost_at` (those that went out, or that a guide confirmed), newest first. The
+/// automatic welcome is not one: it answers the customer's own add.
 pub fn touches_before(deliveries: &[DeliveryRow], lost_at: Timestamp) -> Vec<&DeliveryRow> {
     deliveries
         .iter()
+        .filter(|d| d.campaign_id.is_some() || d.journey_id.is_some())
         .filter(|d| matches!(d.status, DeliveryStatus::Sent | DeliveryStatus::Confirmed))
         .filter(|d| {
             let at = d.sent_at.unwrap_or(d.due_at).0;
@@ -34,7 +36,12 @@ pub fn touches_before(deliveries: &[DeliveryRow], lost_at: Timestamp) -> Vec<&De
         .collect()
 }
 
-/// One round: alerts the losses recorded since the last round.
+/// A deletion older than this when Siyu reads it is history (an import, a backfill, a
+/// long outage), not news to send to a guide's phone.
+const NEWS_WINDOW_MS: i64 = 86_400_000;
+
+/// One round: alerts the losses recorded since the last round. A failure with one
+/// alert is logged and the others still go.
 pub async fn alert(o: &Outreach) -> anyhow::Result<()> {
     let Some((client, agent)) = o.wecom.as_ref().and_then(|c| c.agent_id.map(|a| (c.clone(), a))) else { return Ok(()) };
     let names = vec!["Contact Deleted".to_string()];
@@ -56,14 +63,21 @@ pub async fn alert(o: &Outreach) -> anyhow::Result<()> {
             })
         })
         .await?;
+    let now = o.now();
     for (_, profile, _, ts, payload) in events {
         let props: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
-        // A guide who removed the customer knows; imported history is not news.
-        if props["initiator"] == "staff" || props["source"] == "import" {
+        // A guide who removed the customer knows; imported or old history is not news.
+        if props["initiator"] == "staff" || props["source"] == "import" || ts.0 < now.0 - NEWS_WINDOW_MS {
             continue;
         }
         let Some(guide) = props["staff_userid"].as_str().map(str::to_string) else { continue };
-        let (recipients, text) = message(o, profile, &guide, ts).await?;
+        let (recipients, text) = match message(o, profile, &guide, ts).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(profile = %profile, error = %e, "composing a lost-customer alert failed; it is skipped");
+                continue;
+            }
+        };
         let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
         match client.send_text_message(agent, &to, &text).await {
             Ok(_) => tracing::info!(profile = %profile, guide = %guide, "lost customer alerted in WeCom"),

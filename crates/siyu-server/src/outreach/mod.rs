@@ -174,7 +174,10 @@ impl Outreach {
         if let Some(client) = &self.wecom {
             crate::wecom::transfer::settle(&self.core, client, now).await?;
         }
-        losses::alert(self).await?;
+        // Alerts are a side line: a failure there is logged and holds nothing else up.
+        if let Err(e) = losses::alert(self).await {
+            tracing::warn!(error = %format!("{e:#}"), "lost-customer alerts failed this round");
+        }
         if self.watch_due() {
             campaigns::watch(self, now).await?;
         }
@@ -196,7 +199,10 @@ impl Outreach {
     pub async fn dispatch(&self, now: Timestamp) -> anyhow::Result<u64> {
         let mut handed = 0;
         for sink in &self.sinks {
-            sink.settle(now).await?;
+            // One sink's trouble (WeCom unreachable) does not hold up the others.
+            if let Err(e) = sink.settle(now).await {
+                tracing::warn!(sink = %sink.name(), error = %format!("{e:#}"), "settling a sink failed this round");
+            }
             handed += self.dispatch_to(sink.as_ref(), now).await?;
         }
         Ok(handed)

@@ -195,7 +195,7 @@ pub fn print_banner(running: &app::Running, store: &str, admin_token: Option<&st
     }
     match &running.generated_admin_password {
         Some(password) => println!("  console: {url}/console   sign in as admin / {password} (shown once; keep it)"),
-        None => println!("  console: {url}/console   (sign in as admin with the password printed at first start, or SIYU_ADMIN_PASSWORD)"),
+        None => println!("  console: {url}/console   (sign in as admin with the password printed when the account was made)"),
     }
     println!("  API reference: {url}/api/openapi.json   metrics: {url}/metrics");
 }

@@ -16,7 +16,7 @@ pub mod session;
 use askama::Template;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, REFERER, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERER, SET_COOKIE, X_FRAME_OPTIONS};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -143,10 +143,11 @@ impl Chrome {
     }
 }
 
-/// A rendered page, or the error page if the template failed.
+/// A rendered page, or the error page if the template failed. No other site may frame
+/// a console page (its buttons reveal numbers and confirm sends).
 pub fn render(page: impl Template) -> Response {
     match page.render() {
-        Ok(html) => ([(CACHE_CONTROL, "no-store")], Html(html)).into_response(),
+        Ok(html) => ([(CACHE_CONTROL, "no-store"), (X_FRAME_OPTIONS, "DENY"), (CONTENT_SECURITY_POLICY, "frame-ancestors 'none'")], Html(html)).into_response(),
         Err(e) => internal(&anyhow::anyhow!("rendering a page: {e}")),
     }
 }
@@ -161,10 +162,11 @@ pub fn urlencoded(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Where to go after signing in: a console path only, never another site.
+/// Where to go after signing in: a console path only, never another site (nor a
+/// header-breaking control character).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains("://") => n.to_string(),
+        Some(n) if n.starts_with("/console") && !n.contains("://") && !n.contains('\\') && !n.chars().any(char::is_control) => n.to_string(),
         _ => "/console".to_string(),
     }
 }
@@ -190,7 +192,9 @@ struct NextQuery {
 
 fn signin_response(app: &App, headers: &HeaderMap, next: String, error: Option<&'static str>, status: StatusCode) -> Response {
     let lang = Lang::from_cookie(session::cookie(headers, "siyu_lang"));
-    let page = SigninPage { lang: lang.code(), other_lang: lang.other(), t: lang.texts(), error, next, wecom: app.wecom_client().is_some() };
+    // WeCom sign-in needs the self-built app (its agent id) the code is exchanged through.
+    let wecom = app.wecom_client().is_some_and(|c| c.agent_id.is_some());
+    let page = SigninPage { lang: lang.code(), other_lang: lang.other(), t: lang.texts(), error, next, wecom };
     (status, render(page)).into_response()
 }
 
@@ -293,9 +297,10 @@ async fn wecom_callback(State(app): State<App>, headers: HeaderMap, Query(q): Qu
     }
 }
 
+/// A form that changes something: its CSRF token.
 #[derive(Deserialize)]
-struct CsrfForm {
-    csrf: Option<String>,
+pub struct CsrfForm {
+    pub csrf: Option<String>,
 }
 
 async fn signout(State(app): State<App>, headers: HeaderMap, axum::Form(form): axum::Form<CsrfForm>) -> Response {
@@ -307,7 +312,7 @@ async fn signout(State(app): State<App>, headers: HeaderMap, axum::Form(form): a
     if let Err(e) = session::end(&app, &headers).await {
         return internal(&e);
     }
-    let clear = session::session_cookie("", session::behind_tls(&headers), std::time::Duration::ZERO);
+    let clear = session::session_cookie("", session::behind_tls(&headers), Some(std::time::Duration::ZERO));
     ([(SET_COOKIE, clear)], Redirect::to("/console/signin")).into_response()
 }
 

@@ -33,6 +33,8 @@ struct Filters {
     to: String,
     city: String,
     store: String,
+    /// A store manager's figures are always their store's.
+    store_fixed: bool,
     channel: String,
 }
 
@@ -68,7 +70,9 @@ pub async fn page(State(app): State<App>, v: Viewer, Defs(defs): Defs, Query(q):
         from: overview.period.from.to_string(),
         to: overview.period.to.to_string(),
         city: q.city.clone().unwrap_or_default(),
-        store: q.store.clone().unwrap_or_default(),
+        // The store the figures are for: a manager's own, whatever the form asked.
+        store: overview.slice.store.clone().unwrap_or_default(),
+        store_fixed: matches!(v.scope, Scope::Store(_)),
         channel: q.channel.clone().unwrap_or_default(),
     };
     let query_string = format!(

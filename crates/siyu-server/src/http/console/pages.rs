@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use siyu_core::identity::{Identity, IdentityKind};
 use siyu_core::{ProfileId, Timestamp};
+use siyu_store::profiles::ProfileView;
 use siyu_store::{console as stored, outreach as outreach_store, profiles};
 
 use super::{Chrome, Viewer, internal, render};
@@ -17,12 +18,6 @@ use crate::http::auth::{Caller, Scope};
 /// Dates and times as the console shows them: China time, to the minute.
 fn when(t: Timestamp) -> String {
     t.to_datetime().with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M").to_string()
-}
-
-/// Whether this viewer sees phone numbers in full without revealing them: HQ does;
-/// guides and store managers see them masked (PIPL), and each reveal is audited.
-fn sees_phones(v: &Viewer) -> bool {
-    matches!(v.scope, Scope::All)
 }
 
 fn forbidden(v: &Viewer) -> Response {
@@ -128,11 +123,7 @@ pub async fn customers(State(app): State<App>, v: Viewer, Query(q): Query<Custom
         }
         Ok(members.unwrap_or_default())
     } else {
-        let (guide, store) = match &v.scope {
-            Scope::All => (None, None),
-            Scope::Store(s) => (None, Some(s.clone())),
-            Scope::Guide(g) => (Some(g.clone()), None),
-        };
+        let (guide, store) = v.scope.filter();
         app.store.run(move |db| Box::pin(async move { stored::customers_in_scope(db, guide.as_deref(), store.as_deref(), 50).await })).await.map_err(Into::into)
     };
     let ids = match ids {
@@ -147,7 +138,7 @@ pub async fn customers(State(app): State<App>, v: Viewer, Query(q): Query<Custom
         Ok(s) => s,
         Err(e) => return internal(&e.into()),
     };
-    let full = sees_phones(&v);
+    let full = v.caller.sees_phones();
     let rows = summaries
         .into_iter()
         .map(|s| CustomerRow {
@@ -194,11 +185,11 @@ async fn show_customer(app: &App, v: &Viewer, id: ProfileId, reveal: bool) -> Re
         Ok((None, _)) => return (StatusCode::NOT_FOUND, "no such profile").into_response(),
         Err(e) => return internal(&e.into()),
     };
-    let full = reveal || sees_phones(v);
-    let show = |key: &str, value: &serde_json::Value| -> String {
-        let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
-        if key == "phone" && !full { siyu_core::phone::mask(&text) } else { text }
-    };
+    let full = reveal || v.caller.sees_phones();
+    // What the API would show this viewer; a reveal shows the one number in full.
+    let masked_view = crate::http::admin::for_caller(&v.caller, profile.clone());
+    let profile = if reveal { ProfileView { traits: profile.traits.clone(), ..masked_view } } else { masked_view };
+    let show = |value: &serde_json::Value| -> String { value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()) };
     let (lifecycle, segments) = {
         let state = app.engine.read();
         let p = id.bit();
@@ -210,7 +201,7 @@ async fn show_customer(app: &App, v: &Viewer, id: ProfileId, reveal: bool) -> Re
         id,
         // Phones and e-mail addresses are kept as hashes among identities: nothing to mask.
         identities: profile.identities.iter().map(|i| (i.kind.clone(), i.value.clone())).collect(),
-        traits: profile.traits.iter().map(|(k, val)| (k.clone(), show(k, val))).collect(),
+        traits: profile.traits.iter().map(|(k, val)| (k.clone(), show(val))).collect(),
         tags: profile.tags.clone(),
         masked: !full && profile.traits.contains_key("phone"),
         stage: lifecycle.as_ref().map(|l| l.stage.clone()).unwrap_or_default(),
@@ -251,11 +242,6 @@ pub async fn customer(State(app): State<App>, v: Viewer, Path(reference): Path<S
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: Option<String>,
-}
-
 /// Shows a customer's phone number in full, once, and writes who saw whose number,
 /// when and from where to the audit log.
 pub async fn reveal(
@@ -263,7 +249,7 @@ pub async fn reveal(
     v: Viewer,
     headers: axum::http::HeaderMap,
     Path(reference): Path<String>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Response {
     if !super::session::csrf_ok(&axum::http::Method::POST, &headers, &v.csrf, form.csrf.as_deref()) {
         return (StatusCode::FORBIDDEN, "the form is stale; reload the page").into_response();
@@ -413,11 +399,7 @@ struct TasksPage {
 }
 
 pub async fn tasks(State(app): State<App>, v: Viewer) -> Response {
-    let (guide, store) = match &v.scope {
-        Scope::All => (None, None),
-        Scope::Store(s) => (None, Some(s.clone())),
-        Scope::Guide(g) => (Some(g.clone()), None),
-    };
+    let (guide, store) = v.scope.filter();
     let open = app.store.run(move |db| Box::pin(async move { outreach_store::list_tasks(db, guide.as_deref(), store.as_deref(), 20).await })).await;
     let open: Vec<_> = match open {
         Ok(t) => t.into_iter().filter(|t| t.status == "open").collect(),
@@ -484,6 +466,8 @@ pub async fn audit(State(app): State<App>, v: Viewer) -> Response {
 // ---------- lost customers ----------
 
 pub struct LostRow {
+    /// HQ may open the profile; for the guide and store the customer is gone.
+    link: bool,
     when: String,
     profile: ProfileId,
     name: String,
@@ -501,11 +485,7 @@ struct LostPage {
 /// Customers who deleted their guide in the last 30 days, in the viewer's scope, each
 /// with what Siyu sent them in the seven days before.
 pub async fn lost(State(app): State<App>, v: Viewer) -> Response {
-    let (guide, store) = match &v.scope {
-        Scope::All => (None, None),
-        Scope::Store(s) => (None, Some(s.clone())),
-        Scope::Guide(g) => (Some(g.clone()), None),
-    };
+    let (guide, store) = v.scope.filter();
     let since = Timestamp(app.engine.now().0 - 30 * 86_400_000);
     let found = app
         .store
@@ -538,6 +518,7 @@ pub async fn lost(State(app): State<App>, v: Viewer) -> Response {
                 })
                 .collect();
             LostRow {
+                link: matches!(v.scope, Scope::All),
                 when: when(l.removed_at),
                 profile: l.profile_id,
                 name: names.iter().find(|s| s.id == l.profile_id).and_then(|s| s.name.clone()).unwrap_or_else(|| format!("#{}", l.profile_id)),

@@ -93,8 +93,10 @@ pub async fn start(app: &App, staff_userid: Option<String>, method: String, secu
     let secret = random_token("");
     let csrf = random_token("");
     let s = secret.clone();
-    app.store.run(move |db| Box::pin(async move { stored::add_session(db, &s, staff_userid.as_deref(), &method, &csrf, Timestamp::now()).await })).await?;
-    Ok(session_cookie(&secret, secure, idle_limit()))
+    let now = Timestamp::now();
+    let idle_since = Timestamp(now.0 - idle_limit().as_millis() as i64);
+    app.store.run(move |db| Box::pin(async move { stored::add_session(db, &s, staff_userid.as_deref(), &method, &csrf, now, idle_since).await })).await?;
+    Ok(session_cookie(&secret, secure, None))
 }
 
 pub async fn end(app: &App, headers: &HeaderMap) -> anyhow::Result<()> {
@@ -105,10 +107,12 @@ pub async fn end(app: &App, headers: &HeaderMap) -> anyhow::Result<()> {
 }
 
 /// HttpOnly (no script reads it), SameSite=Lax (not sent on another site's POST),
-/// Secure behind TLS.
-pub fn session_cookie(value: &str, secure: bool, max_age: Duration) -> String {
+/// Secure behind TLS. Without `max_age` it lasts while the browser does: the server's
+/// idle limit decides when a session ends, not a clock started at sign-in.
+pub fn session_cookie(value: &str, secure: bool, max_age: Option<Duration>) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", max_age.as_secs())
+    let age = max_age.map(|a| format!("; Max-Age={}", a.as_secs())).unwrap_or_default();
+    format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}")
 }
 
 /// Whether the browser reached Siyu over TLS (directly or through a proxy that says so).
@@ -124,29 +128,32 @@ pub enum Refused {
     Locked,
 }
 
-/// Checks a local account's password; counts failures and locks the account after
-/// [`MAX_FAILURES`] in a row. Returns the account's staff userid (`None`: an admin).
+/// Checks a local account's password. Each attempt is counted before the password is
+/// checked, so even attempts made at once get at most [`MAX_FAILURES`] checks before
+/// the account locks. Returns the account's staff userid (`None`: an admin).
 pub async fn check_password(app: &App, username: &str, password: &str) -> anyhow::Result<Result<Option<String>, Refused>> {
     let name = username.to_string();
-    let account = app.store.run(move |db| Box::pin(async move { stored::get_account(db, &name).await })).await?;
     let now = Timestamp::now();
+    let (account, attempt) =
+        app.store.run(move |db| Box::pin(async move { Ok((stored::get_account(db, &name).await?, stored::reserve_attempt(db, &name, now).await?)) })).await?;
     let Some(account) = account else {
         // Hash anyway, so an unknown name takes as long as a wrong password.
         let _ = hash_password(password.to_string()).await;
         return Ok(Err(Refused::Wrong));
     };
-    if account.locked_until > now.0 {
+    let Some(attempt) = attempt else { return Ok(Err(Refused::Locked)) };
+    let name = username.to_string();
+    let lock_until = Timestamp(now.0 + LOCKOUT.as_millis() as i64);
+    if attempt > MAX_FAILURES {
+        app.store.run(move |db| Box::pin(async move { stored::lock(db, &name, lock_until).await })).await?;
         return Ok(Err(Refused::Locked));
     }
     if verify(password.to_string(), account.password_hash.clone()).await {
-        let name = username.to_string();
         app.store.run(move |db| Box::pin(async move { stored::record_success(db, &name).await })).await?;
         return Ok(Ok(account.staff_userid));
     }
-    let name = username.to_string();
-    let until = Timestamp(now.0 + LOCKOUT.as_millis() as i64);
-    let locked = app.store.run(move |db| Box::pin(async move { stored::record_failure(db, &name, MAX_FAILURES, until).await })).await?;
-    if locked {
+    if attempt == MAX_FAILURES {
+        app.store.run(move |db| Box::pin(async move { stored::lock(db, &name, lock_until).await })).await?;
         tracing::warn!(username = %username, "console account locked after repeated failed sign-ins");
         return Ok(Err(Refused::Locked));
     }
